@@ -1,0 +1,257 @@
+"""L2 transactions and orders, and their packed encoding (docs/protocol.md).
+
+Every state change is one of four transactions: ``Deposit``, ``Fill``,
+``OraclePrice`` and ``Withdraw``. Each encodes to one type byte and a
+fixed-size body, so a batch of them splits on L1 without length prefixes.
+Addresses are 20 raw bytes, signatures 65 raw bytes ``r || s || v``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from node.crypto import keccak
+
+ORDER_BYTES = 57
+SIGNATURE_BYTES = 65
+
+TX_DEPOSIT = 0x01
+TX_FILL = 0x02
+TX_ORACLE_PRICE = 0x03
+TX_WITHDRAW = 0x04
+
+BODY_BYTES = {
+    TX_DEPOSIT: 44,
+    TX_FILL: 2 * (ORDER_BYTES + SIGNATURE_BYTES) + 16,
+    TX_ORACLE_PRICE: 85,
+    TX_WITHDRAW: 129,
+}
+
+U32 = 2**32
+U64 = 2**64
+U128 = 2**128
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a well-formed transaction, order or batch."""
+
+
+def _check_range(name: str, value: int, bound: int) -> None:
+    if not (0 <= value < bound):
+        raise DecodeError(f"{name} out of range: {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An EIP-712 order (docs/protocol.md, "EIP-712").
+
+    account: 20-byte address of the signer; market: market id (u32);
+    is_buy: side; price: limit price in the market's price units (u64);
+    size: in the market's size units (u64); salt: client nonce making the
+    order unique (u64); expiry: unix seconds, live while block time < expiry.
+    """
+
+    account: bytes
+    market: int
+    is_buy: bool
+    price: int
+    size: int
+    salt: int
+    expiry: int
+
+    def encode(self) -> bytes:
+        """57 packed bytes."""
+        return (
+            self.account
+            + self.market.to_bytes(4, "big")
+            + (b"\x01" if self.is_buy else b"\x00")
+            + self.price.to_bytes(8, "big")
+            + self.size.to_bytes(8, "big")
+            + self.salt.to_bytes(8, "big")
+            + self.expiry.to_bytes(8, "big")
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Order:
+        """Inverse of ``encode``; raises DecodeError on a bad length or side byte."""
+        if len(data) != ORDER_BYTES:
+            raise DecodeError(f"order must be {ORDER_BYTES} bytes, got {len(data)}")
+        side = data[24]
+        if side > 1:
+            raise DecodeError(f"order side byte must be 0 or 1, got {side}")
+        return cls(
+            account=bytes(data[0:20]),
+            market=int.from_bytes(data[20:24], "big"),
+            is_buy=side == 1,
+            price=int.from_bytes(data[25:33], "big"),
+            size=int.from_bytes(data[33:41], "big"),
+            salt=int.from_bytes(data[41:49], "big"),
+            expiry=int.from_bytes(data[49:57], "big"),
+        )
+
+    def validate_ranges(self) -> None:
+        """Raise DecodeError if a field does not fit its packed width."""
+        if len(self.account) != 20:
+            raise DecodeError("order account must be 20 bytes")
+        _check_range("market", self.market, U32)
+        for name in ("price", "size", "salt", "expiry"):
+            _check_range(name, getattr(self, name), U64)
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    """Credit from the L1 deposit queue entry ``index`` (USDC base units)."""
+
+    index: int
+    account: bytes
+    amount: int
+
+    def body(self) -> bytes:
+        return self.index.to_bytes(8, "big") + self.account + self.amount.to_bytes(16, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """A match of a resting maker order by a taker order.
+
+    size: filled size (market size units); price: execution price, which the
+    STF requires to equal the maker's limit price.
+    """
+
+    maker: Order
+    maker_signature: bytes
+    taker: Order
+    taker_signature: bytes
+    size: int
+    price: int
+
+    def body(self) -> bytes:
+        return (
+            self.maker.encode()
+            + self.maker_signature
+            + self.taker.encode()
+            + self.taker_signature
+            + self.size.to_bytes(8, "big")
+            + self.price.to_bytes(8, "big")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OraclePrice:
+    """Oracle price update for one market, signed by the oracle key.
+
+    price: market price units; timestamp: unix seconds of the observation.
+    """
+
+    market: int
+    price: int
+    timestamp: int
+    signature: bytes
+
+    def body(self) -> bytes:
+        return (
+            self.market.to_bytes(4, "big")
+            + self.price.to_bytes(8, "big")
+            + self.timestamp.to_bytes(8, "big")
+            + self.signature
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """L2 side of a withdrawal: burns ``amount`` USDC base units of
+    ``account``'s free collateral for ``recipient`` on L1; ``nonce`` must
+    equal the account nonce."""
+
+    account: bytes
+    recipient: bytes
+    amount: int
+    nonce: int
+    signature: bytes
+
+    def body(self) -> bytes:
+        return (
+            self.account
+            + self.recipient
+            + self.amount.to_bytes(16, "big")
+            + self.nonce.to_bytes(8, "big")
+            + self.signature
+        )
+
+
+Transaction = Union[Deposit, Fill, OraclePrice, Withdraw]
+
+_TYPE_OF = {Deposit: TX_DEPOSIT, Fill: TX_FILL, OraclePrice: TX_ORACLE_PRICE, Withdraw: TX_WITHDRAW}
+
+
+def tx_type(tx: Transaction) -> int:
+    """The type byte of ``tx``."""
+    return _TYPE_OF[type(tx)]
+
+
+def encode_tx(tx: Transaction) -> bytes:
+    """Type byte followed by the packed body (docs/protocol.md)."""
+    return bytes([_TYPE_OF[type(tx)]]) + tx.body()
+
+
+def tx_hash(encoded: bytes) -> bytes:
+    """keccak256 of an encoded transaction."""
+    return keccak(encoded)
+
+
+def decode_tx(data: bytes) -> Transaction:
+    """Decode exactly one encoded transaction; raises DecodeError."""
+    tx, end = decode_tx_at(data, 0)
+    if end != len(data):
+        raise DecodeError(f"{len(data) - end} trailing bytes after transaction")
+    return tx
+
+
+def decode_tx_at(data: bytes, offset: int) -> tuple[Transaction, int]:
+    """Decode the transaction starting at ``offset``; returns (tx, end offset)."""
+    if offset >= len(data):
+        raise DecodeError("missing transaction type byte")
+    kind = data[offset]
+    size = BODY_BYTES.get(kind)
+    if size is None:
+        raise DecodeError(f"unknown transaction type 0x{kind:02x}")
+    start = offset + 1
+    end = start + size
+    if end > len(data):
+        raise DecodeError(f"truncated transaction of type 0x{kind:02x}")
+    b = bytes(data[start:end])
+    tx: Transaction
+    if kind == TX_DEPOSIT:
+        tx = Deposit(
+            index=int.from_bytes(b[0:8], "big"),
+            account=b[8:28],
+            amount=int.from_bytes(b[28:44], "big"),
+        )
+    elif kind == TX_FILL:
+        o = ORDER_BYTES
+        s = SIGNATURE_BYTES
+        tx = Fill(
+            maker=Order.decode(b[0:o]),
+            maker_signature=b[o : o + s],
+            taker=Order.decode(b[o + s : 2 * o + s]),
+            taker_signature=b[2 * o + s : 2 * (o + s)],
+            size=int.from_bytes(b[2 * (o + s) : 2 * (o + s) + 8], "big"),
+            price=int.from_bytes(b[2 * (o + s) + 8 : 2 * (o + s) + 16], "big"),
+        )
+    elif kind == TX_ORACLE_PRICE:
+        tx = OraclePrice(
+            market=int.from_bytes(b[0:4], "big"),
+            price=int.from_bytes(b[4:12], "big"),
+            timestamp=int.from_bytes(b[12:20], "big"),
+            signature=b[20:85],
+        )
+    else:
+        tx = Withdraw(
+            account=b[0:20],
+            recipient=b[20:40],
+            amount=int.from_bytes(b[40:56], "big"),
+            nonce=int.from_bytes(b[56:64], "big"),
+            signature=b[64:129],
+        )
+    return tx, end
