@@ -1,0 +1,133 @@
+"""L2 blocks: header, receipts, hashing and storage encoding (docs/protocol.md,
+"L2 blocks")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import rlp
+from eth_abi import encode as abi_encode
+
+from node.crypto import ZERO_HASH, keccak
+from node.merkle import merkle_root
+from node.transactions import tx_hash
+
+HEADER_TYPES = ["uint64", "bytes32", "uint64", "uint64", "bytes32", "bytes32", "bytes32"]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Outcome of one transaction: success, or the rule it broke (``error``
+    is the InvalidTransaction class name, ``message`` its text)."""
+
+    tx_hash: bytes
+    success: bool
+    error: str = ""
+    message: str = ""
+
+    def leaf(self) -> bytes:
+        return keccak(self.tx_hash + (b"\x01" if self.success else b"\x00"))
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    number: int
+    parent_hash: bytes
+    timestamp: int
+    l1_origin: int
+    tx_root: bytes
+    receipts_root: bytes
+    state_root: bytes
+
+    @property
+    def hash(self) -> bytes:
+        return keccak(
+            abi_encode(
+                HEADER_TYPES,
+                [
+                    self.number,
+                    self.parent_hash,
+                    self.timestamp,
+                    self.l1_origin,
+                    self.tx_root,
+                    self.receipts_root,
+                    self.state_root,
+                ],
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A sealed L2 block: header, encoded transactions and their receipts."""
+
+    header: BlockHeader
+    txs: tuple[bytes, ...]
+    receipts: tuple[Receipt, ...]
+
+    @property
+    def number(self) -> int:
+        return self.header.number
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+    def encode(self) -> bytes:
+        """Storage encoding (RLP)."""
+        h = self.header
+        return rlp.encode(
+            [
+                [h.number, h.parent_hash, h.timestamp, h.l1_origin, h.tx_root,
+                 h.receipts_root, h.state_root],
+                list(self.txs),
+                [[r.tx_hash, int(r.success), r.error.encode(), r.message.encode()]
+                 for r in self.receipts],
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Block:
+        header, txs, receipts = rlp.decode(data)
+        number, parent, ts, origin, txr, rr, sr = header
+        return cls(
+            BlockHeader(
+                rlp.sedes.big_endian_int.deserialize(number),
+                parent,
+                rlp.sedes.big_endian_int.deserialize(ts),
+                rlp.sedes.big_endian_int.deserialize(origin),
+                txr,
+                rr,
+                sr,
+            ),
+            tuple(txs),
+            tuple(
+                Receipt(r[0], r[1] == b"\x01", r[2].decode(), r[3].decode()) for r in receipts
+            ),
+        )
+
+
+def make_header(
+    number: int,
+    parent_hash: bytes,
+    timestamp: int,
+    l1_origin: int,
+    txs: tuple[bytes, ...],
+    receipts: tuple[Receipt, ...],
+    state_root: bytes,
+) -> BlockHeader:
+    """Header with tx and receipts roots computed from the lists."""
+    return BlockHeader(
+        number=number,
+        parent_hash=parent_hash,
+        timestamp=timestamp,
+        l1_origin=l1_origin,
+        tx_root=merkle_root([tx_hash(t) for t in txs]),
+        receipts_root=merkle_root([r.leaf() for r in receipts]),
+        state_root=state_root,
+    )
+
+
+def genesis_block(state_root: bytes) -> Block:
+    """Block 0: no transactions, the genesis state root, parent hash zero."""
+    return Block(make_header(0, ZERO_HASH, 0, 0, (), (), state_root), (), ())

@@ -1,0 +1,252 @@
+"""The L2 chain: sealed blocks and the state on top of them, in one store.
+
+``Chain`` keeps a *pending* ``State`` on top of the head block. The
+sequencer applies transactions to it one by one (``apply``); ``seal`` turns
+what is pending into a block, commits the state root and writes the block,
+its tree nodes and the new head in one atomic LevelDB batch (synced), so a
+kill -9 loses at most the unsealed transactions, never a block a client saw.
+``apply_block`` re-executes a block from elsewhere (L1 derivation) and
+records failed transactions as failed receipts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from node.blocks import Block, Receipt, genesis_block, make_header
+from node.crypto import ZERO_HASH
+from node.db import KeyValueDB, PrefixedDB
+from node.eip712 import Domain
+from node.exceptions import InvalidBlock, InvalidTransaction
+from node.smt import SparseMerkleTree
+from node.state import State
+from node.stf import apply_transaction
+from node.transactions import Transaction, decode_tx, encode_tx, tx_hash
+
+_HEAD = b"m:head"
+_CONFIG = b"m:config"
+_SAFE = b"m:safe"
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def _block_key(number: int) -> bytes:
+    return b"b:" + _u64(number)
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """Where a range of L2 blocks was posted on L1."""
+
+    index: int
+    first_block: int
+    last_block: int
+    state_root: bytes
+    tx_root: bytes
+    l1_block: int
+    l1_tx: bytes
+    deposit_end: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "firstBlock": self.first_block,
+            "lastBlock": self.last_block,
+            "stateRoot": "0x" + self.state_root.hex(),
+            "txRoot": "0x" + self.tx_root.hex(),
+            "l1Block": self.l1_block,
+            "l1Tx": "0x" + self.l1_tx.hex(),
+            "depositEnd": self.deposit_end,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BatchInfo:
+        return cls(
+            d["index"],
+            d["firstBlock"],
+            d["lastBlock"],
+            bytes.fromhex(d["stateRoot"][2:]),
+            bytes.fromhex(d["txRoot"][2:]),
+            d["l1Block"],
+            bytes.fromhex(d["l1Tx"][2:]),
+            d["depositEnd"],
+        )
+
+
+class Chain:
+    """Block store + pending state. One instance owns the store."""
+
+    def __init__(self, db: KeyValueDB, domain: Domain) -> None:
+        self.db = db
+        self.domain = domain
+        self.tree = SparseMerkleTree(PrefixedDB(db, b"s:"))
+        head = db.get(_HEAD)
+        if head is None:
+            raise InvalidBlock("store has no genesis; call Chain.initialize first")
+        self.head = self.block(int.from_bytes(head, "big"))
+        self.state = State(self.tree, self.head.header.state_root)
+        self.pending_txs: list[bytes] = []
+        self.pending_receipts: list[Receipt] = []
+        self.pending_timestamp = self.head.header.timestamp
+
+    # -- set-up ----------------------------------------------------------
+    @staticmethod
+    def initialize(db: KeyValueDB, genesis_leaves: dict[bytes, bytes], config: dict[str, Any]) -> None:
+        """Write the genesis block and config into an empty store (no-op if
+        the store already has a chain with the same config; raises
+        InvalidBlock if it has another one)."""
+        existing = db.get(_CONFIG)
+        if existing is not None:
+            if json.loads(existing) != config:
+                raise InvalidBlock("datadir holds a chain with a different rollup config")
+            return
+        tree = SparseMerkleTree(PrefixedDB(db, b"s:"))
+        root = tree.update(ZERO_HASH, genesis_leaves)
+        block = genesis_block(root)
+        with db.write_batch() as batch:
+            tree.flush(PrefixedDB(batch, b"s:"))
+            batch.put(_block_key(0), block.encode())
+            batch.put(b"h:" + block.hash, _u64(0))
+            batch.put(_CONFIG, json.dumps(config, sort_keys=True).encode())
+            batch.put(_HEAD, _u64(0))
+
+    @staticmethod
+    def stored_config(db: KeyValueDB) -> dict[str, Any] | None:
+        raw = db.get(_CONFIG)
+        return json.loads(raw) if raw is not None else None
+
+    # -- reads -----------------------------------------------------------
+    def block(self, number: int) -> Block:
+        raw = self.db.get(_block_key(number))
+        if raw is None:
+            raise KeyError(f"no block {number}")
+        return Block.decode(raw)
+
+    def block_number_by_hash(self, block_hash: bytes) -> int | None:
+        raw = self.db.get(b"h:" + block_hash)
+        return int.from_bytes(raw, "big") if raw is not None else None
+
+    def tx_location(self, hash_: bytes) -> tuple[int, int] | None:
+        """(block number, index) of a sealed transaction."""
+        raw = self.db.get(b"t:" + hash_)
+        if raw is None:
+            return None
+        return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
+
+    def head_state(self) -> State:
+        """A fresh read-only view of the head block's state."""
+        return State(self.tree, self.head.header.state_root)
+
+    def state_at(self, number: int) -> State:
+        return State(self.tree, self.block(number).header.state_root)
+
+    # -- pending block ---------------------------------------------------
+    def apply(self, tx: Transaction) -> Receipt:
+        """Apply ``tx`` to the pending state; raises InvalidTransaction and
+        changes nothing if it breaks a rule."""
+        encoded = encode_tx(tx)
+        apply_transaction(self.state, tx, self.pending_timestamp, self.domain)
+        receipt = Receipt(tx_hash(encoded), True)
+        self.pending_txs.append(encoded)
+        self.pending_receipts.append(receipt)
+        return receipt
+
+    pending_timestamp: int = 0
+
+    def open_block(self, timestamp: int) -> None:
+        """Set the pending block's timestamp (unix s) if nothing is pending yet.
+
+        Rules that read the block time (order expiry) see this value, and
+        ``seal`` stamps the block with it. Never earlier than the head's.
+        """
+        if not self.pending_txs:
+            self.pending_timestamp = max(timestamp, self.head.header.timestamp)
+
+    def seal(self, l1_origin: int) -> Block | None:
+        """Seal the pending transactions into the next block (None if there are none)."""
+        if not self.pending_txs:
+            return None
+        root = self.state.commit()
+        block = self._store(
+            self.pending_timestamp,
+            l1_origin,
+            tuple(self.pending_txs),
+            tuple(self.pending_receipts),
+            root,
+        )
+        self.pending_txs = []
+        self.pending_receipts = []
+        return block
+
+    def apply_block(self, timestamp: int, l1_origin: int, txs: Iterable[bytes]) -> Block:
+        """Execute and store a whole block (e.g. derived from L1); a
+        transaction that breaks a rule is a no-op with a failed receipt."""
+        if self.pending_txs:
+            raise InvalidBlock("apply_block with pending sequencer transactions")
+        if timestamp < self.head.header.timestamp:
+            raise InvalidBlock("block timestamp goes backwards")
+        encoded = tuple(txs)
+        receipts = []
+        for raw in encoded:
+            h = tx_hash(raw)
+            try:
+                apply_transaction(self.state, decode_tx(raw), timestamp, self.domain)
+            except InvalidTransaction as exc:
+                receipts.append(Receipt(h, False, exc.rule, str(exc)))
+            else:
+                receipts.append(Receipt(h, True))
+        root = self.state.commit()
+        return self._store(timestamp, l1_origin, encoded, tuple(receipts), root)
+
+    def _store(
+        self,
+        timestamp: int,
+        l1_origin: int,
+        txs: tuple[bytes, ...],
+        receipts: tuple[Receipt, ...],
+        root: bytes,
+    ) -> Block:
+        number = self.head.number + 1
+        header = make_header(number, self.head.hash, timestamp, l1_origin, txs, receipts, root)
+        block = Block(header, txs, receipts)
+        with self.db.write_batch() as batch:
+            self.tree.flush(PrefixedDB(batch, b"s:"))
+            batch.put(_block_key(number), block.encode())
+            batch.put(b"h:" + block.hash, _u64(number))
+            for i, r in enumerate(receipts):
+                batch.put(b"t:" + r.tx_hash, _u64(number) + i.to_bytes(4, "big"))
+            batch.put(_HEAD, _u64(number))
+        self.head = block
+        return block
+
+    # -- batches (safe head) ---------------------------------------------
+    def record_batch(self, info: BatchInfo) -> None:
+        """Remember that blocks first..last are in L1 batch ``info.index``."""
+        with self.db.write_batch() as batch:
+            batch.put(b"B:" + _u64(info.index), json.dumps(info.to_json()).encode())
+            for n in range(info.first_block, info.last_block + 1):
+                batch.put(b"bb:" + _u64(n), _u64(info.index))
+            batch.put(_SAFE, _u64(info.index))
+
+    def batch(self, index: int) -> BatchInfo | None:
+        raw = self.db.get(b"B:" + _u64(index))
+        return BatchInfo.from_json(json.loads(raw)) if raw is not None else None
+
+    def latest_batch(self) -> BatchInfo | None:
+        raw = self.db.get(_SAFE)
+        return self.batch(int.from_bytes(raw, "big")) if raw is not None else None
+
+    def batch_of_block(self, number: int) -> int | None:
+        raw = self.db.get(b"bb:" + _u64(number))
+        return int.from_bytes(raw, "big") if raw is not None else None
+
+    @property
+    def safe_head(self) -> int:
+        """Highest L2 block whose batch is on L1 (0 = genesis)."""
+        latest = self.latest_batch()
+        return latest.last_block if latest else 0

@@ -1,0 +1,103 @@
+"""Typed errors of the state transition function (execution-specs style).
+
+Every rule of docs/protocol.md has its own class; ``rule`` is the class name,
+which is what receipts and JSON-RPC errors report.
+"""
+
+from __future__ import annotations
+
+
+class InvalidBlock(Exception):
+    """A block that cannot be applied (bad parent, number, timestamp, root)."""
+
+
+class InvalidTransaction(Exception):
+    """A transaction that breaks a rule; applying it changed nothing."""
+
+    @property
+    def rule(self) -> str:
+        return type(self).__name__
+
+
+class DepositOutOfOrder(InvalidTransaction):
+    """Deposit index is not the next entry of the L1 deposit queue."""
+
+
+class UnknownMarket(InvalidTransaction):
+    """The market id is not declared in the markets leaf."""
+
+
+class MarketMismatch(InvalidTransaction):
+    """Maker and taker orders are for different markets."""
+
+
+class SameSide(InvalidTransaction):
+    """Maker and taker orders are both buys or both sells."""
+
+
+class SelfTrade(InvalidTransaction):
+    """Maker and taker are the same account."""
+
+
+class ZeroFillSize(InvalidTransaction):
+    """A fill of size zero."""
+
+
+class InvalidStepSize(InvalidTransaction):
+    """A size that is not a multiple of the market's step size."""
+
+
+class InvalidTickSize(InvalidTransaction):
+    """A price that is not a multiple of the market's tick size."""
+
+
+class FillPriceMismatch(InvalidTransaction):
+    """The fill price is not the maker's limit price."""
+
+
+class PricesDoNotCross(InvalidTransaction):
+    """The buy order's price is below the sell order's price."""
+
+
+class OrderExpired(InvalidTransaction):
+    """An order whose expiry is at or before the block timestamp."""
+
+
+class InvalidOrderSignature(InvalidTransaction):
+    """An order signature that does not recover to the order's account."""
+
+
+class Overfill(InvalidTransaction):
+    """The fill would take an order past its size."""
+
+
+class InsufficientMargin(InvalidTransaction):
+    """After the fill an account's equity is below its initial margin."""
+
+
+class InvalidOracleSignature(InvalidTransaction):
+    """An oracle price not signed by the oracle key of the system leaf."""
+
+
+class InvalidPrice(InvalidTransaction):
+    """A price of zero."""
+
+
+class StaleOraclePrice(InvalidTransaction):
+    """An oracle price not newer than the market's current one."""
+
+
+class InvalidWithdrawSignature(InvalidTransaction):
+    """A withdrawal not signed by its account."""
+
+
+class InvalidNonce(InvalidTransaction):
+    """A withdrawal nonce that is not the account's next nonce."""
+
+
+class ZeroAmount(InvalidTransaction):
+    """A withdrawal of zero."""
+
+
+class InsufficientFreeCollateral(InvalidTransaction):
+    """A withdrawal larger than the account's free collateral."""

@@ -1,0 +1,102 @@
+"""Genesis configuration: chain ids, role addresses and the market list.
+
+The default file ``node/genesis.json`` declares ETH-USD and BTC-USD perps;
+``derivnet devnet --genesis FILE`` takes another file of the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from node.state import Market, genesis_items
+
+
+def parse_address(text: str) -> bytes:
+    """0x-prefixed 20-byte hex address -> bytes; raises ValueError."""
+    if not isinstance(text, str) or not text.startswith("0x") or len(text) != 42:
+        raise ValueError(f"not a 0x-prefixed 20-byte address: {text!r}")
+    return bytes.fromhex(text[2:])
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """A market as declared in genesis: the state leaf fields plus its symbol."""
+
+    symbol: str
+    market: Market
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """Parsed genesis file. Addresses are 20 raw bytes."""
+
+    l1_chain_id: int
+    l2_chain_id: int
+    sequencer: bytes
+    oracle: bytes
+    fee_account: bytes
+    markets: tuple[MarketSpec, ...]
+
+    def leaves(self) -> dict[bytes, bytes]:
+        """Initial state leaves (markets and system)."""
+        return genesis_items([m.market for m in self.markets], self.oracle, self.fee_account)
+
+    def market_by_symbol(self, symbol: str) -> Market:
+        for spec in self.markets:
+            if spec.symbol == symbol:
+                return spec.market
+        raise KeyError(f"unknown market symbol {symbol!r}")
+
+    def symbol_of(self, market_id: int) -> str:
+        for spec in self.markets:
+            if spec.market.id == market_id:
+                return spec.symbol
+        raise KeyError(f"unknown market id {market_id}")
+
+
+def parse_genesis(data: dict[str, Any]) -> Genesis:
+    """Build a Genesis from the JSON object; raises ValueError/KeyError."""
+    markets = []
+    for m in data["markets"]:
+        market = Market(
+            id=int(m["id"]),
+            price_decimals=int(m["priceDecimals"]),
+            size_decimals=int(m["sizeDecimals"]),
+            tick_size=int(m["tickSize"]),
+            step_size=int(m["stepSize"]),
+            imf_ppm=int(m["initialMarginPpm"]),
+            mmf_ppm=int(m["maintenanceMarginPpm"]),
+            maker_fee_ppm=int(m["makerFeePpm"]),
+            taker_fee_ppm=int(m["takerFeePpm"]),
+            oracle_price=int(m.get("oraclePrice", 0)),
+            oracle_time=0,
+        )
+        if market.tick_size <= 0 or market.step_size <= 0:
+            raise ValueError(f"market {m['symbol']}: tick and step must be positive")
+        if not 0 < market.mmf_ppm <= market.imf_ppm <= 1_000_000:
+            raise ValueError(f"market {m['symbol']}: need 0 < mmf <= imf <= 1e6 ppm")
+        markets.append(MarketSpec(str(m["symbol"]), market))
+    ids = [s.market.id for s in markets]
+    if len(set(ids)) != len(ids):
+        raise ValueError("market ids must be unique")
+    return Genesis(
+        l1_chain_id=int(data["l1ChainId"]),
+        l2_chain_id=int(data["l2ChainId"]),
+        sequencer=parse_address(data["sequencer"]),
+        oracle=parse_address(data["oracle"]),
+        fee_account=parse_address(data["feeAccount"]),
+        markets=tuple(markets),
+    )
+
+
+def load_genesis(path: str | Path | None = None) -> Genesis:
+    """Load ``path``, or the packaged default genesis when None."""
+    if path is None:
+        text = resources.files("node").joinpath("genesis.json").read_text()
+    else:
+        text = Path(path).read_text()
+    return parse_genesis(json.loads(text))

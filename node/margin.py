@@ -1,0 +1,118 @@
+"""Integer money math for perpetual markets (docs/protocol.md, "Money").
+
+All amounts are USDC base units (1e-6 USDC); sizes and prices are in a
+market's size and price units. Rounding always favours the system: what an
+account pays is rounded up, what it receives or is credited is rounded down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from node.state import Account, Market, Position
+
+PPM = 1_000_000
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def _scale(market: Market) -> int:
+    """e = pd + sd - 6: notional = size * price / 10^e."""
+    return market.price_decimals + market.size_decimals - 6
+
+
+def notional(market: Market, size: int, price: int) -> tuple[int, int]:
+    """(buyer pays, seller receives) for ``size`` at ``price``, both >= 0.
+
+    Exact when pd + sd <= 6; otherwise ceiling for the buyer and floor for
+    the seller (the difference is dust for the fee account).
+    """
+    raw = size * price
+    e = _scale(market)
+    if e <= 0:
+        q = raw * 10**-e
+        return q, q
+    d = 10**e
+    return _ceil_div(raw, d), raw // d
+
+
+def fee(amount: int, fee_ppm: int) -> int:
+    """ceil(amount * fee_ppm / 1e6): a fee on a notional, rounded up."""
+    return _ceil_div(amount * fee_ppm, PPM)
+
+
+def position_value(market: Market, size: int) -> int:
+    """Signed value of ``size`` at the oracle price, floored toward -inf."""
+    raw = size * market.oracle_price
+    e = _scale(market)
+    if e <= 0:
+        return raw * 10**-e
+    return raw // 10**e
+
+
+def margin_requirement(market: Market, size: int, fraction_ppm: int) -> int:
+    """ceil(|size| * oracle_price * fraction / 1e6), in USDC base units."""
+    raw = abs(size) * market.oracle_price * fraction_ppm
+    e = _scale(market)
+    if e <= 0:
+        return _ceil_div(raw * 10**-e, PPM)
+    return _ceil_div(raw, 10**e * PPM)
+
+
+def equity(account: Account, markets: Mapping[int, Market]) -> int:
+    """collateral + sum of position values at oracle prices."""
+    total = account.collateral
+    for p in account.positions:
+        total += position_value(markets[p.market], p.size)
+    return total
+
+
+def initial_margin(account: Account, markets: Mapping[int, Market]) -> int:
+    """Sum of initial margin requirements of the account's positions."""
+    return sum(margin_requirement(markets[p.market], p.size, markets[p.market].imf_ppm)
+               for p in account.positions)
+
+
+def maintenance_margin(account: Account, markets: Mapping[int, Market]) -> int:
+    """Sum of maintenance margin requirements of the account's positions."""
+    return sum(margin_requirement(markets[p.market], p.size, markets[p.market].mmf_ppm)
+               for p in account.positions)
+
+
+def free_collateral(account: Account, markets: Mapping[int, Market]) -> int:
+    """equity - initial margin (may be negative)."""
+    return equity(account, markets) - initial_margin(account, markets)
+
+
+def _trunc_div(a: int, b: int) -> int:
+    """a / b truncated toward zero (b > 0)."""
+    q = abs(a) // b
+    return q if a >= 0 else -q
+
+
+def trade_position(pos: Position | None, market: int, delta: int, cash: int) -> Position:
+    """Position after trading ``delta`` (signed size) for ``cash`` (signed
+    USDC: +paid for a buy, -received for a sell). Cost rule of
+    docs/protocol.md ("Accounts: cash model")."""
+    size = pos.size if pos else 0
+    cost = pos.cost if pos else 0
+    if size == 0 or (size > 0) == (delta > 0):
+        return Position(market, size + delta, cost + cash)
+    closing = min(abs(delta), abs(size))
+    cost -= _trunc_div(cost * closing, abs(size))
+    sign = 1 if delta > 0 else -1
+    size += sign * closing
+    rest = abs(delta) - closing
+    if rest > 0:
+        size = sign * rest
+        cost = _trunc_div(cash * rest, abs(delta))
+    if size == 0:
+        cost = 0
+    return Position(market, size, cost)
+
+
+def unrealized_pnl(market: Market, pos: Position) -> int:
+    """value - cost at the oracle price (USDC base units)."""
+    return position_value(market, pos.size) - pos.cost

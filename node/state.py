@@ -1,0 +1,313 @@
+"""Ledger state: leaf types, their keys and ABI encodings, and the ``State``
+container over the sparse Merkle tree (docs/protocol.md, "State").
+
+Leaves are frozen dataclasses. ``State`` is the only mutable thing: the STF
+reads leaves through it and writes whole new leaves back; ``commit()``
+writes the changed leaves into the tree and returns the new state root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+
+from node.crypto import keccak
+from node.smt import SparseMerkleTree
+
+ACCOUNT_TYPES = ["int256", "uint64", "(uint32,int128,int256)[]"]
+MARKETS_TYPES = [
+    "(uint32,uint8,uint8,uint64,uint64,uint32,uint32,uint32,uint32,uint64,uint64)[]"
+]
+ORDER_TYPES = ["uint64"]
+SYSTEM_TYPES = ["uint64", "uint64", "address", "address"]
+WITHDRAWAL_TYPES = ["uint64", "address", "address", "uint128"]
+
+MARKETS_KEY = keccak(b"\x02")
+SYSTEM_KEY = keccak(b"\x04")
+
+
+def account_key(address: bytes) -> bytes:
+    """SMT key of an account leaf: keccak(0x01 || address)."""
+    return keccak(b"\x01" + address)
+
+
+def order_key(order_hash: bytes) -> bytes:
+    """SMT key of an order's filled-size leaf: keccak(0x03 || order hash)."""
+    return keccak(b"\x03" + order_hash)
+
+
+def withdrawal_key(withdrawal_id: int) -> bytes:
+    """SMT key of a withdrawal leaf: keccak(0x05 || id u64)."""
+    return keccak(b"\x05" + withdrawal_id.to_bytes(8, "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A perpetual position: size (signed, market size units, long > 0) and
+    cost (signed USDC base units paid for the open size)."""
+
+    market: int
+    size: int
+    cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """collateral: USDC base units (cash model, see docs/protocol.md);
+    nonce: next withdrawal nonce; positions sorted by market id."""
+
+    collateral: int = 0
+    nonce: int = 0
+    positions: tuple[Position, ...] = ()
+
+    def position(self, market: int) -> Position | None:
+        for p in self.positions:
+            if p.market == market:
+                return p
+        return None
+
+    def with_position(self, pos: Position) -> Account:
+        """Copy with ``pos`` replacing the market's position (dropped if size 0)."""
+        rest = [p for p in self.positions if p.market != pos.market]
+        if pos.size != 0:
+            rest.append(pos)
+        rest.sort(key=lambda p: p.market)
+        return Account(self.collateral, self.nonce, tuple(rest))
+
+    def encode(self) -> bytes:
+        return abi_encode(
+            ACCOUNT_TYPES,
+            [self.collateral, self.nonce, [(p.market, p.size, p.cost) for p in self.positions]],
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Account:
+        collateral, nonce, positions = abi_decode(ACCOUNT_TYPES, data)
+        return cls(collateral, nonce, tuple(Position(*p) for p in positions))
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """A perpetual market's parameters and oracle price.
+
+    price_decimals / size_decimals: a price unit is 10^-pd USDC per base unit,
+    a size unit 10^-sd base asset; tick_size / step_size in those units;
+    *_ppm: fractions in parts per million; oracle_price in price units,
+    oracle_time in unix seconds.
+    """
+
+    id: int
+    price_decimals: int
+    size_decimals: int
+    tick_size: int
+    step_size: int
+    imf_ppm: int
+    mmf_ppm: int
+    maker_fee_ppm: int
+    taker_fee_ppm: int
+    oracle_price: int = 0
+    oracle_time: int = 0
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return (
+            self.id,
+            self.price_decimals,
+            self.size_decimals,
+            self.tick_size,
+            self.step_size,
+            self.imf_ppm,
+            self.mmf_ppm,
+            self.maker_fee_ppm,
+            self.taker_fee_ppm,
+            self.oracle_price,
+            self.oracle_time,
+        )
+
+
+def encode_markets(markets: Mapping[int, Market]) -> bytes:
+    return abi_encode(MARKETS_TYPES, [[markets[i].as_tuple() for i in sorted(markets)]])
+
+
+def decode_markets(data: bytes) -> dict[int, Market]:
+    (rows,) = abi_decode(MARKETS_TYPES, data)
+    return {row[0]: Market(*row) for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """next_deposit: next L1 queue index to credit; withdrawal_count: ids
+    issued so far; oracle / fee_account: 20-byte addresses."""
+
+    next_deposit: int
+    withdrawal_count: int
+    oracle: bytes
+    fee_account: bytes
+
+    def encode(self) -> bytes:
+        return abi_encode(
+            SYSTEM_TYPES,
+            [self.next_deposit, self.withdrawal_count, self.oracle, self.fee_account],
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> System:
+        nd, wc, oracle, fee = abi_decode(SYSTEM_TYPES, data)
+        return cls(nd, wc, bytes.fromhex(oracle[2:]), bytes.fromhex(fee[2:]))
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """An L2 withdrawal awaiting payment on L1 (amount in USDC base units)."""
+
+    id: int
+    account: bytes
+    recipient: bytes
+    amount: int
+
+    def encode(self) -> bytes:
+        return abi_encode(WITHDRAWAL_TYPES, [self.id, self.account, self.recipient, self.amount])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Withdrawal:
+        wid, account, recipient, amount = abi_decode(WITHDRAWAL_TYPES, data)
+        return cls(wid, bytes.fromhex(account[2:]), bytes.fromhex(recipient[2:]), amount)
+
+
+def encode_filled(filled: int) -> bytes:
+    """Order leaf value: abi.encode(uint64 filled)."""
+    return filled.to_bytes(32, "big")
+
+
+@dataclass
+class State:
+    """Mutable view of the ledger at ``root`` with a write-back cache.
+
+    Reads go to the cache, then the tree at ``root``. Writes stay in the cache
+    until ``commit()``, which encodes the changed leaves, updates the tree in
+    one batch and returns the new root.
+    """
+
+    tree: SparseMerkleTree
+    root: bytes
+    _accounts: dict[bytes, Account] = field(default_factory=dict)
+    _filled: dict[bytes, int] = field(default_factory=dict)
+    _withdrawals: dict[int, Withdrawal] = field(default_factory=dict)
+    _markets: dict[int, Market] | None = None
+    _system: System | None = None
+    _dirty_accounts: set[bytes] = field(default_factory=set)
+    _dirty_orders: set[bytes] = field(default_factory=set)
+    _dirty_withdrawals: set[int] = field(default_factory=set)
+    _dirty_markets: bool = False
+    _dirty_system: bool = False
+
+    # -- reads -----------------------------------------------------------
+    def account(self, address: bytes) -> Account:
+        acc = self._accounts.get(address)
+        if acc is None:
+            raw = self.tree.get(self.root, account_key(address))
+            acc = Account.decode(raw) if raw is not None else Account()
+            self._accounts[address] = acc
+        return acc
+
+    def filled(self, order_hash: bytes) -> int:
+        value = self._filled.get(order_hash)
+        if value is None:
+            raw = self.tree.get(self.root, order_key(order_hash))
+            value = int.from_bytes(raw, "big") if raw is not None else 0
+            self._filled[order_hash] = value
+        return value
+
+    @property
+    def markets(self) -> dict[int, Market]:
+        if self._markets is None:
+            raw = self.tree.get(self.root, MARKETS_KEY)
+            self._markets = decode_markets(raw) if raw is not None else {}
+        return self._markets
+
+    @property
+    def system(self) -> System:
+        if self._system is None:
+            raw = self.tree.get(self.root, SYSTEM_KEY)
+            if raw is None:
+                raise LookupError("state has no system leaf (not a genesis-derived root)")
+            self._system = System.decode(raw)
+        return self._system
+
+    def withdrawal(self, withdrawal_id: int) -> Withdrawal | None:
+        w = self._withdrawals.get(withdrawal_id)
+        if w is None:
+            raw = self.tree.get(self.root, withdrawal_key(withdrawal_id))
+            w = Withdrawal.decode(raw) if raw is not None else None
+        return w
+
+    # -- writes ----------------------------------------------------------
+    def set_account(self, address: bytes, account: Account) -> None:
+        self._accounts[address] = account
+        self._dirty_accounts.add(address)
+
+    def set_filled(self, order_hash: bytes, filled: int) -> None:
+        self._filled[order_hash] = filled
+        self._dirty_orders.add(order_hash)
+
+    def set_market(self, market: Market) -> None:
+        markets = dict(self.markets)
+        markets[market.id] = market
+        self._markets = markets
+        self._dirty_markets = True
+
+    def set_system(self, system: System) -> None:
+        self._system = system
+        self._dirty_system = True
+
+    def add_withdrawal(self, withdrawal: Withdrawal) -> None:
+        self._withdrawals[withdrawal.id] = withdrawal
+        self._dirty_withdrawals.add(withdrawal.id)
+
+    # -- commit ----------------------------------------------------------
+    def dirty_items(self) -> dict[bytes, bytes | None]:
+        """The pending leaf writes as {smt key: encoded value}."""
+        items: dict[bytes, bytes | None] = {}
+        for addr in self._dirty_accounts:
+            items[account_key(addr)] = self._accounts[addr].encode()
+        for h in self._dirty_orders:
+            items[order_key(h)] = encode_filled(self._filled[h])
+        for wid in self._dirty_withdrawals:
+            items[withdrawal_key(wid)] = self._withdrawals[wid].encode()
+        if self._dirty_markets:
+            items[MARKETS_KEY] = encode_markets(self.markets)
+        if self._dirty_system:
+            items[SYSTEM_KEY] = self.system.encode()
+        return items
+
+    def commit(self) -> bytes:
+        """Write changed leaves to the tree; returns (and adopts) the new root."""
+        items = self.dirty_items()
+        if items:
+            self.root = self.tree.update(self.root, items)
+        self._dirty_accounts.clear()
+        self._dirty_orders.clear()
+        self._dirty_withdrawals.clear()
+        self._dirty_markets = False
+        self._dirty_system = False
+        return self.root
+
+    def clear_cache(self) -> None:
+        """Drop cached leaves (only valid when nothing is dirty)."""
+        if self.dirty_items():
+            raise RuntimeError("clear_cache with uncommitted writes")
+        self._accounts.clear()
+        self._filled.clear()
+        self._withdrawals.clear()
+        self._markets = None
+        self._system = None
+
+
+def genesis_items(markets: Iterable[Market], oracle: bytes, fee_account: bytes) -> dict[bytes, bytes]:
+    """The leaves of a genesis state: the markets leaf and the system leaf."""
+    return {
+        MARKETS_KEY: encode_markets({m.id: m for m in markets}),
+        SYSTEM_KEY: System(0, 0, oracle, fee_account).encode(),
+    }

@@ -1,0 +1,198 @@
+"""The state transition function: one transaction at a time.
+
+``apply_transaction(state, tx, timestamp, domain)`` checks every rule of
+docs/protocol.md before it writes anything, then writes whole leaves. A
+broken rule raises the matching ``InvalidTransaction`` subclass and leaves
+``state`` unchanged, so a failed transaction inside a block is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from node import exceptions as err
+from node.crypto import SignatureError, recover_address
+from node.eip712 import Domain, oracle_price_digest, order_hash, withdraw_digest
+from node.margin import (
+    equity,
+    fee,
+    free_collateral,
+    initial_margin,
+    notional,
+    trade_position,
+)
+from node.state import Account, State, Withdrawal
+from node.transactions import Deposit, Fill, OraclePrice, Order, Transaction, Withdraw
+
+_RECOVERED: OrderedDict[bytes, bytes | None] = OrderedDict()
+_RECOVER_CACHE_SIZE = 65536
+
+
+def signer_of(digest: bytes, signature: bytes) -> bytes | None:
+    """Address that signed ``digest``, or None if the signature is unusable.
+
+    Memoized (a pure function): the sequencer checks an order's signature on
+    arrival and the STF checks it again when the fill is applied.
+    """
+    key = digest + signature
+    hit = _RECOVERED.get(key, b"")
+    if hit != b"":
+        return hit
+    try:
+        addr: bytes | None = recover_address(digest, signature)
+    except SignatureError:
+        addr = None
+    _RECOVERED[key] = addr
+    if len(_RECOVERED) > _RECOVER_CACHE_SIZE:
+        _RECOVERED.popitem(last=False)
+    return addr
+
+
+def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Domain) -> None:
+    """Apply ``tx`` at block ``timestamp`` (unix s); raises InvalidTransaction."""
+    if isinstance(tx, Fill):
+        apply_fill(state, tx, timestamp, domain)
+    elif isinstance(tx, Deposit):
+        apply_deposit(state, tx)
+    elif isinstance(tx, OraclePrice):
+        apply_oracle_price(state, tx, domain)
+    elif isinstance(tx, Withdraw):
+        apply_withdraw(state, tx, domain)
+    else:  # pragma: no cover - the Transaction union is closed
+        raise TypeError(f"not a transaction: {tx!r}")
+
+
+def apply_deposit(state: State, tx: Deposit) -> None:
+    system = state.system
+    if tx.index != system.next_deposit:
+        raise err.DepositOutOfOrder(f"deposit index {tx.index}, expected {system.next_deposit}")
+    acc = state.account(tx.account)
+    state.set_account(tx.account, Account(acc.collateral + tx.amount, acc.nonce, acc.positions))
+    state.set_system(
+        type(system)(system.next_deposit + 1, system.withdrawal_count, system.oracle,
+                     system.fee_account)
+    )
+
+
+def _check_order_live(role: str, order: Order, timestamp: int) -> None:
+    if order.expiry <= timestamp:
+        raise err.OrderExpired(f"{role} order expired at {order.expiry}, block time {timestamp}")
+
+
+def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None:
+    maker, taker = fill.maker, fill.taker
+    market = state.markets.get(maker.market)
+    if market is None:
+        raise err.UnknownMarket(f"market {maker.market} is not listed")
+    if taker.market != maker.market:
+        raise err.MarketMismatch(f"maker market {maker.market}, taker market {taker.market}")
+    if maker.is_buy == taker.is_buy:
+        raise err.SameSide("maker and taker are on the same side")
+    if maker.account == taker.account:
+        raise err.SelfTrade("maker and taker are the same account")
+    size, price = fill.size, fill.price
+    if size == 0:
+        raise err.ZeroFillSize("fill size is zero")
+    if size % market.step_size:
+        raise err.InvalidStepSize(f"size {size} is not a multiple of step {market.step_size}")
+    if maker.price % market.tick_size or taker.price % market.tick_size:
+        raise err.InvalidTickSize(f"price is not a multiple of tick {market.tick_size}")
+    if price != maker.price:
+        raise err.FillPriceMismatch(f"fill price {price} != maker price {maker.price}")
+    buy, sell = (maker, taker) if maker.is_buy else (taker, maker)
+    if buy.price < sell.price:
+        raise err.PricesDoNotCross(f"buy {buy.price} < sell {sell.price}")
+    _check_order_live("maker", maker, timestamp)
+    _check_order_live("taker", taker, timestamp)
+    maker_hash = order_hash(domain, maker)
+    if signer_of(maker_hash, fill.maker_signature) != maker.account:
+        raise err.InvalidOrderSignature("maker signature does not match the maker account")
+    taker_hash = order_hash(domain, taker)
+    if signer_of(taker_hash, fill.taker_signature) != taker.account:
+        raise err.InvalidOrderSignature("taker signature does not match the taker account")
+    maker_filled = state.filled(maker_hash) + size
+    if maker_filled > maker.size:
+        raise err.Overfill(f"maker order would be filled {maker_filled} of {maker.size}")
+    taker_filled = state.filled(taker_hash) + size
+    if taker_filled > taker.size:
+        raise err.Overfill(f"taker order would be filled {taker_filled} of {taker.size}")
+
+    pay, receive = notional(market, size, price)
+    maker_fee = fee(pay if maker.is_buy else receive, market.maker_fee_ppm)
+    taker_fee = fee(pay if taker.is_buy else receive, market.taker_fee_ppm)
+    markets = state.markets
+
+    new: dict[bytes, Account] = {}
+    for order, charge in ((maker, maker_fee), (taker, taker_fee)):
+        acc = state.account(order.account)
+        old = acc.position(market.id)
+        if order.is_buy:
+            pos = trade_position(old, market.id, size, pay)
+            cash = -pay
+        else:
+            pos = trade_position(old, market.id, -size, -receive)
+            cash = receive
+        updated = Account(acc.collateral + cash - charge, acc.nonce, acc.positions)
+        updated = updated.with_position(pos)
+        new[order.account] = updated
+        old_size = old.size if old else 0
+        reduces_only = abs(pos.size) < abs(old_size) and (pos.size == 0 or (pos.size > 0) == (old_size > 0))
+        if not reduces_only:
+            have = equity(updated, markets)
+            need = initial_margin(updated, markets)
+            if have < need:
+                role = "maker" if order is maker else "taker"
+                raise err.InsufficientMargin(
+                    f"{role} equity {have} below initial margin {need} after the fill"
+                )
+
+    fee_account = state.system.fee_account
+    income = maker_fee + taker_fee + (pay - receive)
+    fee_acc = new.get(fee_account) or state.account(fee_account)
+    new[fee_account] = Account(fee_acc.collateral + income, fee_acc.nonce, fee_acc.positions)
+
+    for address, acc in new.items():
+        state.set_account(address, acc)
+    state.set_filled(maker_hash, maker_filled)
+    state.set_filled(taker_hash, taker_filled)
+
+
+def apply_oracle_price(state: State, tx: OraclePrice, domain: Domain) -> None:
+    digest = oracle_price_digest(domain, tx.market, tx.price, tx.timestamp)
+    if signer_of(digest, tx.signature) != state.system.oracle:
+        raise err.InvalidOracleSignature("oracle price is not signed by the oracle key")
+    market = state.markets.get(tx.market)
+    if market is None:
+        raise err.UnknownMarket(f"market {tx.market} is not listed")
+    if tx.price == 0:
+        raise err.InvalidPrice("oracle price is zero")
+    if tx.timestamp <= market.oracle_time:
+        raise err.StaleOraclePrice(
+            f"oracle timestamp {tx.timestamp} is not after {market.oracle_time}"
+        )
+    state.set_market(
+        type(market)(*market.as_tuple()[:9], oracle_price=tx.price, oracle_time=tx.timestamp)
+    )
+
+
+def apply_withdraw(state: State, tx: Withdraw, domain: Domain) -> None:
+    digest = withdraw_digest(domain, tx.account, tx.recipient, tx.amount, tx.nonce)
+    if signer_of(digest, tx.signature) != tx.account:
+        raise err.InvalidWithdrawSignature("withdrawal is not signed by its account")
+    acc = state.account(tx.account)
+    if tx.nonce != acc.nonce:
+        raise err.InvalidNonce(f"nonce {tx.nonce}, expected {acc.nonce}")
+    if tx.amount == 0:
+        raise err.ZeroAmount("withdrawal amount is zero")
+    free = free_collateral(acc, state.markets)
+    if tx.amount > free:
+        raise err.InsufficientFreeCollateral(
+            f"withdrawal of {tx.amount} exceeds free collateral {free}"
+        )
+    system = state.system
+    state.set_account(tx.account, Account(acc.collateral - tx.amount, acc.nonce + 1, acc.positions))
+    state.add_withdrawal(Withdrawal(system.withdrawal_count, tx.account, tx.recipient, tx.amount))
+    state.set_system(
+        type(system)(system.next_deposit, system.withdrawal_count + 1, system.oracle,
+                     system.fee_account)
+    )

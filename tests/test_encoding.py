@@ -1,0 +1,157 @@
+"""Encoding round-trips and EIP-712 digests against eth-account."""
+
+from __future__ import annotations
+
+import pytest
+from eth_abi import decode as abi_decode
+from eth_account import Account as EthAccount
+from eth_account.messages import encode_typed_data
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.batch import BatchBlock, batch_commitment, decode_batch, encode_batch, step_leaves
+from node.blocks import Block, Receipt, genesis_block, make_header
+from node.crypto import keccak
+from node.eip712 import (
+    Domain,
+    cancel_digest,
+    oracle_price_digest,
+    order_hash,
+    order_message,
+    typed_data,
+    withdraw_digest,
+)
+from node.merkle import merkle_proof, merkle_root, verify_merkle_proof
+from node.signing import Signer
+from node.state import Account, Position, System, Withdrawal, decode_markets, encode_markets
+from node.genesis import load_genesis
+from node.transactions import (
+    DecodeError,
+    Deposit,
+    Fill,
+    OraclePrice,
+    Order,
+    Withdraw,
+    decode_tx,
+    encode_tx,
+)
+
+DOMAIN = Domain(901, bytes.fromhex("5FbDB2315678afecb367f032d93F642f64180aa3"))
+KEY = keccak(b"eip712 test key")
+SIGNER = Signer(KEY)
+
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+addr = st.binary(min_size=20, max_size=20)
+sig = st.binary(min_size=65, max_size=65)
+orders = st.builds(Order, addr, u32, st.booleans(), u64, u64, u64, u64)
+txs = st.one_of(
+    st.builds(Deposit, u64, addr, st.integers(0, 2**128 - 1)),
+    st.builds(Fill, orders, sig, orders, sig, u64, u64),
+    st.builds(OraclePrice, u32, u64, u64, sig),
+    st.builds(Withdraw, addr, addr, st.integers(0, 2**128 - 1), u64, sig),
+)
+
+
+@given(txs)
+def test_tx_round_trip(tx) -> None:
+    assert decode_tx(encode_tx(tx)) == tx
+
+
+@given(st.lists(st.tuples(u64, u64, st.lists(txs, max_size=4)), max_size=4))
+def test_batch_round_trip(blocks) -> None:
+    bb = [BatchBlock(ts, origin, tuple(encode_tx(t) for t in ts_txs)) for ts, origin, ts_txs in blocks]
+    assert decode_batch(encode_batch(bb)) == bb
+    assert batch_commitment(bb) == merkle_root(step_leaves(bb))
+
+
+def test_malformed_tx_and_batch_rejected() -> None:
+    good = encode_tx(Deposit(1, b"\x01" * 20, 5))
+    with pytest.raises(DecodeError, match="unknown transaction type"):
+        decode_tx(b"\x09" + good[1:])
+    with pytest.raises(DecodeError, match="truncated"):
+        decode_tx(good[:-1])
+    with pytest.raises(DecodeError, match="trailing"):
+        decode_tx(good + b"\x00")
+    with pytest.raises(DecodeError, match="side byte"):
+        Order.decode(b"\x00" * 24 + b"\x02" + b"\x00" * 32)
+    batch = encode_batch([BatchBlock(1, 2, (good,))])
+    with pytest.raises(DecodeError):
+        decode_batch(batch[:-3])
+    with pytest.raises(DecodeError, match="header"):
+        decode_batch(batch + b"\x00" * 5)
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=9), st.data())
+def test_merkle_proofs(leaves, data) -> None:
+    root = merkle_root(leaves)
+    i = data.draw(st.integers(0, len(leaves) - 1))
+    proof = merkle_proof(leaves, i)
+    assert verify_merkle_proof(root, leaves[i], i, proof)
+    assert not verify_merkle_proof(root, keccak(leaves[i]), i, proof)
+
+
+def test_merkle_root_rules() -> None:
+    a, b, c = keccak(b"a"), keccak(b"b"), keccak(b"c")
+    assert merkle_root([]) == b"\x00" * 32
+    assert merkle_root([a]) == a
+    assert merkle_root([a, b, c]) == keccak(keccak(a + b) + keccak(c + b"\x00" * 32))
+
+
+def _full_digest(full: dict) -> bytes:
+    signable = encode_typed_data(full_message=full)
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+@given(orders)
+def test_order_hash_matches_eth_account(order) -> None:
+    assert order_hash(DOMAIN, order) == _full_digest(typed_data(DOMAIN, "Order", order_message(order)))
+
+
+def test_signatures_match_eth_account() -> None:
+    order = Order(SIGNER.address, 1, True, 166621, 10_000, 7, 1_800_000_000)
+    digest, signature = SIGNER.sign_order(DOMAIN, order)
+    full = typed_data(DOMAIN, "Order", order_message(order))
+    signed = EthAccount.from_key(KEY).sign_message(encode_typed_data(full_message=full))
+    assert bytes(signed.signature) == signature
+    assert EthAccount.recover_message(encode_typed_data(full_message=full), signature=signature) == \
+        EthAccount.from_key(KEY).address
+
+
+def test_other_digests_match_eth_account() -> None:
+    a = SIGNER.address
+    target = keccak(b"order")
+    assert cancel_digest(DOMAIN, a, target) == _full_digest(
+        typed_data(DOMAIN, "Cancel", {"account": "0x" + a.hex(), "orderHash": target}))
+    assert oracle_price_digest(DOMAIN, 1, 166621, 1_700_000_000) == _full_digest(
+        typed_data(DOMAIN, "OraclePrice", {"market": 1, "price": 166621, "timestamp": 1_700_000_000}))
+    assert withdraw_digest(DOMAIN, a, b"\x07" * 20, 10**9, 3) == _full_digest(
+        typed_data(DOMAIN, "Withdraw", {"account": "0x" + a.hex(), "recipient": "0x" + "07" * 20,
+                                        "amount": 10**9, "nonce": 3}))
+
+
+@given(st.integers(-(2**255), 2**255 - 1), u64,
+       st.lists(st.tuples(u32, st.integers(-(2**127), 2**127 - 1), st.integers(-(2**255), 2**255 - 1)),
+                max_size=3, unique_by=lambda t: t[0]))
+def test_account_leaf_round_trip(collateral, nonce, positions) -> None:
+    acc = Account(collateral, nonce, tuple(Position(*p) for p in sorted(positions)))
+    assert Account.decode(acc.encode()) == acc
+    assert abi_decode(["int256"], acc.encode()[:32])[0] == collateral
+
+
+def test_other_leaves_round_trip() -> None:
+    markets = {m.market.id: m.market for m in load_genesis().markets}
+    assert decode_markets(encode_markets(markets)) == markets
+    s = System(3, 4, b"\x01" * 20, b"\x02" * 20)
+    assert System.decode(s.encode()) == s
+    w = Withdrawal(5, b"\x03" * 20, b"\x04" * 20, 10**12)
+    assert Withdrawal.decode(w.encode()) == w
+
+
+def test_block_round_trip_and_hash() -> None:
+    txs = (encode_tx(Deposit(0, b"\x01" * 20, 9)),)
+    receipts = (Receipt(keccak(txs[0]), False, "DepositOutOfOrder", "index 0"),)
+    g = genesis_block(keccak(b"root"))
+    block = Block(make_header(1, g.hash, 5, 6, txs, receipts, keccak(b"r2")), txs, receipts)
+    again = Block.decode(block.encode())
+    assert again == block and again.hash == block.hash != g.hash
