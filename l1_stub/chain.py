@@ -1,0 +1,469 @@
+"""The embedded L1: an in-process Ethereum chain (eth-tester + py-evm).
+
+``EmbeddedL1`` behaves like a small anvil:
+
+- chain id 900 (``eth_chainId``, the CHAINID opcode and signed-transaction
+  validation all use it);
+- the 10 dev accounts of the anvil/hardhat mnemonic ``test test ... junk``
+  (path ``m/44'/60'/0'/0/i``), 10,000 ETH each;
+- transactions execute into the pending block when they are sent (so nonces
+  at ``"pending"`` and validation errors are immediate) and become visible
+  (receipts, logs, ``latest``) when a block is mined: on every transaction
+  with ``auto_mine=True``, else only on ``mine()``, which the node's clock
+  calls every ``--l1-block-time`` seconds;
+- block timestamps follow wall time plus a warp offset
+  (``increase_time``, anvil's ``evm_increaseTime``) or an explicit
+  ``set_next_block_timestamp``; they strictly increase.
+
+All chain access goes through one re-entrant lock (``EmbeddedL1.lock``), so
+the chain can be used from several threads: the trio node should run
+``mine()`` and web3 calls in worker threads (``trio.to_thread.run_sync``).
+Code that touches ``l1.tester`` directly must hold ``l1.lock``.
+``w3`` is a web3.Web3 over an EthereumTesterProvider on this chain whose
+responses (including reverts, as JSON-RPC errors with revert data) look like
+those of a real node.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from eth_abi import abi
+from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.exceptions import TransactionFailed
+from eth_tester.exceptions import ValidationError as TesterValidationError
+from eth_utils import to_checksum_address, to_wei
+from web3 import Web3
+from web3.providers.eth_tester import EthereumTesterProvider
+from web3.types import RPCEndpoint, RPCResponse
+
+log = logging.getLogger(__name__)
+
+L1_CHAIN_ID = 900
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_HD_PATH = "m/44'/60'/0'/0"
+DEV_ACCOUNT_COUNT = 10
+DEV_BALANCE_WEI = to_wei(10_000, "ether")
+
+_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+
+
+class _Backend(PyEVMBackend):
+    """PyEVMBackend with a controllable block clock, chain-id checks on
+    signed transactions and revert data kept on failed calls."""
+
+    # set by EmbeddedL1 right after construction
+    _l1: EmbeddedL1
+
+    # -- pending block -------------------------------------------------
+
+    def _pending_has_transactions(self) -> bool:
+        return len(self.chain.get_block().transactions) > 0
+
+    def _prepare_pending(self) -> None:
+        """Stamp an empty pending block with the current clock before the
+        first transaction executes in it."""
+        if not self._pending_has_transactions():
+            ts = self._l1._next_timestamp(self.chain.get_canonical_head().timestamp)
+            if ts != self.chain.header.timestamp:
+                self.chain.header = self.chain.header.copy(timestamp=ts)
+            self._l1._pending_epoch = self._l1._warp_epoch
+
+    def _restamp_pending(self, timestamp: int) -> None:
+        """Give the pending block ``timestamp``, re-executing its transactions
+        if it has any (they must see the timestamp they are mined with)."""
+        chain = self.chain
+        if chain.header.timestamp == timestamp:
+            return
+        txs = chain.get_block().transactions
+        if not txs:
+            chain.header = chain.header.copy(timestamp=timestamp)
+            return
+        parent = chain.get_canonical_head()
+        chain.header = chain.create_header_from_parent(parent, timestamp=timestamp)
+        for tx in txs:
+            chain.apply_transaction(tx)
+
+    def mine_blocks(self, num_blocks=1, coinbase=b"\x00" * 20):
+        hashes = []
+        for _ in range(num_blocks):
+            parent_ts = self.chain.get_canonical_head().timestamp
+            if self._pending_has_transactions() and self._l1._pending_epoch == self._l1._warp_epoch:
+                # stamped when its first transaction arrived; no warp since
+                ts = self.chain.header.timestamp
+            else:
+                ts = self._l1._next_timestamp(parent_ts)
+            self._restamp_pending(ts)
+            self._l1._next_block_timestamp = None
+            hashes.extend(super().mine_blocks(1, coinbase))
+            self._l1._pending_epoch = self._l1._warp_epoch
+        return tuple(hashes)
+
+    # -- sending -------------------------------------------------------
+
+    def _check_chain_id(self, raw_transaction: bytes) -> None:
+        try:
+            tx = self.chain.get_vm().get_transaction_builder().decode(raw_transaction)
+        except Exception:  # let the real send path report undecodable bytes
+            return
+        chain_id = getattr(tx, "chain_id", None)
+        if chain_id is not None and chain_id != self.chain.chain_id:
+            raise TesterValidationError(
+                f"invalid chain id {chain_id} for transaction (this chain is {self.chain.chain_id})"
+            )
+
+    def send_raw_transaction(self, raw_transaction):
+        self._check_chain_id(bytes(raw_transaction))
+        self._prepare_pending()
+        return super().send_raw_transaction(raw_transaction)
+
+    def send_signed_transaction(self, signed_transaction, block_number="latest"):
+        self._prepare_pending()
+        return super().send_signed_transaction(signed_transaction, block_number)
+
+    def send_transaction(self, transaction):
+        self._prepare_pending()
+        return super().send_transaction(transaction)
+
+    # -- calls ---------------------------------------------------------
+
+    def call(self, transaction, block_number="latest"):
+        from eth.vm.spoof import SpoofTransaction
+        from eth_tester.backends.pyevm.main import _execute_and_revert_transaction
+
+        tx = dict(transaction)
+        if "gas" not in tx:
+            tx["gas"] = self._max_available_gas()
+        unsigned = self._get_normalized_and_unsigned_evm_transaction(tx, block_number)
+        spoofed = SpoofTransaction(unsigned, from_=transaction["from"])
+        computation = _execute_and_revert_transaction(self.chain, spoofed, block_number)
+        if computation.is_error:
+            raise _revert_exception(computation._error)
+        return computation.output
+
+    def estimate_gas(self, transaction, block_number="latest"):
+        if block_number != "pending":
+            return super().estimate_gas(transaction, block_number)
+        from eth.vm.spoof import SpoofTransaction
+
+        unsigned = self._get_normalized_and_unsigned_evm_transaction(
+            dict(transaction, gas=21000), "pending"
+        )
+        spoofed = SpoofTransaction(unsigned, from_=transaction["from"])
+        try:
+            return self.chain.estimate_gas(spoofed, self.chain.header)
+        except Exception as exc:
+            from eth.exceptions import Revert
+
+            if isinstance(exc, Revert):
+                raise _revert_exception(exc) from exc
+            raise
+
+
+def _revert_exception(error: Exception) -> TransactionFailed:
+    """TransactionFailed carrying the raw revert data as ``revert_data``."""
+    data = b""
+    if error.args and isinstance(error.args[0], bytes | bytearray):
+        data = bytes(error.args[0])
+    message = str(error)
+    if data[:4] == _ERROR_SELECTOR:
+        try:
+            message = abi.decode(["string"], data[4:])[0]
+        except Exception:
+            pass
+    exc = TransactionFailed(message)
+    exc.revert_data = data  # type: ignore[attr-defined]
+    return exc
+
+
+def _revert_message_and_data(exc: TransactionFailed) -> tuple[str, str | None]:
+    """JSON-RPC error message and hex revert data of a failed call/estimate."""
+    data: bytes | None = getattr(exc, "revert_data", None)
+    reason: Any = exc.args[0] if exc.args else ""
+    if isinstance(reason, Exception):  # eth-tester wraps the EVM's Revert
+        reason = reason.args[0] if reason.args else ""
+    if isinstance(reason, bytes | bytearray):
+        data = bytes(reason) if data is None else data
+        reason = ""
+    if data and data[:4] == _ERROR_SELECTOR:
+        try:
+            reason = abi.decode(["string"], data[4:])[0]
+        except Exception:
+            pass
+    message = f"execution reverted: {reason}" if reason else "execution reverted"
+    return message, ("0x" + data.hex() if data is not None else None)
+
+
+class _Tester(EthereumTester):
+    """EthereumTester whose sends go straight into the pending block.
+
+    eth-tester's own manual-mining mode replays every sent transaction on a
+    snapshot and reverts it, so pending nonces never advance and each send
+    re-imports the head block; here a sent transaction simply stays in the
+    pending block until it is mined.
+    """
+
+    def send_raw_transaction(self, raw_transaction_hex):
+        tx_hash = EthereumTester.send_raw_transaction.__wrapped__(self, raw_transaction_hex)
+        if self.auto_mine_transactions:
+            self.mine_block()
+        return tx_hash
+
+    def send_transaction(self, transaction):
+        tx_hash = EthereumTester.send_transaction.__wrapped__(self, transaction)
+        if self.auto_mine_transactions:
+            self.mine_block()
+        return tx_hash
+
+
+def _int_param(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
+    raise TypeError(f"expected an integer, got {value!r}")
+
+
+def _error_response(request_id: Any, code: int, message: str, data: str | None = None) -> RPCResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"id": request_id, "jsonrpc": "2.0", "error": error}  # type: ignore[return-value,typeddict-item]
+
+
+class L1Provider(EthereumTesterProvider):
+    """EthereumTesterProvider for an EmbeddedL1: chain id 900, devnet
+    methods (``evm_mine``, ``anvil_mine``, ``evm_increaseTime``,
+    ``evm_setNextBlockTimestamp``, ``evm_setAutomine``), the chain lock, and
+    node-like errors: a revert becomes JSON-RPC error 3 ("execution reverted:
+    <reason>", data = revert bytes) and any other failure error -32000."""
+
+    def __init__(self, l1: EmbeddedL1) -> None:
+        from web3.providers.eth_tester.defaults import API_ENDPOINTS
+
+        endpoints = {namespace: dict(methods) for namespace, methods in API_ENDPOINTS.items()}
+        chain_id = l1.chain_id
+        endpoints["eth"]["chainId"] = lambda _tester, _params: chain_id
+        endpoints["net"]["version"] = lambda _tester, _params: str(chain_id)
+        endpoints["web3"]["clientVersion"] = lambda _tester, _params: "derivnet-l1/eth-tester"
+
+        def mine(_tester: Any, params: Any) -> int:
+            # evm_mine([timestamp]) (anvil also takes {"timestamp": ..}) / evm_mine([])
+            if params:
+                arg = params[0]
+                if isinstance(arg, dict):
+                    arg = arg.get("timestamp")
+                if arg is not None:
+                    l1.set_next_block_timestamp(_int_param(arg))
+            l1.mine(1)
+            return 0
+
+        def anvil_mine(_tester: Any, params: Any) -> None:
+            # anvil_mine([blocks=1, interval_seconds=None])
+            blocks = _int_param(params[0]) if params and params[0] is not None else 1
+            interval = _int_param(params[1]) if params and len(params) > 1 and params[1] is not None else None
+            for i in range(blocks):
+                if interval is not None and i > 0:
+                    l1.increase_time(interval)
+                l1.mine(1)
+            return None
+
+        def increase_time(_tester: Any, params: Any) -> int:
+            return l1.increase_time(_int_param(params[0]))
+
+        def set_next_ts(_tester: Any, params: Any) -> None:
+            l1.set_next_block_timestamp(_int_param(params[0]))
+            return None
+
+        def set_automine(_tester: Any, params: Any) -> None:
+            l1.auto_mine = bool(params[0])
+            return None
+
+        endpoints["evm"]["mine"] = mine
+        endpoints["evm"]["increaseTime"] = increase_time
+        endpoints["evm"]["setNextBlockTimestamp"] = set_next_ts
+        endpoints["evm"]["setAutomine"] = set_automine
+        endpoints["anvil"] = {
+            "mine": anvil_mine,
+            "increaseTime": increase_time,
+            "setNextBlockTimestamp": set_next_ts,
+            "setAutomine": set_automine,
+        }
+        super().__init__(ethereum_tester=l1.tester, api_endpoints=endpoints)
+        self._l1 = l1
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        request_id = repr(self._current_request_id)
+        self._current_request_id += 1
+        namespace, _, endpoint = method.partition("_")
+        delegator = (self.api_endpoints or {}).get(namespace, {}).get(endpoint)
+        if delegator is None:
+            return _error_response(request_id, -32601, f"Method not found: {method}")
+        with self._l1.lock:
+            try:
+                result = delegator(self.ethereum_tester, params)
+            except NotImplementedError:
+                return _error_response(request_id, -32601, f"Method not implemented: {method}")
+            except TransactionFailed as exc:
+                message, data = _revert_message_and_data(exc)
+                return _error_response(request_id, 3, message, data)
+            except Exception as exc:  # noqa: BLE001 - a node reports every failure as an RPC error
+                log.debug("L1 RPC %s failed: %r", method, exc)
+                return _error_response(request_id, -32000, f"{type(exc).__name__}: {exc}")
+        return {"id": request_id, "jsonrpc": "2.0", "result": result}  # type: ignore[typeddict-item]
+
+
+class EmbeddedL1:
+    """An in-process L1 chain (see the module docstring).
+
+    Parameters: ``chain_id`` (900), ``auto_mine`` (mine a block per
+    transaction; default False: transactions wait in the pending block until
+    ``mine()``), ``accounts`` and ``balance_wei`` for the dev accounts,
+    ``clock`` (a ``time.time``-like function, for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        chain_id: int = L1_CHAIN_ID,
+        auto_mine: bool = False,
+        accounts: int = DEV_ACCOUNT_COUNT,
+        balance_wei: int = DEV_BALANCE_WEI,
+        mnemonic: str = DEV_MNEMONIC,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._chain_id = chain_id
+        self._clock = clock
+        self._offset = 0
+        self._next_block_timestamp: int | None = None
+        self._warp_epoch = 0
+        self._pending_epoch = 0
+        self.lock = threading.RLock()
+
+        genesis_state = _Backend.generate_genesis_state(
+            overrides={"balance": balance_wei},
+            num_accounts=accounts,
+            mnemonic=mnemonic,
+            hd_path=DEV_HD_PATH,
+        )
+        genesis_params = _Backend.generate_genesis_params({"timestamp": int(clock())})
+        backend = _Backend(
+            genesis_parameters=genesis_params,
+            genesis_state=genesis_state,
+            mnemonic=mnemonic,
+            hd_path=DEV_HD_PATH,
+        )
+        backend._l1 = self
+        # the chain class is created per backend by eth-tester, so setting the
+        # class attribute changes this chain only (and survives snapshots)
+        type(backend.chain).chain_id = chain_id
+        self._backend = backend
+        self.tester = _Tester(backend=backend, auto_mine_transactions=auto_mine)
+        self._dev_keys = tuple(bytes(k.to_bytes()) for k in backend.account_keys)
+        self._dev_accounts = tuple(
+            to_checksum_address(k.public_key.to_canonical_address()) for k in backend.account_keys
+        )
+        self.provider = L1Provider(self)
+        self._w3 = Web3(self.provider)
+
+    # -- identity ------------------------------------------------------
+
+    @property
+    def chain_id(self) -> int:
+        return self._chain_id
+
+    @property
+    def w3(self) -> Web3:
+        """web3.Web3 on an EthereumTesterProvider over this chain."""
+        return self._w3
+
+    @property
+    def dev_keys(self) -> tuple[bytes, ...]:
+        """32-byte private keys of the dev accounts (anvil's order)."""
+        return self._dev_keys
+
+    @property
+    def dev_accounts(self) -> tuple[str, ...]:
+        """Checksum addresses of the dev accounts."""
+        return self._dev_accounts
+
+    # -- mining --------------------------------------------------------
+
+    @property
+    def auto_mine(self) -> bool:
+        return bool(self.tester.auto_mine_transactions)
+
+    @auto_mine.setter
+    def auto_mine(self, value: bool) -> None:
+        with self.lock:
+            if value and not self.tester.auto_mine_transactions:
+                self.tester.auto_mine_transactions = True
+                if self._backend._pending_has_transactions():
+                    self.tester.mine_blocks(1)
+            elif not value:
+                self.tester.auto_mine_transactions = False
+
+    def mine(self, blocks: int = 1) -> int:
+        """Mine ``blocks`` blocks (the first holds the pending transactions);
+        returns the new head block number."""
+        if blocks < 1:
+            raise ValueError("blocks must be >= 1")
+        with self.lock:
+            self.tester.mine_blocks(blocks)
+            return self._backend.chain.get_canonical_head().block_number
+
+    def pending_transaction_count(self) -> int:
+        """Transactions waiting in the pending block."""
+        with self.lock:
+            return len(self._backend.chain.get_block().transactions)
+
+    # -- time ----------------------------------------------------------
+
+    def now(self) -> int:
+        """The chain's notion of now: wall time plus the warp offset."""
+        return int(self._clock()) + self._offset
+
+    def _next_timestamp(self, parent_timestamp: int) -> int:
+        if self._next_block_timestamp is not None:
+            return max(self._next_block_timestamp, parent_timestamp + 1)
+        return max(self.now(), parent_timestamp + 1)
+
+    def increase_time(self, seconds: int) -> int:
+        """Shift the clock of the next mined blocks by ``seconds`` (anvil's
+        ``evm_increaseTime``); returns the total offset in seconds."""
+        if seconds < 0:
+            raise ValueError("cannot move time backwards")
+        with self.lock:
+            self._offset += int(seconds)
+            self._warp_epoch += 1
+            return self._offset
+
+    def set_next_block_timestamp(self, timestamp: int) -> None:
+        """The next mined block gets exactly ``timestamp`` (must be later than
+        the head block); later blocks continue from wall time + offset."""
+        with self.lock:
+            head_ts = self._backend.chain.get_canonical_head().timestamp
+            if timestamp <= head_ts:
+                raise ValueError(
+                    f"timestamp {timestamp} is not after the head block's ({head_ts})"
+                )
+            self._next_block_timestamp = int(timestamp)
+            self._warp_epoch += 1
+
+    @property
+    def time_offset(self) -> int:
+        return self._offset
+
+    # -- inspection ----------------------------------------------------
+
+    def head(self) -> tuple[int, int]:
+        """(number, timestamp) of the latest mined block."""
+        with self.lock:
+            header = self._backend.chain.get_canonical_head()
+            return header.block_number, header.timestamp

@@ -1,0 +1,463 @@
+"""L1 bindings for the USDC and Rollup contracts, through web3.py only.
+
+They work unchanged against the embedded chain (``EmbeddedL1.w3``) and any
+Ethereum JSON-RPC node (``Web3(HTTPProvider(url))``). Transactions are
+signed locally with eth-account from raw private keys and sent with
+``eth_sendRawTransaction``; ``send_*`` / most ``RollupClient`` methods return
+the transaction hash at once. The embedded chain may not auto-mine, so
+``wait_receipt`` takes an optional ``mine`` callback (e.g. ``l1.mine``)
+that it calls while the receipt is missing.
+
+Gas limits are explicit (fixed per call, a formula for ``submitBatch``), so
+sending never depends on ``eth_estimateGas`` against a pending state the
+node does not show yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound
+
+from l1_stub.contracts import load_contract
+
+MineFn = Callable[[], Any]
+
+DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei
+
+GAS_DEPLOY = 3_000_000
+GAS_FAUCET = 100_000
+GAS_APPROVE = 100_000
+GAS_TRANSFER = 100_000
+GAS_DEPOSIT = 200_000
+# submitBatch: the gas used is max(21k + calldata (16/4 gas per non-zero/zero
+# byte) + execution, 21k + EIP-7623 floor (40/10 per byte)). Execution is
+# ~125k fixed (3 fresh slots, the 128 KiB calldata copy's memory) plus
+# ~1.3k per step (~5 gas/byte for fills, ~35 gas/byte for deposits).
+GAS_BATCH_BASE = 300_000
+GAS_BATCH_PER_BYTE = 72
+
+
+def batch_gas_limit(batch_data_len: int) -> int:
+    """Gas limit ``submit_batch`` uses for ``batch_data_len`` bytes."""
+    return GAS_BATCH_BASE + GAS_BATCH_PER_BYTE * batch_data_len
+
+
+class TransactionReverted(RuntimeError):
+    """A mined transaction with status 0. ``receipt`` is the receipt,
+    ``reason`` the revert reason replayed with eth_call (may be empty)."""
+
+    def __init__(self, receipt: Any, reason: str = "") -> None:
+        self.receipt = receipt
+        self.reason = reason
+        tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
+        super().__init__(f"transaction {tx_hash} reverted" + (f": {reason}" if reason else ""))
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Addresses of the deployed contracts and the block of the Rollup's
+    deployment (where log scans start)."""
+
+    usdc: str
+    rollup: str
+    deploy_block: int
+    chain_id: int
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A batch as stored by the Rollup (docs/protocol.md "Batches (L1)")."""
+
+    index: int
+    tx_root: bytes
+    state_root: bytes
+    l1_timestamp: int
+    first_block: int
+    block_count: int
+    step_count: int
+    deposit_end: int
+
+
+@dataclass(frozen=True)
+class DepositEntry:
+    """One deposit queue entry: ``account`` is the L2 recipient (``to``),
+    ``amount`` USDC base units, ``running_hash`` the queue hash after it,
+    ``l1_block`` / ``timestamp`` where and when it was queued."""
+
+    index: int
+    account: str
+    amount: int
+    running_hash: bytes
+    l1_block: int
+    timestamp: int
+    sender: str
+    tx_hash: bytes
+
+
+@dataclass(frozen=True)
+class BatchSubmission:
+    """A ``submitBatch`` call as found on L1: the event fields plus the
+    calldata (``batch_data``) needed to re-derive the L2 blocks."""
+
+    index: int
+    first_block: int
+    block_count: int
+    step_count: int
+    state_root: bytes
+    tx_root: bytes
+    deposit_end: int
+    batch_data: bytes
+    l1_block: int
+    tx_hash: bytes
+
+
+# ---------------------------------------------------------------- sending
+
+
+def _address_of(key: bytes) -> str:
+    return Account.from_key(key).address
+
+
+def _fee_fields(w3: Web3, priority_fee: int) -> dict[str, int]:
+    base_fee = int(w3.eth.get_block("pending").get("baseFeePerGas") or 0)
+    return {"maxFeePerGas": 2 * base_fee + priority_fee, "maxPriorityFeePerGas": priority_fee}
+
+
+def send_transaction(
+    w3: Web3,
+    key: bytes,
+    *,
+    to: str | None,
+    data: bytes = b"",
+    gas: int,
+    value: int = 0,
+    nonce: int | None = None,
+    priority_fee: int = DEFAULT_PRIORITY_FEE,
+) -> HexBytes:
+    """Sign an EIP-1559 transaction with ``key`` and send it raw; returns the
+    transaction hash. ``to=None`` creates a contract from ``data``."""
+    sender = _address_of(key)
+    if nonce is None:
+        nonce = w3.eth.get_transaction_count(sender, "pending")
+    tx: dict[str, Any] = {
+        "type": 2,
+        "chainId": w3.eth.chain_id,
+        "nonce": nonce,
+        "gas": gas,
+        "value": value,
+        "data": HexBytes(data),
+        **_fee_fields(w3, priority_fee),
+    }
+    if to is not None:
+        tx["to"] = to_checksum_address(to)
+    signed = Account.sign_transaction(tx, key)
+    return w3.eth.send_raw_transaction(signed.raw_transaction)
+
+
+def send_call(w3: Web3, key: bytes, fn: Any, *, gas: int, nonce: int | None = None) -> HexBytes:
+    """Send the bound contract function ``fn`` (``contract.functions.f(args)``)."""
+    data = HexBytes(fn._encode_transaction_data())
+    return send_transaction(w3, key, to=fn.address, data=data, gas=gas, nonce=nonce)
+
+
+def revert_reason(w3: Web3, receipt: Any) -> str:
+    """Best-effort revert reason of a failed transaction: replays it with
+    eth_call on the state before its block (earlier transactions of the same
+    block are not replayed)."""
+    tx = w3.eth.get_transaction(receipt["transactionHash"])
+    call: dict[str, Any] = {"from": tx["from"], "data": tx["input"], "value": tx["value"]}
+    if tx.get("to"):
+        call["to"] = tx["to"]
+    call["gas"] = tx["gas"]
+    try:
+        w3.eth.call(call, block_identifier=max(0, receipt["blockNumber"] - 1))
+    except ContractLogicError as exc:
+        message = str(getattr(exc, "message", None) or exc)
+        return message.removeprefix("execution reverted: ")
+    except Exception as exc:  # noqa: BLE001 - reason is best effort only
+        return f"(no reason: {exc})"
+    return ""
+
+
+def wait_receipt(
+    w3: Web3,
+    tx_hash: bytes | str,
+    mine: MineFn | None = None,
+    *,
+    timeout: float = 60.0,
+    poll: float = 0.05,
+    check: bool = True,
+) -> Any:
+    """Wait for the receipt of ``tx_hash``. With ``mine``, call it whenever
+    the receipt is missing (manual-mining chains); else poll every ``poll``
+    seconds. With ``check``, raise TransactionReverted on status 0."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            receipt = w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            receipt = None
+        if receipt is not None and receipt.get("blockNumber") is not None:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no receipt for {HexBytes(tx_hash).to_0x_hex()} in {timeout} s")
+        if mine is not None:
+            mine()
+        else:
+            time.sleep(poll)
+    if check and receipt["status"] != 1:
+        raise TransactionReverted(receipt, revert_reason(w3, receipt))
+    return receipt
+
+
+# ---------------------------------------------------------------- deploy
+
+
+def send_deploy(
+    w3: Web3,
+    key: bytes,
+    name: str,
+    args: Sequence[Any] = (),
+    *,
+    nonce: int | None = None,
+    overrides: Mapping[str, int] | None = None,
+) -> HexBytes:
+    """Send the creation transaction of contract ``name`` with constructor
+    ``args`` (``overrides``: compile-time constants, see l1_stub.contracts)."""
+    abi, bytecode = load_contract(name, overrides)
+    factory = w3.eth.contract(abi=abi, bytecode=bytecode)
+    data = HexBytes(factory.constructor(*args).data_in_transaction)
+    return send_transaction(w3, key, to=None, data=data, gas=GAS_DEPLOY, nonce=nonce)
+
+
+def deploy(
+    w3: Web3,
+    deployer_key: bytes,
+    sequencer: str,
+    genesis_state_root: bytes,
+    l2_chain_id: int,
+    *,
+    mine: MineFn | None = None,
+    timeout: float = 60.0,
+    rollup_overrides: Mapping[str, int] | None = None,
+) -> Deployment:
+    """Deploy USDC, then the Rollup bound to it; waits for both receipts
+    (calling ``mine`` on a manual-mining chain). ``rollup_overrides``
+    changes the Rollup's compile-time limits (MAX_BATCH_BYTES, MAX_STEPS)."""
+    if len(genesis_state_root) != 32:
+        raise ValueError("genesis_state_root must be 32 bytes")
+    nonce = w3.eth.get_transaction_count(_address_of(deployer_key), "pending")
+    usdc_hash = send_deploy(w3, deployer_key, "USDC", nonce=nonce)
+    usdc_receipt = wait_receipt(w3, usdc_hash, mine, timeout=timeout)
+    usdc = usdc_receipt["contractAddress"]
+    rollup_hash = send_deploy(
+        w3,
+        deployer_key,
+        "Rollup",
+        (usdc, to_checksum_address(sequencer), bytes(genesis_state_root), l2_chain_id),
+        nonce=nonce + 1,
+        overrides=rollup_overrides,
+    )
+    rollup_receipt = wait_receipt(w3, rollup_hash, mine, timeout=timeout)
+    return Deployment(
+        usdc=to_checksum_address(usdc),
+        rollup=to_checksum_address(rollup_receipt["contractAddress"]),
+        deploy_block=int(rollup_receipt["blockNumber"]),
+        chain_id=int(w3.eth.chain_id),
+    )
+
+
+# ---------------------------------------------------------------- client
+
+
+def _b32(value: Any) -> bytes:
+    return bytes(value)
+
+
+class RollupClient:
+    """Calls and transactions on a deployed USDC + Rollup pair.
+
+    Sending methods take the sender's private key and return the transaction
+    hash (use ``wait_receipt``); views read the ``latest`` block.
+    """
+
+    def __init__(self, w3: Web3, deployment: Deployment) -> None:
+        self.w3 = w3
+        self.deployment = deployment
+        usdc_abi, _ = load_contract("USDC")
+        rollup_abi, _ = load_contract("Rollup")
+        self.usdc = w3.eth.contract(address=deployment.usdc, abi=usdc_abi)
+        self.rollup = w3.eth.contract(address=deployment.rollup, abi=rollup_abi)
+
+    # -- USDC ------------------------------------------------------------
+
+    def faucet(self, key: bytes, amount: int) -> HexBytes:
+        """Mint ``amount`` base units of USDC to the key's address."""
+        return send_call(self.w3, key, self.usdc.functions.faucet(amount), gas=GAS_FAUCET)
+
+    def approve(self, key: bytes, amount: int, spender: str | None = None) -> HexBytes:
+        """Approve ``spender`` (default: the Rollup) for ``amount``."""
+        spender = spender or self.deployment.rollup
+        return send_call(self.w3, key, self.usdc.functions.approve(spender, amount), gas=GAS_APPROVE)
+
+    def transfer(self, key: bytes, to: str, amount: int) -> HexBytes:
+        fn = self.usdc.functions.transfer(to_checksum_address(to), amount)
+        return send_call(self.w3, key, fn, gas=GAS_TRANSFER)
+
+    def usdc_balance(self, address: str) -> int:
+        return int(self.usdc.functions.balanceOf(to_checksum_address(address)).call())
+
+    def usdc_allowance(self, owner: str, spender: str | None = None) -> int:
+        spender = spender or self.deployment.rollup
+        fn = self.usdc.functions.allowance(to_checksum_address(owner), spender)
+        return int(fn.call())
+
+    # -- deposits --------------------------------------------------------
+
+    def deposit(self, key: bytes, to: str | bytes, amount: int) -> HexBytes:
+        """Queue a deposit of ``amount`` to L2 account ``to`` (needs approval)."""
+        fn = self.rollup.functions.deposit(to_checksum_address(to), amount)
+        return send_call(self.w3, key, fn, gas=GAS_DEPOSIT)
+
+    def deposit_count(self) -> int:
+        return int(self.rollup.functions.deposit_count().call())
+
+    def deposit_hash(self, index: int) -> bytes:
+        """Running hash after entry ``index``."""
+        return _b32(self.rollup.functions.deposit_hashes(index).call())
+
+    def deposit_timestamp(self, index: int) -> int:
+        return int(self.rollup.functions.deposit_timestamps(index).call())
+
+    def deposits(
+        self, from_index: int = 0, to_index: int | None = None, *, from_block: int | None = None
+    ) -> list[DepositEntry]:
+        """Queue entries ``from_index <= index < to_index`` (default: all
+        queued), from the DepositQueued logs (scanned from ``from_block``,
+        default the deployment block)."""
+        if to_index is None:
+            to_index = self.deposit_count()
+        if to_index <= from_index:
+            return []
+        start = self.deployment.deploy_block if from_block is None else from_block
+        logs = self.rollup.events.DepositQueued().get_logs(from_block=start, to_block="latest")
+        found: dict[int, DepositEntry] = {}
+        for entry in logs:
+            args = entry["args"]
+            index = int(args["index"])
+            if from_index <= index < to_index:
+                found[index] = DepositEntry(
+                    index=index,
+                    account=to_checksum_address(args["to"]),
+                    amount=int(args["amount"]),
+                    running_hash=_b32(args["running_hash"]),
+                    l1_block=int(entry["blockNumber"]),
+                    timestamp=int(args["timestamp"]),
+                    sender=to_checksum_address(args["sender"]),
+                    tx_hash=bytes(entry["transactionHash"]),
+                )
+        missing = [i for i in range(from_index, to_index) if i not in found]
+        if missing:
+            raise LookupError(f"deposit logs missing for indices {missing[:5]}...")
+        return [found[i] for i in range(from_index, to_index)]
+
+    # -- batches ---------------------------------------------------------
+
+    def submit_batch(
+        self,
+        key: bytes,
+        batch_data: bytes,
+        state_root: bytes,
+        deposit_end: int,
+        *,
+        gas: int | None = None,
+        preflight: bool = False,
+    ) -> HexBytes:
+        """Send ``submitBatch``; returns the transaction hash. The gas limit
+        is ``batch_gas_limit(len(batch_data))`` unless given. With
+        ``preflight``, first eth_call it on the pending state so a bad batch
+        raises ContractLogicError (with the named reason) instead of being
+        mined as a failed transaction."""
+        fn = self.rollup.functions.submitBatch(bytes(batch_data), bytes(state_root), deposit_end)
+        if preflight:
+            fn.call({"from": _address_of(key)}, block_identifier="pending")
+        return send_call(
+            self.w3, key, fn, gas=gas if gas is not None else batch_gas_limit(len(batch_data))
+        )
+
+    def max_batch_bytes(self) -> int:
+        return int(self.rollup.functions.MAX_BATCH_BYTES().call())
+
+    def max_steps(self) -> int:
+        return int(self.rollup.functions.MAX_STEPS().call())
+
+    def batch_count(self) -> int:
+        return int(self.rollup.functions.batch_count().call())
+
+    def get_batch(self, index: int) -> BatchRecord:
+        b = self.rollup.functions.get_batch(index).call()
+        return BatchRecord(
+            index=index,
+            tx_root=_b32(b[0]),
+            state_root=_b32(b[1]),
+            l1_timestamp=int(b[2]),
+            first_block=int(b[3]),
+            block_count=int(b[4]),
+            step_count=int(b[5]),
+            deposit_end=int(b[6]),
+        )
+
+    def latest_state_root(self) -> bytes:
+        return _b32(self.rollup.functions.latest_state_root().call())
+
+    def next_l2_block(self) -> int:
+        return int(self.rollup.functions.next_l2_block().call())
+
+    def deposits_consumed(self) -> int:
+        return int(self.rollup.functions.deposits_consumed().call())
+
+    def sequencer(self) -> str:
+        return to_checksum_address(self.rollup.functions.sequencer().call())
+
+    def genesis_state_root(self) -> bytes:
+        return _b32(self.rollup.functions.genesis_state_root().call())
+
+    def l2_chain_id(self) -> int:
+        return int(self.rollup.functions.l2_chain_id().call())
+
+    def batch_submissions(
+        self, from_block: int | None = None, to_block: int | str = "latest"
+    ) -> list[BatchSubmission]:
+        """Every ``submitBatch`` in the block range, with its calldata, from
+        the BatchSubmitted logs and the transactions that emitted them."""
+        start = self.deployment.deploy_block if from_block is None else from_block
+        logs = self.rollup.events.BatchSubmitted().get_logs(from_block=start, to_block=to_block)
+        out = []
+        for entry in logs:
+            args = entry["args"]
+            tx = self.w3.eth.get_transaction(entry["transactionHash"])
+            _fn, params = self.rollup.decode_function_input(tx["input"])
+            out.append(
+                BatchSubmission(
+                    index=int(args["index"]),
+                    first_block=int(args["first_block"]),
+                    block_count=int(args["block_count"]),
+                    step_count=int(args["step_count"]),
+                    state_root=_b32(args["state_root"]),
+                    tx_root=_b32(args["tx_root"]),
+                    deposit_end=int(args["deposit_end"]),
+                    batch_data=bytes(params["batch_data"]),
+                    l1_block=int(entry["blockNumber"]),
+                    tx_hash=bytes(entry["transactionHash"]),
+                )
+            )
+        out.sort(key=lambda s: s.index)
+        return out

@@ -1,0 +1,146 @@
+"""Compile the L1 contracts (Vyper) and export their ABIs.
+
+``load_contract(name)`` compiles ``l1_stub/contracts/<name>.vy`` with the
+``vyper`` package (0.4.3, EVM version Cancun so the bytecode also runs on
+older external nodes) and caches the result in-process, keyed by the source
+hash, so each contract compiles once per process (about 0.2 s each).
+
+Compile-time limits (``MAX_BATCH_BYTES``, ``MAX_STEPS`` of the Rollup) can
+be overridden with ``overrides={"MAX_STEPS": 64}``: a knob for protocol
+experiments and for tests that hit the limits cheaply. ``MERKLE_DEPTH``
+follows ``MAX_STEPS``.
+
+``write_abis()`` writes ``<name>.json`` ABI files for users and tools
+(cast, web3 scripts) to ``abi_dir()``: ``$DERIVNET_ABI_DIR`` if set, else
+``~/.cache/derivnet/abi``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
+CONTRACT_NAMES = ("USDC", "Rollup")
+EVM_VERSION = "cancun"
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, str], CompiledContract] = {}
+
+# constants that may be overridden, per contract
+OVERRIDABLE = {"Rollup": ("MAX_BATCH_BYTES", "MAX_STEPS")}
+
+
+@dataclass(frozen=True)
+class CompiledContract:
+    """Compiler output for one contract: ABI (JSON list), creation bytecode
+    (0x-prefixed hex), runtime bytecode and the sha256 of the source."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: str
+    bytecode_runtime: str
+    source_sha256: str
+
+
+def source_path(name: str) -> Path:
+    """Path of the Vyper source of contract ``name``."""
+    if name not in CONTRACT_NAMES:
+        raise KeyError(f"unknown contract {name!r}; known: {', '.join(CONTRACT_NAMES)}")
+    return CONTRACTS_DIR / f"{name}.vy"
+
+
+def _set_constant(source: str, constant: str, value: int) -> str:
+    pattern = re.compile(
+        rf"^({constant}: (?:public\()?constant\(uint256\)\)?) = .*$", re.MULTILINE
+    )
+    new, count = pattern.subn(rf"\g<1> = {int(value)}", source)
+    if count != 1:
+        raise ValueError(f"constant {constant} not found exactly once")
+    return new
+
+
+def _apply_overrides(name: str, source: str, overrides: Mapping[str, int]) -> str:
+    allowed = OVERRIDABLE.get(name, ())
+    for constant, value in overrides.items():
+        if constant not in allowed:
+            raise KeyError(f"{name}: cannot override {constant!r}; allowed: {allowed}")
+        if int(value) < 1:
+            raise ValueError(f"{constant} must be positive")
+        source = _set_constant(source, constant, int(value))
+    if "MAX_STEPS" in overrides:
+        depth = max(1, (int(overrides["MAX_STEPS"]) - 1).bit_length())
+        source = _set_constant(source, "MERKLE_DEPTH", depth)
+    return source
+
+
+def compile_contract(name: str, overrides: Mapping[str, int] | None = None) -> CompiledContract:
+    """Compile (or fetch from the in-process cache) contract ``name``, with
+    optional constant ``overrides`` (see ``OVERRIDABLE``)."""
+    path = source_path(name)
+    source = path.read_text()
+    if overrides:
+        source = _apply_overrides(name, source, overrides)
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    key = (name, digest)
+    with _lock:
+        cached = _cache.get(key)
+        if cached is not None:
+            return cached
+        import vyper
+        from vyper.compiler.settings import Settings
+
+        out = vyper.compile_code(
+            source,
+            contract_path=str(path),
+            output_formats=["abi", "bytecode", "bytecode_runtime"],
+            settings=Settings(evm_version=EVM_VERSION),
+        )
+        compiled = CompiledContract(
+            name=name,
+            abi=out["abi"],
+            bytecode=out["bytecode"],
+            bytecode_runtime=out["bytecode_runtime"],
+            source_sha256=digest,
+        )
+        _cache[key] = compiled
+        return compiled
+
+
+def load_contract(
+    name: str, overrides: Mapping[str, int] | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """``(abi, creation bytecode hex)`` of contract ``name``."""
+    compiled = compile_contract(name, overrides)
+    return compiled.abi, compiled.bytecode
+
+
+def abi_dir() -> Path:
+    """Where ``write_abis`` puts the ABI files by default."""
+    env = os.environ.get("DERIVNET_ABI_DIR")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "derivnet" / "abi"
+
+
+def write_abis(directory: Path | str | None = None) -> dict[str, Path]:
+    """Write ``<name>.json`` (the ABI) for every contract; returns name -> path."""
+    target = Path(directory) if directory is not None else abi_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in CONTRACT_NAMES:
+        path = target / f"{name}.json"
+        text = json.dumps(compile_contract(name).abi, indent=2) + "\n"
+        if not path.exists() or path.read_text() != text:
+            tmp = path.with_suffix(f".json.tmp{os.getpid()}")
+            tmp.write_text(text)
+            tmp.replace(path)
+        paths[name] = path
+    return paths

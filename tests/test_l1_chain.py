@@ -1,0 +1,393 @@
+"""The embedded L1 chain and its JSON-RPC server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+import trio
+from eth_account import Account
+from web3 import HTTPProvider, Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+
+from l1_stub.chain import DEV_BALANCE_WEI, EmbeddedL1
+from l1_stub.client import RollupClient, deploy, send_transaction, wait_receipt
+from l1_stub.server import serve_l1
+
+ANVIL_ACCOUNTS = [
+    "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+    "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+]
+ANVIL_KEY_0 = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _transfer(l1: EmbeddedL1, sender: int, to: int, value: int = 1, **kw):
+    return send_transaction(
+        l1.w3, l1.dev_keys[sender], to=l1.dev_accounts[to], gas=21_000, value=value, **kw
+    )
+
+
+def test_chain_id_and_dev_accounts():
+    l1 = EmbeddedL1()
+    w3 = l1.w3
+    assert l1.chain_id == 900
+    assert w3.eth.chain_id == 900
+    assert w3.net.version == "900"
+    assert len(l1.dev_accounts) == 10 and len(l1.dev_keys) == 10
+    assert list(l1.dev_accounts[:3]) == ANVIL_ACCOUNTS
+    assert l1.dev_keys[0].hex() == ANVIL_KEY_0
+    for key, addr in zip(l1.dev_keys, l1.dev_accounts, strict=True):
+        assert Account.from_key(key).address == addr
+        assert w3.eth.get_balance(addr) == DEV_BALANCE_WEI == 10_000 * 10**18
+    # the CHAINID opcode sees 900 too: a contract deployed with init code
+    # `CHAINID PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN` stores 900 as its code
+    init = bytes.fromhex("46600052" "60206000f3")
+    r = wait_receipt(w3, send_transaction(w3, l1.dev_keys[0], to=None, data=init, gas=100_000), l1.mine)
+    assert int.from_bytes(w3.eth.get_code(r["contractAddress"]), "big") == 900
+
+
+def test_signed_transactions_must_use_chain_900():
+    l1 = EmbeddedL1(auto_mine=True)
+    acct = Account.from_key(l1.dev_keys[0])
+    base = {
+        "to": l1.dev_accounts[1],
+        "value": 1,
+        "gas": 21_000,
+        "maxFeePerGas": 10**10,
+        "maxPriorityFeePerGas": 10**9,
+        "nonce": 0,
+        "type": 2,
+    }
+    for wrong in (1, 31337, 131277322940537):
+        raw = acct.sign_transaction({**base, "chainId": wrong}).raw_transaction
+        with pytest.raises(Web3RPCError, match="invalid chain id"):
+            l1.w3.eth.send_raw_transaction(raw)
+    legacy = {"to": l1.dev_accounts[1], "value": 1, "gas": 21_000, "gasPrice": 10**10, "nonce": 0}
+    with pytest.raises(Web3RPCError, match="invalid chain id"):
+        l1.w3.eth.send_raw_transaction(acct.sign_transaction({**legacy, "chainId": 1}).raw_transaction)
+    ok = acct.sign_transaction({**legacy, "chainId": 900}).raw_transaction
+    receipt = wait_receipt(l1.w3, l1.w3.eth.send_raw_transaction(ok))
+    assert receipt["status"] == 1
+
+
+def test_manual_mining_holds_transactions_pending():
+    l1 = EmbeddedL1()
+    w3 = l1.w3
+    assert not l1.auto_mine
+    assert l1.head()[0] == 0
+    h1 = _transfer(l1, 0, 1, 5)
+    h2 = _transfer(l1, 0, 2, 7)  # nonce 1: pending nonces advance
+    assert w3.eth.get_transaction_count(l1.dev_accounts[0], "pending") == 2
+    assert w3.eth.get_transaction_count(l1.dev_accounts[0]) == 0
+    assert l1.pending_transaction_count() == 2
+    assert w3.eth.block_number == 0
+    with pytest.raises(TransactionNotFound):
+        w3.eth.get_transaction_receipt(h1)
+    assert w3.eth.get_transaction(h1)["blockNumber"] is None
+    assert w3.eth.get_balance(l1.dev_accounts[1]) == DEV_BALANCE_WEI
+
+    assert l1.mine() == 1
+    assert w3.eth.block_number == 1 and l1.head()[0] == 1
+    assert l1.pending_transaction_count() == 0
+    r1, r2 = w3.eth.get_transaction_receipt(h1), w3.eth.get_transaction_receipt(h2)
+    assert r1["blockNumber"] == r2["blockNumber"] == 1
+    assert (r1["status"], r2["status"]) == (1, 1)
+    assert w3.eth.get_balance(l1.dev_accounts[1]) == DEV_BALANCE_WEI + 5
+    assert len(w3.eth.get_block(1)["transactions"]) == 2
+
+    assert l1.mine(3) == 4
+    assert [len(w3.eth.get_block(n)["transactions"]) for n in (2, 3, 4)] == [0, 0, 0]
+    with pytest.raises(ValueError):
+        l1.mine(0)
+
+    # wait_receipt with a mine callback mines the pending block
+    h3 = _transfer(l1, 1, 2)
+    assert wait_receipt(w3, h3, l1.mine)["blockNumber"] == 5
+
+    # switching auto-mining on mines what is pending, then every transaction
+    h4 = _transfer(l1, 1, 2)
+    l1.auto_mine = True
+    assert w3.eth.get_transaction_receipt(h4)["blockNumber"] == 6
+    h5 = _transfer(l1, 1, 2)
+    assert w3.eth.get_transaction_receipt(h5)["blockNumber"] == 7
+    l1.auto_mine = False
+    _transfer(l1, 1, 2)
+    assert l1.head()[0] == 7 and l1.pending_transaction_count() == 1
+
+
+def test_timestamps_follow_clock_and_warp():
+    clock = FakeClock(1_800_000_000.4)
+    l1 = EmbeddedL1(clock=clock)
+    assert l1.head() == (0, 1_800_000_000)
+    clock.now += 12
+    l1.mine()
+    assert l1.head() == (1, 1_800_000_012)
+    # blocks mined within one second still get increasing timestamps
+    l1.mine(2)
+    assert l1.head() == (3, 1_800_000_014)
+    clock.now += 60
+    l1.mine()
+    assert l1.head()[1] == 1_800_000_072
+    # evm_increaseTime: shifts every later block
+    assert l1.increase_time(7 * 86_400) == 7 * 86_400
+    assert l1.now() == 1_800_000_072 + 7 * 86_400
+    l1.mine()
+    assert l1.head()[1] == 1_800_000_072 + 7 * 86_400
+    clock.now += 5
+    l1.mine()
+    assert l1.head()[1] == 1_800_000_077 + 7 * 86_400
+    with pytest.raises(ValueError):
+        l1.increase_time(-1)
+    # set_next_block_timestamp: exactly once
+    target = l1.head()[1] + 1_000
+    l1.set_next_block_timestamp(target)
+    l1.mine()
+    assert l1.head()[1] == target
+    l1.mine()
+    assert l1.head()[1] == target + 1
+    with pytest.raises(ValueError):
+        l1.set_next_block_timestamp(target)
+    assert l1.w3.eth.get_block("latest")["timestamp"] == target + 1
+
+
+def test_pending_transactions_see_the_warped_timestamp():
+    """A transaction waiting in the pending block when time is warped
+    executes with the timestamp of the block it is mined in."""
+    clock = FakeClock(1_800_000_000)
+    l1 = EmbeddedL1(clock=clock, auto_mine=True)
+    d = deploy(l1.w3, l1.dev_keys[0], l1.dev_accounts[0], b"\x00" * 32, 901)
+    c = RollupClient(l1.w3, d)
+    key = l1.dev_keys[3]
+    wait_receipt(l1.w3, c.faucet(key, 100))
+    wait_receipt(l1.w3, c.approve(key, 100))
+    l1.auto_mine = False
+    clock.now += 3
+    tx = c.deposit(key, l1.dev_accounts[3], 100)
+    l1.increase_time(3_600)
+    receipt = wait_receipt(l1.w3, tx, l1.mine)
+    block_ts = l1.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    assert block_ts == 1_800_000_003 + 3_600
+    assert c.deposit_timestamp(0) == block_ts
+    # and with set_next_block_timestamp
+    wait_receipt(l1.w3, c.faucet(key, 100), l1.mine)
+    wait_receipt(l1.w3, c.approve(key, 100), l1.mine)
+    tx = c.deposit(key, l1.dev_accounts[3], 100)
+    l1.set_next_block_timestamp(1_900_000_000)
+    receipt = wait_receipt(l1.w3, tx, l1.mine)
+    assert l1.w3.eth.get_block(receipt["blockNumber"])["timestamp"] == 1_900_000_000
+    assert c.deposit_timestamp(1) == 1_900_000_000
+
+
+def test_in_process_reverts_raise_contract_logic_error():
+    l1 = EmbeddedL1(auto_mine=True)
+    d = deploy(l1.w3, l1.dev_keys[0], l1.dev_accounts[0], b"\x00" * 32, 901)
+    c = RollupClient(l1.w3, d)
+    with pytest.raises(ContractLogicError, match="batch: empty") as info:
+        c.rollup.functions.submitBatch(b"", b"\x00" * 32, 0).call({"from": l1.dev_accounts[0]})
+    assert info.value.data.startswith("0x08c379a0")
+    with pytest.raises(ContractLogicError, match="rollup: only sequencer"):
+        c.rollup.functions.submitBatch(b"", b"\x00" * 32, 0).estimate_gas({"from": l1.dev_accounts[1]})
+
+
+def test_calls_and_estimates_on_the_pending_state():
+    l1 = EmbeddedL1()
+    d = deploy(l1.w3, l1.dev_keys[0], l1.dev_accounts[0], b"\x00" * 32, 901, mine=l1.mine)
+    c = RollupClient(l1.w3, d)
+    user = l1.dev_accounts[3]
+    c.faucet(l1.dev_keys[3], 100)
+    c.approve(l1.dev_keys[3], 100)  # both pending, not mined
+    fn = c.rollup.functions.deposit(user, 100)
+    assert fn.estimate_gas({"from": user}, block_identifier="pending") > 50_000
+    fn.call({"from": user}, block_identifier="pending")
+    with pytest.raises(ContractLogicError, match="usdc: insufficient allowance"):
+        fn.call({"from": user})  # latest does not see the approval yet
+    with pytest.raises(ContractLogicError, match="usdc: insufficient allowance"):
+        c.rollup.functions.deposit(user, 101).call({"from": user}, block_identifier="pending")
+
+
+def test_threads_share_the_chain():
+    l1 = EmbeddedL1()
+    per_thread = 15
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def sender(i: int) -> None:
+        try:
+            for _ in range(per_thread):
+                _transfer(l1, i, 9)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def miner() -> None:
+        while not stop.is_set():
+            l1.mine()
+            time.sleep(0.005)
+
+    m = threading.Thread(target=miner)
+    m.start()
+    senders = [threading.Thread(target=sender, args=(i,)) for i in range(1, 5)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    stop.set()
+    m.join()
+    l1.mine()
+    assert errors == []
+    for i in range(1, 5):
+        assert l1.w3.eth.get_transaction_count(l1.dev_accounts[i]) == per_thread
+    assert l1.w3.eth.get_balance(l1.dev_accounts[9]) == DEV_BALANCE_WEI + 4 * per_thread
+
+
+# ---------------------------------------------------------------- JSON-RPC
+
+
+def _rpc(url: str, method: str, params: list | None = None, rid: int = 1) -> dict:
+    payload = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params or []}
+    response = httpx.post(url, json=payload, timeout=10)
+    assert response.status_code == 200
+    return response.json()
+
+
+async def _with_server(l1: EmbeddedL1, body) -> None:
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_l1, l1, "127.0.0.1", 0)
+        assert url.startswith("http://127.0.0.1:")
+        await trio.to_thread.run_sync(body, url)
+        nursery.cancel_scope.cancel()
+
+
+def test_json_rpc_server_httpx():
+    l1 = EmbeddedL1()
+    acct0 = l1.dev_accounts[0]
+
+    def body(url: str) -> None:
+        assert _rpc(url, "eth_chainId") == {"jsonrpc": "2.0", "id": 1, "result": "0x384"}
+        assert _rpc(url, "net_version")["result"] == "900"
+        assert _rpc(url, "eth_blockNumber")["result"] == "0x0"
+        assert _rpc(url, "eth_getBalance", [acct0, "latest"])["result"] == hex(DEV_BALANCE_WEI)
+        assert _rpc(url, "eth_getBalance", [acct0, "0x0"])["result"] == hex(DEV_BALANCE_WEI)
+        # devnet controls
+        assert "result" in _rpc(url, "evm_mine")
+        assert _rpc(url, "anvil_mine", ["0x2"])["result"] is None
+        assert _rpc(url, "eth_blockNumber")["result"] == "0x3"
+        ts = int(_rpc(url, "eth_getBlockByNumber", ["latest", False])["result"]["timestamp"], 16)
+        wall = int(time.time())
+        assert _rpc(url, "evm_increaseTime", [3600])["result"] == hex(3600)
+        _rpc(url, "evm_mine")
+        block = _rpc(url, "eth_getBlockByNumber", ["0x4", False])["result"]
+        assert int(block["timestamp"], 16) >= wall + 3600 > ts
+        assert block["number"] == "0x4" and len(block["logsBloom"]) == 2 + 512
+        _rpc(url, "evm_setNextBlockTimestamp", [hex(wall + 10_000)])
+        _rpc(url, "evm_mine")
+        latest = _rpc(url, "eth_getBlockByNumber", ["latest", False])["result"]
+        assert latest["timestamp"] == hex(wall + 10_000)
+        # batch request, a notification (no id) and errors
+        batch = [
+            {"jsonrpc": "2.0", "id": "a", "method": "eth_chainId"},
+            {"jsonrpc": "2.0", "method": "eth_blockNumber"},
+            {"jsonrpc": "2.0", "id": "b", "method": "eth_blockNumber", "params": []},
+            {"jsonrpc": "2.0", "id": "c", "method": "no_such_method", "params": []},
+        ]
+        out = httpx.post(url, json=batch, timeout=10).json()
+        assert [r["id"] for r in out] == ["a", "b", "c"]
+        assert out[0]["result"] == "0x384" and out[1]["result"] == "0x5"
+        assert out[2]["error"]["code"] == -32601
+        bad = httpx.post(url, content=b"{not json", timeout=10).json()
+        assert bad["error"]["code"] == -32700
+        assert httpx.post(url, json=[], timeout=10).json()["error"]["code"] == -32600
+        assert httpx.get(url, timeout=10).status_code == 405
+        # a raw transaction through HTTP, pending until mined
+        raw = Account.sign_transaction(
+            {
+                "to": l1.dev_accounts[1],
+                "value": 3,
+                "gas": 21_000,
+                "maxFeePerGas": 10**10,
+                "maxPriorityFeePerGas": 10**9,
+                "nonce": 0,
+                "chainId": 900,
+                "type": 2,
+            },
+            l1.dev_keys[0],
+        ).raw_transaction
+        tx_hash = _rpc(url, "eth_sendRawTransaction", ["0x" + raw.hex()])["result"]
+        assert _rpc(url, "eth_getTransactionReceipt", [tx_hash])["result"] is None
+        assert _rpc(url, "eth_getTransactionCount", [acct0, "pending"])["result"] == "0x1"
+        _rpc(url, "anvil_mine")
+        receipt = _rpc(url, "eth_getTransactionReceipt", [tx_hash])["result"]
+        assert receipt["status"] == "0x1" and receipt["blockNumber"] == "0x6"
+        tx = _rpc(url, "eth_getTransactionByHash", [tx_hash])["result"]
+        assert tx["chainId"] == "0x384" and tx["value"] == "0x3" and tx["input"] == "0x"
+        full = _rpc(url, "eth_getBlockByNumber", ["0x6", True])["result"]
+        assert full["transactions"][0]["hash"] == tx_hash
+        assert full["transactions"][0]["blockNumber"] == "0x6"
+
+    trio.run(_with_server, l1, body)
+
+
+def test_json_rpc_server_web3_http_provider():
+    l1 = EmbeddedL1()
+
+    def body(url: str) -> None:
+        w3 = Web3(HTTPProvider(url))
+        assert w3.is_connected()
+        assert w3.eth.chain_id == 900
+        assert w3.eth.block_number == 0
+        assert w3.eth.get_balance(ANVIL_ACCOUNTS[0]) == DEV_BALANCE_WEI
+
+        def mine() -> None:
+            w3.provider.make_request("evm_mine", [])
+
+        d = deploy(w3, l1.dev_keys[0], l1.dev_accounts[0], b"\x42" * 32, 901, mine=mine)
+        c = RollupClient(w3, d)
+        assert c.latest_state_root() == b"\x42" * 32
+        key = l1.dev_keys[3]
+        for tx in (c.faucet(key, 10**6), c.approve(key, 10**6), c.deposit(key, l1.dev_accounts[4], 10**6)):
+            assert wait_receipt(w3, tx, mine)["status"] == 1
+        (entry,) = c.deposits()
+        assert entry.amount == 10**6 and entry.account == l1.dev_accounts[4]
+        assert entry.running_hash == c.deposit_hash(0)
+        with pytest.raises(ContractLogicError, match="batch: empty"):
+            c.rollup.functions.submitBatch(b"", b"\x00" * 32, 0).call({"from": l1.dev_accounts[0]})
+        with pytest.raises(ContractLogicError, match="rollup: only sequencer"):
+            c.rollup.functions.submitBatch(b"", b"\x00" * 32, 0).call({"from": l1.dev_accounts[2]})
+        # eth_call without "from" defaults to a dev account, as in-process
+        assert c.rollup.functions.next_l2_block().call() == 1
+
+    trio.run(_with_server, l1, body)
+    # the in-process view of the same chain agrees
+    assert l1.head()[0] == l1.w3.eth.block_number > 0
+
+
+def test_server_shuts_down_promptly_on_cancel():
+    l1 = EmbeddedL1()
+
+    async def main() -> None:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(serve_l1, l1, "127.0.0.1", 0)
+                async with httpx.AsyncClient() as client:
+                    # keep-alive connection open while the server is cancelled
+                    r = await client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
+                    assert r.json()["result"] == "0x384"
+                    start = trio.current_time()
+                    nursery.cancel_scope.cancel()
+            assert trio.current_time() - start < 2
+        # the port is closed afterwards
+        with pytest.raises(httpx.TransportError):
+            async with httpx.AsyncClient() as client:
+                await client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
+
+    trio.run(main)
