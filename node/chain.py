@@ -18,7 +18,7 @@ from typing import Any
 
 from node.blocks import Block, Receipt, genesis_block, make_header
 from node.crypto import ZERO_HASH
-from node.db import KeyValueDB, PrefixedDB
+from node.db import KeyValueDB, PrefixedBatch, PrefixedDB
 from node.eip712 import Domain
 from node.exceptions import InvalidBlock, InvalidTransaction
 from node.smt import SparseMerkleTree
@@ -109,7 +109,7 @@ class Chain:
         root = tree.update(ZERO_HASH, genesis_leaves)
         block = genesis_block(root)
         with db.write_batch() as batch:
-            tree.flush(PrefixedDB(batch, b"s:"))
+            tree.flush(PrefixedBatch(batch, b"s:"))
             batch.put(_block_key(0), block.encode())
             batch.put(b"h:" + block.hash, _u64(0))
             batch.put(_CONFIG, json.dumps(config, sort_keys=True).encode())
@@ -215,7 +215,7 @@ class Chain:
         header = make_header(number, self.head.hash, timestamp, l1_origin, txs, receipts, root)
         block = Block(header, txs, receipts)
         with self.db.write_batch() as batch:
-            self.tree.flush(PrefixedDB(batch, b"s:"))
+            self.tree.flush(PrefixedBatch(batch, b"s:"))
             batch.put(_block_key(number), block.encode())
             batch.put(b"h:" + block.hash, _u64(number))
             for i, r in enumerate(receipts):

@@ -12,7 +12,14 @@ class InvalidBlock(Exception):
 
 
 class InvalidTransaction(Exception):
-    """A transaction that breaks a rule; applying it changed nothing."""
+    """A transaction that breaks a rule; applying it changed nothing.
+
+    ``role`` says whose fault it is in a fill ("maker" or "taker"), else None.
+    """
+
+    def __init__(self, message: str = "", role: str | None = None) -> None:
+        super().__init__(message)
+        self.role = role
 
     @property
     def rule(self) -> str:

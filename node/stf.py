@@ -76,7 +76,9 @@ def apply_deposit(state: State, tx: Deposit) -> None:
 
 def _check_order_live(role: str, order: Order, timestamp: int) -> None:
     if order.expiry <= timestamp:
-        raise err.OrderExpired(f"{role} order expired at {order.expiry}, block time {timestamp}")
+        raise err.OrderExpired(
+            f"{role} order expired at {order.expiry}, block time {timestamp}", role=role
+        )
 
 
 def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None:
@@ -106,16 +108,24 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
     _check_order_live("taker", taker, timestamp)
     maker_hash = order_hash(domain, maker)
     if signer_of(maker_hash, fill.maker_signature) != maker.account:
-        raise err.InvalidOrderSignature("maker signature does not match the maker account")
+        raise err.InvalidOrderSignature(
+            "maker signature does not match the maker account", role="maker"
+        )
     taker_hash = order_hash(domain, taker)
     if signer_of(taker_hash, fill.taker_signature) != taker.account:
-        raise err.InvalidOrderSignature("taker signature does not match the taker account")
+        raise err.InvalidOrderSignature(
+            "taker signature does not match the taker account", role="taker"
+        )
     maker_filled = state.filled(maker_hash) + size
     if maker_filled > maker.size:
-        raise err.Overfill(f"maker order would be filled {maker_filled} of {maker.size}")
+        raise err.Overfill(
+            f"maker order would be filled {maker_filled} of {maker.size}", role="maker"
+        )
     taker_filled = state.filled(taker_hash) + size
     if taker_filled > taker.size:
-        raise err.Overfill(f"taker order would be filled {taker_filled} of {taker.size}")
+        raise err.Overfill(
+            f"taker order would be filled {taker_filled} of {taker.size}", role="taker"
+        )
 
     pay, receive = notional(market, size, price)
     maker_fee = fee(pay if maker.is_buy else receive, market.maker_fee_ppm)
@@ -143,7 +153,7 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
             if have < need:
                 role = "maker" if order is maker else "taker"
                 raise err.InsufficientMargin(
-                    f"{role} equity {have} below initial margin {need} after the fill"
+                    f"{role} equity {have} below initial margin {need} after the fill", role=role
                 )
 
     fee_account = state.system.fee_account

@@ -56,6 +56,12 @@ class UnknownTimeInForce(BookError):
     """``time_in_force`` is not one of GTC, IOC, POST_ONLY."""
 
 
+class StopMatching(Exception):
+    """Raised by an ``accept`` predicate to end matching for this taker: the
+    matches accepted so far are applied and the taker's remainder is dropped
+    (as with IOC), e.g. when the taker itself can no longer afford a fill."""
+
+
 class WrongMarket(BookError):
     """The order's market is not the book's market."""
 
@@ -257,7 +263,8 @@ class OrderBook:
         trade; False drops the maker from the book and moves on. It must
         not modify the book. The book is changed only after every candidate
         was decided, so if ``accept`` raises, the exception propagates and
-        the book is unchanged.
+        the book is unchanged, except for ``StopMatching``: then the
+        decisions made so far are applied and the remainder is dropped.
 
         removed: if given, ``(maker, reason)`` is appended for each maker
         taken out without a match, in book order.
@@ -281,10 +288,15 @@ class OrderBook:
         opposite = self._asks if order.is_buy else self._bids
         best = opposite.best()
         plan: list[tuple[RestingOrder, int, RemoveReason | None]] = []
+        stopped = False
         if best is not None and (order.price >= best if order.is_buy else order.price <= best):
-            left = self._plan(
-                plan, opposite, order, remaining, now, accept, time_in_force == "POST_ONLY"
-            )
+            try:
+                left = self._plan(
+                    plan, opposite, order, remaining, now, accept, time_in_force == "POST_ONLY"
+                )
+            except StopMatching:
+                stopped = True
+                left = remaining - sum(size for _, size, reason in plan if reason is None)
         else:
             left = remaining
 
@@ -304,7 +316,7 @@ class OrderBook:
                 if removed is not None:
                     removed.append((ro, reason))
 
-        if left and time_in_force != "IOC":
+        if left and time_in_force != "IOC" and not stopped:
             self._link(
                 RestingOrder(order, signature, order_hash, left, self._next_sequence),
                 self._bids if order.is_buy else self._asks,

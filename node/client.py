@@ -1,0 +1,176 @@
+"""Python client for bots and scripts: JSON-RPC over HTTP (httpx, keep-alive)
+plus order signing with the EIP-712 domain read from ``l2_rollupConfig``.
+
+    client = L2Client("http://127.0.0.1:8545")
+    me = Signer(key)
+    result = client.send_order(me, "ETH-USD", is_buy=True, price=166621, size=10_000)
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from typing import Any
+
+import httpx
+
+from node.eip712 import Domain
+from node.signing import Signer
+from node.transactions import Order
+
+
+class RpcError(Exception):
+    """A JSON-RPC error answer: ``code``, ``message`` and optional ``data``."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def order_params(order: Order, signature: bytes, time_in_force: str = "GTC") -> dict[str, Any]:
+    """The l2_sendOrder request object for a signed order."""
+    return {
+        "order": {
+            "account": "0x" + order.account.hex(),
+            "market": order.market,
+            "isBuy": order.is_buy,
+            "price": str(order.price),
+            "size": str(order.size),
+            "salt": str(order.salt),
+            "expiry": order.expiry,
+        },
+        "signature": "0x" + signature.hex(),
+        "timeInForce": time_in_force,
+    }
+
+
+class L2Client:
+    """Synchronous JSON-RPC client of a derivnet node."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8545", timeout: float = 30.0) -> None:
+        self.url = url
+        self.http = httpx.Client(timeout=timeout)
+        self._ids = itertools.count(1)
+        self._config: dict[str, Any] | None = None
+        self._markets: dict[str, int] | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- transport -------------------------------------------------------
+    def call(self, method: str, *params: Any) -> Any:
+        """One request; returns ``result`` or raises RpcError."""
+        reply = self.http.post(
+            self.url, json={"jsonrpc": "2.0", "id": next(self._ids), "method": method,
+                            "params": list(params)}
+        ).json()
+        if "error" in reply:
+            e = reply["error"]
+            raise RpcError(e["code"], e["message"], e.get("data"))
+        return reply["result"]
+
+    def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """A JSON-RPC batch; returns results or RpcError instances, in order."""
+        if not calls:
+            return []
+        first = next(self._ids)
+        payload = [
+            {"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
+            for i, (m, p) in enumerate(calls)
+        ]
+        for _ in range(len(calls) - 1):
+            next(self._ids)
+        replies = self.http.post(self.url, json=payload).json()
+        by_id = {r["id"]: r for r in replies}
+        out: list[Any] = []
+        for i in range(len(calls)):
+            r = by_id[first + i]
+            if "error" in r:
+                e = r["error"]
+                out.append(RpcError(e["code"], e["message"], e.get("data")))
+            else:
+                out.append(r["result"])
+        return out
+
+    # -- config ----------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._config is None:
+            self._config = self.call("l2_rollupConfig")
+        return self._config
+
+    @property
+    def domain(self) -> Domain:
+        c = self.config
+        return Domain(int(c["l2_chain_id"]), bytes.fromhex(c["rollup_address"][2:]))
+
+    def market_id(self, market: str | int) -> int:
+        if isinstance(market, int):
+            return market
+        if self._markets is None:
+            self._markets = {m["symbol"]: m["id"] for m in self.call("l2_getMarkets")}
+        return self._markets[market]
+
+    # -- orders ----------------------------------------------------------
+    def make_order(
+        self,
+        signer: Signer,
+        market: str | int,
+        is_buy: bool,
+        price: int,
+        size: int,
+        expiry: int | None = None,
+        salt: int | None = None,
+    ) -> tuple[Order, bytes, bytes]:
+        """Build and sign an order; returns (order, order hash, signature).
+        expiry defaults to one hour from now; salt to a random u64."""
+        order = Order(
+            signer.address,
+            self.market_id(market),
+            is_buy,
+            price,
+            size,
+            secrets.randbits(63) if salt is None else salt,
+            int(time.time()) + 3600 if expiry is None else expiry,
+        )
+        digest, sig = signer.sign_order(self.domain, order)
+        return order, digest, sig
+
+    def send_order(self, signer: Signer, market: str | int, is_buy: bool, price: int, size: int,
+                   time_in_force: str = "GTC", **kw: Any) -> dict[str, Any]:
+        order, _, sig = self.make_order(signer, market, is_buy, price, size, **kw)
+        return self.call("l2_sendOrder", order_params(order, sig, time_in_force))
+
+    def cancel_order(self, signer: Signer, order_hash: bytes) -> dict[str, Any]:
+        sig = signer.sign_cancel(self.domain, order_hash)
+        return self.call("l2_cancelOrder", {"orderHash": "0x" + order_hash.hex(),
+                                            "signature": "0x" + sig.hex()})
+
+    def send_oracle_price(self, oracle: Signer, market: str | int, price: int,
+                          timestamp: int | None = None) -> dict[str, Any]:
+        ts = int(time.time()) if timestamp is None else timestamp
+        tx = oracle.oracle_price(self.domain, self.market_id(market), price, ts)
+        return self.call("l2_sendOraclePrice", {"market": tx.market, "price": str(tx.price),
+                                                "timestamp": tx.timestamp,
+                                                "signature": "0x" + tx.signature.hex()})
+
+    def withdraw(self, signer: Signer, amount: int, recipient: bytes | None = None) -> dict[str, Any]:
+        nonce = self.get_account(signer.address)["nonce"]
+        tx = signer.withdraw(self.domain, recipient or signer.address, amount, nonce)
+        return self.call("l2_sendWithdraw", {
+            "account": "0x" + tx.account.hex(), "recipient": "0x" + tx.recipient.hex(),
+            "amount": str(tx.amount), "nonce": tx.nonce, "signature": "0x" + tx.signature.hex()})
+
+    # -- reads -----------------------------------------------------------
+    def get_account(self, address: bytes | str, tag: str = "latest") -> dict[str, Any]:
+        a = address if isinstance(address, str) else "0x" + address.hex()
+        return self.call("l2_getAccount", a, tag)
+
+    def block_number(self) -> int:
+        return int(self.call("eth_blockNumber"), 16)
+
+    def sync_status(self) -> dict[str, Any]:
+        return self.call("l2_syncStatus")

@@ -1,0 +1,289 @@
+"""The devnet node: wires the embedded L1, the L2 chain, the sequencer, the
+batcher and the JSON-RPC servers, and runs their loops in one trio nursery.
+
+Loops (each a trio task):
+- L1 clock: mines an L1 block every ``l1_block_time`` seconds;
+- deposits: after each L1 block, includes new deposit queue entries in order;
+- block builder: seals the pending L2 block every ``block_time`` seconds;
+- batcher: every ``batch_interval`` seconds posts unposted blocks to L1 and
+  moves the safe head when the batch is mined;
+- JSON-RPC: L2 on ``port``, the embedded L1 on ``l1_port``.
+L1 calls run in a worker thread (``trio.to_thread``) so that mining a large
+batch does not stall RPC answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.chain import Chain
+from node.crypto import ZERO_HASH
+from node.db import KeyValueDB, LevelDB, MemoryDB
+from node.eip712 import Domain
+from node.genesis import Genesis, load_genesis
+from node.rpc import L2Api, hexb, hexq, methods
+from node.server import JsonRpcApp, serve_jsonrpc
+from node.smt import SparseMerkleTree
+from node.transactions import Deposit
+from sequencer.batcher import DEFAULT_MAX_BATCH_BYTES, batch_info, plan_batch
+from sequencer.sequencer import Sequencer
+
+log = logging.getLogger("derivnet")
+
+
+@dataclass
+class NodeConfig:
+    """Flags of ``derivnet devnet`` (times in seconds)."""
+
+    datadir: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8545
+    l1_port: int = 8546
+    block_time: float = 0.25
+    batch_interval: float = 2.0
+    l1_block_time: float = 1.0
+    genesis_path: str | None = None
+    max_block_txs: int = 5_000
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    serve_l1: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Node:
+    """All devnet components of one process. Construct, then ``await run()``."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        from l1_stub.chain import EmbeddedL1
+        from l1_stub.client import Deployment, RollupClient, deploy
+
+        self.config = config
+        self.genesis: Genesis = load_genesis(config.genesis_path)
+        self.db: KeyValueDB
+        if config.datadir:
+            Path(config.datadir).mkdir(parents=True, exist_ok=True)
+            self.db = LevelDB(os.path.join(config.datadir, "l2"))
+        else:
+            self.db = MemoryDB()
+        self.l1 = EmbeddedL1(chain_id=self.genesis.l1_chain_id, **self._l1_kwargs())
+        keys = self.l1.dev_keys
+        self.sequencer_key = keys[0]
+
+        stored = Chain.stored_config(self.db)
+        if stored is None:
+            leaves = self.genesis.leaves()
+            root = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, leaves)
+            dep = deploy(self.l1.w3, self.sequencer_key, "0x" + self.genesis.sequencer.hex(),
+                         root, self.genesis.l2_chain_id, mine=self.l1.mine)
+            stored = {
+                "l1ChainId": self.genesis.l1_chain_id,
+                "l2ChainId": self.genesis.l2_chain_id,
+                "rollup": dep.rollup,
+                "usdc": dep.usdc,
+                "deployBlock": dep.deploy_block,
+                "genesisStateRoot": hexb(root),
+            }
+            Chain.initialize(self.db, leaves, stored)
+        self.deployment = Deployment(stored["usdc"], stored["rollup"], stored["deployBlock"],
+                                     stored["l1ChainId"])
+        self.rollup = RollupClient(self.l1.w3, self.deployment)
+        domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
+        self.chain = Chain(self.db, domain)
+        self.sequencer = Sequencer(self.chain, self.clock, max_block_txs=config.max_block_txs)
+        self.sequencer.l1_origin = self.l1.head()[0]
+        self.api = L2Api(self)
+        self.app = JsonRpcApp(methods(self.api))
+        self.started_at = time.time()
+
+    def _l1_kwargs(self) -> dict[str, Any]:
+        return dict(self.config.extra.get("l1", {}))
+
+    def clock(self) -> float:
+        """L2 time: wall time plus the L1 warp offset (follows L1 time)."""
+        return time.time() + self.l1.time_offset
+
+    # -- loops -----------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
+            if self.config.serve_l1:
+                from l1_stub.server import serve_l1
+
+                await nursery.start(serve_l1, self.l1, self.config.host, self.config.l1_port)
+            nursery.start_soon(self._l1_clock)
+            nursery.start_soon(self._block_builder)
+            nursery.start_soon(self._batcher)
+            task_status.started()
+
+    async def _l1_clock(self) -> None:
+        while True:
+            await trio.sleep(self.config.l1_block_time)
+            number = await trio.to_thread.run_sync(self.l1.mine)
+            self.sequencer.l1_origin = number
+            await self.include_deposits()
+
+    async def include_deposits(self) -> int:
+        """Include every new L1 deposit queue entry in the pending block, in order."""
+        next_index = self.chain.state.system.next_deposit
+        count = await trio.to_thread.run_sync(self.rollup.deposit_count)
+        if count <= next_index:
+            return 0
+        entries = await trio.to_thread.run_sync(self.rollup.deposits, next_index, count)
+        for e in entries:
+            if e.index != self.chain.state.system.next_deposit:
+                continue
+            self.sequencer.include_deposit(
+                Deposit(e.index, bytes.fromhex(e.account[2:]), e.amount)
+            )
+        return len(entries)
+
+    async def _block_builder(self) -> None:
+        while True:
+            await trio.sleep(self.config.block_time)
+            self.sequencer.seal()
+
+    async def _batcher(self) -> None:
+        await self.sync_batches()
+        while True:
+            await trio.sleep(self.config.batch_interval)
+            try:
+                await self.post_batch()
+            except Exception:  # keep the devnet up; the next interval retries
+                log.exception("batch submission failed")
+
+    async def sync_batches(self) -> None:
+        """Record batches that are on L1 but not in the store (after a crash)."""
+        count = await trio.to_thread.run_sync(self.rollup.batch_count)
+        latest = self.chain.latest_batch()
+        start = latest.index + 1 if latest else 0
+        subs = []
+        if start < count:
+            subs = await trio.to_thread.run_sync(self.rollup.batch_submissions)
+        from node.chain import BatchInfo
+
+        for s in subs:
+            if s.index < start:
+                continue
+            self.chain.record_batch(BatchInfo(
+                s.index, s.first_block, s.first_block + s.block_count - 1, s.state_root,
+                s.tx_root, s.l1_block, s.tx_hash, s.deposit_end))
+
+    async def post_batch(self) -> int | None:
+        """Post the next batch and wait until it is mined; returns its index."""
+        from l1_stub.client import TransactionReverted
+
+        first = self.chain.safe_head + 1
+        planned = plan_batch(self.chain, first, self.config.max_batch_bytes)
+        if planned is None:
+            return None
+        tx = await trio.to_thread.run_sync(
+            self.rollup.submit_batch, self.sequencer_key, planned.data, planned.state_root,
+            planned.deposit_end,
+        )
+        receipt = None
+        while receipt is None:
+            await trio.sleep(0.05)
+            receipt = await trio.to_thread.run_sync(self._receipt, tx)
+        if receipt["status"] != 1:
+            from l1_stub.client import revert_reason
+
+            reason = await trio.to_thread.run_sync(revert_reason, self.l1.w3, receipt)
+            raise TransactionReverted(receipt, reason)
+        index = await trio.to_thread.run_sync(self.rollup.batch_count) - 1
+        info = batch_info(planned, index, int(receipt["blockNumber"]), bytes(tx))
+        self.chain.record_batch(info)
+        self.gas_used_total += int(receipt["gasUsed"])
+        self.calldata_bytes_total += len(planned.data)
+        return index
+
+    gas_used_total: int = 0
+    calldata_bytes_total: int = 0
+
+    def _receipt(self, tx: bytes) -> Any:
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            r = self.l1.w3.eth.get_transaction_receipt(tx)
+        except TransactionNotFound:
+            return None
+        return r if r.get("blockNumber") is not None else None
+
+    # -- views -----------------------------------------------------------
+    def finalized_head(self) -> int:
+        """Highest finalized L2 block (challenge windows arrive with issue #3)."""
+        return 0
+
+    def block_status(self, number: int) -> str:
+        if number <= self.finalized_head():
+            return "finalized"
+        if number <= self.chain.safe_head:
+            return "safe"
+        return "unsafe"
+
+    def _l2_ref(self, number: int) -> dict[str, Any]:
+        b = self.chain.block(number)
+        return {
+            "hash": hexb(b.hash),
+            "number": number,
+            "parentHash": hexb(b.header.parent_hash),
+            "timestamp": b.header.timestamp,
+            "l1origin": {"number": b.header.l1_origin},
+        }
+
+    def sync_status(self) -> dict[str, Any]:
+        """Shaped like optimism_syncStatus (block refs with decimal numbers)."""
+        number, ts = self.l1.head()
+        l1_block = self.l1.w3.eth.get_block(number)
+        l1_ref = {"hash": hexb(bytes(l1_block["hash"])), "number": number,
+                  "parentHash": hexb(bytes(l1_block["parentHash"])), "timestamp": ts}
+        latest = self.chain.latest_batch()
+        return {
+            "current_l1": l1_ref,
+            "head_l1": l1_ref,
+            "safe_l1": l1_ref,
+            "finalized_l1": {"number": self.deployment.deploy_block},
+            "unsafe_l2": self._l2_ref(self.chain.head.number),
+            "safe_l2": self._l2_ref(self.chain.safe_head),
+            "finalized_l2": self._l2_ref(self.finalized_head()),
+            "pending_txs": len(self.chain.pending_txs),
+            "latest_batch": latest.to_json() if latest else None,
+        }
+
+    def rollup_config_json(self) -> dict[str, Any]:
+        """Shaped like optimism_rollupConfig, plus derivnet's addresses."""
+        from l1_stub.contracts import abi_dir
+
+        g = self.genesis
+        return {
+            "genesis": {
+                "l1": {"number": self.deployment.deploy_block},
+                "l2": {"number": 0, "hash": hexb(self.chain.block(0).hash)},
+                "state_root": hexb(self.chain.block(0).header.state_root),
+            },
+            "l1_chain_id": g.l1_chain_id,
+            "l2_chain_id": g.l2_chain_id,
+            "block_time": self.config.block_time,
+            "batch_interval": self.config.batch_interval,
+            "l1_block_time": self.config.l1_block_time,
+            "max_batch_bytes": self.config.max_batch_bytes,
+            "rollup_address": self.deployment.rollup,
+            "usdc_address": self.deployment.usdc,
+            "abi_dir": str(abi_dir()),
+            "l1_rpc_url": f"http://{self.config.host}:{self.config.l1_port}",
+            "sequencer": hexb(g.sequencer),
+            "oracle": hexb(g.oracle),
+            "fee_account": hexb(g.fee_account),
+            "markets": [{"id": m.market.id, "symbol": m.symbol} for m in g.markets],
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+__all__ = ["Node", "NodeConfig", "hexq"]

@@ -1,0 +1,316 @@
+"""Replay a real trade tape against a running node (``derivnet replay``).
+
+For each tape trade a market maker rests an order at the tape price on the
+passive side and a taker (round-robin over several accounts) sends an IOC
+order on the tape's side; the oracle follows the tape price. Everything is
+signed and sent over JSON-RPC (batched). Accounts are funded through real
+L1 deposits (faucet, approve, ``Rollup.deposit``) on the L1 JSON-RPC.
+
+Orders are deterministic (salt = tape id and role, far expiry), so running
+the same replay again after a crash resumes: trades already filled are
+answered ``OrderFilled`` and counted as skipped.
+
+Tape format: ``../shared/data/ethusdt-trades-2023-02-02.csv`` (columns
+``,timestamp,id,type,side,price,amount,cost,date``; side is the taker side).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from node.client import L2Client, RpcError, order_params
+from node.signing import Signer, dev_keys
+from node.transactions import Order
+
+ORDER_EXPIRY = 2**40  # far future: replay orders never expire
+MAKER_FUNDING = 50_000_000 * 10**6  # USDC base units
+TAKER_FUNDING = 10_000_000 * 10**6
+FAUCET_CAP = 10_000_000 * 10**6
+
+
+@dataclass(frozen=True)
+class TapeTrade:
+    """One tape row in market units: price (price units), size (size units)."""
+
+    trade_id: int
+    timestamp_ms: int
+    taker_buys: bool
+    price: int
+    size: int
+
+
+def read_tape(path: str, price_decimals: int, size_decimals: int) -> list[TapeTrade]:
+    """Parse a trade tape CSV; raises ValueError on a row that does not fit
+    the market's tick (price) or step (size) resolution."""
+    trades = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            price = Decimal(row["price"]) * 10**price_decimals
+            size = Decimal(row["amount"]) * 10**size_decimals
+            if price != price.to_integral_value() or size != size.to_integral_value():
+                raise ValueError(f"tape row {row['id']}: price/size finer than the market's units")
+            side = row["side"].strip().lower()
+            if side not in ("buy", "sell"):
+                raise ValueError(f"tape row {row['id']}: side must be buy or sell")
+            trades.append(TapeTrade(int(row["id"]), int(row["timestamp"]), side == "buy",
+                                    int(price), int(size)))
+    return trades
+
+
+@dataclass
+class ReplayOptions:
+    tape: str
+    rpc: str = "http://127.0.0.1:8545"
+    l1_rpc: str | None = None
+    market: str = "ETH-USD"
+    takers: int = 4
+    limit: int | None = None
+    start: int = 0
+    rpc_batch: int = 50
+    wait_for_l1: bool = True
+    progress: bool = True
+    timeout: float = 120.0
+
+
+def fund_accounts(client: L2Client, l1_rpc: str, wants: list[tuple[Signer, int]],
+                  timeout: float) -> int:
+    """Bring each account's L2 collateral up to its target through L1
+    deposits; waits until the node has included them. Returns deposits made."""
+    from web3 import Web3
+
+    from l1_stub.client import Deployment, RollupClient, wait_receipt
+
+    cfg = client.config
+    w3 = Web3(Web3.HTTPProvider(l1_rpc, request_kwargs={"timeout": 60}))
+    rollup = RollupClient(w3, Deployment(cfg["usdc_address"], cfg["rollup_address"],
+                                         cfg["genesis"]["l1"]["number"], cfg["l1_chain_id"]))
+    hashes = []
+    targets = {}
+    for signer, target in wants:
+        have = int(client.get_account(signer.address, "pending")["collateral"])
+        if have >= target:
+            continue
+        need = target - have
+        targets[signer.address] = target
+        minted = 0
+        while minted < need:
+            chunk = min(FAUCET_CAP, need - minted)
+            hashes.append(rollup.faucet(signer.private_key, chunk))
+            minted += chunk
+        hashes.append(rollup.approve(signer.private_key, need))
+        hashes.append(rollup.deposit(signer.private_key, signer.address, need))
+    for h in hashes:
+        wait_receipt(w3, h, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    for address, target in targets.items():
+        while int(client.get_account(address, "pending")["collateral"]) < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError("deposits did not reach L2 in time")
+            time.sleep(0.1)
+    return len(targets)
+
+
+def _trade_calls(client: L2Client, maker: Signer, taker: Signer, oracle: Signer | None,
+                 market: int, trade: TapeTrade, oracle_ts: int) -> list[tuple[str, list[Any]]]:
+    domain = client.domain
+    calls: list[tuple[str, list[Any]]] = []
+    if oracle is not None:
+        tx = oracle.oracle_price(domain, market, trade.price, oracle_ts)
+        calls.append(("l2_sendOraclePrice", [{
+            "market": market, "price": str(trade.price), "timestamp": oracle_ts,
+            "signature": "0x" + tx.signature.hex()}]))
+    salt = trade.trade_id * 2
+    m = Order(maker.address, market, not trade.taker_buys, trade.price, trade.size, salt,
+              ORDER_EXPIRY)
+    t = Order(taker.address, market, trade.taker_buys, trade.price, trade.size, salt + 1,
+              ORDER_EXPIRY)
+    calls.append(("l2_sendOrder", [order_params(m, maker.sign_order(domain, m)[1], "GTC")]))
+    calls.append(("l2_sendOrder", [order_params(t, taker.sign_order(domain, t)[1], "IOC")]))
+    return calls
+
+
+def run_replay(opts: ReplayOptions) -> dict[str, Any]:
+    """Run the replay; returns the summary dict (see print_summary)."""
+    client = L2Client(opts.rpc, timeout=opts.timeout)
+    cfg = client.config
+    markets = {m["symbol"]: m for m in client.call("l2_getMarkets")}
+    if opts.market not in markets:
+        raise ValueError(f"node has no market {opts.market}")
+    mk = markets[opts.market]
+    trades = read_tape(opts.tape, mk["priceDecimals"], mk["sizeDecimals"])
+    trades = trades[opts.start: None if opts.limit is None else opts.start + opts.limit]
+
+    keys = dev_keys(10)
+    oracle = Signer(keys[1])
+    if "0x" + oracle.address.hex() != cfg["oracle"].lower():
+        raise ValueError("the node's oracle is not the dev oracle key; cannot sign prices")
+    if not 1 <= opts.takers <= 6:
+        raise ValueError("takers must be 1..6 (dev accounts 4..9)")
+    maker = Signer(keys[3])
+    takers = [Signer(keys[4 + i]) for i in range(opts.takers)]
+
+    started = time.monotonic()
+    l1_rpc = opts.l1_rpc or cfg["l1_rpc_url"]
+    funded = fund_accounts(client, l1_rpc, [(maker, MAKER_FUNDING)]
+                           + [(t, TAKER_FUNDING) for t in takers], opts.timeout)
+    first_block = client.block_number() + 1
+
+    market_id = mk["id"]
+    oracle_price = int(mk["oraclePrice"])
+    oracle_ts = int(mk["oracleTime"])
+    stats = {"fills": 0, "skipped": 0, "failed": 0, "oracleUpdates": 0}
+    errors: list[str] = []
+    progress = None
+    if opts.progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        progress = Progress("[progress.description]{task.description}", BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn())
+        progress.start()
+        task = progress.add_task("replaying trades", total=len(trades))
+    try:
+        for chunk_start in range(0, len(trades), opts.rpc_batch):
+            chunk = trades[chunk_start: chunk_start + opts.rpc_batch]
+            calls: list[tuple[str, list[Any]]] = []
+            kinds: list[str] = []
+            for i, trade in enumerate(chunk):
+                taker = takers[(opts.start + chunk_start + i) % len(takers)]
+                send_oracle = trade.price != oracle_price
+                if send_oracle:
+                    oracle_ts = max(int(time.time()), oracle_ts + 1)
+                    oracle_price = trade.price
+                tc = _trade_calls(client, maker, taker, oracle if send_oracle else None,
+                                  market_id, trade, oracle_ts)
+                calls.extend(tc)
+                kinds.extend((["oracle"] if send_oracle else []) + ["maker", "taker"])
+            results = client.batch(calls)
+            for kind, result in zip(kinds, results, strict=True):
+                if kind == "oracle":
+                    if isinstance(result, RpcError):
+                        stats["failed"] += 1
+                        errors.append(f"oracle: {result.message}")
+                    else:
+                        stats["oracleUpdates"] += 1
+                elif kind == "taker":
+                    if isinstance(result, RpcError):
+                        if result.message.startswith("OrderFilled"):
+                            stats["skipped"] += 1
+                        else:
+                            stats["failed"] += 1
+                            errors.append(f"taker: {result.message}")
+                    else:
+                        stats["fills"] += len(result["fills"])
+                        if result["status"] != "filled":
+                            stats["failed"] += 1
+                            errors.append(f"taker order {result['orderHash']} {result['status']}")
+                elif isinstance(result, RpcError) and not result.message.startswith("OrderFilled"):
+                    stats["failed"] += 1
+                    errors.append(f"maker: {result.message}")
+            if progress is not None:
+                progress.update(task, advance=len(chunk))
+    finally:
+        if progress is not None:
+            progress.stop()
+    trading_seconds = time.monotonic() - started
+
+    # Wait for the blocks to be sealed and posted to L1.
+    deadline = time.monotonic() + opts.timeout
+    while client.sync_status()["pending_txs"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    last_block = client.block_number()
+    if opts.wait_for_l1:
+        while client.sync_status()["safe_l2"]["number"] < last_block:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the last blocks were not posted to L1 in time")
+            time.sleep(0.1)
+    return summarize(client, l1_rpc, first_block, last_block, stats, errors, funded,
+                     len(trades), trading_seconds, time.monotonic() - started)
+
+
+def summarize(client: L2Client, l1_rpc: str, first_block: int, last_block: int,
+              stats: dict[str, int], errors: list[str], funded: int, trades: int,
+              trading_seconds: float, elapsed: float) -> dict[str, Any]:
+    """Blocks, batches, L1 gas and calldata per fill, and the roots on both layers."""
+    from web3 import Web3
+
+    from l1_stub.client import Deployment, RollupClient
+
+    cfg = client.config
+    w3 = Web3(Web3.HTTPProvider(l1_rpc))
+    rollup = RollupClient(w3, Deployment(cfg["usdc_address"], cfg["rollup_address"],
+                                         cfg["genesis"]["l1"]["number"], cfg["l1_chain_id"]))
+    batches = set()
+    for n in range(first_block, last_block + 1):
+        b = client.call("l2_getBlockByNumber", hex(n), False)
+        if b["batch"] is not None:
+            batches.add(b["batch"])
+    gas = calldata = 0
+    for i in sorted(batches):
+        info = client.call("l2_getBatch", i)
+        receipt = w3.eth.get_transaction_receipt(info["l1Tx"])
+        tx = w3.eth.get_transaction(info["l1Tx"])
+        gas += int(receipt["gasUsed"])
+        calldata += len(bytes(tx["input"]))
+    latest = client.call("l2_getBatch", "latest")
+    l1_root = "0x" + rollup.latest_state_root().hex()
+    l2_root_at_batch = None
+    if latest is not None:
+        l2_root_at_batch = client.call("l2_getBlockByNumber", hex(latest["lastBlock"]), False)["stateRoot"]
+    head = client.call("l2_getBlockByNumber", "latest", False)
+    fills = stats["fills"]
+    return {
+        "trades": trades,
+        **stats,
+        "accountsFunded": funded,
+        "blocks": max(0, last_block - first_block + 1),
+        "firstBlock": first_block,
+        "lastBlock": last_block,
+        "batches": len(batches),
+        "l1GasUsed": gas,
+        "l1CalldataBytes": calldata,
+        "l1GasPerFill": round(gas / fills, 1) if fills else None,
+        "calldataBytesPerFill": round(calldata / fills, 1) if fills else None,
+        "tradingSeconds": round(trading_seconds, 2),
+        "elapsedSeconds": round(elapsed, 2),
+        "fillsPerSecond": round(fills / trading_seconds, 1) if trading_seconds else None,
+        "l2StateRoot": head["stateRoot"],
+        "l2StateRootAtLatestBatch": l2_root_at_batch,
+        "l1StateRoot": l1_root,
+        "rootsMatch": l1_root == l2_root_at_batch,
+        "errors": errors[:20],
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Render the summary as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="derivnet replay", show_header=False)
+    rows = [
+        ("trades", summary["trades"]),
+        ("fills", summary["fills"]),
+        ("skipped (already filled)", summary["skipped"]),
+        ("failed", summary["failed"]),
+        ("oracle updates", summary["oracleUpdates"]),
+        ("L2 blocks", f"{summary['blocks']} (#{summary['firstBlock']}..#{summary['lastBlock']})"),
+        ("L1 batches", summary["batches"]),
+        ("L1 gas", f"{summary['l1GasUsed']:,} ({summary['l1GasPerFill']} per fill)"),
+        ("L1 calldata", f"{summary['l1CalldataBytes']:,} bytes "
+                        f"({summary['calldataBytesPerFill']} per fill)"),
+        ("elapsed", f"{summary['elapsedSeconds']} s (trading {summary['tradingSeconds']} s, "
+                    f"{summary['fillsPerSecond']} fills/s)"),
+        ("L2 state root (head)", summary["l2StateRoot"]),
+        ("L2 state root at latest batch", summary["l2StateRootAtLatestBatch"]),
+        ("L1 Rollup latest root", summary["l1StateRoot"]),
+        ("roots match", "yes" if summary["rootsMatch"] else "NO"),
+    ]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    Console().print(table)
+    for e in summary["errors"]:
+        Console().print(f"[red]{e}[/red]")

@@ -1,0 +1,469 @@
+"""JSON-RPC methods of the L2 node (`eth_`, `l2_`).
+
+Conventions: block numbers, timestamps, chain ids and counts are hex
+quantities (Ethereum style); ledger amounts (USDC base units, sizes, prices,
+PnL) are decimal integer strings because they can be negative and exceed
+2^53. Requests accept either form for numbers. A broken rule answers with
+code -32003 ("transaction rejected", EIP-1474) and a message starting with
+the rule's name; malformed input answers -32602; a missing object -32001.
+Nothing changes on an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from jsonrpcserver import Success
+from jsonrpcserver.exceptions import JsonRpcError
+
+from node import exceptions as err
+from node.blocks import Block
+from node.margin import equity, initial_margin, maintenance_margin, position_value
+from node.state import Account, State, account_key
+from node.transactions import (
+    DecodeError,
+    Deposit,
+    Fill,
+    OraclePrice,
+    Order,
+    Withdraw,
+    decode_tx,
+)
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+INVALID_PARAMS = -32602
+TX_REJECTED = -32003
+NOT_FOUND = -32001
+
+
+class RpcError(JsonRpcError):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(code, message, data)
+
+
+def bad_params(message: str) -> RpcError:
+    return RpcError(INVALID_PARAMS, message)
+
+
+# -- parsing ----------------------------------------------------------------
+def parse_int(value: Any, name: str) -> int:
+    """int from a JSON number, decimal string or 0x hex string."""
+    if isinstance(value, bool):
+        raise bad_params(f"{name}: expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value, 16) if value.lower().startswith(("0x", "-0x")) else int(value)
+        except ValueError:
+            pass
+    raise bad_params(f"{name}: expected an integer (number, decimal or 0x-hex string)")
+
+
+def parse_bytes(value: Any, name: str, size: int | None = None) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise bad_params(f"{name}: expected 0x-prefixed hex")
+    try:
+        raw = bytes.fromhex(value[2:])
+    except ValueError:
+        raise bad_params(f"{name}: invalid hex") from None
+    if size is not None and len(raw) != size:
+        raise bad_params(f"{name}: expected {size} bytes, got {len(raw)}")
+    return raw
+
+
+def parse_address(value: Any, name: str = "address") -> bytes:
+    return parse_bytes(value, name, 20)
+
+
+def _field(obj: Any, name: str) -> Any:
+    if not isinstance(obj, dict):
+        raise bad_params("expected an object")
+    if name not in obj:
+        raise bad_params(f"missing field {name}")
+    return obj[name]
+
+
+def hexq(n: int) -> str:
+    return hex(n)
+
+
+def hexb(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+# -- rendering ----------------------------------------------------------------
+def order_json(order: Order) -> dict[str, Any]:
+    return {
+        "account": hexb(order.account),
+        "market": order.market,
+        "isBuy": order.is_buy,
+        "price": str(order.price),
+        "size": str(order.size),
+        "salt": str(order.salt),
+        "expiry": order.expiry,
+    }
+
+
+def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]:
+    from node.transactions import tx_hash
+
+    tx = decode_tx(raw)
+    out: dict[str, Any] = {"hash": hexb(tx_hash(raw))}
+    if isinstance(tx, Fill):
+        out.update(
+            type="Fill",
+            maker=order_json(tx.maker),
+            makerOrderHash=hexb(domain_hash(tx.maker)),
+            taker=order_json(tx.taker),
+            takerOrderHash=hexb(domain_hash(tx.taker)),
+            size=str(tx.size),
+            price=str(tx.price),
+            market=tx.maker.market,
+            takerSide="buy" if tx.taker.is_buy else "sell",
+        )
+    elif isinstance(tx, Deposit):
+        out.update(type="Deposit", index=tx.index, account=hexb(tx.account), amount=str(tx.amount))
+    elif isinstance(tx, OraclePrice):
+        out.update(type="OraclePrice", market=tx.market, price=str(tx.price),
+                   timestamp=tx.timestamp)
+    elif isinstance(tx, Withdraw):
+        out.update(type="Withdraw", account=hexb(tx.account), recipient=hexb(tx.recipient),
+                   amount=str(tx.amount), nonce=tx.nonce)
+    return out
+
+
+class L2Api:
+    """The method implementations; ``methods()`` exposes them to the dispatcher."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    # -- helpers ---------------------------------------------------------
+    def _block_number(self, tag: Any) -> int:
+        chain = self.node.chain
+        if tag in (None, "latest", "pending", "unsafe"):
+            return chain.head.number
+        if tag == "safe":
+            return chain.safe_head
+        if tag == "finalized":
+            return self.node.finalized_head()
+        if tag == "earliest":
+            return 0
+        n = parse_int(tag, "block")
+        if not 0 <= n <= chain.head.number:
+            raise RpcError(NOT_FOUND, f"block {n} not found (head is {chain.head.number})")
+        return n
+
+    def _state(self, tag: Any) -> State:
+        if tag == "pending":
+            return self.node.chain.state
+        return self.node.chain.state_at(self._block_number(tag))
+
+    def _market_id(self, value: Any) -> int:
+        if isinstance(value, str) and not value[:1].isdigit() and not value.startswith("0x"):
+            try:
+                return self.node.genesis.market_by_symbol(value).id
+            except KeyError:
+                raise RpcError(TX_REJECTED, f"UnknownMarket: no market {value!r}") from None
+        return parse_int(value, "market")
+
+    def _reject(self, exc: err.InvalidTransaction) -> RpcError:
+        return RpcError(TX_REJECTED, f"{exc.rule}: {exc}", {"rule": exc.rule})
+
+    # -- eth_ --------------------------------------------------------------
+    def eth_chainId(self) -> str:
+        return hexq(self.node.genesis.l2_chain_id)
+
+    def eth_blockNumber(self) -> str:
+        return hexq(self.node.chain.head.number)
+
+    # -- orders ------------------------------------------------------------
+    def parse_order(self, obj: Any) -> Order:
+        order = Order(
+            account=parse_address(_field(obj, "account"), "order.account"),
+            market=self._market_id(_field(obj, "market")),
+            is_buy=self._parse_side(obj),
+            price=parse_int(_field(obj, "price"), "order.price"),
+            size=parse_int(_field(obj, "size"), "order.size"),
+            salt=parse_int(_field(obj, "salt"), "order.salt"),
+            expiry=parse_int(_field(obj, "expiry"), "order.expiry"),
+        )
+        try:
+            order.validate_ranges()
+        except DecodeError as exc:
+            raise bad_params(f"order: {exc}") from None
+        return order
+
+    @staticmethod
+    def _parse_side(obj: dict[str, Any]) -> bool:
+        value = _field(obj, "isBuy")
+        if not isinstance(value, bool):
+            raise bad_params("order.isBuy: expected true or false")
+        return value
+
+    def l2_sendOrder(self, request: Any) -> dict[str, Any]:
+        order = self.parse_order(_field(request, "order"))
+        signature = parse_bytes(_field(request, "signature"), "signature", 65)
+        tif = request.get("timeInForce", "GTC")
+        if tif not in ("GTC", "IOC", "POST_ONLY"):
+            raise bad_params("timeInForce: expected GTC, IOC or POST_ONLY")
+        try:
+            result = self.node.sequencer.send_order(order, signature, tif)
+        except err.InvalidTransaction as exc:
+            raise self._reject(exc) from None
+        except DecodeError as exc:
+            raise bad_params(str(exc)) from None
+        return {
+            "orderHash": hexb(result.order_hash),
+            "status": result.status,
+            "filled": str(result.filled),
+            "remaining": str(result.remaining),
+            "fills": [
+                {
+                    "makerOrderHash": hexb(f.maker_hash),
+                    "takerOrderHash": hexb(f.taker_hash),
+                    "size": str(f.size),
+                    "price": str(f.price),
+                    "txHash": hexb(f.tx_hash),
+                }
+                for f in result.fills
+            ],
+        }
+
+    def l2_cancelOrder(self, request: Any) -> dict[str, Any]:
+        target = parse_bytes(_field(request, "orderHash"), "orderHash", 32)
+        signature = parse_bytes(_field(request, "signature"), "signature", 65)
+        try:
+            ro = self.node.sequencer.cancel_order(target, signature)
+        except err.InvalidTransaction as exc:
+            raise self._reject(exc) from None
+        return {"orderHash": hexb(target), "status": "cancelled", "remaining": str(ro.remaining)}
+
+    def l2_sendOraclePrice(self, request: Any) -> dict[str, Any]:
+        tx = OraclePrice(
+            market=self._market_id(_field(request, "market")),
+            price=parse_int(_field(request, "price"), "price"),
+            timestamp=parse_int(_field(request, "timestamp"), "timestamp"),
+            signature=parse_bytes(_field(request, "signature"), "signature", 65),
+        )
+        if not (0 <= tx.market < 2**32 and 0 <= tx.price < 2**64 and 0 <= tx.timestamp < 2**64):
+            raise bad_params("oracle price field out of range")
+        try:
+            receipt = self.node.sequencer.send_oracle_price(tx)
+        except err.InvalidTransaction as exc:
+            raise self._reject(exc) from None
+        return {"txHash": hexb(receipt.tx_hash)}
+
+    def l2_sendWithdraw(self, request: Any) -> dict[str, Any]:
+        tx = Withdraw(
+            account=parse_address(_field(request, "account"), "account"),
+            recipient=parse_address(_field(request, "recipient"), "recipient"),
+            amount=parse_int(_field(request, "amount"), "amount"),
+            nonce=parse_int(_field(request, "nonce"), "nonce"),
+            signature=parse_bytes(_field(request, "signature"), "signature", 65),
+        )
+        if not (0 <= tx.amount < 2**128 and 0 <= tx.nonce < 2**64):
+            raise bad_params("withdraw field out of range")
+        try:
+            receipt = self.node.sequencer.send_withdraw(tx)
+        except err.InvalidTransaction as exc:
+            raise self._reject(exc) from None
+        withdrawal_id = self.node.chain.state.system.withdrawal_count - 1
+        return {"txHash": hexb(receipt.tx_hash), "withdrawalId": withdrawal_id}
+
+    # -- reads -------------------------------------------------------------
+    def l2_getMarkets(self, tag: Any = "latest") -> list[dict[str, Any]]:
+        state = self._state(tag)
+        out = []
+        for m in state.markets.values():
+            out.append({
+                "id": m.id,
+                "symbol": self.node.genesis.symbol_of(m.id),
+                "priceDecimals": m.price_decimals,
+                "sizeDecimals": m.size_decimals,
+                "tickSize": str(m.tick_size),
+                "stepSize": str(m.step_size),
+                "initialMarginPpm": m.imf_ppm,
+                "maintenanceMarginPpm": m.mmf_ppm,
+                "makerFeePpm": m.maker_fee_ppm,
+                "takerFeePpm": m.taker_fee_ppm,
+                "oraclePrice": str(m.oracle_price),
+                "oracleTime": m.oracle_time,
+            })
+        return out
+
+    def l2_getAccount(self, address: Any, tag: Any = "latest") -> dict[str, Any]:
+        addr = parse_address(address)
+        state = self._state(tag)
+        return account_json(state, addr, state.account(addr), self.node.genesis.symbol_of)
+
+    def l2_getOrderBook(self, market: Any, depth: Any = 20) -> dict[str, Any]:
+        mid = self._market_id(market)
+        book = self.node.sequencer.books.get(mid)
+        if book is None:
+            raise RpcError(TX_REJECTED, f"UnknownMarket: market {mid} is not listed")
+        n = parse_int(depth, "depth")
+        if not 1 <= n <= 1000:
+            raise bad_params("depth: expected 1..1000")
+        bids, asks = book.depth(n)
+        level = lambda lv: [str(lv[0]), str(lv[1]), lv[2]]  # noqa: E731
+        return {
+            "market": mid,
+            "symbol": self.node.genesis.symbol_of(mid),
+            "bids": [level(b) for b in bids],
+            "asks": [level(a) for a in asks],
+        }
+
+    def l2_getBlockByNumber(self, tag: Any = "latest", full: Any = True) -> dict[str, Any]:
+        n = self._block_number(tag)
+        return self.block_json(self.node.chain.block(n), bool(full))
+
+    def l2_getBlockByHash(self, block_hash: Any, full: Any = True) -> dict[str, Any] | None:
+        n = self.node.chain.block_number_by_hash(parse_bytes(block_hash, "hash", 32))
+        return None if n is None else self.block_json(self.node.chain.block(n), bool(full))
+
+    def block_json(self, block: Block, full: bool) -> dict[str, Any]:
+        from node.eip712 import order_hash
+
+        h = block.header
+        domain = self.node.chain.domain
+        txs = [tx_json(t, lambda o: order_hash(domain, o)) for t in block.txs]
+        out: dict[str, Any] = {
+            "number": hexq(h.number),
+            "hash": hexb(block.hash),
+            "parentHash": hexb(h.parent_hash),
+            "timestamp": hexq(h.timestamp),
+            "l1Origin": hexq(h.l1_origin),
+            "transactionsRoot": hexb(h.tx_root),
+            "receiptsRoot": hexb(h.receipts_root),
+            "stateRoot": hexb(h.state_root),
+            "status": self.node.block_status(h.number),
+            "batch": self.node.chain.batch_of_block(h.number),
+        }
+        if full:
+            out["transactions"] = txs
+            out["receipts"] = [
+                {"txHash": hexb(r.tx_hash), "status": "0x1" if r.success else "0x0",
+                 "error": r.error or None, "message": r.message or None}
+                for r in block.receipts
+            ]
+            out["fills"] = [
+                t for t, r in zip(txs, block.receipts, strict=True) if t["type"] == "Fill" and r.success
+            ]
+        else:
+            out["transactions"] = [t["hash"] for t in txs]
+        return out
+
+    def l2_getTransactionReceipt(self, tx_hash_hex: Any) -> dict[str, Any] | None:
+        h = parse_bytes(tx_hash_hex, "txHash", 32)
+        loc = self.node.chain.tx_location(h)
+        if loc is None:
+            return None
+        block = self.node.chain.block(loc[0])
+        r = block.receipts[loc[1]]
+        return {
+            "txHash": hexb(h),
+            "blockNumber": hexq(block.number),
+            "blockHash": hexb(block.hash),
+            "index": loc[1],
+            "status": "0x1" if r.success else "0x0",
+            "error": r.error or None,
+            "message": r.message or None,
+        }
+
+    def l2_getBatch(self, index: Any = "latest") -> dict[str, Any] | None:
+        chain = self.node.chain
+        if index == "latest":
+            info = chain.latest_batch()
+        else:
+            info = chain.batch(parse_int(index, "index"))
+        return None if info is None else info.to_json()
+
+    def l2_getProof(self, address: Any, tag: Any = "latest") -> dict[str, Any]:
+        addr = parse_address(address)
+        n = self._block_number(tag)
+        block = self.node.chain.block(n)
+        root = block.header.state_root
+        key = account_key(addr)
+        tree = self.node.chain.tree
+        value = tree.get(root, key)
+        proof = tree.prove(root, key)
+        return {
+            "address": hexb(addr),
+            "key": hexb(key),
+            "value": hexb(value) if value is not None else None,
+            "stateRoot": hexb(root),
+            "blockNumber": hexq(n),
+            "batch": self.node.chain.batch_of_block(n),
+            "proof": proof.to_json(),
+        }
+
+    def l2_syncStatus(self) -> dict[str, Any]:
+        return self.node.sync_status()
+
+    def l2_rollupConfig(self) -> dict[str, Any]:
+        return self.node.rollup_config_json()
+
+
+def account_json(
+    state: State, addr: bytes, acc: Account, symbol_of: Callable[[int], str]
+) -> dict[str, Any]:
+    """l2_getAccount's result for ``acc`` at ``state`` (amounts: decimal strings)."""
+    markets = state.markets
+    positions = []
+    for p in acc.positions:
+        m = markets[p.market]
+        value = position_value(m, p.size)
+        e = m.price_decimals + m.size_decimals - 6
+        if e >= 0:
+            entry = abs(p.cost) * 10**e // abs(p.size)
+        else:
+            entry = abs(p.cost) // (abs(p.size) * 10**-e)
+        positions.append({
+            "market": p.market,
+            "symbol": symbol_of(p.market),
+            "size": str(p.size),
+            "side": "long" if p.size > 0 else "short",
+            "cost": str(p.cost),
+            "entryPrice": str(entry),
+            "oraclePrice": str(m.oracle_price),
+            "value": str(value),
+            "unrealizedPnl": str(value - p.cost),
+        })
+    eq = equity(acc, markets)
+    im = initial_margin(acc, markets)
+    return {
+        "address": hexb(addr),
+        "collateral": str(acc.collateral),
+        "nonce": acc.nonce,
+        "equity": str(eq),
+        "initialMargin": str(im),
+        "maintenanceMargin": str(maintenance_margin(acc, markets)),
+        "freeCollateral": str(eq - im),
+        "positions": positions,
+    }
+
+
+def methods(api: L2Api, extra: dict[str, Callable[..., Any]] | None = None) -> dict[str, Callable[..., Any]]:
+    """Dispatcher table: each public method name -> function returning Success."""
+    table: dict[str, Callable[..., Any]] = {}
+    names = [n for n in dir(api) if n.startswith(("eth_", "l2_"))]
+    for name in names:
+        table[name] = _wrap(getattr(api, name))
+    for name, fn in (extra or {}).items():
+        table[name] = _wrap(fn)
+    return table
+
+
+def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        return Success(fn(*args))
+
+    return call
