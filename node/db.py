@@ -1,0 +1,205 @@
+"""Key-value storage behind a small interface (after py-evm's eth/db).
+
+Backends: ``MemoryDB`` (a dict, for tests and throwaway nodes) and
+``LevelDB`` (plyvel). ``PrefixedDB`` namespaces keys so the state tree, the
+block store and the rest share one LevelDB. ``write_batch()`` is the only
+way to write several keys atomically: used as a context manager it commits
+everything on a clean exit and nothing if the block raises. Batches are
+write-only; reads inside the block see the committed data, not the batch.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol
+
+import plyvel
+
+
+class KeyValueWriter(Protocol):
+    """Anything keys can be written to: a database or an open batch."""
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+
+class WriteBatch(KeyValueWriter, Protocol):
+    """An atomic batch: ``with db.write_batch() as batch: batch.put(k, v)``."""
+
+    def __enter__(self) -> WriteBatch: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
+
+
+class KeyValueDB(KeyValueWriter, Protocol):
+    """Byte keys to byte values; ``get`` returns None for a missing key."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write_batch(self) -> WriteBatch: ...
+
+    def close(self) -> None: ...
+
+
+class _MemoryBatch:
+    """Buffers puts and deletes; applies them to the dict on a clean exit."""
+
+    def __init__(self, data: dict[bytes, bytes]) -> None:
+        self._data = data
+        self._ops: dict[bytes, bytes | None] = {}
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._ops[bytes(key)] = bytes(value)
+
+    def delete(self, key: bytes) -> None:
+        self._ops[bytes(key)] = None
+
+    def __enter__(self) -> _MemoryBatch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ops, self._ops = self._ops, {}
+        if exc_type is not None:
+            return
+        for key, value in ops.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+
+
+class MemoryDB:
+    """In-memory ``KeyValueDB`` backed by a dict."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._data[bytes(key)] = bytes(value)
+
+    def delete(self, key: bytes) -> None:
+        self._data.pop(key, None)
+
+    def write_batch(self) -> WriteBatch:
+        return _MemoryBatch(self._data)
+
+    def close(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class LevelDB:
+    """``KeyValueDB`` on LevelDB (plyvel), created if missing.
+
+    With ``sync=True`` (the default) single puts and committed batches are
+    fsynced before returning, so they survive a kill -9 or power loss.
+    """
+
+    def __init__(self, path: str, sync: bool = True) -> None:
+        self._db = plyvel.DB(str(path), create_if_missing=True)
+        self._sync = sync
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value, sync=self._sync)
+
+    def delete(self, key: bytes) -> None:
+        self._db.delete(key, sync=self._sync)
+
+    def write_batch(self) -> WriteBatch:
+        # transaction=True: plyvel discards the batch if the with-block raises.
+        batch: WriteBatch = self._db.write_batch(transaction=True, sync=self._sync)
+        return batch
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PrefixedBatch:
+    """View of a batch (or any writer) that prepends ``prefix`` to keys."""
+
+    def __init__(self, inner: KeyValueWriter, prefix: bytes) -> None:
+        self._inner = inner
+        self._prefix = prefix
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._inner.put(self._prefix + key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._inner.delete(self._prefix + key)
+
+    def __enter__(self) -> PrefixedBatch:
+        enter = getattr(self._inner, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        exit_ = getattr(self._inner, "__exit__", None)
+        if exit_ is None:
+            return None
+        result: bool | None = exit_(exc_type, exc, tb)
+        return result
+
+
+class PrefixedDB:
+    """Namespace ``prefix`` inside ``db``: every key is stored as prefix + key.
+
+    To write several namespaces in one atomic batch, open the batch on the
+    shared db and wrap it per namespace::
+
+        with shared.write_batch() as batch:
+            tree.flush(state_db.wrap_batch(batch))
+            blocks_db.wrap_batch(batch).put(key, value)
+
+    ``close()`` does nothing: the shared db belongs to whoever opened it.
+    """
+
+    def __init__(self, db: KeyValueDB, prefix: bytes) -> None:
+        self._db = db
+        self._prefix = bytes(prefix)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(self._prefix + key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._db.put(self._prefix + key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._db.delete(self._prefix + key)
+
+    def write_batch(self) -> WriteBatch:
+        return PrefixedBatch(self._db.write_batch(), self._prefix)
+
+    def wrap_batch(self, batch: KeyValueWriter) -> PrefixedBatch:
+        """A view of ``batch`` (opened on the innermost shared db) in this namespace."""
+        if isinstance(self._db, PrefixedDB):
+            batch = self._db.wrap_batch(batch)
+        return PrefixedBatch(batch, self._prefix)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,471 @@
+"""Compact sparse Merkle tree over 256-bit keys: the L2 state tree.
+
+Hashing follows docs/protocol.md, "State: one sparse Merkle tree" (Diem's
+Jellyfish layout): the empty subtree is 32 zero bytes, a subtree holding one
+leaf is ``keccak(0x00 || key || keccak(value))``, a subtree holding two or
+more leaves is ``keccak(left || right)``; key bits are read MSB first.
+
+Nodes are content-addressed and never deleted, so every root the tree has
+produced stays readable (proofs against historical state roots). Storage
+layout inside the tree's ``KeyValueDB``:
+
+- ``b"n" || node_hash`` -> ``0x00 || key || value_hash`` (leaf) or
+  ``0x01 || left || right`` (internal node);
+- ``b"v" || value_hash`` -> value.
+
+``update`` only stages new nodes in memory; ``flush(batch)`` writes them so
+the caller can commit the tree together with other data in one atomic batch.
+``node.smt_reference`` is the simple from-scratch version tests compare to.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from itertools import accumulate, islice
+from typing import Any
+
+from node.crypto import ZERO_HASH, keccak
+from node.db import KeyValueDB, KeyValueWriter
+
+EMPTY_ROOT = ZERO_HASH
+KEY_BITS = 256
+NODE_PREFIX = b"n"
+VALUE_PREFIX = b"v"
+_LEAF_TAG = b"\x00"
+_INTERNAL_TAG = b"\x01"
+
+# A decoded node: (True, key, value_hash) for a leaf, (False, left, right)
+# for an internal node. Internal nodes share the child hash objects.
+Node = tuple[bool, bytes, bytes]
+
+
+class MissingNodeError(LookupError):
+    """A node or value that a root refers to is not in the tree's storage
+    (unknown root, or a corrupted / partially written database)."""
+
+
+def leaf_hash(key: bytes, value_hash: bytes) -> bytes:
+    """``keccak(0x00 || key || value_hash)``: the node of a one-leaf subtree."""
+    return keccak(_LEAF_TAG + key + value_hash)
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _unhex32(text: Any) -> bytes:
+    if not isinstance(text, str) or not text.startswith("0x") or len(text) != 66:
+        raise ValueError(f"expected a 0x-prefixed 32-byte hex string, got {text!r}")
+    return bytes.fromhex(text[2:])
+
+
+@dataclass(frozen=True, slots=True)
+class SparseMerkleProof:
+    """Proof for one key against a root (docs/protocol.md).
+
+    ``siblings``: 32-byte sibling hashes from the root downward
+    (``siblings[0]`` at depth 0), at most 256.
+    ``leaf``: ``(key, value_hash)`` of the leaf found at depth
+    ``len(siblings)`` on the key's path: the key's own leaf (inclusion),
+    another key's leaf or None for an empty subtree (non-inclusion).
+    """
+
+    siblings: tuple[bytes, ...]
+    leaf: tuple[bytes, bytes] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-RPC shape: ``{"siblings": [hex], "leaf": null | {"key", "valueHash"}}``."""
+        leaf = None
+        if self.leaf is not None:
+            leaf = {"key": _hex(self.leaf[0]), "valueHash": _hex(self.leaf[1])}
+        return {"siblings": [_hex(s) for s in self.siblings], "leaf": leaf}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> SparseMerkleProof:
+        """Inverse of ``to_json``; raises ValueError on a malformed object."""
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("siblings"), list):
+            raise ValueError("proof must be an object with a 'siblings' list")
+        siblings = tuple(_unhex32(s) for s in obj["siblings"])
+        if len(siblings) > KEY_BITS:
+            raise ValueError("a proof has at most 256 siblings")
+        raw_leaf = obj.get("leaf")
+        if raw_leaf is None:
+            return cls(siblings, None)
+        if not isinstance(raw_leaf, Mapping):
+            raise ValueError("proof 'leaf' must be null or an object")
+        return cls(siblings, (_unhex32(raw_leaf.get("key")), _unhex32(raw_leaf.get("valueHash"))))
+
+
+def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: SparseMerkleProof) -> bool:
+    """True if ``proof`` shows ``key`` maps to ``value`` under ``root``.
+
+    ``value=None`` checks non-inclusion. Malformed proofs (wrong lengths,
+    more than 256 siblings, a non-inclusion leaf with the queried key or not
+    on the key's path) give False rather than raising.
+    """
+    siblings = proof.siblings
+    depth = len(siblings)
+    if len(key) != 32 or depth > KEY_BITS or any(len(s) != 32 for s in siblings):
+        return False
+    key_int = int.from_bytes(key, "big")
+    leaf = proof.leaf
+    if value is not None:
+        if leaf is None or leaf[0] != key or leaf[1] != keccak(value):
+            return False
+        node = leaf_hash(key, leaf[1])
+    elif leaf is None:
+        node = ZERO_HASH
+    else:
+        other_key, other_value_hash = leaf
+        if len(other_key) != 32 or len(other_value_hash) != 32 or other_key == key:
+            return False
+        # The other leaf must sit on the key's path: same first `depth` bits.
+        if (int.from_bytes(other_key, "big") ^ key_int) >> (KEY_BITS - depth):
+            return False
+        node = leaf_hash(other_key, other_value_hash)
+    for i in range(depth - 1, -1, -1):
+        if (key_int >> (255 - i)) & 1:
+            node = keccak(siblings[i] + node)
+        else:
+            node = keccak(node + siblings[i])
+    return node == root
+
+
+def _drop_older_half(cache: dict[bytes, Any], limit: int) -> None:
+    """If ``cache`` exceeds ``limit``, delete its older half in place (in bulk,
+    so the cost is amortized O(1) per cached entry)."""
+    if len(cache) > limit:
+        for stale in list(islice(cache, len(cache) // 2)):
+            del cache[stale]
+
+
+def _check_key(key: bytes) -> bytes:
+    if len(key) != 32:
+        raise ValueError(f"tree keys are 32 bytes, got {len(key)}")
+    return bytes(key)
+
+
+class SparseMerkleTree:
+    """Database-backed compact sparse Merkle tree; every method takes the root
+    to work on, so any root produced earlier (and flushed or pending) is valid.
+
+    ``cache_size`` bounds the number of decoded nodes kept in the read cache
+    (pending, unflushed nodes are always kept).
+    """
+
+    def __init__(self, db: KeyValueDB, cache_size: int = 1_000_000) -> None:
+        self._db = db
+        self._cache_size = cache_size
+        self._pending: dict[bytes, Node] = {}
+        self._pending_values: dict[bytes, bytes] = {}
+        self._cache: dict[bytes, Node] = {}
+        self._value_cache: dict[bytes, bytes] = {}
+
+    # -- storage ---------------------------------------------------------
+
+    def _fetch(self, node_hash: bytes) -> Node:
+        """Read and decode a node missing from memory; caches it."""
+        encoded = self._db.get(NODE_PREFIX + node_hash)
+        if encoded is None:
+            raise MissingNodeError(f"tree node {node_hash.hex()} not found")
+        if len(encoded) != 65 or encoded[0] > 1:
+            raise MissingNodeError(f"tree node {node_hash.hex()} is corrupt")
+        node: Node = (encoded[0] == 0, encoded[1:33], encoded[33:65])
+        cache = self._cache
+        cache[node_hash] = node
+        if len(cache) > self._cache_size:
+            self._trim()
+        return node
+
+    def _trim(self) -> None:
+        """Keep the read caches within bounds."""
+        _drop_older_half(self._cache, self._cache_size)
+        _drop_older_half(self._value_cache, self._cache_size // 4)
+
+    def _loader(self) -> Callable[[bytes], Node]:
+        pending_get = self._pending.get
+        cache_get = self._cache.get
+        fetch = self._fetch
+
+        def load(node_hash: bytes) -> Node:
+            return pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash)
+
+        return load
+
+    def _value(self, value_hash: bytes) -> bytes:
+        value = self._pending_values.get(value_hash)
+        if value is None:
+            value = self._value_cache.get(value_hash)
+        if value is None:
+            value = self._db.get(VALUE_PREFIX + value_hash)
+            if value is None:
+                raise MissingNodeError(f"tree value {value_hash.hex()} not found")
+            self._value_cache[value_hash] = value
+            if len(self._value_cache) > self._cache_size // 4:
+                self._trim()
+        return value
+
+    def flush(self, batch: KeyValueWriter) -> None:
+        """Write every pending node and value into ``batch`` (anything with
+        ``put``, e.g. an open ``write_batch()``) and clear the pending set.
+
+        The flushed nodes stay in the read cache. If the caller then discards
+        the batch, the nodes exist only in that cache: drop this tree object.
+        """
+        put = batch.put
+        for node_hash, (is_leaf, a, b) in self._pending.items():
+            put(NODE_PREFIX + node_hash, (_LEAF_TAG if is_leaf else _INTERNAL_TAG) + a + b)
+        for value_hash, value in self._pending_values.items():
+            put(VALUE_PREFIX + value_hash, value)
+        self._cache.update(self._pending)
+        self._value_cache.update(self._pending_values)
+        self._pending = {}
+        self._pending_values = {}
+        self._trim()
+
+    @property
+    def pending_count(self) -> int:
+        """Number of nodes and values waiting for ``flush``."""
+        return len(self._pending) + len(self._pending_values)
+
+    # -- reads -----------------------------------------------------------
+
+    def get(self, root: bytes, key: bytes) -> bytes | None:
+        """Value stored under ``key`` in the tree ``root``, None if absent.
+
+        Raises MissingNodeError if ``root`` (or a node below it) is unknown.
+        """
+        key = _check_key(key)
+        key_int = int.from_bytes(key, "big")
+        load = self._loader()
+        node_hash = root
+        depth = 0
+        while node_hash != ZERO_HASH:
+            is_leaf, a, b = load(node_hash)
+            if is_leaf:
+                return self._value(b) if a == key else None
+            if depth >= KEY_BITS:
+                raise MissingNodeError("tree deeper than 256 levels: corrupt storage")
+            node_hash = b if (key_int >> (255 - depth)) & 1 else a
+            depth += 1
+        return None
+
+    def prove(self, root: bytes, key: bytes) -> SparseMerkleProof:
+        """Inclusion or non-inclusion proof for ``key`` under ``root``."""
+        key = _check_key(key)
+        key_int = int.from_bytes(key, "big")
+        load = self._loader()
+        siblings: list[bytes] = []
+        node_hash = root
+        depth = 0
+        while node_hash != ZERO_HASH:
+            is_leaf, a, b = load(node_hash)
+            if is_leaf:
+                return SparseMerkleProof(tuple(siblings), (a, b))
+            if depth >= KEY_BITS:
+                raise MissingNodeError("tree deeper than 256 levels: corrupt storage")
+            if (key_int >> (255 - depth)) & 1:
+                siblings.append(a)
+                node_hash = b
+            else:
+                siblings.append(b)
+                node_hash = a
+            depth += 1
+        return SparseMerkleProof(tuple(siblings), None)
+
+    # -- writes ----------------------------------------------------------
+
+    def update(self, root: bytes, items: Mapping[bytes, bytes | None]) -> bytes:
+        """Apply ``items`` (key -> new value, None deletes) to the tree ``root``
+        and return the new root. ``root`` itself stays valid.
+
+        The keys are sorted and the tree is descended once, splitting the
+        batch on each key bit, so shared upper paths are rehashed once per
+        batch. Deleting an absent key is a no-op. New nodes are pending until
+        ``flush``. Raises ValueError for a key that is not 32 bytes.
+        """
+        if not items:
+            return root
+        entries: list[tuple[int, bytes, bytes | None]] = []
+        pending_values = self._pending_values
+        for key, value in items.items():
+            key = _check_key(key)
+            if value is None:
+                entries.append((int.from_bytes(key, "big"), key, None))
+            else:
+                value = bytes(value)
+                value_hash = keccak(value)
+                pending_values[value_hash] = value
+                entries.append((int.from_bytes(key, "big"), key, value_hash))
+        entries.sort()
+        return self._apply(root, entries)
+
+    def _apply(self, root: bytes, entries: list[tuple[int, bytes, bytes | None]]) -> bytes:
+        """``update`` on sorted ``(key_int, key, value_hash | None)`` entries.
+
+        Hot path: nodes are plain tuples, loads and hashing are inlined, and
+        one-entry sub-batches walk down and back up without recursion.
+        """
+        ks = [e[0] for e in entries]
+        bs = [e[1] for e in entries]
+        vs = [e[2] for e in entries]
+        # deletes_before[i]: number of deletes among entries[:i].
+        deletes_before = [0, *accumulate(v is None for v in vs)]
+        pending = self._pending
+        pending_get = pending.get
+        cache_get = self._cache.get
+        fetch = self._fetch
+        zero = ZERO_HASH
+
+        def is_leaf(node_hash: bytes) -> bool:
+            return (pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash))[0]
+
+        def internal(left: bytes, right: bytes) -> bytes:
+            node_hash = keccak(left + right)
+            pending[node_hash] = (False, left, right)
+            return node_hash
+
+        def new_leaf(key: bytes, value_hash: bytes) -> bytes:
+            node_hash = keccak(_LEAF_TAG + key + value_hash)
+            pending[node_hash] = (True, key, value_hash)
+            return node_hash
+
+        def pad(node_hash: bytes, key_int: int, from_depth: int, to_depth: int) -> bytes:
+            """Lift ``node_hash`` from ``from_depth`` up to ``to_depth`` through
+            levels whose other child is empty (keys' path given by ``key_int``)."""
+            for d in range(from_depth - 1, to_depth - 1, -1):
+                if (key_int >> (255 - d)) & 1:
+                    node_hash = internal(zero, node_hash)
+                else:
+                    node_hash = internal(node_hash, zero)
+            return node_hash
+
+        def build(
+            ks: list[int], bs: list[bytes], vs: list[Any], lo: int, hi: int, depth: int
+        ) -> bytes:
+            """Subtree at ``depth`` holding exactly entries[lo:hi] (no deletes)."""
+            if hi - lo == 1:
+                return new_leaf(bs[lo], vs[lo])
+            first = ks[lo]
+            # First bit where the smallest and largest key differ: all the
+            # entries share the bits above it, so those levels have one child.
+            split_depth = KEY_BITS - (first ^ ks[hi - 1]).bit_length()
+            shift = 255 - split_depth
+            split = bisect_left(ks, ((first >> shift) | 1) << shift, lo, hi)
+            node_hash = internal(
+                build(ks, bs, vs, lo, split, split_depth + 1),
+                build(ks, bs, vs, split, hi, split_depth + 1),
+            )
+            return pad(node_hash, first, split_depth, depth)
+
+        def rebuild(lo: int, hi: int, depth: int, leaf: Node | None) -> bytes:
+            """Subtree from entries[lo:hi] minus deletes, plus ``leaf`` (the
+            subtree's current single leaf) unless the batch overrides it."""
+            if leaf is None and deletes_before[hi] == deletes_before[lo]:
+                return build(ks, bs, vs, lo, hi, depth)
+            sub = [(ks[i], bs[i], vs[i]) for i in range(lo, hi) if vs[i] is not None]
+            if leaf is not None:
+                leaf_key = leaf[1]
+                leaf_int = int.from_bytes(leaf_key, "big")
+                i = bisect_left(ks, leaf_int, lo, hi)
+                if i == hi or ks[i] != leaf_int:
+                    sub.append((leaf_int, leaf_key, leaf[2]))
+                    sub.sort()
+            if not sub:
+                return zero
+            return build(
+                [e[0] for e in sub], [e[1] for e in sub], [e[2] for e in sub], 0, len(sub), depth
+            )
+
+        def single(node_hash: bytes, depth: int, i: int) -> bytes:
+            """New hash of the subtree ``node_hash`` at ``depth`` after entry i
+            alone: walk down to the bottom, replace it, hash back up."""
+            key_int = ks[i]
+            value_hash = vs[i]
+            top = depth
+            siblings: list[bytes] = []
+            current = node_hash
+            node: Node | None = None
+            while current != zero:
+                node = pending_get(current) or cache_get(current) or fetch(current)
+                if node[0]:
+                    break
+                if (key_int >> (255 - depth)) & 1:
+                    siblings.append(node[1])
+                    current = node[2]
+                else:
+                    siblings.append(node[2])
+                    current = node[1]
+                depth += 1
+            if current == zero or node is None:
+                if value_hash is None:
+                    return node_hash  # deleting an absent key
+                new, new_is_leaf = new_leaf(bs[i], value_hash), True
+            elif node[1] == bs[i]:
+                if value_hash is None:
+                    new, new_is_leaf = zero, False
+                elif node[2] == value_hash:
+                    return node_hash  # same value
+                else:
+                    new, new_is_leaf = new_leaf(bs[i], value_hash), True
+            else:
+                if value_hash is None:
+                    return node_hash  # deleting an absent key
+                # Another key's leaf: both go below their first differing bit.
+                split_depth = KEY_BITS - (int.from_bytes(node[1], "big") ^ key_int).bit_length()
+                added = new_leaf(bs[i], value_hash)
+                if (key_int >> (255 - split_depth)) & 1:
+                    new = internal(current, added)
+                else:
+                    new = internal(added, current)
+                new = pad(new, key_int, split_depth, depth)
+                new_is_leaf = False
+            for d in range(depth - 1, top - 1, -1):
+                sibling = siblings[d - top]
+                # Re-collapse: a subtree with at most one leaf is that leaf.
+                if sibling == zero:
+                    if new_is_leaf or new == zero:
+                        continue
+                elif new == zero and is_leaf(sibling):
+                    new, new_is_leaf = sibling, True
+                    continue
+                if (key_int >> (255 - d)) & 1:
+                    left, right = sibling, new
+                else:
+                    left, right = new, sibling
+                new = keccak(left + right)
+                pending[new] = (False, left, right)
+                new_is_leaf = False
+            return new
+
+        def descend(node_hash: bytes, depth: int, lo: int, hi: int) -> bytes:
+            """New hash of the subtree ``node_hash`` at ``depth`` after entries[lo:hi]."""
+            if hi - lo == 1:
+                return single(node_hash, depth, lo)
+            if node_hash == zero:
+                return rebuild(lo, hi, depth, None)
+            node = pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash)
+            if node[0]:
+                return rebuild(lo, hi, depth, node)
+            left, right = node[1], node[2]
+            shift = 255 - depth
+            split = bisect_left(ks, ((ks[lo] >> shift) | 1) << shift, lo, hi)
+            new_left = descend(left, depth + 1, lo, split) if split > lo else left
+            new_right = descend(right, depth + 1, split, hi) if split < hi else right
+            if new_left == left and new_right == right:
+                return node_hash
+            # Re-collapse: a subtree with at most one leaf is that leaf.
+            if new_left == zero:
+                if new_right == zero:
+                    return zero
+                if is_leaf(new_right):
+                    return new_right
+            elif new_right == zero and is_leaf(new_left):
+                return new_left
+            new = keccak(new_left + new_right)
+            pending[new] = (False, new_left, new_right)
+            return new
+
+        return descend(root, 0, 0, len(entries))

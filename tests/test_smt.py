@@ -1,0 +1,467 @@
+"""Sparse Merkle tree: the optimized tree (node.smt) held against the
+from-scratch reference (node.smt_reference), proofs, storage backends."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from node.crypto import keccak
+from node.db import LevelDB, MemoryDB, PrefixedDB
+from node.smt import (
+    EMPTY_ROOT,
+    MissingNodeError,
+    SparseMerkleProof,
+    SparseMerkleTree,
+    leaf_hash,
+    verify_proof,
+)
+from node.smt_reference import reference_proof, reference_root
+
+ZERO = b"\x00" * 32
+
+
+def flip(key: bytes, bit: int) -> bytes:
+    """``key`` with bit ``bit`` (MSB-first) inverted."""
+    out = bytearray(key)
+    out[bit // 8] ^= 0x80 >> (bit % 8)
+    return bytes(out)
+
+
+def raw_leaf(key: bytes, value: bytes) -> bytes:
+    return keccak(b"\x00" + key + keccak(value))
+
+
+BASE = [keccak(bytes([i])) for i in range(4)]
+# Keys sharing long prefixes with BASE[0]: differing only in the last bit,
+# the last two bits, bit 200, the top bits; plus the extreme keys.
+POOL = [
+    *BASE,
+    flip(BASE[0], 255),
+    flip(BASE[0], 254),
+    flip(flip(BASE[0], 255), 254),
+    flip(BASE[0], 200),
+    flip(BASE[0], 0),
+    flip(BASE[0], 1),
+    ZERO,
+    b"\xff" * 32,
+]
+keys = st.one_of(st.sampled_from(POOL), st.binary(min_size=32, max_size=32))
+values = st.binary(max_size=8)
+
+
+def check_proofs(
+    tree: SparseMerkleTree, root: bytes, model: dict[bytes, bytes], key: bytes
+) -> None:
+    value = model.get(key)
+    assert tree.get(root, key) == value
+    proof = tree.prove(root, key)
+    ref = reference_proof(model, key)
+    assert proof == ref
+    assert verify_proof(root, key, value, proof)
+    assert verify_proof(root, key, value, ref)
+    if value is None:
+        assert not verify_proof(root, key, b"", proof)
+    else:
+        assert not verify_proof(root, key, None, proof)
+        assert not verify_proof(root, key, value + b"x", proof)
+
+
+class TreeMachine(RuleBasedStateMachine):
+    """Random inserts, updates, deletes and batches; after every step the
+    optimized root equals the reference root and proofs check out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.db = MemoryDB()
+        self.tree = SparseMerkleTree(self.db)
+        self.root = EMPTY_ROOT
+        self.model: dict[bytes, bytes] = {}
+        self.seen: list[bytes] = list(POOL)
+        self.history: list[tuple[bytes, dict[bytes, bytes]]] = [(EMPTY_ROOT, {})]
+
+    def apply(self, items: dict[bytes, bytes | None]) -> None:
+        self.root = self.tree.update(self.root, items)
+        for key, value in items.items():
+            if key not in self.seen:
+                self.seen.append(key)
+            if value is None:
+                self.model.pop(key, None)
+            else:
+                self.model[key] = value
+        self.history.append((self.root, dict(self.model)))
+
+    @rule(key=keys, value=values)
+    def put(self, key: bytes, value: bytes) -> None:
+        self.apply({key: value})
+
+    @rule(key=keys)
+    def delete(self, key: bytes) -> None:
+        self.apply({key: None})
+
+    @rule(data=st.data())
+    def delete_present(self, data: st.DataObject) -> None:
+        if self.model:
+            self.apply({data.draw(st.sampled_from(sorted(self.model))): None})
+
+    @rule(items=st.dictionaries(keys, st.none() | values, max_size=10))
+    def batch(self, items: dict[bytes, bytes | None]) -> None:
+        self.apply(items)
+
+    @rule()
+    def flush_and_reopen(self) -> None:
+        with self.db.write_batch() as batch:
+            self.tree.flush(batch)
+        assert self.tree.pending_count == 0
+        self.tree = SparseMerkleTree(self.db, cache_size=8)
+
+    @rule(data=st.data())
+    def old_root_still_queryable(self, data: st.DataObject) -> None:
+        root, model = data.draw(st.sampled_from(self.history))
+        assert root == reference_root(model)
+        for key in self.seen:
+            check_proofs(self.tree, root, model, key)
+
+    @invariant()
+    def matches_reference(self) -> None:
+        assert self.root == reference_root(self.model)
+        for key in self.seen:
+            check_proofs(self.tree, self.root, self.model, key)
+
+
+TestTreeMachine = TreeMachine.TestCase
+TestTreeMachine.settings = settings(
+    max_examples=60,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+# -- hashing rules -------------------------------------------------------------
+
+
+def test_empty_root_is_zero() -> None:
+    tree = SparseMerkleTree(MemoryDB())
+    assert EMPTY_ROOT == ZERO
+    assert reference_root({}) == ZERO
+    assert tree.update(EMPTY_ROOT, {}) == ZERO
+    assert tree.update(EMPTY_ROOT, {BASE[0]: None}) == ZERO
+    assert tree.get(EMPTY_ROOT, BASE[0]) is None
+    proof = tree.prove(EMPTY_ROOT, BASE[0])
+    assert proof == SparseMerkleProof((), None)
+    assert verify_proof(EMPTY_ROOT, BASE[0], None, proof)
+
+
+def test_single_leaf_root_is_leaf_hash() -> None:
+    tree = SparseMerkleTree(MemoryDB())
+    root = tree.update(EMPTY_ROOT, {BASE[1]: b"value"})
+    assert root == raw_leaf(BASE[1], b"value") == leaf_hash(BASE[1], keccak(b"value"))
+    assert root == reference_root({BASE[1]: b"value"})
+    assert tree.get(root, BASE[1]) == b"value"
+    assert tree.prove(root, BASE[1]) == SparseMerkleProof((), (BASE[1], keccak(b"value")))
+
+
+def test_keys_differing_in_bit_zero() -> None:
+    left_key = b"\x00" * 31 + b"\x05"
+    right_key = b"\x80" + b"\x00" * 30 + b"\x05"
+    expected = keccak(raw_leaf(left_key, b"l") + raw_leaf(right_key, b"r"))
+    tree = SparseMerkleTree(MemoryDB())
+    assert tree.update(EMPTY_ROOT, {right_key: b"r", left_key: b"l"}) == expected
+    one = tree.update(EMPTY_ROOT, {right_key: b"r"})
+    assert tree.update(one, {left_key: b"l"}) == expected
+    assert reference_root({left_key: b"l", right_key: b"r"}) == expected
+    proof = tree.prove(expected, right_key)
+    assert proof.siblings == (raw_leaf(left_key, b"l"),)
+
+
+def test_keys_differing_in_last_bit_make_a_256_deep_path() -> None:
+    a, b = BASE[2], flip(BASE[2], 255)
+    tree = SparseMerkleTree(MemoryDB())
+    root = tree.update(EMPTY_ROOT, {a: b"a", b: b"b"})
+    assert root == reference_root({a: b"a", b: b"b"})
+    proof = tree.prove(root, a)
+    assert len(proof.siblings) == 256
+    assert proof.siblings[-1] == raw_leaf(b, b"b")
+    assert set(proof.siblings[:-1]) == {ZERO}
+    assert verify_proof(root, a, b"a", proof)
+
+
+def test_delete_back_to_one_leaf_collapses() -> None:
+    tree = SparseMerkleTree(MemoryDB())
+    a = BASE[0]
+    for other in (flip(a, 255), flip(a, 0), flip(a, 100)):
+        root = tree.update(EMPTY_ROOT, {a: b"a", other: b"o"})
+        assert tree.update(root, {other: None}) == raw_leaf(a, b"a")
+        assert tree.update(root, {a: None}) == raw_leaf(other, b"o")
+    # Three leaves: removing the deep pair's sibling lifts the survivor up.
+    deep = flip(a, 255)
+    far = flip(a, 0)
+    root = tree.update(EMPTY_ROOT, {a: b"a", deep: b"d", far: b"f"})
+    collapsed = tree.update(root, {deep: None})
+    assert collapsed == keccak(raw_leaf(a, b"a") + raw_leaf(far, b"f")) or collapsed == keccak(
+        raw_leaf(far, b"f") + raw_leaf(a, b"a")
+    )
+    assert collapsed == reference_root({a: b"a", far: b"f"})
+    # Deleting both deep keys in one batch leaves the far leaf as the root.
+    assert tree.update(root, {a: None, deep: None}) == raw_leaf(far, b"f")
+
+
+def test_delete_everything_gives_zero() -> None:
+    tree = SparseMerkleTree(MemoryDB())
+    items = {key: key[:3] for key in POOL}
+    root = tree.update(EMPTY_ROOT, items)
+    assert root == reference_root(items)
+    assert tree.update(root, dict.fromkeys(POOL)) == ZERO
+    step = root
+    for key in POOL:
+        step = tree.update(step, {key: None})
+    assert step == ZERO
+
+
+def test_noop_updates_keep_the_root() -> None:
+    tree = SparseMerkleTree(MemoryDB())
+    items = {key: b"v" for key in BASE}
+    root = tree.update(EMPTY_ROOT, items)
+    assert tree.update(root, items) == root
+    assert tree.update(root, {flip(BASE[0], 255): None, b"\x01" * 32: None}) == root
+
+
+def test_random_batches_match_reference() -> None:
+    rng = random.Random(7)
+    tree = SparseMerkleTree(MemoryDB())
+    pool = [rng.randbytes(32) for _ in range(150)] + [flip(BASE[3], b) for b in range(0, 256, 9)]
+    model: dict[bytes, bytes] = {}
+    root = EMPTY_ROOT
+    for _ in range(40):
+        items: dict[bytes, bytes | None] = {}
+        for key in rng.sample(pool, rng.randint(1, 60)):
+            items[key] = None if rng.random() < 0.3 else rng.randbytes(rng.randint(0, 40))
+        root = tree.update(root, items)
+        for key, value in items.items():
+            if value is None:
+                model.pop(key, None)
+            else:
+                model[key] = value
+        assert root == reference_root(model)
+    for key in rng.sample(pool, 30):
+        check_proofs(tree, root, model, key)
+
+
+def test_update_rejects_bad_keys() -> None:
+    tree = SparseMerkleTree(MemoryDB())
+    with pytest.raises(ValueError):
+        tree.update(EMPTY_ROOT, {b"short": b"v"})
+    with pytest.raises(ValueError):
+        tree.get(EMPTY_ROOT, b"short")
+
+
+def test_unknown_root_raises() -> None:
+    tree = SparseMerkleTree(MemoryDB())
+    with pytest.raises(MissingNodeError):
+        tree.get(keccak(b"nope"), BASE[0])
+    with pytest.raises(MissingNodeError):
+        tree.update(keccak(b"nope"), {BASE[0]: b"v"})
+
+
+# -- proof verification --------------------------------------------------------
+
+
+Proven = tuple[bytes, dict[bytes, bytes], SparseMerkleTree]
+
+
+@pytest.fixture
+def proven() -> Proven:
+    tree = SparseMerkleTree(MemoryDB())
+    items = {key: b"v" + key[:4] for key in POOL[:8]}
+    return tree.update(EMPTY_ROOT, items), items, tree
+
+
+def test_verify_rejects_wrong_value(proven: Proven) -> None:
+    root, items, tree = proven
+    key = BASE[1]
+    proof = tree.prove(root, key)
+    assert verify_proof(root, key, items[key], proof)
+    assert not verify_proof(root, key, b"other", proof)
+    assert not verify_proof(root, key, None, proof)
+    assert not verify_proof(keccak(root), key, items[key], proof)
+
+
+def test_verify_rejects_wrong_key(proven: Proven) -> None:
+    root, items, tree = proven
+    key = POOL[4]  # BASE[0] with the last bit flipped: same path almost to the end
+    proof = tree.prove(root, key)
+    assert verify_proof(root, key, items[key], proof)
+    assert not verify_proof(root, BASE[0], items[key], proof)
+    assert not verify_proof(root, BASE[1], items[key], proof)
+    # Relabelled leaf: the other key's leaf presented as the queried key's.
+    assert proof.leaf is not None
+    forged = SparseMerkleProof(proof.siblings, (BASE[1], proof.leaf[1]))
+    assert not verify_proof(root, BASE[1], items[key], forged)
+
+
+def test_verify_rejects_non_inclusion_leaf_with_queried_key(
+    proven: Proven,
+) -> None:
+    root, _, tree = proven
+    key = BASE[2]
+    proof = tree.prove(root, key)
+    assert proof.leaf is not None and proof.leaf[0] == key
+    assert not verify_proof(root, key, None, proof)
+
+
+def test_verify_rejects_non_inclusion_leaf_off_the_path() -> None:
+    # A (non-canonical) root whose left child is a leaf whose key starts with
+    # bit 1: folding succeeds for any key starting with bit 0, so only the
+    # shared-prefix rule rejects it.
+    misplaced = b"\x80" + b"\x11" * 31
+    on_path = b"\x00" + b"\x11" * 31
+    queried = b"\x00" + b"\x22" * 31
+    value_hash = keccak(b"v")
+    for leaf_key, accepted in ((misplaced, False), (on_path, True)):
+        root = keccak(leaf_hash(leaf_key, value_hash) + ZERO)
+        proof = SparseMerkleProof((ZERO,), (leaf_key, value_hash))
+        assert verify_proof(root, queried, None, proof) is accepted
+
+
+def test_verify_rejects_too_many_siblings(
+    proven: Proven,
+) -> None:
+    root, items, tree = proven
+    proof = tree.prove(root, POOL[4])
+    assert len(proof.siblings) == 256
+    padded = SparseMerkleProof((ZERO, *proof.siblings), proof.leaf)
+    assert not verify_proof(root, POOL[4], items[POOL[4]], padded)
+    assert not verify_proof(root, POOL[4], None, SparseMerkleProof((ZERO,) * 257, None))
+
+
+def test_verify_rejects_tampered_siblings(
+    proven: Proven,
+) -> None:
+    root, items, tree = proven
+    absent = flip(BASE[1], 255)
+    for key, value in ((BASE[1], items[BASE[1]]), (absent, None)):
+        proof = tree.prove(root, key)
+        assert verify_proof(root, key, value, proof)
+        for i in range(len(proof.siblings)):
+            siblings = list(proof.siblings)
+            siblings[i] = keccak(siblings[i])
+            tampered = SparseMerkleProof(tuple(siblings), proof.leaf)
+            assert not verify_proof(root, key, value, tampered)
+        assert not verify_proof(root, key, value, SparseMerkleProof(proof.siblings[1:], proof.leaf))
+        assert not verify_proof(
+            root, key, value, SparseMerkleProof((*proof.siblings, ZERO), proof.leaf)
+        )
+        short = SparseMerkleProof((proof.siblings[0][:31], *proof.siblings[1:]), proof.leaf)
+        assert not verify_proof(root, key, value, short)
+
+
+# -- JSON ------------------------------------------------------------------------
+
+
+def test_proof_json_round_trip(proven: Proven) -> None:
+    root, _, tree = proven
+    for key in (BASE[1], flip(BASE[1], 255), b"\x77" * 32):
+        proof = tree.prove(root, key)
+        encoded = json.loads(json.dumps(proof.to_json()))
+        assert all(s.startswith("0x") and len(s) == 66 for s in encoded["siblings"])
+        assert SparseMerkleProof.from_json(encoded) == proof
+    empty = SparseMerkleProof((), None)
+    assert empty.to_json() == {"siblings": [], "leaf": None}
+    assert SparseMerkleProof.from_json(empty.to_json()) == empty
+    inclusion = tree.prove(root, BASE[1]).to_json()
+    assert inclusion["leaf"]["key"] == "0x" + BASE[1].hex()
+    for bad in (
+        {},
+        {"siblings": "0x00"},
+        {"siblings": ["0x1234"]},
+        {"siblings": [], "leaf": {"key": "0x" + "00" * 32}},
+        {"siblings": [], "leaf": ["0x" + "00" * 32]},
+    ):
+        with pytest.raises(ValueError):
+            SparseMerkleProof.from_json(bad)
+
+
+# -- storage -------------------------------------------------------------------
+
+
+def test_memory_batch_is_atomic() -> None:
+    db = MemoryDB()
+    db.put(b"a", b"1")
+    with pytest.raises(RuntimeError):
+        with db.write_batch() as batch:
+            batch.put(b"b", b"2")
+            batch.delete(b"a")
+            raise RuntimeError("abort")
+    assert db.get(b"a") == b"1" and db.get(b"b") is None
+    with db.write_batch() as batch:
+        batch.put(b"b", b"2")
+        batch.delete(b"a")
+    assert db.get(b"a") is None and db.get(b"b") == b"2"
+
+
+def test_prefixed_db_namespaces_keys() -> None:
+    db = MemoryDB()
+    one, two = PrefixedDB(db, b"1:"), PrefixedDB(db, b"2:")
+    one.put(b"k", b"a")
+    two.put(b"k", b"b")
+    assert (one.get(b"k"), two.get(b"k"), db.get(b"1:k")) == (b"a", b"b", b"a")
+    nested = PrefixedDB(one, b"x:")
+    with db.write_batch() as batch:
+        nested.wrap_batch(batch).put(b"k", b"c")
+        two.wrap_batch(batch).delete(b"k")
+    assert db.get(b"1:x:k") == b"c" and two.get(b"k") is None
+    with one.write_batch() as own:
+        own.put(b"z", b"z")
+    assert db.get(b"1:z") == b"z"
+
+
+def test_tree_persists_in_leveldb(tmp_path: Path) -> None:
+    path = str(tmp_path / "chain")
+    db = LevelDB(path)
+    state_db = PrefixedDB(db, b"state:")
+    tree = SparseMerkleTree(state_db)
+    items = {keccak(i.to_bytes(4, "big")): i.to_bytes(4, "big") for i in range(300)}
+    items.update({key: b"pool" for key in POOL})
+    first = tree.update(EMPTY_ROOT, dict(list(items.items())[:100]))
+    root = tree.update(first, items)
+    with db.write_batch() as batch:
+        tree.flush(state_db.wrap_batch(batch))
+        batch.put(b"head", root)
+    db.close()
+
+    db = LevelDB(path)
+    state_db = PrefixedDB(db, b"state:")
+    tree = SparseMerkleTree(state_db, cache_size=64)
+    assert db.get(b"head") == root
+    assert root == reference_root(items)
+    for key in [*POOL, *list(items)[::25], flip(BASE[0], 7)]:
+        value = items.get(key)
+        assert tree.get(root, key) == value
+        assert verify_proof(root, key, value, tree.prove(root, key))
+    first_items = dict(list(items.items())[:100])
+    assert tree.get(first, POOL[0]) is None
+    assert all(tree.get(first, key) == value for key, value in first_items.items())
+
+    # A batch aborted by an exception writes nothing, not even the tree nodes.
+    later = tree.update(root, {BASE[0]: b"later", b"\x42" * 32: b"new"})
+    with pytest.raises(RuntimeError):
+        with db.write_batch() as batch:
+            tree.flush(state_db.wrap_batch(batch))
+            batch.put(b"head", later)
+            raise RuntimeError("crash before commit")
+    db.close()
+
+    db = LevelDB(path)
+    tree = SparseMerkleTree(PrefixedDB(db, b"state:"))
+    assert db.get(b"head") == root
+    with pytest.raises(MissingNodeError):
+        tree.get(later, BASE[0])
+    assert tree.get(root, BASE[0]) == b"pool"
+    db.close()
