@@ -10,6 +10,7 @@ write-only; reads inside the block see the committed data, not the batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Protocol
 
@@ -43,6 +44,8 @@ class KeyValueDB(KeyValueWriter, Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def write_batch(self) -> WriteBatch: ...
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
     def close(self) -> None: ...
 
@@ -97,6 +100,11 @@ class MemoryDB:
     def write_batch(self) -> WriteBatch:
         return _MemoryBatch(self._data)
 
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with ``prefix``, in key order."""
+        for key in sorted(k for k in self._data if k.startswith(prefix)):
+            yield key, self._data[key]
+
     def close(self) -> None:
         pass
 
@@ -129,6 +137,10 @@ class LevelDB:
         # transaction=True: plyvel discards the batch if the with-block raises.
         batch: WriteBatch = self._db.write_batch(transaction=True, sync=self._sync)
         return batch
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with ``prefix``, in key order."""
+        yield from self._db.iterator(prefix=prefix)
 
     def close(self) -> None:
         self._db.close()
@@ -194,6 +206,11 @@ class PrefixedDB:
 
     def write_batch(self) -> WriteBatch:
         return PrefixedBatch(self._db.write_batch(), self._prefix)
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        n = len(self._prefix)
+        for key, value in self._db.iterate(self._prefix + prefix):
+            yield key[n:], value
 
     def wrap_batch(self, batch: KeyValueWriter) -> PrefixedBatch:
         """A view of ``batch`` (opened on the innermost shared db) in this namespace."""
