@@ -16,7 +16,8 @@ node does not show yet.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -461,3 +462,15 @@ class RollupClient:
             )
         out.sort(key=lambda s: s.index)
         return out
+
+
+@contextmanager
+def connect(url: str, timeout: float = 60.0) -> Iterator[Web3]:
+    """A Web3 on an HTTP JSON-RPC endpoint whose connections are closed on exit."""
+    import requests
+
+    session = requests.Session()
+    try:
+        yield Web3(Web3.HTTPProvider(url, session=session, request_kwargs={"timeout": timeout}))
+    finally:
+        session.close()

@@ -60,6 +60,12 @@ class L2Client:
     def close(self) -> None:
         self.http.close()
 
+    def __enter__(self) -> L2Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- transport -------------------------------------------------------
     def call(self, method: str, *params: Any) -> Any:
         """One request; returns ``result`` or raises RpcError."""

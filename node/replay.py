@@ -76,18 +76,23 @@ class ReplayOptions:
     timeout: float = 120.0
 
 
-def fund_accounts(client: L2Client, l1_rpc: str, wants: list[tuple[Signer, int]],
-                  timeout: float) -> int:
-    """Bring each account's L2 collateral up to its target through L1
-    deposits; waits until the node has included them. Returns deposits made."""
-    from web3 import Web3
-
-    from l1_stub.client import Deployment, RollupClient, wait_receipt
+def rollup_client(client: L2Client, w3: Any) -> Any:
+    """RollupClient for the contracts named by the node's l2_rollupConfig."""
+    from l1_stub.client import Deployment, RollupClient
 
     cfg = client.config
-    w3 = Web3(Web3.HTTPProvider(l1_rpc, request_kwargs={"timeout": 60}))
-    rollup = RollupClient(w3, Deployment(cfg["usdc_address"], cfg["rollup_address"],
-                                         cfg["genesis"]["l1"]["number"], cfg["l1_chain_id"]))
+    return RollupClient(w3, Deployment(cfg["usdc_address"], cfg["rollup_address"],
+                                       cfg["genesis"]["l1"]["number"], cfg["l1_chain_id"]))
+
+
+def fund_accounts(client: L2Client, w3: Any, wants: list[tuple[Signer, int]],
+                  timeout: float) -> int:
+    """Bring each account's L2 collateral up to its target through L1
+    deposits on ``w3``; waits until the node has included them. Returns the
+    number of accounts funded."""
+    from l1_stub.client import wait_receipt
+
+    rollup = rollup_client(client, w3)
     hashes = []
     targets = {}
     for signer, target in wants:
@@ -133,9 +138,24 @@ def _trade_calls(client: L2Client, maker: Signer, taker: Signer, oracle: Signer 
     return calls
 
 
+def _already_known(error: RpcError) -> bool:
+    """A resumed replay re-sends orders the node already has."""
+    return error.message.startswith("OrderFilled") or "DuplicateOrder" in error.message
+
+
 def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     """Run the replay; returns the summary dict (see print_summary)."""
+    from l1_stub.client import connect
+
     client = L2Client(opts.rpc, timeout=opts.timeout)
+    try:
+        with connect(opts.l1_rpc or client.config["l1_rpc_url"]) as w3:
+            return _replay(opts, client, w3)
+    finally:
+        client.close()
+
+
+def _replay(opts: ReplayOptions, client: L2Client, w3: Any) -> dict[str, Any]:
     cfg = client.config
     markets = {m["symbol"]: m for m in client.call("l2_getMarkets")}
     if opts.market not in markets:
@@ -154,9 +174,9 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     takers = [Signer(keys[4 + i]) for i in range(opts.takers)]
 
     started = time.monotonic()
-    l1_rpc = opts.l1_rpc or cfg["l1_rpc_url"]
-    funded = fund_accounts(client, l1_rpc, [(maker, MAKER_FUNDING)]
+    funded = fund_accounts(client, w3, [(maker, MAKER_FUNDING)]
                            + [(t, TAKER_FUNDING) for t in takers], opts.timeout)
+    funding_seconds = time.monotonic() - started
     first_block = client.block_number() + 1
 
     market_id = mk["id"]
@@ -207,7 +227,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
                         if result["status"] != "filled":
                             stats["failed"] += 1
                             errors.append(f"taker order {result['orderHash']} {result['status']}")
-                elif isinstance(result, RpcError) and not result.message.startswith("OrderFilled"):
+                elif isinstance(result, RpcError) and not _already_known(result):
                     stats["failed"] += 1
                     errors.append(f"maker: {result.message}")
             if progress is not None:
@@ -215,7 +235,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     finally:
         if progress is not None:
             progress.stop()
-    trading_seconds = time.monotonic() - started
+    trading_seconds = time.monotonic() - started - funding_seconds
 
     # Wait for the blocks to be sealed and posted to L1.
     deadline = time.monotonic() + opts.timeout
@@ -227,22 +247,15 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise TimeoutError("the last blocks were not posted to L1 in time")
             time.sleep(0.1)
-    return summarize(client, l1_rpc, first_block, last_block, stats, errors, funded,
+    return summarize(client, w3, first_block, last_block, stats, errors, funded,
                      len(trades), trading_seconds, time.monotonic() - started)
 
 
-def summarize(client: L2Client, l1_rpc: str, first_block: int, last_block: int,
+def summarize(client: L2Client, w3: Any, first_block: int, last_block: int,
               stats: dict[str, int], errors: list[str], funded: int, trades: int,
               trading_seconds: float, elapsed: float) -> dict[str, Any]:
     """Blocks, batches, L1 gas and calldata per fill, and the roots on both layers."""
-    from web3 import Web3
-
-    from l1_stub.client import Deployment, RollupClient
-
-    cfg = client.config
-    w3 = Web3(Web3.HTTPProvider(l1_rpc))
-    rollup = RollupClient(w3, Deployment(cfg["usdc_address"], cfg["rollup_address"],
-                                         cfg["genesis"]["l1"]["number"], cfg["l1_chain_id"]))
+    rollup = rollup_client(client, w3)
     batches = set()
     for n in range(first_block, last_block + 1):
         b = client.call("l2_getBlockByNumber", hex(n), False)

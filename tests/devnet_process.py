@@ -1,0 +1,83 @@
+"""Run a real ``derivnet devnet`` in a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DevnetProcess:
+    """``python -m node.cli devnet`` on free ports; fast clocks for tests."""
+
+    def __init__(self, datadir: Path | None, log: Path, **flags: str) -> None:
+        self.datadir = datadir
+        self.log_path = log
+        self.port = free_port()
+        self.l1_port = free_port()
+        self.flags = {"--block-time": "0.1", "--batch-interval": "0.5",
+                      "--l1-block-time": "0.25", **flags}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def l1_url(self) -> str:
+        return f"http://127.0.0.1:{self.l1_port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        cmd = [sys.executable, "-m", "node.cli", "devnet", "--port", str(self.port),
+               "--l1-port", str(self.l1_port)]
+        if self.datadir is not None:
+            cmd += ["--datadir", str(self.datadir)]
+        for k, v in self.flags.items():
+            cmd += [k, v]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"devnet exited early:\n{self.log_path.read_text()}")
+            try:
+                httpx.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
+                                           "params": []}, timeout=1.0)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError(f"devnet did not answer in {timeout} s:\n{self.log_path.read_text()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self._log.close()
