@@ -22,16 +22,45 @@ Code that touches ``l1.tester`` directly must hold ``l1.lock``.
 ``w3`` is a web3.Web3 over an EthereumTesterProvider on this chain whose
 responses (including reverts, as JSON-RPC errors with revert data) look like
 those of a real node.
+
+Persistence: with ``datadir=None`` (the default) the chain lives in memory
+and is gone with the object. With ``datadir=PATH`` the py-evm chain database
+(headers, blocks, transactions, receipts, state tries) is a LevelDB (plyvel)
+in directory ``PATH``, which ``EmbeddedL1`` owns and creates if missing; the
+first start writes the genesis block there, later starts reopen the chain at
+its canonical head, so block numbers and hashes, balances, contracts and old
+logs (``eth_getLogs``) are all back. ``EmbeddedL1``'s own bookkeeping (chain
+id, time-warp offset, a pending ``set_next_block_timestamp``) is stored in the
+same LevelDB under a key of its own, written when it changes, so block
+timestamps continue from the restored head and warp offset.
+
+Durability: every write goes straight to LevelDB (nothing of a mined block is
+buffered in Python: py-evm's atomic batches commit as one LevelDB write batch),
+so a block is on disk when ``mine()`` returns and survives the process being
+killed (SIGKILL) right after; with ``sync=True`` (the default) each write is
+also fsynced, so it survives a power loss too. Not persisted: transactions
+sent but not yet mined (the pending block) -- after a crash or ``close()``
+they are lost and must be re-sent -- and runtime settings passed to the
+constructor (``auto_mine``, ``clock``). Only one process may open a datadir
+at a time (LevelDB's lock; a second open raises). Call ``close()`` (or use
+the object as a context manager) to release it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from eth.db.atomic import AtomicDBWriteBatch
+from eth.db.backends.base import BaseAtomicDB
+from eth.db.chain import ChainDB
+from eth.exceptions import CanonicalHeadNotFound
 from eth_abi import abi
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
@@ -51,6 +80,67 @@ DEV_BALANCE_WEI = to_wei(10_000, "ether")
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 
+# EmbeddedL1's own record in the chain LevelDB (py-evm's keys are 32-byte
+# hashes and b"v1:..."-style schema keys, so this cannot collide)
+_META_KEY = b"derivnet-l1:meta"
+_META_VERSION = 1
+
+
+class _LevelDBWriteBatch(AtomicDBWriteBatch):
+    """A py-evm atomic batch that commits as one LevelDB write batch."""
+
+    def _commit(self) -> None:
+        self._write_target_db._write_diff(self._diff())  # type: ignore[attr-defined]
+
+
+class _LevelDB(BaseAtomicDB):
+    """py-evm atomic database on LevelDB (plyvel); py-evm 0.12 no longer
+    ships one. Writes outside ``atomic_batch()`` go straight to LevelDB; an
+    atomic batch is one LevelDB write batch (all or nothing, also on a
+    crash). With ``sync`` every write is fsynced before returning."""
+
+    def __init__(self, path: str, *, sync: bool = True) -> None:
+        import plyvel
+
+        self._db = plyvel.DB(path, create_if_missing=True)
+        self._sync = sync
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._db.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value, sync=self._sync)
+
+    def __delitem__(self, key: bytes) -> None:
+        if self._db.get(key) is None:
+            raise KeyError(key)
+        self._db.delete(key, sync=self._sync)
+
+    def _exists(self, key: bytes) -> bool:
+        return self._db.get(key) is not None
+
+    def _write_diff(self, diff: Any) -> None:
+        with self._db.write_batch(sync=self._sync) as batch:
+            for key, value in diff.pending_items():
+                batch.put(key, value)
+            for key in diff.deleted_keys():
+                batch.delete(key)
+
+    @contextmanager
+    def atomic_batch(self) -> Iterator[Any]:
+        with _LevelDBWriteBatch._commit_unless_raises(self) as batch:
+            yield batch
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._db.closed)
+
 
 class _Backend(PyEVMBackend):
     """PyEVMBackend with a controllable block clock, chain-id checks on
@@ -58,6 +148,52 @@ class _Backend(PyEVMBackend):
 
     # set by EmbeddedL1 right after construction
     _l1: EmbeddedL1
+
+    def __init__(self, *args: Any, base_db: _LevelDB | None = None, **kwargs: Any) -> None:
+        self._base_db = base_db  # None: eth-tester's in-memory database
+        super().__init__(*args, **kwargs)
+
+    # -- genesis / reopening -------------------------------------------
+
+    def reset_to_genesis(
+        self,
+        genesis_params=None,
+        genesis_state=None,
+        num_accounts=None,
+        vm_configuration=None,
+        mnemonic=None,
+        hd_path=None,
+    ):
+        """In memory: eth-tester's own setup. With a LevelDB: eth-tester's
+        chain class (and account keys) on that database, created from
+        genesis if it is empty, else reopened at its canonical head."""
+        if self._base_db is not None and self.chain is not None:
+            raise NotImplementedError("a persistent L1 chain cannot be reset to genesis")
+        # eth-tester builds its chain class inside setup_tester_chain on an
+        # in-memory database it creates itself; keep that chain's class and
+        # its (cheap, 10-account) genesis for comparison
+        super().reset_to_genesis(
+            genesis_params, genesis_state, num_accounts, vm_configuration, mnemonic, hd_path
+        )
+        db = self._base_db
+        if db is None:
+            return
+        chain_class = type(self.chain)
+        expected_genesis = self.chain.get_canonical_block_header_by_number(0)
+        chaindb = ChainDB(db)
+        try:
+            chaindb.get_canonical_head()
+        except CanonicalHeadNotFound:
+            chain = chain_class.from_genesis(db, genesis_params, genesis_state)
+        else:
+            stored = chaindb.get_canonical_block_header_by_number(0)
+            if stored.state_root != expected_genesis.state_root:
+                raise ValueError(
+                    "the L1 datadir holds a chain with a different genesis state "
+                    "(dev accounts / balances)"
+                )
+            chain = chain_class(db)
+        self.chain = chain
 
     # -- pending block -------------------------------------------------
 
@@ -101,6 +237,7 @@ class _Backend(PyEVMBackend):
             self._l1._next_block_timestamp = None
             hashes.extend(super().mine_blocks(1, coinbase))
             self._l1._pending_epoch = self._l1._warp_epoch
+        self._l1._save_meta()
         return tuple(hashes)
 
     # -- sending -------------------------------------------------------
@@ -325,7 +462,15 @@ class EmbeddedL1:
     Parameters: ``chain_id`` (900), ``auto_mine`` (mine a block per
     transaction; default False: transactions wait in the pending block until
     ``mine()``), ``accounts`` and ``balance_wei`` for the dev accounts,
-    ``clock`` (a ``time.time``-like function, for tests).
+    ``clock`` (a ``time.time``-like function, for tests), ``datadir`` (None:
+    in memory; else the directory of the chain's LevelDB, created or
+    reopened; see "Persistence" in the module docstring) and ``sync`` (with a
+    datadir: fsync every write, default True; False still survives a killed
+    process, not a power loss).
+
+    Reopening a datadir needs the same ``chain_id`` and dev accounts
+    (``accounts``, ``balance_wei``, ``mnemonic``) it was created with, else
+    ValueError. Pending (sent, unmined) transactions are not persisted.
     """
 
     def __init__(
@@ -337,6 +482,8 @@ class EmbeddedL1:
         balance_wei: int = DEV_BALANCE_WEI,
         mnemonic: str = DEV_MNEMONIC,
         clock: Callable[[], float] = time.time,
+        datadir: str | os.PathLike[str] | None = None,
+        sync: bool = True,
     ) -> None:
         self._chain_id = chain_id
         self._clock = clock
@@ -345,7 +492,37 @@ class EmbeddedL1:
         self._warp_epoch = 0
         self._pending_epoch = 0
         self.lock = threading.RLock()
+        self._datadir = os.fspath(datadir) if datadir is not None else None
+        self._db: _LevelDB | None = None
+        self._saved_meta: bytes | None = None
 
+        meta: dict[str, Any] | None = None
+        if self._datadir is not None:
+            os.makedirs(self._datadir, exist_ok=True)
+            self._db = _LevelDB(self._datadir, sync=sync)
+            try:
+                meta = self._load_meta()
+            except BaseException:
+                self._db.close()
+                raise
+
+        try:
+            self._init_chain(accounts, balance_wei, mnemonic, auto_mine)
+        except BaseException:
+            if self._db is not None:
+                self._db.close()
+            raise
+        if meta is not None:
+            self._offset = int(meta["time_offset"])
+            nbt = meta.get("next_block_timestamp")
+            # a crash between mining and saving the meta record leaves an
+            # already used timestamp behind: drop it
+            if nbt is not None and nbt > self.head()[1]:
+                self._next_block_timestamp = int(nbt)
+        self._save_meta()
+
+    def _init_chain(self, accounts: int, balance_wei: int, mnemonic: str, auto_mine: bool) -> None:
+        clock = self._clock
         genesis_state = _Backend.generate_genesis_state(
             overrides={"balance": balance_wei},
             num_accounts=accounts,
@@ -358,11 +535,12 @@ class EmbeddedL1:
             genesis_state=genesis_state,
             mnemonic=mnemonic,
             hd_path=DEV_HD_PATH,
+            base_db=self._db,
         )
         backend._l1 = self
         # the chain class is created per backend by eth-tester, so setting the
         # class attribute changes this chain only (and survives snapshots)
-        type(backend.chain).chain_id = chain_id
+        type(backend.chain).chain_id = self._chain_id
         self._backend = backend
         self.tester = _Tester(backend=backend, auto_mine_transactions=auto_mine)
         self._dev_keys = tuple(bytes(k.to_bytes()) for k in backend.account_keys)
@@ -371,6 +549,59 @@ class EmbeddedL1:
         )
         self.provider = L1Provider(self)
         self._w3 = Web3(self.provider)
+
+    # -- persistence ---------------------------------------------------
+
+    def _load_meta(self) -> dict[str, Any] | None:
+        assert self._db is not None
+        try:
+            raw = self._db[_META_KEY]
+        except KeyError:
+            return None
+        meta: dict[str, Any] = json.loads(raw)
+        if meta.get("version") != _META_VERSION:
+            raise ValueError(f"unsupported L1 datadir format: {meta.get('version')!r}")
+        if meta.get("chain_id") != self._chain_id:
+            raise ValueError(
+                f"the L1 datadir holds chain id {meta.get('chain_id')}, not {self._chain_id}"
+            )
+        return meta
+
+    def _save_meta(self) -> None:
+        """Write the bookkeeping record if it changed (no-op in memory)."""
+        if self._db is None:
+            return
+        raw = json.dumps(
+            {
+                "version": _META_VERSION,
+                "chain_id": self._chain_id,
+                "time_offset": self._offset,
+                "next_block_timestamp": self._next_block_timestamp,
+            },
+            sort_keys=True,
+        ).encode()
+        if raw != self._saved_meta:
+            self._db[_META_KEY] = raw
+            self._saved_meta = raw
+
+    @property
+    def datadir(self) -> str | None:
+        """The LevelDB directory, or None for an in-memory chain."""
+        return self._datadir
+
+    def close(self) -> None:
+        """Release the datadir (closes the LevelDB; the object is unusable
+        afterwards). Transactions still pending are dropped. Idempotent;
+        a no-op for an in-memory chain."""
+        with self.lock:
+            if self._db is not None and not self._db.closed:
+                self._db.close()
+
+    def __enter__(self) -> EmbeddedL1:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- identity ------------------------------------------------------
 
@@ -442,6 +673,7 @@ class EmbeddedL1:
         with self.lock:
             self._offset += int(seconds)
             self._warp_epoch += 1
+            self._save_meta()
             return self._offset
 
     def set_next_block_timestamp(self, timestamp: int) -> None:
@@ -455,6 +687,7 @@ class EmbeddedL1:
                 )
             self._next_block_timestamp = int(timestamp)
             self._warp_epoch += 1
+            self._save_meta()
 
     @property
     def time_offset(self) -> int:

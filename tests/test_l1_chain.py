@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,8 +19,11 @@ from web3 import HTTPProvider, Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from l1_stub.chain import DEV_BALANCE_WEI, EmbeddedL1
-from l1_stub.client import RollupClient, deploy, send_transaction, wait_receipt
+from l1_stub.client import Deployment, RollupClient, deploy, send_transaction, wait_receipt
 from l1_stub.server import serve_l1
+from node.batch import BatchBlock, encode_batch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 ANVIL_ACCOUNTS = [
     "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
@@ -391,3 +400,178 @@ def test_server_shuts_down_promptly_on_cancel():
                 await client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"})
 
     trio.run(main)
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def _snapshot(l1: EmbeddedL1, c: RollupClient) -> dict:
+    """Everything a restarted L2 node reads back from L1."""
+    w3 = l1.w3
+    head = w3.eth.get_block("latest")
+    logs = w3.eth.get_logs(
+        {"fromBlock": 0, "toBlock": head["number"], "address": c.deployment.rollup}
+    )
+    return {
+        "head": (head["number"], head["hash"], head["timestamp"], head["stateRoot"]),
+        "hashes": [w3.eth.get_block(n)["hash"] for n in range(head["number"] + 1)],
+        "eth": [w3.eth.get_balance(a) for a in l1.dev_accounts],
+        "nonces": [w3.eth.get_transaction_count(a) for a in l1.dev_accounts],
+        "usdc": [c.usdc_balance(a) for a in l1.dev_accounts],
+        "code": (w3.eth.get_code(c.deployment.usdc), w3.eth.get_code(c.deployment.rollup)),
+        "logs": [(x["blockNumber"], x["logIndex"], x["topics"], x["data"]) for x in logs],
+        "deposits": c.deposits(),
+        "batches": [c.get_batch(i) for i in range(c.batch_count())],
+        "submissions": c.batch_submissions(),
+        "state_root": c.latest_state_root(),
+    }
+
+
+def test_in_memory_chain_has_no_datadir():
+    l1 = EmbeddedL1()
+    assert l1.datadir is None
+    l1.mine()
+    l1.close()  # a no-op in memory
+    l1.close()
+
+
+def test_datadir_survives_close_and_reopen(tmp_path):
+    datadir = tmp_path / "l1"
+    clock = FakeClock(1_800_000_000)
+    l1 = EmbeddedL1(clock=clock, datadir=datadir)
+    assert l1.datadir == str(datadir)
+    w3 = l1.w3
+    d = deploy(w3, l1.dev_keys[0], l1.dev_accounts[0], b"\x11" * 32, 901, mine=l1.mine)
+    c = RollupClient(w3, d)
+    key = l1.dev_keys[3]
+    to = l1.dev_accounts[4]
+    for tx in (c.faucet(key, 10**9), c.approve(key, 10**9), c.deposit(key, to, 10**6)):
+        wait_receipt(w3, tx, l1.mine)
+    clock.now += 12
+    batch = encode_batch([BatchBlock(1_800_000_000, 1, ()), BatchBlock(1_800_000_001, 1, ())])
+    wait_receipt(w3, c.submit_batch(l1.dev_keys[0], batch, b"\x22" * 32, 0), l1.mine)
+    wait_receipt(w3, _transfer(l1, 5, 6, 12345), l1.mine)
+    assert l1.increase_time(3_600) == 3_600
+    clock.now += 1
+    wait_receipt(w3, c.deposit(key, l1.dev_accounts[5], 2 * 10**6), l1.mine)
+    l1.mine(2)
+    before = _snapshot(l1, c)
+    old_number, old_hash, old_ts, _ = before["head"]
+    assert old_ts >= 1_800_000_013 + 3_600
+    assert len(before["deposits"]) == 2 and len(before["batches"]) == 1
+    assert before["logs"], "the Rollup emitted logs"
+    # a transaction still pending at close() is not persisted
+    _transfer(l1, 7, 8, 1)
+    assert l1.pending_transaction_count() == 1
+    l1.close()
+    l1.close()  # idempotent
+
+    # the datadir is bound to its chain id and genesis accounts
+    with pytest.raises(ValueError, match="chain id"):
+        EmbeddedL1(datadir=datadir, chain_id=901)
+    with pytest.raises(ValueError, match="genesis"):
+        EmbeddedL1(datadir=datadir, balance_wei=1)
+
+    # restart 10 s later (wall time)
+    clock2 = FakeClock(1_800_000_023)
+    with EmbeddedL1(clock=clock2, datadir=datadir) as l1b:
+        assert l1b.head() == (old_number, old_ts)
+        assert l1b.time_offset == 3_600 and l1b.now() == 1_800_000_023 + 3_600
+        c2 = RollupClient(l1b.w3, Deployment(d.usdc, d.rollup, d.deploy_block, 900))
+        assert _snapshot(l1b, c2) == before
+        assert l1b.pending_transaction_count() == 0
+        assert l1b.w3.eth.get_transaction_count(l1b.dev_accounts[7], "pending") == 0
+        # the chain continues: timestamps from wall time + the restored offset
+        assert l1b.mine() == old_number + 1
+        number, ts = l1b.head()
+        assert ts == 1_800_000_023 + 3_600 > old_ts
+        assert l1b.w3.eth.get_block(number)["parentHash"] == old_hash
+        wait_receipt(l1b.w3, c2.deposit(key, l1b.dev_accounts[6], 3 * 10**6), l1b.mine)
+        assert [e.amount for e in c2.deposits()] == [10**6, 2 * 10**6, 3 * 10**6]
+        assert c2.deposit_timestamp(2) == l1b.head()[1]
+        l1b.set_next_block_timestamp(1_900_000_000)
+        head_c = l1b.head()
+
+    # a clock behind the chain (e.g. no warp re-applied by the caller) still
+    # gives increasing timestamps, and set_next_block_timestamp survived
+    with EmbeddedL1(clock=FakeClock(1_700_000_000), datadir=datadir) as l1c:
+        assert l1c.head() == head_c
+        l1c.mine()
+        assert l1c.head() == (head_c[0] + 1, 1_900_000_000)
+        l1c.mine()
+        assert l1c.head() == (head_c[0] + 2, 1_900_000_001)
+
+
+def test_auto_mine_with_datadir(tmp_path):
+    with EmbeddedL1(auto_mine=True, datadir=tmp_path) as l1:
+        receipt = wait_receipt(l1.w3, _transfer(l1, 0, 1, 77))
+        head = l1.head()
+    with EmbeddedL1(datadir=tmp_path) as l1:
+        assert l1.head() == head == (receipt["blockNumber"], head[1])
+        assert l1.w3.eth.get_transaction_receipt(receipt["transactionHash"])["status"] == 1
+        assert l1.w3.eth.get_balance(l1.dev_accounts[1]) == DEV_BALANCE_WEI + 77
+
+
+def test_datadir_is_locked_while_open(tmp_path):
+    with EmbeddedL1(datadir=tmp_path):
+        with pytest.raises(Exception, match="(?i)lock"):
+            EmbeddedL1(datadir=tmp_path)
+
+
+_CRASH_SCRIPT = """
+import json, os, signal, sys
+from l1_stub.chain import EmbeddedL1
+from l1_stub.client import RollupClient, deploy, send_transaction, wait_receipt
+
+l1 = EmbeddedL1(datadir=sys.argv[1])
+w3 = l1.w3
+d = deploy(w3, l1.dev_keys[0], l1.dev_accounts[0], b"\\x33" * 32, 901, mine=l1.mine)
+c = RollupClient(w3, d)
+key = l1.dev_keys[2]
+for tx in (c.faucet(key, 10**9), c.approve(key, 10**9), c.deposit(key, l1.dev_accounts[3], 10**6)):
+    wait_receipt(w3, tx, l1.mine)
+l1.increase_time(86_400)
+send_transaction(w3, l1.dev_keys[4], to=l1.dev_accounts[5], gas=21_000, value=999)
+l1.mine(3)
+head = w3.eth.get_block("latest")
+send_transaction(w3, l1.dev_keys[6], to=l1.dev_accounts[7], gas=21_000, value=1)  # pending: lost
+print(json.dumps({
+    "number": head["number"], "hash": head["hash"].hex(), "timestamp": head["timestamp"],
+    "rollup": d.rollup, "usdc": d.usdc, "deploy_block": d.deploy_block,
+    "balance5": w3.eth.get_balance(l1.dev_accounts[5]),
+    "deposit_hash": c.deposit_hash(0).hex(), "offset": l1.time_offset,
+}), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_mined_blocks_survive_sigkill(tmp_path):
+    datadir = tmp_path / "l1"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASH_SCRIPT, str(datadir)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    with EmbeddedL1(datadir=datadir) as l1:
+        w3 = l1.w3
+        head = w3.eth.get_block("latest")
+        assert head["number"] == out["number"]
+        assert head["hash"].hex() == out["hash"] and head["timestamp"] == out["timestamp"]
+        assert l1.time_offset == out["offset"] == 86_400
+        assert w3.eth.get_balance(l1.dev_accounts[5]) == out["balance5"] == DEV_BALANCE_WEI + 999
+        # the pending transfer died with the process
+        assert w3.eth.get_balance(l1.dev_accounts[7]) == DEV_BALANCE_WEI
+        assert w3.eth.get_transaction_count(l1.dev_accounts[6], "pending") == 0
+        c = RollupClient(w3, Deployment(out["usdc"], out["rollup"], out["deploy_block"], 900))
+        assert c.deposit_hash(0).hex() == out["deposit_hash"]
+        (entry,) = c.deposits()  # from the logs of blocks mined before the kill
+        assert entry.amount == 10**6 and entry.account == l1.dev_accounts[3]
+        assert c.usdc_balance(l1.dev_accounts[2]) == 10**9 - 10**6
+        # and the chain goes on, with the day of warp kept
+        l1.mine()
+        assert l1.head()[1] >= max(out["timestamp"] + 1, int(time.time()) + 86_400 - 1)
+        wait_receipt(w3, _transfer(l1, 6, 7, 5), l1.mine)
+        assert w3.eth.get_balance(l1.dev_accounts[7]) == DEV_BALANCE_WEI + 5
