@@ -1,0 +1,152 @@
+"""JSON-RPC methods on an in-process node (no loops running): shapes, error
+codes naming the broken rule, and that a rejected request changes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from node.client import order_params
+from node.node import Node, NodeConfig
+from node.signing import Signer, dev_keys
+from node.transactions import Deposit, Order
+
+KEYS = dev_keys(10)
+MAKER, TAKER, ORACLE = Signer(KEYS[3]), Signer(KEYS[4]), Signer(KEYS[1])
+
+
+NODE: list[Node] = []
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    n = Node(NodeConfig(serve_l1=False))
+    NODE[:] = [n]
+    n.sequencer.include_deposit(Deposit(0, MAKER.address, 10**12))
+    n.sequencer.include_deposit(Deposit(1, TAKER.address, 10**12))
+    n.sequencer.seal()
+    yield n
+    n.close()
+
+
+def call(node: Node, method: str, *params: Any) -> dict[str, Any]:
+    out = json.loads(node.app.handle(json.dumps(
+        {"jsonrpc": "2.0", "id": 7, "method": method, "params": list(params)})))
+    assert out["id"] == 7
+    return out
+
+
+def result(node: Node, method: str, *params: Any) -> Any:
+    out = call(node, method, *params)
+    assert "error" not in out, out
+    return out["result"]
+
+
+def error(node: Node, method: str, *params: Any) -> dict[str, Any]:
+    out = call(node, method, *params)
+    assert "error" in out, out
+    return out["error"]
+
+
+def order(node: Node, who: Signer, is_buy: bool, price: int, size: int, salt: int,
+          tif: str = "GTC") -> dict[str, Any]:
+    o = Order(who.address, 1, is_buy, price, size, salt, 2**40)
+    return order_params(o, who.sign_order(node.chain.domain, o)[1], tif)
+
+
+def test_chain_id_and_config(node: Node) -> None:
+    assert result(node, "eth_chainId") == hex(901)
+    cfg = result(node, "l2_rollupConfig")
+    assert cfg["l1_chain_id"] == 900 and cfg["rollup_address"].startswith("0x")
+    assert cfg["oracle"] == "0x" + ORACLE.address.hex()
+    assert {m["symbol"] for m in result(node, "l2_getMarkets")} == {"ETH-USD", "BTC-USD"}
+
+
+def test_order_flow_and_reads(node: Node) -> None:
+    rest = result(node, "l2_sendOrder", order(node, MAKER, False, 166621, 20_000, 1))
+    assert rest["status"] == "resting"
+    book = result(node, "l2_getOrderBook", "ETH-USD", 5)
+    assert book["asks"] == [["166621", "20000", 1]]
+    take = result(node, "l2_sendOrder", order(node, TAKER, True, 166700, 5_000, 2, "IOC"))
+    assert take["status"] == "filled" and take["fills"][0]["price"] == "166621"
+    block = node.sequencer.seal()
+    b = result(node, "l2_getBlockByNumber", "latest", True)
+    assert int(b["number"], 16) == block.number and b["status"] == "unsafe"
+    assert b["fills"][0]["size"] == "5000" and b["receipts"][0]["status"] == "0x1"
+    acct = result(node, "l2_getAccount", "0x" + TAKER.address.hex())
+    pos = acct["positions"][0]
+    assert (pos["size"], pos["entryPrice"], pos["side"]) == ("5000", "166621", "long")
+    assert int(acct["equity"]) == int(acct["collateral"]) + int(pos["value"])
+    receipt = result(node, "l2_getTransactionReceipt", take["fills"][0]["txHash"])
+    assert receipt["status"] == "0x1" and receipt["blockNumber"] == b["number"]
+    cancel_sig = MAKER.sign_cancel(node.chain.domain, bytes.fromhex(rest["orderHash"][2:]))
+    out = result(node, "l2_cancelOrder", {"orderHash": rest["orderHash"],
+                                          "signature": "0x" + cancel_sig.hex()})
+    assert out["remaining"] == "15000"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "rule"),
+    [
+        (lambda p: p["order"].update(size="0"), -32003, "InvalidSize"),
+        (lambda p: p["order"].update(market=77), -32003, "UnknownMarket"),
+        (lambda p: p["order"].update(market="DOGE-USD"), -32003, "UnknownMarket"),
+        (lambda p: p["order"].update(expiry=1), -32003, "OrderExpired"),
+        (lambda p: p.update(order(NODE[0], TAKER, True, 166621, 10**8, 98)), -32003,
+         "InsufficientMargin"),
+        (lambda p: p.update(signature="0x" + "11" * 65), -32003, "InvalidOrderSignature"),
+        (lambda p: p.update(signature="0x1234"), -32602, "signature"),
+        (lambda p: p["order"].update(account="0x12"), -32602, "order.account"),
+        (lambda p: p["order"].update(isBuy="yes"), -32602, "order.isBuy"),
+        (lambda p: p["order"].update(price="abc"), -32602, "order.price"),
+        (lambda p: p["order"].update(price=str(2**64)), -32602, "out of range"),
+        (lambda p: p.update(timeInForce="FOK"), -32602, "timeInForce"),
+        (lambda p: p.pop("order"), -32602, "missing field order"),
+    ],
+)
+def test_bad_orders_rejected_and_change_nothing(node: Node, mutate, code: int, rule: str) -> None:
+    params = order(node, TAKER, True, 166621, 10, 99)
+    mutate(params)
+    pending = list(node.chain.pending_txs)
+    root = node.chain.state.dirty_items()
+    books = {m: len(b) for m, b in node.sequencer.books.items()}
+    err = error(node, "l2_sendOrder", params)
+    assert err["code"] == code and rule in err["message"], err
+    assert node.chain.pending_txs == pending and node.chain.state.dirty_items() == root
+    assert {m: len(b) for m, b in node.sequencer.books.items()} == books
+
+
+def test_other_errors(node: Node) -> None:
+    assert error(node, "l2_noSuchMethod")["code"] == -32601
+    assert error(node, "l2_getBlockByNumber", "0x999999")["code"] == -32001
+    assert error(node, "l2_getAccount", "0xnothex")["code"] == -32602
+    e = error(node, "l2_cancelOrder", {"orderHash": "0x" + "00" * 32,
+                                       "signature": "0x" + "00" * 65})
+    assert e["message"].startswith("UnknownOrder")
+    stale = ORACLE.oracle_price(node.chain.domain, 1, 170000, 0)
+    e = error(node, "l2_sendOraclePrice", {"market": 1, "price": "170000", "timestamp": 0,
+                                           "signature": "0x" + stale.signature.hex()})
+    assert e["message"].startswith("StaleOraclePrice")
+    w = TAKER.withdraw(node.chain.domain, TAKER.address, 10**15, 0)
+    e = error(node, "l2_sendWithdraw", {"account": "0x" + w.account.hex(),
+                                        "recipient": "0x" + w.recipient.hex(),
+                                        "amount": str(w.amount), "nonce": 0,
+                                        "signature": "0x" + w.signature.hex()})
+    assert e["message"].startswith("InsufficientFreeCollateral")
+
+
+def test_batch_request_and_proof(node: Node) -> None:
+    out = json.loads(node.app.handle(json.dumps([
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []},
+        {"jsonrpc": "2.0", "id": 2, "method": "l2_getProof",
+         "params": ["0x" + MAKER.address.hex(), "latest"]},
+    ])))
+    assert {r["id"] for r in out} == {1, 2}
+    proof = next(r["result"] for r in out if r["id"] == 2)
+    assert proof["value"] is not None and len(proof["proof"]["siblings"]) >= 1
+    status = result(node, "l2_syncStatus")
+    assert status["unsafe_l2"]["number"] == node.chain.head.number
+    assert status["safe_l2"]["number"] == 0
