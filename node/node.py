@@ -71,7 +71,9 @@ class Node:
             self.db = LevelDB(os.path.join(config.datadir, "l2"))
         else:
             self.db = MemoryDB()
-        self.l1 = EmbeddedL1(chain_id=self.genesis.l1_chain_id, **self._l1_kwargs())
+        l1_dir = os.path.join(config.datadir, "l1") if config.datadir else None
+        self.l1 = EmbeddedL1(chain_id=self.genesis.l1_chain_id, datadir=l1_dir,
+                             **self._l1_kwargs())
         keys = self.l1.dev_keys
         self.sequencer_key = keys[0]
 
@@ -284,6 +286,7 @@ class Node:
 
     def close(self) -> None:
         self.db.close()
+        self.l1.close()
 
 
 __all__ = ["Node", "NodeConfig", "hexq"]
