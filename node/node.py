@@ -94,6 +94,11 @@ class Node:
             Chain.initialize(self.db, leaves, stored)
         self.deployment = Deployment(stored["usdc"], stored["rollup"], stored["deployBlock"],
                                      stored["l1ChainId"])
+        if not self.l1.w3.eth.get_code(stored["rollup"]):
+            raise RuntimeError(
+                f"the L1 chain has no Rollup contract at {stored['rollup']}: the L2 store and "
+                "the L1 chain do not belong together (start with an empty --datadir)"
+            )
         self.rollup = RollupClient(self.l1.w3, self.deployment)
         domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
         self.chain = Chain(self.db, domain)

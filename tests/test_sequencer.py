@@ -170,3 +170,29 @@ def test_plan_batch_covers_blocks_and_matches_commitment() -> None:
     assert small.last_block == 1
     with pytest.raises(ValueError, match="exceeds"):
         plan_batch(seq.chain, 2, max_bytes=100)
+
+
+def test_apply_block_records_failed_transactions_as_noops() -> None:
+    """A block derived from elsewhere (L1) may hold a transaction that breaks a
+    rule: it is a no-op with a failed receipt naming the rule."""
+    from node.transactions import Fill, encode_tx
+
+    seq, _ = funded()
+    chain = seq.chain
+    before = chain.head.header.state_root
+    m, ms = signed(ALICE, False, 166621, 10)
+    t, ts = signed(BOB, True, 166621, 10)
+    good = encode_tx(Deposit(2, ALICE.address, 5))
+    bad_fill = encode_tx(Fill(m, ms, t, ts, 11, 166621))  # overfill
+    bad_deposit = encode_tx(Deposit(7, ALICE.address, 5))  # out of order
+    block = chain.apply_block(int(NOW) + 1, 3, [bad_fill, good, bad_deposit])
+    assert [r.success for r in block.receipts] == [False, True, False]
+    assert [r.error for r in block.receipts] == ["Overfill", "", "DepositOutOfOrder"]
+    after = chain.head_state()
+    assert after.account(ALICE.address).collateral == 10_000_000_005
+    assert after.account(BOB.address).positions == ()
+    assert block.header.state_root != before
+    # The same block applied to another replica gives the same root and hash.
+    other, _ = funded()
+    again = other.chain.apply_block(int(NOW) + 1, 3, [bad_fill, good, bad_deposit])
+    assert again.hash == block.hash
