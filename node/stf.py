@@ -8,10 +8,7 @@ broken rule raises the matching ``InvalidTransaction`` subclass and leaves
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from node import exceptions as err
-from node.crypto import SignatureError, recover_address
 from node.eip712 import Domain, oracle_price_digest, order_hash, withdraw_digest
 from node.margin import (
     equity,
@@ -21,31 +18,9 @@ from node.margin import (
     notional,
     trade_position,
 )
+from node.sigverify import signer_of
 from node.state import Account, State, Withdrawal
 from node.transactions import Deposit, Fill, OraclePrice, Order, Transaction, Withdraw
-
-_RECOVERED: OrderedDict[bytes, bytes | None] = OrderedDict()
-_RECOVER_CACHE_SIZE = 65536
-
-
-def signer_of(digest: bytes, signature: bytes) -> bytes | None:
-    """Address that signed ``digest``, or None if the signature is unusable.
-
-    Memoized (a pure function): the sequencer checks an order's signature on
-    arrival and the STF checks it again when the fill is applied.
-    """
-    key = digest + signature
-    hit = _RECOVERED.get(key, b"")
-    if hit != b"":
-        return hit
-    try:
-        addr: bytes | None = recover_address(digest, signature)
-    except SignatureError:
-        addr = None
-    _RECOVERED[key] = addr
-    if len(_RECOVERED) > _RECOVER_CACHE_SIZE:
-        _RECOVERED.popitem(last=False)
-    return addr
 
 
 def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Domain) -> None:

@@ -16,7 +16,7 @@ from node import exceptions as err
 from node.blocks import Block, Receipt
 from node.chain import Chain
 from node.eip712 import cancel_digest, order_hash
-from node.stf import signer_of
+from node.sigverify import signer_of
 from node.transactions import Deposit, Fill, OraclePrice, Order, Withdraw
 from sequencer.book import BookError, Match, OrderBook, RestingOrder, StopMatching
 from sequencer.validation import check_order

@@ -9,7 +9,7 @@ from __future__ import annotations
 from node import exceptions as err
 from node.margin import equity, fee, initial_margin, notional, trade_position
 from node.state import Account, State
-from node.stf import signer_of
+from node.sigverify import signer_of
 from node.transactions import DecodeError, Order
 
 
