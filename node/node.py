@@ -104,6 +104,10 @@ class Node:
         self.chain = Chain(self.db, domain)
         self.sequencer = Sequencer(self.chain, self.clock, max_block_txs=config.max_block_txs)
         self.sequencer.l1_origin = self.l1.head()[0]
+        from l1_stub.contracts import write_abis
+
+        abi_target = Path(config.datadir) / "abi" if config.datadir else None
+        self.abi_files = write_abis(abi_target)
         self.api = L2Api(self)
         self.app = JsonRpcApp(methods(self.api))
         self.started_at = time.time()
@@ -264,8 +268,6 @@ class Node:
 
     def rollup_config_json(self) -> dict[str, Any]:
         """Shaped like optimism_rollupConfig, plus derivnet's addresses."""
-        from l1_stub.contracts import abi_dir
-
         g = self.genesis
         return {
             "genesis": {
@@ -281,7 +283,8 @@ class Node:
             "max_batch_bytes": self.config.max_batch_bytes,
             "rollup_address": self.deployment.rollup,
             "usdc_address": self.deployment.usdc,
-            "abi_dir": str(abi_dir()),
+            "abi_dir": str(next(iter(self.abi_files.values())).parent),
+            "abi_files": {name: str(path) for name, path in self.abi_files.items()},
             "l1_rpc_url": f"http://{self.config.host}:{self.config.l1_port}",
             "sequencer": hexb(g.sequencer),
             "oracle": hexb(g.oracle),
