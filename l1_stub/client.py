@@ -33,7 +33,8 @@ MineFn = Callable[[], Any]
 
 DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei
 
-GAS_DEPLOY = 3_000_000
+# the Rollup's creation uses ~3.2M (14.3 KB of runtime code)
+GAS_DEPLOY = 5_000_000
 GAS_FAUCET = 100_000
 GAS_APPROVE = 100_000
 GAS_TRANSFER = 100_000
@@ -46,9 +47,49 @@ GAS_BATCH_BASE = 300_000
 GAS_BATCH_PER_BYTE = 72
 
 
+# settlement calls (measured in tests/test_settlement_contracts.py): a proof
+# costs ~1k gas per sibling (calldata + keccak). finalizeBatch ~54k;
+# finalizeWithdrawal ~85-105k at depth ~16; escape ~125k with 2 positions
+# and 6 markets, ~450k with 64 positions and 64 markets (~29 KB calldata);
+# freeze ~76k plus ~6.2k per batch it finalizes
+GAS_FINALIZE_BATCH = 100_000
+GAS_FINALIZE_WITHDRAWAL_BASE = 150_000
+GAS_ESCAPE_BASE = 300_000
+GAS_ESCAPE_PER_LEAF_BYTE = 40
+GAS_PER_SIBLING = 2_000
+GAS_FREEZE_BASE = 200_000
+GAS_FREEZE_PER_BATCH = 10_000
+GAS_RECLAIM = 150_000
+
+
 def batch_gas_limit(batch_data_len: int) -> int:
     """Gas limit ``submit_batch`` uses for ``batch_data_len`` bytes."""
     return GAS_BATCH_BASE + GAS_BATCH_PER_BYTE * batch_data_len
+
+
+@dataclass(frozen=True)
+class SettlementWindows:
+    """Settlement timing of a Rollup deployment, seconds of L1 time
+    (docs/protocol.md "Settlement (L1)"): a batch is final
+    ``challenge_window`` after it was posted; a deposit must be consumed
+    within ``inclusion_window``; anyone may freeze the rollup after
+    ``escape_delay`` without a batch."""
+
+    challenge_window: int
+    inclusion_window: int
+    escape_delay: int
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.challenge_window, self.inclusion_window, self.escape_delay))
+
+
+DAY = 86_400
+PRESETS: dict[str, SettlementWindows] = {
+    "devnet": SettlementWindows(challenge_window=60, inclusion_window=30, escape_delay=120),
+    "mainnet": SettlementWindows(
+        challenge_window=7 * DAY, inclusion_window=12 * 3600, escape_delay=7 * DAY
+    ),
+}
 
 
 class TransactionReverted(RuntimeError):
@@ -249,12 +290,25 @@ def deploy(
     mine: MineFn | None = None,
     timeout: float = 60.0,
     rollup_overrides: Mapping[str, int] | None = None,
+    challenge_window: int = PRESETS["devnet"].challenge_window,
+    inclusion_window: int = PRESETS["devnet"].inclusion_window,
+    escape_delay: int = PRESETS["devnet"].escape_delay,
 ) -> Deployment:
     """Deploy USDC, then the Rollup bound to it; waits for both receipts
     (calling ``mine`` on a manual-mining chain). ``rollup_overrides``
-    changes the Rollup's compile-time limits (MAX_BATCH_BYTES, MAX_STEPS)."""
+    changes the Rollup's compile-time limits (MAX_BATCH_BYTES, MAX_STEPS,
+    MAX_FINALIZE_ON_FREEZE). The settlement windows (seconds) default to
+    ``PRESETS["devnet"]``; pass ``**asdict(PRESETS["mainnet"])`` for the
+    mainnet values."""
     if len(genesis_state_root) != 32:
         raise ValueError("genesis_state_root must be 32 bytes")
+    for name, value in (
+        ("challenge_window", challenge_window),
+        ("inclusion_window", inclusion_window),
+        ("escape_delay", escape_delay),
+    ):
+        if not 0 <= int(value) < 2**64:
+            raise ValueError(f"{name} must be a non-negative number of seconds")
     nonce = w3.eth.get_transaction_count(_address_of(deployer_key), "pending")
     usdc_hash = send_deploy(w3, deployer_key, "USDC", nonce=nonce)
     usdc_receipt = wait_receipt(w3, usdc_hash, mine, timeout=timeout)
@@ -263,7 +317,15 @@ def deploy(
         w3,
         deployer_key,
         "Rollup",
-        (usdc, to_checksum_address(sequencer), bytes(genesis_state_root), l2_chain_id),
+        (
+            usdc,
+            to_checksum_address(sequencer),
+            bytes(genesis_state_root),
+            l2_chain_id,
+            int(challenge_window),
+            int(inclusion_window),
+            int(escape_delay),
+        ),
         nonce=nonce + 1,
         overrides=rollup_overrides,
     )
@@ -462,6 +524,143 @@ class RollupClient:
             )
         out.sort(key=lambda s: s.index)
         return out
+
+    # -- settlement: finality -------------------------------------------
+
+    def challenge_window(self) -> int:
+        return int(self.rollup.functions.challenge_window().call())
+
+    def inclusion_window(self) -> int:
+        return int(self.rollup.functions.inclusion_window().call())
+
+    def escape_delay(self) -> int:
+        return int(self.rollup.functions.escape_delay().call())
+
+    def windows(self) -> SettlementWindows:
+        """The deployment's settlement windows."""
+        return SettlementWindows(self.challenge_window(), self.inclusion_window(), self.escape_delay())
+
+    def last_batch_timestamp(self) -> int:
+        """L1 timestamp of the latest batch (of the deployment if none)."""
+        return int(self.rollup.functions.last_batch_timestamp().call())
+
+    def finalize_batch(self, key: bytes, index: int) -> HexBytes:
+        """Send ``finalizeBatch(index)`` (anyone may)."""
+        fn = self.rollup.functions.finalizeBatch(index)
+        return send_call(self.w3, key, fn, gas=GAS_FINALIZE_BATCH)
+
+    def finalized_batch_count(self) -> int:
+        return int(self.rollup.functions.finalized_batch_count().call())
+
+    def is_finalizable(self, index: int) -> bool:
+        return bool(self.rollup.functions.is_finalizable(index).call())
+
+    def latest_finalized_state_root(self) -> bytes:
+        return _b32(self.rollup.functions.latest_finalized_state_root().call())
+
+    # -- settlement: withdrawals ----------------------------------------
+
+    def finalize_withdrawal(
+        self,
+        key: bytes,
+        batch_index: int,
+        withdrawal_id: int,
+        account: str | bytes,
+        recipient: str | bytes,
+        amount: int,
+        siblings: Sequence[bytes],
+        *,
+        gas: int | None = None,
+    ) -> HexBytes:
+        """Send ``finalizeWithdrawal``: pays ``amount`` to ``recipient`` given
+        the sparse Merkle proof ``siblings`` (root first, e.g.
+        ``SparseMerkleProof.siblings``) of the withdrawal leaf in the state
+        root of final batch ``batch_index``. Anyone may send it."""
+        fn = self.rollup.functions.finalizeWithdrawal(
+            batch_index,
+            withdrawal_id,
+            to_checksum_address(account),
+            to_checksum_address(recipient),
+            amount,
+            [bytes(s) for s in siblings],
+        )
+        if gas is None:
+            gas = GAS_FINALIZE_WITHDRAWAL_BASE + GAS_PER_SIBLING * len(siblings)
+        return send_call(self.w3, key, fn, gas=gas)
+
+    def withdrawal_paid(self, withdrawal_id: int) -> bool:
+        return bool(self.rollup.functions.withdrawal_paid(withdrawal_id).call())
+
+    # -- settlement: escape hatch ---------------------------------------
+
+    def freeze(self, key: bytes, *, gas: int | None = None) -> HexBytes:
+        """Send ``freeze()`` (anyone may, once the sequencer has posted no
+        batch for escape_delay seconds). The gas limit covers finalizing
+        the unfinalized batches."""
+        if gas is None:
+            backlog = self.batch_count() - self.finalized_batch_count()
+            gas = GAS_FREEZE_BASE + GAS_FREEZE_PER_BATCH * max(0, backlog)
+        return send_call(self.w3, key, self.rollup.functions.freeze(), gas=gas)
+
+    def frozen(self) -> bool:
+        return bool(self.rollup.functions.frozen().call())
+
+    def escape_root(self) -> bytes:
+        """State root the escape hatch pays from (zero before freezing)."""
+        return _b32(self.rollup.functions.escape_root().call())
+
+    def escape_batch_count(self) -> int:
+        return int(self.rollup.functions.escape_batch_count().call())
+
+    def escape_deposit_end(self) -> int:
+        return int(self.rollup.functions.escape_deposit_end().call())
+
+    def escape(
+        self,
+        key: bytes,
+        account: str | bytes,
+        account_leaf: bytes,
+        account_siblings: Sequence[bytes],
+        markets_leaf: bytes,
+        markets_siblings: Sequence[bytes],
+        *,
+        gas: int | None = None,
+    ) -> HexBytes:
+        """Send ``escape``: pays ``account`` max(equity, 0) of its leaf in the
+        escape root, proven with the account and markets leaves and their
+        proofs (siblings root first). Anyone may send it, once per account."""
+        fn = self.rollup.functions.escape(
+            to_checksum_address(account),
+            bytes(account_leaf),
+            [bytes(s) for s in account_siblings],
+            bytes(markets_leaf),
+            [bytes(s) for s in markets_siblings],
+        )
+        if gas is None:
+            gas = (
+                GAS_ESCAPE_BASE
+                + GAS_PER_SIBLING * (len(account_siblings) + len(markets_siblings))
+                + GAS_ESCAPE_PER_LEAF_BYTE * (len(account_leaf) + len(markets_leaf))
+            )
+        return send_call(self.w3, key, fn, gas=gas)
+
+    def escaped(self, account: str | bytes) -> bool:
+        return bool(self.rollup.functions.escaped(to_checksum_address(account)).call())
+
+    def reclaim_deposit(self, key: bytes, index: int) -> HexBytes:
+        """Send ``reclaimDeposit(index)``: frozen, refunds a deposit the escape
+        state did not consume to its L1 sender. Anyone may send it."""
+        fn = self.rollup.functions.reclaimDeposit(index)
+        return send_call(self.w3, key, fn, gas=GAS_RECLAIM)
+
+    def deposit_reclaimed(self, index: int) -> bool:
+        return bool(self.rollup.functions.deposit_reclaimed(index).call())
+
+    def deposit_sender(self, index: int) -> str:
+        return to_checksum_address(self.rollup.functions.deposit_senders(index).call())
+
+    def deposit_amount(self, index: int) -> int:
+        return int(self.rollup.functions.deposit_amounts(index).call())
 
 
 @contextmanager

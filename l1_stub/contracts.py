@@ -5,8 +5,8 @@
 older external nodes) and caches the result in-process, keyed by the source
 hash, so each contract compiles once per process (about 0.2 s each).
 
-Compile-time limits (``MAX_BATCH_BYTES``, ``MAX_STEPS`` of the Rollup) can
-be overridden with ``overrides={"MAX_STEPS": 64}``: a knob for protocol
+Compile-time limits (``MAX_BATCH_BYTES``, ``MAX_STEPS``,
+``MAX_FINALIZE_ON_FREEZE`` of the Rollup) can be overridden with ``overrides={"MAX_STEPS": 64}``: a knob for protocol
 experiments and for tests that hit the limits cheaply. ``MERKLE_DEPTH``
 follows ``MAX_STEPS``.
 
@@ -35,7 +35,7 @@ _lock = threading.Lock()
 _cache: dict[tuple[str, str], CompiledContract] = {}
 
 # constants that may be overridden, per contract
-OVERRIDABLE = {"Rollup": ("MAX_BATCH_BYTES", "MAX_STEPS")}
+OVERRIDABLE = {"Rollup": ("MAX_BATCH_BYTES", "MAX_STEPS", "MAX_FINALIZE_ON_FREEZE")}
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,13 @@ def test_rollup_initial_views(env: Env):
     assert c.latest_state_root() == GENESIS_ROOT
     assert c.max_batch_bytes() == 131072
     assert c.max_steps() == 4096
+    # settlement (tests/test_settlement_contracts.py): devnet windows by default
+    assert (c.challenge_window(), c.inclusion_window(), c.escape_delay()) == (60, 30, 120)
+    assert c.finalized_batch_count() == 0
+    assert c.latest_finalized_state_root() == GENESIS_ROOT
+    assert not c.frozen()
+    assert r.MAX_FINALIZE_ON_FREEZE().call() == 128
+    assert (r.MAX_MARKETS().call(), r.MAX_POSITIONS().call()) == (64, 64)
     reverts_with(lambda: r.get_batch(0).call(), "rollup: no such batch")
     assert env.deployment.chain_id == 900
     assert env.w3.eth.get_code(env.deployment.rollup) != b""
@@ -224,6 +231,9 @@ def test_deposits_running_hash_and_logs(env: Env):
         assert c.deposit_hash(i) == expected[i]
         block = env.w3.eth.get_block(receipts[i]["blockNumber"])
         assert c.deposit_timestamp(i) == block["timestamp"]
+        # kept for reclaimDeposit after a freeze
+        assert c.deposit_sender(i) == env.addr(plan[i][0])
+        assert c.deposit_amount(i) == plan[i][2]
         events = c.rollup.events.DepositQueued().process_receipt(receipts[i], errors=DISCARD)
         assert len(events) == 1
         args = events[0]["args"]
@@ -464,6 +474,12 @@ def test_overrides_and_abi_export(tmp_path):
     rollup_abi = json.loads(paths["Rollup"].read_text())
     names = {item.get("name") for item in rollup_abi}
     assert {"deposit", "submitBatch", "get_batch", "DepositQueued", "BatchSubmitted"} <= names
+    assert {
+        "finalizeBatch", "finalizeWithdrawal", "freeze", "escape", "reclaimDeposit",
+        "BatchFinalized", "WithdrawalFinalized", "Frozen", "Escaped", "DepositReclaimed",
+    } <= names
+    small = compile_contract("Rollup", {"MAX_FINALIZE_ON_FREEZE": 2})
+    assert small.abi == compile_contract("Rollup").abi
 
 
 # ---------------------------------------------------------------------- gas

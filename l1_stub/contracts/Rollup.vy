@@ -2,8 +2,11 @@
 """
 @title derivnet Rollup
 @notice L1 side of the derivnet optimistic rollup: the ordered USDC deposit
-        queue and the batch inbox. The byte layouts are fixed by
-        docs/protocol.md ("Transactions", "Batches (L1)", "Deposit queue (L1)").
+        queue, the batch inbox and settlement (finality, forced inclusion,
+        withdrawals against finalized state roots, the escape hatch). The byte
+        layouts and rules are fixed by docs/protocol.md ("Transactions",
+        "State: one sparse Merkle tree", "Batches (L1)", "Deposit queue (L1)",
+        "Settlement (L1)").
 """
 
 from ethereum.ercs import IERC20
@@ -34,6 +37,26 @@ DEPOSIT_BODY_BYTES: constant(uint256) = 44
 
 MASK64: constant(uint256) = 2**64 - 1
 MASK32: constant(uint256) = 2**32 - 1
+MASK128: constant(uint256) = 2**128 - 1
+
+# settlement
+# most batches freeze() finalizes in one call (~6k gas each); a longer
+# backlog must first be worked off with finalizeBatch
+MAX_FINALIZE_ON_FREEZE: public(constant(uint256)) = 128
+# a sparse Merkle proof has at most one sibling per key bit
+MAX_PROOF_DEPTH: constant(uint256) = 256
+# bounds of the escape hatch's leaf decoding. Markets only come from genesis
+# and an account holds at most one position per market.
+MAX_MARKETS: public(constant(uint256)) = 64
+MAX_POSITIONS: public(constant(uint256)) = MAX_MARKETS
+# ABI sizes of the largest leaves (docs/protocol.md, "State"):
+# account = collateral | nonce | offset | length | 3 words per position
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 3 * 32 * MAX_POSITIONS
+# markets = offset | length | 11 words per market
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 11 * 32 * MAX_MARKETS
+# 10**76 is the largest power of ten an int256 holds; any |size * price|
+# (< 2**192 < 10**58) floors the same for every divisor >= 10**58
+MAX_POW10: constant(uint256) = 76
 
 # ---------------------------------------------------------------- types
 
@@ -56,6 +79,25 @@ struct StoredBatch:
     state_root: bytes32
     meta: uint256
 
+# leaf layouts decoded by the escape hatch (docs/protocol.md, "State")
+struct Position:
+    market: uint32
+    size: int128
+    cost: int256
+
+struct Market:
+    id: uint32
+    price_decimals: uint8
+    size_decimals: uint8
+    tick_size: uint64
+    step_size: uint64
+    imf_ppm: uint32
+    mmf_ppm: uint32
+    maker_fee_ppm: uint32
+    taker_fee_ppm: uint32
+    oracle_price: uint64
+    oracle_time: uint64
+
 # ---------------------------------------------------------------- events
 
 event DepositQueued:
@@ -76,22 +118,65 @@ event BatchSubmitted:
     tx_root: bytes32
     deposit_end: uint256
 
+event BatchFinalized:
+    index: indexed(uint256)
+    state_root: bytes32
+
+event WithdrawalFinalized:
+    id: indexed(uint64)
+    recipient: indexed(address)
+    amount: uint256
+    batch_index: uint256
+
+event Frozen:
+    escape_root: bytes32
+    escape_batch_count: uint256
+    escape_deposit_end: uint256
+
+event Escaped:
+    account: indexed(address)
+    amount: uint256
+
+event DepositReclaimed:
+    index: indexed(uint256)
+    sender: indexed(address)
+    amount: uint256
+
 # ---------------------------------------------------------------- storage
 
 usdc: public(immutable(IERC20))
 sequencer: public(immutable(address))
 genesis_state_root: public(immutable(bytes32))
 l2_chain_id: public(immutable(uint256))
+# settlement windows, seconds of L1 time (docs/protocol.md "Settlement (L1)")
+challenge_window: public(immutable(uint256))
+inclusion_window: public(immutable(uint256))
+escape_delay: public(immutable(uint256))
+deploy_timestamp: public(immutable(uint256))
 
 # deposit queue
 deposit_count: public(uint256)
 deposit_hashes: public(HashMap[uint256, bytes32])
-deposit_timestamps: public(HashMap[uint256, uint256])
+deposit_senders: public(HashMap[uint256, address])
+# timestamp << 128 | amount (read through deposit_timestamps / deposit_amounts)
+_deposit_info: HashMap[uint256, uint256]
 
 # batch_count << 128 | next_l2_block << 64 | deposits_consumed (one slot,
 # written once per batch)
 _progress: uint256
 _batches: HashMap[uint256, StoredBatch]
+
+# settlement
+finalized_batch_count: public(uint256)
+# bit (id % 256) of word (id // 256): withdrawal `id` was paid (ids are
+# sequential, so most payments flip a bit in a word already written)
+_paid_words: HashMap[uint256, uint256]
+frozen: public(bool)
+escape_root: public(bytes32)
+escape_batch_count: public(uint256)
+escape_deposit_end: public(uint256)
+escaped: public(HashMap[address, bool])
+deposit_reclaimed: public(HashMap[uint256, bool])
 
 
 @deploy
@@ -100,6 +185,9 @@ def __init__(
     sequencer_address: address,
     genesis_root: bytes32,
     chain_id: uint256,
+    challenge_window_seconds: uint256,
+    inclusion_window_seconds: uint256,
+    escape_delay_seconds: uint256,
 ):
     assert usdc_token != empty(address), "rollup: zero usdc"
     assert sequencer_address != empty(address), "rollup: zero sequencer"
@@ -107,6 +195,10 @@ def __init__(
     sequencer = sequencer_address
     genesis_state_root = genesis_root
     l2_chain_id = chain_id
+    challenge_window = challenge_window_seconds
+    inclusion_window = inclusion_window_seconds
+    escape_delay = escape_delay_seconds
+    deploy_timestamp = block.timestamp
     # no batches, next L2 block is 1 (block 0 is genesis), no deposits consumed
     self._progress = 1 << 64
 
@@ -119,6 +211,7 @@ def deposit(to: address, amount: uint256):
     @notice Pull `amount` USDC base units from the caller and queue a deposit
             crediting `to` on L2. Needs an allowance for this contract.
     """
+    assert not self.frozen, "rollup: frozen"
     assert amount != 0, "deposit: zero amount"
     assert amount < 2**128, "deposit: amount too large"
     index: uint256 = self.deposit_count
@@ -135,7 +228,8 @@ def deposit(to: address, amount: uint256):
         prev = self.deposit_hashes[index - 1]
     running: bytes32 = keccak256(concat(prev, body))
     self.deposit_hashes[index] = running
-    self.deposit_timestamps[index] = block.timestamp
+    self.deposit_senders[index] = msg.sender
+    self._deposit_info[index] = (block.timestamp << 128) | amount
     self.deposit_count = index + 1
     log DepositQueued(
         index=index,
@@ -159,6 +253,7 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
          root of the step leaves keccak256(timestamp u64 || encoded tx).
     """
     assert msg.sender == sequencer, "rollup: only sequencer"
+    assert not self.frozen, "rollup: frozen"
     n: uint256 = len(batch_data)
     assert n != 0, "batch: empty"
 
@@ -237,6 +332,14 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
     assert convert(deposit_end, uint256) == pos, "batch: deposit_end mismatch"
     if pos != start:
         assert running == self.deposit_hashes[pos - 1], "batch: deposit mismatch"
+    else:
+        queued = self.deposit_count
+
+    # forced inclusion: the oldest deposit the batch leaves unconsumed must
+    # not have waited inclusion_window seconds or more
+    if pos < queued:
+        assert (self._deposit_info[pos] >> 128) + inclusion_window > block.timestamp, \
+            "batch: deposit inclusion overdue"
 
     # commitment: Merkle root of the leaves padded with zero leaves to the
     # next power of two (docs/protocol.md "Merkle root of a list")
@@ -335,3 +438,306 @@ def latest_state_root() -> bytes32:
     if count == 0:
         return genesis_state_root
     return self._batches[count - 1].state_root
+
+
+@view
+@external
+def deposit_timestamps(index: uint256) -> uint256:
+    """
+    @notice L1 timestamp of deposit queue entry `index` (0 if none).
+    """
+    return self._deposit_info[index] >> 128
+
+
+@view
+@external
+def deposit_amounts(index: uint256) -> uint256:
+    """
+    @notice Amount of deposit queue entry `index` (0 if none).
+    """
+    return self._deposit_info[index] & MASK128
+
+
+@view
+@external
+def last_batch_timestamp() -> uint256:
+    """
+    @notice L1 timestamp of the latest batch, or of the deployment if none:
+            the escape delay runs from it.
+    """
+    return self._last_batch_timestamp()
+
+
+# ---------------------------------------------------------------- finality
+
+@view
+@internal
+def _last_batch_timestamp() -> uint256:
+    count: uint256 = self._progress >> 128
+    if count == 0:
+        return deploy_timestamp
+    return self._batches[count - 1].meta >> 192
+
+
+@view
+@internal
+def _window_passed(index: uint256) -> bool:
+    # the challenge window of batch `index` (which must exist) has passed.
+    # Disputes (a later issue) hook in here: a batch under an open or
+    # successful challenge is not finalizable.
+    return block.timestamp >= (self._batches[index].meta >> 192) + challenge_window
+
+
+@view
+@internal
+def _finalized_root(count: uint256) -> bytes32:
+    # state root after the first `count` batches
+    if count == 0:
+        return genesis_state_root
+    return self._batches[count - 1].state_root
+
+
+@view
+@external
+def is_finalizable(index: uint256) -> bool:
+    """
+    @notice True if batch `index` exists, is not final, its challenge window
+            has passed (block.timestamp >= l1_timestamp + challenge_window)
+            and the rollup is not frozen. Batches finalize in order, so
+            finalizeBatch(index) also needs every earlier batch final.
+    """
+    if self.frozen:
+        return False
+    if index >= self._progress >> 128 or index < self.finalized_batch_count:
+        return False
+    return self._window_passed(index)
+
+
+@external
+def finalizeBatch(index: uint256):
+    """
+    @notice Mark batch `index` final (anyone may call). Only the next
+            unfinalized batch, once its challenge window has passed.
+    """
+    assert not self.frozen, "rollup: frozen"
+    assert index < self._progress >> 128, "finalize: no such batch"
+    finalized: uint256 = self.finalized_batch_count
+    assert index >= finalized, "finalize: already final"
+    assert index == finalized, "finalize: out of order"
+    assert self._window_passed(index), "finalize: challenge window open"
+    self.finalized_batch_count = index + 1
+    log BatchFinalized(index=index, state_root=self._batches[index].state_root)
+
+
+@view
+@external
+def latest_finalized_state_root() -> bytes32:
+    """
+    @notice State root of the latest final batch (genesis root before any).
+    """
+    return self._finalized_root(self.finalized_batch_count)
+
+
+# ---------------------------------------------------------------- proofs
+
+@pure
+@internal
+def _smt_verify(
+    root: bytes32, key: bytes32, value_hash: bytes32, siblings: DynArray[bytes32, MAX_PROOF_DEPTH]
+) -> bool:
+    """
+    @dev Inclusion proof of the leaf (key, value_hash) under `root`
+         (docs/protocol.md "State: one sparse Merkle tree"): the leaf node
+         keccak256(0x00 || key || value_hash) sits at depth len(siblings);
+         fold the siblings from the deepest up, the node being the left
+         child at depth i when bit i of key (MSB first) is 0.
+    """
+    node: bytes32 = keccak256(concat(b"\x00", key, value_hash))
+    path: uint256 = convert(key, uint256)
+    depth: uint256 = len(siblings)
+    for j: uint256 in range(depth, bound=MAX_PROOF_DEPTH):
+        i: uint256 = depth - 1 - j
+        if (path >> (255 - i)) & 1 == 0:
+            node = keccak256(concat(node, siblings[i]))
+        else:
+            node = keccak256(concat(siblings[i], node))
+    return node == root
+
+
+@internal
+def _pay(to: address, amount: uint256):
+    # an ERC-20 transfer reverts when the contract holds less than amount,
+    # so the contract never pays out more than it holds
+    assert extcall usdc.transfer(to, amount, default_return_value=True), \
+        "rollup: transfer failed"
+
+
+# ---------------------------------------------------------------- withdrawals
+
+@external
+def finalizeWithdrawal(
+    batch_index: uint256,
+    withdrawal_id: uint64,
+    account: address,
+    recipient: address,
+    amount: uint128,
+    siblings: DynArray[bytes32, MAX_PROOF_DEPTH],
+):
+    """
+    @notice Pay L2 withdrawal `withdrawal_id` to `recipient` (anyone may
+            call), proving its leaf against the state root of the final
+            batch `batch_index`. Works while frozen too.
+    @param siblings The sparse Merkle proof of the withdrawal leaf
+           keccak256(0x05 || id u64) -> abi_encode(id, account, recipient,
+           amount), root first.
+    """
+    assert batch_index < self.finalized_batch_count, "withdrawal: batch not final"
+    key: bytes32 = keccak256(concat(b"\x05", convert(withdrawal_id, bytes8)))
+    value: Bytes[128] = abi_encode(withdrawal_id, account, recipient, amount)
+    assert self._smt_verify(self._batches[batch_index].state_root, key, keccak256(value), siblings), \
+        "withdrawal: invalid proof"
+    word_index: uint256 = convert(withdrawal_id, uint256) >> 8
+    bit: uint256 = 1 << (convert(withdrawal_id, uint256) & 255)
+    word: uint256 = self._paid_words[word_index]
+    assert word & bit == 0, "withdrawal: already paid"
+    self._paid_words[word_index] = word | bit
+    self._pay(recipient, convert(amount, uint256))
+    log WithdrawalFinalized(
+        id=withdrawal_id, recipient=recipient, amount=convert(amount, uint256), batch_index=batch_index
+    )
+
+
+@view
+@external
+def withdrawal_paid(withdrawal_id: uint64) -> bool:
+    """
+    @notice True once withdrawal `withdrawal_id` was paid on L1.
+    """
+    n: uint256 = convert(withdrawal_id, uint256)
+    return (self._paid_words[n >> 8] >> (n & 255)) & 1 == 1
+
+
+# ---------------------------------------------------------------- escape hatch
+
+@external
+def freeze():
+    """
+    @notice Freeze the rollup (anyone may call) once no batch was submitted
+            for escape_delay seconds. Finalizes every batch whose challenge
+            window has passed, then fixes the escape root: the latest final
+            state root. Frozen, deposits and batches stop; accounts leave
+            with escape(), unconsumed deposits with reclaimDeposit().
+    """
+    assert not self.frozen, "rollup: frozen"
+    assert block.timestamp >= self._last_batch_timestamp() + escape_delay, \
+        "freeze: sequencer still active"
+    count: uint256 = self._progress >> 128
+    finalized: uint256 = self.finalized_batch_count
+    for _i: uint256 in range(MAX_FINALIZE_ON_FREEZE):
+        if finalized == count or not self._window_passed(finalized):
+            break
+        log BatchFinalized(index=finalized, state_root=self._batches[finalized].state_root)
+        finalized += 1
+    assert finalized == count or not self._window_passed(finalized), \
+        "freeze: too many unfinalized batches"
+    self.finalized_batch_count = finalized
+    root: bytes32 = self._finalized_root(finalized)
+    deposit_end: uint256 = 0
+    if finalized != 0:
+        deposit_end = (self._batches[finalized - 1].meta >> 64) & MASK64
+    self.frozen = True
+    self.escape_root = root
+    self.escape_batch_count = finalized
+    self.escape_deposit_end = deposit_end
+    log Frozen(escape_root=root, escape_batch_count=finalized, escape_deposit_end=deposit_end)
+
+
+@pure
+@internal
+def _position_value(size: int128, market: Market) -> int256:
+    """
+    @dev floor(size * oracle_price * 10**6 / 10**(pd + sd)), floored toward
+         -infinity (docs/protocol.md "Accounts: cash model").
+    """
+    raw: int256 = convert(size, int256) * convert(market.oracle_price, int256)
+    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
+    if decimals <= 6:
+        return raw * convert(10 ** (6 - decimals), int256)
+    divisor: int256 = convert(10 ** min(decimals - 6, MAX_POW10), int256)
+    # EVM signed division truncates toward zero: step down for a negative
+    # non-multiple
+    q: int256 = raw // divisor
+    if raw < 0 and q * divisor != raw:
+        q -= 1
+    return q
+
+
+@external
+def escape(
+    account: address,
+    account_leaf: Bytes[ACCOUNT_LEAF_BYTES],
+    account_siblings: DynArray[bytes32, MAX_PROOF_DEPTH],
+    markets_leaf: Bytes[MARKETS_LEAF_BYTES],
+    markets_siblings: DynArray[bytes32, MAX_PROOF_DEPTH],
+):
+    """
+    @notice Frozen: pay `account` its equity in the escape state, once
+            (anyone may call). equity = collateral + sum over positions of
+            floor(size * oracle_price * 10**6 / 10**(pd + sd)); pays
+            max(equity, 0).
+    @param account_leaf The account leaf value (key keccak256(0x01 || account))
+    @param markets_leaf The markets leaf value (key keccak256(0x02))
+    """
+    assert self.frozen, "escape: not frozen"
+    assert not self.escaped[account], "escape: already escaped"
+    root: bytes32 = self.escape_root
+    assert self._smt_verify(
+        root, keccak256(concat(b"\x01", convert(account, bytes20))), keccak256(account_leaf), account_siblings
+    ), "escape: invalid account proof"
+    assert self._smt_verify(root, keccak256(b"\x02"), keccak256(markets_leaf), markets_siblings), \
+        "escape: invalid markets proof"
+
+    collateral: int256 = 0
+    nonce: uint64 = 0
+    positions: DynArray[Position, MAX_POSITIONS] = []
+    collateral, nonce, positions = abi_decode(
+        account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS])
+    )
+    markets: DynArray[Market, MAX_MARKETS] = abi_decode(markets_leaf, DynArray[Market, MAX_MARKETS])
+
+    # positions and markets are both sorted by market id: one merge walk
+    equity: int256 = collateral
+    m: uint256 = 0
+    for p: Position in positions:
+        for _k: uint256 in range(MAX_MARKETS):
+            if m == len(markets) or markets[m].id >= p.market:
+                break
+            m += 1
+        assert m < len(markets) and markets[m].id == p.market, "escape: unknown market"
+        equity += self._position_value(p.size, markets[m])
+
+    amount: uint256 = 0
+    if equity > 0:
+        amount = convert(equity, uint256)
+    self.escaped[account] = True
+    if amount != 0:
+        self._pay(account, amount)
+    log Escaped(account=account, amount=amount)
+
+
+@external
+def reclaimDeposit(index: uint256):
+    """
+    @notice Frozen: refund deposit `index` to its L1 sender, once (anyone may
+            call), if the escape state did not consume it (index >= the
+            deposit_end of the last final batch).
+    """
+    assert self.frozen, "reclaim: not frozen"
+    assert index < self.deposit_count, "reclaim: no such deposit"
+    assert index >= self.escape_deposit_end, "reclaim: deposit consumed"
+    assert not self.deposit_reclaimed[index], "reclaim: already reclaimed"
+    self.deposit_reclaimed[index] = True
+    sender: address = self.deposit_senders[index]
+    amount: uint256 = self._deposit_info[index] & MASK128
+    self._pay(sender, amount)
+    log DepositReclaimed(index=index, sender=sender, amount=amount)
