@@ -11,10 +11,22 @@ layout inside the tree's ``KeyValueDB``:
 
 - ``b"n" || node_hash`` -> ``0x00 || key || value_hash`` (leaf) or
   ``0x01 || left || right`` (internal node);
-- ``b"v" || value_hash`` -> value.
+- ``b"v" || value_hash`` -> value;
+- ``b"f" || key`` -> value: the flat leaf index of one root, the *indexed
+  root* (normally the latest state), with no entry for a key not in it;
+- ``b"r"`` -> the indexed root those ``f`` entries describe.
 
-``update`` only stages new nodes in memory; ``flush(batch)`` writes them so
-the caller can commit the tree together with other data in one atomic batch.
+The flat index (after geth's snapshot / flat DB) makes ``get`` at the
+indexed root one dict or database lookup instead of a ~20-level walk. An
+``update`` of the indexed root moves the index to the new root; an update
+of any other root leaves it alone. An empty store is indexed at the empty
+root. A store written before the index existed keeps walking the tree
+until ``rebuild_index`` is called.
+
+``update`` only stages new nodes (and index changes) in memory;
+``flush(batch)`` writes them, with the index marker, so the caller can
+commit the tree together with other data in one atomic batch: the index on
+disk always describes a root whose nodes are on disk.
 ``node.smt_reference`` is the simple from-scratch version tests compare to.
 """
 
@@ -33,12 +45,17 @@ EMPTY_ROOT = ZERO_HASH
 KEY_BITS = 256
 NODE_PREFIX = b"n"
 VALUE_PREFIX = b"v"
+INDEX_PREFIX = b"f"
+INDEX_ROOT_KEY = b"r"
 _LEAF_TAG = b"\x00"
 _INTERNAL_TAG = b"\x01"
 
 # A decoded node: (True, key, value_hash) for a leaf, (False, left, right)
 # for an internal node. Internal nodes share the child hash objects.
 Node = tuple[bool, bytes, bytes]
+
+# "Not in this dict" for dicts whose values may be None (index: key absent).
+_ABSENT: Any = object()
 
 
 class MissingNodeError(LookupError):
@@ -152,16 +169,53 @@ class SparseMerkleTree:
     to work on, so any root produced earlier (and flushed or pending) is valid.
 
     ``cache_size`` bounds the number of decoded nodes kept in the read cache
-    (pending, unflushed nodes are always kept).
+    (pending, unflushed nodes are always kept); ``index_cache_size`` bounds
+    the flat-index entries (present or absent keys) kept in memory in front
+    of the persisted index (unflushed index changes are always kept).
+
+    One tree object should own a database: ``get`` at the indexed root reads
+    the persisted index, which another object on the same database may move
+    to another root (``flush`` notices that and steps back, but reads in
+    between would see the other root's leaves).
     """
 
-    def __init__(self, db: KeyValueDB, cache_size: int = 1_000_000) -> None:
+    def __init__(
+        self, db: KeyValueDB, cache_size: int = 1_000_000, index_cache_size: int = 500_000
+    ) -> None:
         self._db = db
         self._cache_size = cache_size
         self._pending: dict[bytes, Node] = {}
         self._pending_values: dict[bytes, bytes] = {}
         self._cache: dict[bytes, Node] = {}
         self._value_cache: dict[bytes, bytes] = {}
+        # Flat index of _indexed_root = the persisted index (describing
+        # _disk_root) + _index_flushed (changes written into the last flush's
+        # batch, kept until the next flush so reads stay right until that
+        # batch is committed) + _index_pending (key -> value, None = delete).
+        # _index_cache: persisted entries read or flushed (None = key
+        # absent), bounded. None for a root: no usable index.
+        self._index_cache_size = index_cache_size
+        self._index_pending: dict[bytes, bytes | None] = {}
+        self._index_flushed: dict[bytes, bytes | None] = {}
+        self._index_cache: dict[bytes, bytes | None] = {}
+        self._index_rewrite = False
+        self._disk_root: bytes | None = self._stored_index_root()
+        self._indexed_root: bytes | None = self._disk_root
+
+    def _stored_index_root(self) -> bytes | None:
+        """The root the persisted flat index describes: its marker; the empty
+        root if there is neither marker nor entry; None if unusable."""
+        marker = self._db.get(INDEX_ROOT_KEY)
+        if marker is not None:
+            return marker if len(marker) == 32 else None
+        for _ in self._db.iterate(INDEX_PREFIX):
+            return None  # entries without a marker: not written by this class
+        return EMPTY_ROOT
+
+    @property
+    def indexed_root(self) -> bytes | None:
+        """The root ``get`` answers from the flat index (None: no usable index)."""
+        return self._indexed_root
 
     # -- storage ---------------------------------------------------------
 
@@ -183,6 +237,7 @@ class SparseMerkleTree:
         """Keep the read caches within bounds."""
         _drop_older_half(self._cache, self._cache_size)
         _drop_older_half(self._value_cache, self._cache_size // 4)
+        _drop_older_half(self._index_cache, self._index_cache_size)
 
     def _loader(self) -> Callable[[bytes], Node]:
         pending_get = self._pending.get
@@ -208,11 +263,15 @@ class SparseMerkleTree:
         return value
 
     def flush(self, batch: KeyValueWriter) -> None:
-        """Write every pending node and value into ``batch`` (anything with
-        ``put``, e.g. an open ``write_batch()``) and clear the pending set.
+        """Write every pending node and value, and the flat index changes with
+        its root marker, into ``batch`` (anything with ``put`` and ``delete``,
+        e.g. an open ``write_batch()``) and clear the pending set.
 
-        The flushed nodes stay in the read cache. If the caller then discards
-        the batch, the nodes exist only in that cache: drop this tree object.
+        The flushed nodes and index entries stay in memory (the index
+        entries until the next ``flush``, which expects this batch to have
+        been committed). If the caller discards the batch, the nodes exist
+        only in the read cache: drop this tree object. (The index then steps
+        back to the persisted one at the next ``flush``.)
         """
         put = batch.put
         for node_hash, (is_leaf, a, b) in self._pending.items():
@@ -223,7 +282,65 @@ class SparseMerkleTree:
         self._value_cache.update(self._pending_values)
         self._pending = {}
         self._pending_values = {}
+        self._flush_index(batch)
         self._trim()
+
+    def _flush_index(self, batch: KeyValueWriter) -> None:
+        changes = self._index_pending
+        if not changes and self._indexed_root == self._disk_root and not self._index_rewrite:
+            return
+        if not self._index_rewrite:
+            marker = self._db.get(INDEX_ROOT_KEY)
+            if (EMPTY_ROOT if marker is None else marker) != self._disk_root:
+                # Someone else moved the persisted index (another tree object
+                # on this store, or a discarded batch): the changes staged
+                # here do not apply to it. Fall back to what it describes.
+                self._index_pending = {}
+                self._index_flushed = {}
+                self._index_cache = {}
+                self._disk_root = self._indexed_root = self._stored_index_root()
+                return
+        put, delete = batch.put, batch.delete
+        for key, value in changes.items():
+            if value is None:
+                delete(INDEX_PREFIX + key)
+            else:
+                put(INDEX_PREFIX + key, value)
+        assert self._indexed_root is not None
+        put(INDEX_ROOT_KEY, self._indexed_root)
+        self._disk_root = self._indexed_root
+        self._index_rewrite = False
+        # The previous flush's batch is committed by now (or the marker check
+        # above would have failed): its entries can go to the bounded cache.
+        self._index_cache.update(self._index_flushed)
+        self._index_flushed = changes
+        self._index_pending = {}
+
+    def rebuild_index(self, root: bytes) -> None:
+        """Point the flat index at ``root``, e.g. the head of a store written
+        before the index existed: stages deleting every persisted index entry
+        and writing every leaf of ``root``; the next ``flush`` writes them.
+        Time and memory proportional to the number of leaves."""
+        changes: dict[bytes, bytes | None] = {
+            key[len(INDEX_PREFIX):]: None for key, _ in self._db.iterate(INDEX_PREFIX)
+        }
+        changes.update(dict.fromkeys(self._index_flushed))  # maybe not committed yet
+        load = self._loader()
+        stack = [root]
+        while stack:
+            node_hash = stack.pop()
+            if node_hash == ZERO_HASH:
+                continue
+            is_leaf, a, b = load(node_hash)
+            if is_leaf:
+                changes[a] = self._value(b)
+            else:
+                stack += (b, a)
+        self._index_pending = changes
+        self._index_flushed = {}
+        self._index_cache = {}
+        self._indexed_root = root
+        self._index_rewrite = True
 
     @property
     def pending_count(self) -> int:
@@ -235,9 +352,23 @@ class SparseMerkleTree:
     def get(self, root: bytes, key: bytes) -> bytes | None:
         """Value stored under ``key`` in the tree ``root``, None if absent.
 
-        Raises MissingNodeError if ``root`` (or a node below it) is unknown.
+        At the indexed root: one lookup in the flat index. Any other root:
+        a walk down the tree, raising MissingNodeError if ``root`` (or a
+        node below it) is unknown.
         """
         key = _check_key(key)
+        if root == self._indexed_root:
+            value = self._index_pending.get(key, _ABSENT)
+            if value is _ABSENT:
+                value = self._index_flushed.get(key, _ABSENT)
+            if value is _ABSENT:
+                cache = self._index_cache
+                value = cache.get(key, _ABSENT)
+                if value is _ABSENT:
+                    value = cache[key] = self._db.get(INDEX_PREFIX + key)
+                    if len(cache) > self._index_cache_size:
+                        _drop_older_half(cache, self._index_cache_size)
+            return value  # type: ignore[no-any-return]
         key_int = int.from_bytes(key, "big")
         load = self._loader()
         node_hash = root
@@ -284,12 +415,16 @@ class SparseMerkleTree:
         The keys are sorted and the tree is descended once, splitting the
         batch on each key bit, so shared upper paths are rehashed once per
         batch. Deleting an absent key is a no-op. New nodes are pending until
-        ``flush``. Raises ValueError for a key that is not 32 bytes.
+        ``flush``. If ``root`` is the indexed root, the flat index moves to
+        the new root (its changes are pending too). Raises ValueError for a
+        key that is not 32 bytes.
         """
         if not items:
             return root
         entries: list[tuple[int, bytes, bytes | None]] = []
         pending_values = self._pending_values
+        indexed = root == self._indexed_root
+        changes: list[tuple[bytes, bytes | None]] = []
         for key, value in items.items():
             key = _check_key(key)
             if value is None:
@@ -299,8 +434,14 @@ class SparseMerkleTree:
                 value_hash = keccak(value)
                 pending_values[value_hash] = value
                 entries.append((int.from_bytes(key, "big"), key, value_hash))
+            if indexed:
+                changes.append((key, value))
         entries.sort()
-        return self._apply(root, entries)
+        new_root = self._apply(root, entries)
+        if indexed:
+            self._index_pending.update(changes)
+            self._indexed_root = new_root
+        return new_root
 
     def _apply(self, root: bytes, entries: list[tuple[int, bytes, bytes | None]]) -> bytes:
         """``update`` on sorted ``(key_int, key, value_hash | None)`` entries.

@@ -16,6 +16,9 @@ from node.crypto import keccak
 from node.db import LevelDB, MemoryDB, PrefixedDB
 from node.smt import (
     EMPTY_ROOT,
+    INDEX_PREFIX,
+    INDEX_ROOT_KEY,
+    NODE_PREFIX,
     MissingNodeError,
     SparseMerkleProof,
     SparseMerkleTree,
@@ -73,9 +76,18 @@ def check_proofs(
         assert not verify_proof(root, key, value + b"x", proof)
 
 
+def persisted_index(db: MemoryDB) -> tuple[bytes | None, dict[bytes, bytes]]:
+    """(marker, {key: value}) of the flat index a tree wrote into ``db``."""
+    entries = {key[len(INDEX_PREFIX) :]: value for key, value in db.iterate(INDEX_PREFIX)}
+    return db.get(INDEX_ROOT_KEY), entries
+
+
 class TreeMachine(RuleBasedStateMachine):
-    """Random inserts, updates, deletes and batches; after every step the
-    optimized root equals the reference root and proofs check out."""
+    """Random inserts, updates, deletes and batches, some from older roots;
+    after every step the optimized root equals the reference root, proofs
+    check out, ``get`` agrees with the reference dict at the latest root
+    (answered by the flat index) and at older roots (a walk), and every flush
+    leaves the persisted flat index equal to the latest root's leaves."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,15 +98,20 @@ class TreeMachine(RuleBasedStateMachine):
         self.seen: list[bytes] = list(POOL)
         self.history: list[tuple[bytes, dict[bytes, bytes]]] = [(EMPTY_ROOT, {})]
 
-    def apply(self, items: dict[bytes, bytes | None]) -> None:
-        self.root = self.tree.update(self.root, items)
+    def note(self, items: dict[bytes, bytes | None], model: dict[bytes, bytes]) -> None:
         for key, value in items.items():
             if key not in self.seen:
                 self.seen.append(key)
             if value is None:
-                self.model.pop(key, None)
+                model.pop(key, None)
             else:
-                self.model[key] = value
+                model[key] = value
+
+    def apply(self, items: dict[bytes, bytes | None]) -> None:
+        assert self.tree.indexed_root == self.root
+        self.root = self.tree.update(self.root, items)
+        assert self.tree.indexed_root == self.root
+        self.note(items, self.model)
         self.history.append((self.root, dict(self.model)))
 
     @rule(key=keys, value=values)
@@ -114,12 +131,38 @@ class TreeMachine(RuleBasedStateMachine):
     def batch(self, items: dict[bytes, bytes | None]) -> None:
         self.apply(items)
 
-    @rule()
-    def flush_and_reopen(self) -> None:
+    @rule(data=st.data(), items=st.dictionaries(keys, st.none() | values, min_size=1, max_size=6))
+    def update_older_root(self, data: st.DataObject, items: dict[bytes, bytes | None]) -> None:
+        """A historical update: a new branch, the flat index stays put."""
+        root, model = data.draw(st.sampled_from(self.history))
+        model = dict(model)
+        branch = self.tree.update(root, items)
+        self.note(items, model)
+        assert branch == reference_root(model)
+        if root != self.root:
+            assert self.tree.indexed_root == self.root
+        else:  # updating the latest root is what moves the index
+            self.root, self.model = branch, dict(model)
+        self.history.append((branch, model))
+
+    def flush_and_check(self) -> None:
         with self.db.write_batch() as batch:
             self.tree.flush(batch)
         assert self.tree.pending_count == 0
-        self.tree = SparseMerkleTree(self.db, cache_size=8)
+        marker, entries = persisted_index(self.db)
+        assert (marker or EMPTY_ROOT, entries) == (self.root, self.model)
+
+    @rule()
+    def flush(self) -> None:
+        self.flush_and_check()
+
+    @rule(small_index_cache=st.booleans())
+    def flush_and_reopen(self, small_index_cache: bool) -> None:
+        self.flush_and_check()
+        self.tree = SparseMerkleTree(
+            self.db, cache_size=8, index_cache_size=2 if small_index_cache else 1000
+        )
+        assert self.tree.indexed_root == self.root
 
     @rule(data=st.data())
     def old_root_still_queryable(self, data: st.DataObject) -> None:
@@ -131,8 +174,15 @@ class TreeMachine(RuleBasedStateMachine):
     @invariant()
     def matches_reference(self) -> None:
         assert self.root == reference_root(self.model)
+        assert self.tree.indexed_root == self.root
         for key in self.seen:
             check_proofs(self.tree, self.root, self.model, key)
+
+    @invariant()
+    def get_agrees_at_recent_roots(self) -> None:
+        for root, model in self.history[-4:]:
+            for key in self.seen:
+                assert self.tree.get(root, key) == model.get(key)
 
 
 TestTreeMachine = TreeMachine.TestCase
@@ -465,3 +515,212 @@ def test_tree_persists_in_leveldb(tmp_path: Path) -> None:
         tree.get(later, BASE[0])
     assert tree.get(root, BASE[0]) == b"pool"
     db.close()
+
+
+# -- flat leaf index -------------------------------------------------------------
+
+
+Items = dict[bytes, bytes | None]
+
+
+def numbered(start: int, stop: int, tag: bytes = b"") -> dict[bytes, bytes]:
+    return {keccak(i.to_bytes(4, "big")): tag + i.to_bytes(4, "big") for i in range(start, stop)}
+
+
+def apply_items(model: dict[bytes, bytes], items: Items) -> dict[bytes, bytes]:
+    out = dict(model)
+    for key, value in items.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def test_flat_index_persists_and_answers_without_walking(tmp_path: Path) -> None:
+    path = str(tmp_path / "chain")
+    db = LevelDB(path)
+    state_db = PrefixedDB(db, b"state:")
+    tree = SparseMerkleTree(state_db)
+    assert tree.indexed_root == EMPTY_ROOT  # an empty store is trivially indexed
+    model: dict[bytes, bytes] = {}
+    root = EMPTY_ROOT
+    roots = []
+    blocks: list[Items] = [
+        dict(numbered(0, 200)),
+        {**numbered(100, 250, b"x"), **dict.fromkeys(numbered(0, 50))},
+        {**dict.fromkeys(numbered(200, 220)), **numbered(300, 310)},
+    ]
+    for items in blocks:
+        root = tree.update(root, items)
+        model = apply_items(model, items)
+        roots.append((root, model))
+        with db.write_batch() as batch:
+            tree.flush(state_db.wrap_batch(batch))
+            batch.put(b"head", root)
+        assert tree.indexed_root == root
+    db.close()
+
+    db = LevelDB(path)
+    state_db = PrefixedDB(db, b"state:")
+    head = db.get(b"head")
+    assert head == root == reference_root(model)
+    # Remove the head root's node: any walk from the head now fails, so
+    # every answer below comes from the flat index.
+    db.delete(b"state:" + NODE_PREFIX + root)
+    tree = SparseMerkleTree(state_db, cache_size=16, index_cache_size=8)
+    assert tree.indexed_root == root
+    probe = [*numbered(0, 320), *POOL]
+    for _ in range(2):  # cold, then (partly) from the in-memory entries
+        for key in probe:
+            assert tree.get(root, key) == model.get(key)
+    assert len(tree._index_cache) <= 8
+    with pytest.raises(MissingNodeError):
+        tree.prove(root, probe[0])
+    # Older roots still walk the tree.
+    first_root, first_model = roots[0]
+    assert all(tree.get(first_root, key) == first_model.get(key) for key in probe[::7])
+    db.close()
+
+
+def test_update_of_an_older_root_leaves_the_index_alone(tmp_path: Path) -> None:
+    path = str(tmp_path / "chain")
+    db = LevelDB(path)
+    tree = SparseMerkleTree(db)
+    one = numbered(0, 100)
+    r1 = tree.update(EMPTY_ROOT, one)
+    changes: Items = {**numbered(50, 120, b"2"), **dict.fromkeys(numbered(0, 10))}
+    two = apply_items(one, changes)
+    r2 = tree.update(r1, changes)
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    # A branch off r1 touching the same keys and others, flushed too.
+    fork: Items = {
+        **numbered(0, 20, b"f"),
+        **dict.fromkeys(numbered(60, 70)),
+        **numbered(500, 510),
+    }
+    branch = tree.update(r1, fork)
+    fork_model = apply_items(one, fork)
+    assert tree.indexed_root == r2
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    assert tree.indexed_root == r2
+    probe = [*numbered(0, 130), *numbered(500, 510)]
+    for key in probe:
+        assert tree.get(r2, key) == two.get(key)
+        assert tree.get(branch, key) == fork_model.get(key)
+        assert tree.get(r1, key) == one.get(key)
+    db.close()
+
+    db = LevelDB(path)
+    tree = SparseMerkleTree(db, index_cache_size=4)
+    assert tree.indexed_root == r2
+    assert dict((k[1:], v) for k, v in db.iterate(INDEX_PREFIX)) == two
+    for key in probe:
+        assert tree.get(r2, key) == two.get(key)
+        assert tree.get(branch, key) == fork_model.get(key)
+    # The chain goes on from the indexed root.
+    three_items: Items = {**numbered(0, 5, b"3"), **dict.fromkeys(numbered(90, 95))}
+    r3 = tree.update(r2, three_items)
+    three = apply_items(two, three_items)
+    assert tree.indexed_root == r3
+    assert all(tree.get(r3, key) == three.get(key) for key in probe)
+    db.close()
+
+
+def test_index_reads_are_right_between_flush_and_commit() -> None:
+    db = MemoryDB()
+    tree = SparseMerkleTree(db, index_cache_size=2)
+    r1 = tree.update(EMPTY_ROOT, numbered(0, 50))
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    changes: Items = {**numbered(0, 20, b"n"), **dict.fromkeys(numbered(20, 40))}
+    r2 = tree.update(r1, changes)
+    expected = apply_items(numbered(0, 50), changes)
+    with db.write_batch() as batch:
+        tree.flush(batch)
+        # The batch is not committed yet: the store still holds r1's index.
+        for key in numbered(0, 60):
+            assert tree.get(r2, key) == expected.get(key)
+    assert all(tree.get(r2, key) == expected.get(key) for key in numbered(0, 60))
+
+
+def test_index_never_follows_a_foreign_or_discarded_write() -> None:
+    db = MemoryDB()
+    base = numbered(0, 40)
+    r0 = SparseMerkleTree(db).update(EMPTY_ROOT, base)
+    setup = SparseMerkleTree(db)
+    assert setup.update(EMPTY_ROOT, base) == r0
+    with db.write_batch() as batch:
+        setup.flush(batch)
+    mine, other = SparseMerkleTree(db), SparseMerkleTree(db)
+    assert mine.indexed_root == other.indexed_root == r0
+    a_items: Items = {**numbered(0, 10, b"a"), **dict.fromkeys(numbered(30, 40))}
+    ra = other.update(r0, a_items)
+    with db.write_batch() as batch:
+        other.flush(batch)
+    # `mine` still believes the store is indexed at r0: its flush must not
+    # apply its changes on top of r_a's index; it steps back to r_a.
+    b_items: Items = {**numbered(5, 15, b"b"), **numbered(100, 105)}
+    rb = mine.update(r0, b_items)
+    assert mine.indexed_root == rb
+    with db.write_batch() as batch:
+        mine.flush(batch)
+    a_model = apply_items(base, a_items)
+    assert db.get(INDEX_ROOT_KEY) == ra == mine.indexed_root
+    assert dict((k[1:], v) for k, v in db.iterate(INDEX_PREFIX)) == a_model
+    b_model = apply_items(base, b_items)
+    for key in numbered(0, 110):
+        assert mine.get(ra, key) == a_model.get(key)
+        assert mine.get(rb, key) == b_model.get(key)
+
+    # A discarded batch: the next flush finds the store's marker unchanged
+    # and steps back to it rather than writing on top.
+    tree = SparseMerkleTree(db)
+    rc = tree.update(ra, numbered(0, 3, b"c"))
+    with pytest.raises(RuntimeError):
+        with db.write_batch() as batch:
+            tree.flush(batch)
+            raise RuntimeError("crash before commit")
+    tree.update(rc, numbered(3, 6, b"d"))
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    assert db.get(INDEX_ROOT_KEY) == ra == tree.indexed_root
+    assert dict((k[1:], v) for k, v in db.iterate(INDEX_PREFIX)) == a_model
+
+
+def test_rebuild_index_for_a_store_without_one() -> None:
+    db = MemoryDB()
+    tree = SparseMerkleTree(db)
+    items = numbered(0, 120)
+    root = tree.update(EMPTY_ROOT, items)
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    # A store written before the flat index existed: nodes only.
+    for key, _ in list(db.iterate(INDEX_PREFIX)):
+        db.delete(key)
+    db.delete(INDEX_ROOT_KEY)
+    tree = SparseMerkleTree(db)
+    assert tree.indexed_root == EMPTY_ROOT
+    assert tree.get(root, next(iter(items))) == next(iter(items.values()))  # walks
+    later = tree.update(root, numbered(0, 5, b"x"))  # not the indexed root
+    assert tree.indexed_root == EMPTY_ROOT
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    assert db.get(INDEX_ROOT_KEY) is None
+    # Stray entries without a marker: not an index this class wrote.
+    db.put(INDEX_PREFIX + b"\x01" * 32, b"stray")
+    tree = SparseMerkleTree(db)
+    assert tree.indexed_root is None
+    assert tree.get(root, b"\x01" * 32) is None
+    tree.rebuild_index(later)
+    later_model = {**items, **numbered(0, 5, b"x")}
+    assert all(tree.get(later, key) == value for key, value in later_model.items())
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    assert db.get(INDEX_ROOT_KEY) == later
+    assert dict((k[1:], v) for k, v in db.iterate(INDEX_PREFIX)) == later_model
+    tree = SparseMerkleTree(db)
+    assert tree.indexed_root == later
+    assert tree.get(later, b"\x01" * 32) is None
