@@ -19,12 +19,12 @@ from typing import Any
 from node.blocks import Block, Receipt, genesis_block, make_header
 from node.crypto import ZERO_HASH
 from node.db import KeyValueDB, PrefixedBatch, PrefixedDB
-from node.eip712 import Domain
+from node.eip712 import Domain, order_hash
 from node.exceptions import InvalidBlock, InvalidTransaction
 from node.smt import SparseMerkleTree
 from node.state import State
 from node.stf import apply_transaction
-from node.transactions import Transaction, decode_tx, encode_tx, tx_hash
+from node.transactions import TX_FILL, TX_WITHDRAW, Transaction, decode_tx, encode_tx, tx_hash
 
 _HEAD = b"m:head"
 _CONFIG = b"m:config"
@@ -138,6 +138,15 @@ class Chain:
             return None
         return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
 
+    def withdrawal_block(self, withdrawal_id: int) -> int | None:
+        """Number of the sealed block that created withdrawal ``withdrawal_id``."""
+        raw = self.db.get(b"w:" + _u64(withdrawal_id))
+        return int.from_bytes(raw, "big") if raw is not None else None
+
+    def fills_of_order(self, order_hash_: bytes) -> list[bytes]:
+        """Transaction hashes of the sealed fills of an order."""
+        return [k[34:] for k, _ in self.db.iterate(b"o:" + order_hash_)]
+
     def head_state(self) -> State:
         """A fresh read-only view of the head block's state."""
         return State(self.tree, self.head.header.state_root)
@@ -218,8 +227,17 @@ class Chain:
             self.tree.flush(PrefixedBatch(batch, b"s:"))
             batch.put(_block_key(number), block.encode())
             batch.put(b"h:" + block.hash, _u64(number))
+            withdrawals = [i for i, r in enumerate(receipts) if r.success and txs[i][0] == TX_WITHDRAW]
+            first_id = self.state.system.withdrawal_count - len(withdrawals)
+            for k in range(len(withdrawals)):
+                batch.put(b"w:" + _u64(first_id + k), _u64(number))
             for i, r in enumerate(receipts):
                 batch.put(b"t:" + r.tx_hash, _u64(number) + i.to_bytes(4, "big"))
+                if r.success and txs[i][0] == TX_FILL:
+                    fill = decode_tx(txs[i])
+                    for order in (fill.maker, fill.taker):  # type: ignore[union-attr]
+                        h = order_hash(self.domain, order)
+                        batch.put(b"o:" + h + r.tx_hash, b"")
             batch.put(_HEAD, _u64(number))
         self.head = block
         return block

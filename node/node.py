@@ -52,7 +52,13 @@ class NodeConfig:
     genesis_path: str | None = None
     max_block_txs: int = 5_000
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    preset: str = "devnet"
+    challenge_window: int | None = None
+    inclusion_window: int | None = None
+    escape_delay: int | None = None
     serve_l1: bool = True
+    censor_deposits: bool = False
+    batcher_enabled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,9 +87,11 @@ class Node:
         if stored is None:
             leaves = self.genesis.leaves()
             root = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, leaves)
+            windows = self._windows()
             dep = deploy(self.l1.w3, self.sequencer_key, "0x" + self.genesis.sequencer.hex(),
-                         root, self.genesis.l2_chain_id, mine=self.l1.mine)
+                         root, self.genesis.l2_chain_id, mine=self.l1.mine, **windows)
             stored = {
+                **{k: v for k, v in windows.items()},
                 "l1ChainId": self.genesis.l1_chain_id,
                 "l2ChainId": self.genesis.l2_chain_id,
                 "rollup": dep.rollup,
@@ -108,9 +116,28 @@ class Node:
 
         abi_target = Path(config.datadir) / "abi" if config.datadir else None
         self.abi_files = write_abis(abi_target)
+        self.stored_config = stored
+        self.finalized_batch_count = 0
+        self._finalize_sent = 0
+        self.last_batch_error: str | None = None
+        self.l1_send_lock = trio.Lock()
         self.api = L2Api(self)
-        self.app = JsonRpcApp(methods(self.api))
+        self.app = JsonRpcApp(methods(self.api, self.devnet_methods()))
         self.started_at = time.time()
+
+    def _windows(self) -> dict[str, int]:
+        """challenge/inclusion windows and escape delay: the preset, then flags."""
+        from l1_stub.client import PRESETS
+
+        if self.config.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.config.preset!r}; one of {sorted(PRESETS)}")
+        p = PRESETS[self.config.preset]
+        c = self.config
+        return {
+            "challenge_window": p.challenge_window if c.challenge_window is None else c.challenge_window,
+            "inclusion_window": p.inclusion_window if c.inclusion_window is None else c.inclusion_window,
+            "escape_delay": p.escape_delay if c.escape_delay is None else c.escape_delay,
+        }
 
     def _l1_kwargs(self) -> dict[str, Any]:
         return dict(self.config.extra.get("l1", {}))
@@ -133,14 +160,39 @@ class Node:
             task_status.started()
 
     async def _l1_clock(self) -> None:
+        await self.update_finality()
         while True:
             await trio.sleep(self.config.l1_block_time)
-            number = await trio.to_thread.run_sync(self.l1.mine)
-            self.sequencer.l1_origin = number
-            await self.include_deposits()
+            await self.on_l1_block(await trio.to_thread.run_sync(self.l1.mine))
+
+    async def on_l1_block(self, number: int) -> None:
+        """After an L1 block: move the L1 origin, include deposits, finalize batches."""
+        self.sequencer.l1_origin = number
+        await self.include_deposits()
+        await self.update_finality()
+
+    async def update_finality(self) -> None:
+        """Proposer duty: finalize every batch whose challenge window has passed
+        (finalizeBatch is open to anyone), and track the finalized count."""
+        rollup = self.rollup
+        count = await trio.to_thread.run_sync(rollup.finalized_batch_count)
+        self.finalized_batch_count = count
+        total = await trio.to_thread.run_sync(rollup.batch_count)
+        frozen = await trio.to_thread.run_sync(rollup.frozen)
+        index = max(count, self._finalize_sent)
+        async with self.l1_send_lock:
+            while not frozen and index < total:
+                if not await trio.to_thread.run_sync(rollup.is_finalizable, index):
+                    break
+                await trio.to_thread.run_sync(rollup.finalize_batch, self.sequencer_key, index)
+                index += 1
+                self._finalize_sent = index
 
     async def include_deposits(self) -> int:
-        """Include every new L1 deposit queue entry in the pending block, in order."""
+        """Include every new L1 deposit queue entry in the pending block, in order
+        (none while ``censor_deposits`` is set: a devnet knob to show forced inclusion)."""
+        if self.config.censor_deposits:
+            return 0
         next_index = self.chain.state.system.next_deposit
         count = await trio.to_thread.run_sync(self.rollup.deposit_count)
         if count <= next_index:
@@ -163,10 +215,14 @@ class Node:
         await self.sync_batches()
         while True:
             await trio.sleep(self.config.batch_interval)
+            if not self.config.batcher_enabled:
+                continue
             try:
                 await self.post_batch()
-            except Exception:  # keep the devnet up; the next interval retries
-                log.exception("batch submission failed")
+                self.last_batch_error = None
+            except Exception as exc:  # keep the devnet up; the next interval retries
+                self.last_batch_error = str(exc)
+                log.warning("batch submission failed: %s", exc)
 
     async def sync_batches(self) -> None:
         """Record batches that are on L1 but not in the store (after a crash)."""
@@ -193,10 +249,11 @@ class Node:
         planned = plan_batch(self.chain, first, self.config.max_batch_bytes)
         if planned is None:
             return None
-        tx = await trio.to_thread.run_sync(
-            self.rollup.submit_batch, self.sequencer_key, planned.data, planned.state_root,
-            planned.deposit_end,
-        )
+        async with self.l1_send_lock:
+            tx = await trio.to_thread.run_sync(
+                self.rollup.submit_batch, self.sequencer_key, planned.data, planned.state_root,
+                planned.deposit_end,
+            )
         receipt = None
         while receipt is None:
             await trio.sleep(0.05)
@@ -227,8 +284,54 @@ class Node:
 
     # -- views -----------------------------------------------------------
     def finalized_head(self) -> int:
-        """Highest finalized L2 block (challenge windows arrive with issue #3)."""
-        return 0
+        """Highest L2 block whose batch the Rollup contract has marked final."""
+        if self.finalized_batch_count == 0:
+            return 0
+        info = self.chain.batch(self.finalized_batch_count - 1)
+        return info.last_block if info else 0
+
+    def batch_status(self, index: int) -> str:
+        return "finalized" if index < self.finalized_batch_count else "safe"
+
+    # -- devnet controls -------------------------------------------------
+    def devnet_methods(self) -> dict[str, Any]:
+        """``devnet_`` JSON-RPC methods (anvil-like time and mining control)."""
+        from node.rpc import parse_int
+
+        def increase_time(seconds: Any) -> str:
+            """Warp L1 (and so L2) time forward; returns the total offset (hex s)."""
+            n = parse_int(seconds, "seconds")
+            if n < 0:
+                from node.rpc import bad_params
+
+                raise bad_params("seconds must be >= 0")
+            return hexq(self.l1.increase_time(n))
+
+        def mine(blocks: Any = 1) -> str:
+            """Mine L1 blocks now; returns the L1 head number (hex)."""
+            n = parse_int(blocks, "blocks")
+            if not 1 <= n <= 10_000:
+                from node.rpc import bad_params
+
+                raise bad_params("blocks must be 1..10000")
+            return hexq(self.l1.mine(n))
+
+        def set_censor_deposits(on: Any) -> bool:
+            """Make the sequencer ignore (true) or include (false) L1 deposits."""
+            self.config.censor_deposits = bool(on)
+            return self.config.censor_deposits
+
+        def set_batcher(on: Any) -> bool:
+            """Pause (false) or resume (true) batch submission to L1."""
+            self.config.batcher_enabled = bool(on)
+            return self.config.batcher_enabled
+
+        return {
+            "devnet_increaseTime": increase_time,
+            "devnet_mine": mine,
+            "devnet_setCensorDeposits": set_censor_deposits,
+            "devnet_setBatcher": set_batcher,
+        }
 
     def block_status(self, number: int) -> str:
         if number <= self.finalized_head():
@@ -254,16 +357,32 @@ class Node:
         l1_ref = {"hash": hexb(bytes(l1_block["hash"])), "number": number,
                   "parentHash": hexb(bytes(l1_block["parentHash"])), "timestamp": ts}
         latest = self.chain.latest_batch()
+        window = int(self.stored_config.get("challenge_window", 0))
+        batch = None
+        if latest is not None:
+            batch = latest.to_json()
+            record = self.rollup.get_batch(latest.index)
+            batch["l1Timestamp"] = record.l1_timestamp
+            batch["finalizableAt"] = record.l1_timestamp + window
+            batch["secondsToFinality"] = max(0, record.l1_timestamp + window - ts)
+            batch["status"] = self.batch_status(latest.index)
         return {
             "current_l1": l1_ref,
             "head_l1": l1_ref,
             "safe_l1": l1_ref,
-            "finalized_l1": {"number": self.deployment.deploy_block},
+            # The embedded L1 has instant finality (one sequencer, no reorgs).
+            "finalized_l1": l1_ref,
             "unsafe_l2": self._l2_ref(self.chain.head.number),
             "safe_l2": self._l2_ref(self.chain.safe_head),
             "finalized_l2": self._l2_ref(self.finalized_head()),
             "pending_txs": len(self.chain.pending_txs),
-            "latest_batch": latest.to_json() if latest else None,
+            "deposits_included": self.chain.head_state().system.next_deposit,
+            "latest_batch": batch,
+            "finalized_batches": self.finalized_batch_count,
+            "challenge_window": window,
+            "l1_time": ts,
+            "frozen": self.rollup.frozen(),
+            "batcher_error": self.last_batch_error,
         }
 
     def rollup_config_json(self) -> dict[str, Any]:
@@ -281,6 +400,9 @@ class Node:
             "batch_interval": self.config.batch_interval,
             "l1_block_time": self.config.l1_block_time,
             "max_batch_bytes": self.config.max_batch_bytes,
+            "challenge_window": self.stored_config.get("challenge_window"),
+            "inclusion_window": self.stored_config.get("inclusion_window"),
+            "escape_delay": self.stored_config.get("escape_delay"),
             "rollup_address": self.deployment.rollup,
             "usdc_address": self.deployment.usdc,
             "abi_dir": str(next(iter(self.abi_files.values())).parent),

@@ -25,6 +25,7 @@ from typing import Any
 from node.client import L2Client, RpcError, order_params
 from node.signing import Signer, dev_keys
 from node.transactions import Order
+from node.wallet import rollup_client
 
 ORDER_EXPIRY = 2**40  # far future: replay orders never expire
 MAKER_FUNDING = 50_000_000 * 10**6  # USDC base units
@@ -74,15 +75,6 @@ class ReplayOptions:
     wait_for_l1: bool = True
     progress: bool = True
     timeout: float = 120.0
-
-
-def rollup_client(client: L2Client, w3: Any) -> Any:
-    """RollupClient for the contracts named by the node's l2_rollupConfig."""
-    from l1_stub.client import Deployment, RollupClient
-
-    cfg = client.config
-    return RollupClient(w3, Deployment(cfg["usdc_address"], cfg["rollup_address"],
-                                       cfg["genesis"]["l1"]["number"], cfg["l1_chain_id"]))
 
 
 def fund_accounts(client: L2Client, w3: Any, wants: list[tuple[Signer, int]],

@@ -402,6 +402,101 @@ class L2Api:
             "proof": proof.to_json(),
         }
 
+    def l2_getFill(self, hash_hex: Any) -> list[dict[str, Any]]:
+        """Fills by fill transaction hash or by order hash, each with its block
+        and finality level (unsafe / safe / finalized)."""
+        from node.eip712 import order_hash
+
+        h = parse_bytes(hash_hex, "hash", 32)
+        chain = self.node.chain
+        tx_hashes = [h] if chain.tx_location(h) is not None else chain.fills_of_order(h)
+        out = []
+        for th in tx_hashes:
+            number, index = chain.tx_location(th)  # type: ignore[misc]
+            block = chain.block(number)
+            raw = block.txs[index]
+            if raw[0] != 0x02:
+                raise RpcError(NOT_FOUND, "that transaction is not a fill")
+            fill = tx_json(raw, lambda o: order_hash(chain.domain, o))
+            fill.update(
+                blockNumber=hexq(number),
+                blockHash=hexb(block.hash),
+                success=block.receipts[index].success,
+                status=self.node.block_status(number),
+                batch=chain.batch_of_block(number),
+            )
+            out.append(fill)
+        if not out:
+            raise RpcError(NOT_FOUND, "no sealed fill with that transaction or order hash")
+        return out
+
+    def l2_getWithdrawal(self, withdrawal_id: Any) -> dict[str, Any]:
+        """A withdrawal, its finality level, and (once its batch is on L1) the
+        SMT proof for ``Rollup.finalizeWithdrawal`` against that batch's root."""
+        from node.state import withdrawal_key
+
+        wid = parse_int(withdrawal_id, "withdrawalId")
+        chain = self.node.chain
+        number = chain.withdrawal_block(wid)
+        if number is None:
+            raise RpcError(NOT_FOUND, f"no sealed withdrawal {wid}")
+        state = chain.state_at(number)
+        w = state.withdrawal(wid)
+        assert w is not None
+        out: dict[str, Any] = {
+            "id": wid,
+            "account": hexb(w.account),
+            "recipient": hexb(w.recipient),
+            "amount": str(w.amount),
+            "blockNumber": hexq(number),
+            "status": self.node.block_status(number),
+            "leaf": hexb(w.encode()),
+            "batch": None,
+            "paid": self.node.rollup.withdrawal_paid(wid),
+        }
+        index = chain.batch_of_block(number)
+        if index is not None:
+            info = chain.batch(index)
+            assert info is not None
+            proof = chain.tree.prove(info.state_root, withdrawal_key(wid))
+            out["batch"] = index
+            out["stateRoot"] = hexb(info.state_root)
+            out["proof"] = proof.to_json()
+        return out
+
+    def l2_getEscapeProof(self, address: Any) -> dict[str, Any]:
+        """Account and markets leaves with SMT proofs at the Rollup's escape
+        root (or, before a freeze, at the latest finalized root), for
+        ``Rollup.escape``."""
+        from node.state import MARKETS_KEY
+
+        addr = parse_address(address)
+        chain = self.node.chain
+        root = bytes(self.node.rollup.escape_root()) if self.node.rollup.frozen() else None
+        number = self.node.finalized_head()
+        if root is not None:
+            number = next((n for n in range(chain.head.number, -1, -1)
+                           if chain.block(n).header.state_root == root), -1)
+            if number < 0:
+                raise RpcError(NOT_FOUND, "the escape root is not a state root of this chain")
+        block_root = chain.block(number).header.state_root
+        tree = chain.tree
+        account_leaf = tree.get(block_root, account_key(addr))
+        if account_leaf is None:
+            raise RpcError(NOT_FOUND, f"account {hexb(addr)} has no leaf at the escape root")
+        state = chain.state_at(number)
+        return {
+            "address": hexb(addr),
+            "stateRoot": hexb(block_root),
+            "blockNumber": hexq(number),
+            "accountLeaf": hexb(account_leaf),
+            "accountProof": tree.prove(block_root, account_key(addr)).to_json(),
+            "marketsLeaf": hexb(tree.get(block_root, MARKETS_KEY) or b""),
+            "marketsProof": tree.prove(block_root, MARKETS_KEY).to_json(),
+            "equity": str(account_json(state, addr, state.account(addr),
+                                       self.node.genesis.symbol_of)["equity"]),
+        }
+
     def l2_syncStatus(self) -> dict[str, Any]:
         return self.node.sync_status()
 

@@ -31,7 +31,7 @@ class DevnetProcess:
         self.port = free_port()
         self.l1_port = free_port()
         self.flags = {"--block-time": "0.1", "--batch-interval": "0.5",
-                      "--l1-block-time": "0.25", **flags}
+                      "--l1-block-time": "1", **flags}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -11,7 +11,8 @@ from typing import Any
 
 from l1_stub.client import connect
 from node.client import L2Client
-from node.replay import ReplayOptions, rollup_client, run_replay
+from node.replay import ReplayOptions, run_replay
+from node.wallet import rollup_client
 from tests.devnet_process import TAPE, DevnetProcess
 from tests.test_e2e import check_ledger
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from l1_stub.client import RollupClient, connect
 from node.client import L2Client
-from node.replay import ReplayOptions, rollup_client, run_replay
+from node.replay import ReplayOptions, run_replay
+from node.wallet import rollup_client
 from node.smt import SparseMerkleProof, verify_proof
 from node.state import account_key
 from tests.devnet_process import TAPE, DevnetProcess
