@@ -381,7 +381,9 @@ class L2Api:
             info = chain.latest_batch()
         else:
             info = chain.batch(parse_int(index, "index"))
-        return None if info is None else info.to_json()
+        if info is None:
+            return None
+        return {**info.to_json(), "status": self.node.batch_status(info.index)}
 
     def l2_getProof(self, address: Any, tag: Any = "latest") -> dict[str, Any]:
         addr = parse_address(address)
