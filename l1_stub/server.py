@@ -33,6 +33,7 @@ from web3._utils.formatters import apply_formatters_to_args, hex_to_integer
 from web3.providers.eth_tester import middleware as tester_middleware
 
 from l1_stub.chain import EmbeddedL1
+from node.server import asgi_lifespan
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +242,8 @@ def make_app(l1: EmbeddedL1) -> Callable[[Scope, Receive, Send], Awaitable[None]
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await asgi_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         method = scope["method"]

@@ -33,15 +33,7 @@ class RpcError(Exception):
 def order_params(order: Order, signature: bytes, time_in_force: str = "GTC") -> dict[str, Any]:
     """The l2_sendOrder request object for a signed order."""
     return {
-        "order": {
-            "account": "0x" + order.account.hex(),
-            "market": order.market,
-            "isBuy": order.is_buy,
-            "price": str(order.price),
-            "size": str(order.size),
-            "salt": str(order.salt),
-            "expiry": order.expiry,
-        },
+        "order": order.to_json(),
         "signature": "0x" + signature.hex(),
         "timeInForce": time_in_force,
     }

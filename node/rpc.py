@@ -96,18 +96,6 @@ def hexb(b: bytes) -> str:
 
 
 # -- rendering ----------------------------------------------------------------
-def order_json(order: Order) -> dict[str, Any]:
-    return {
-        "account": hexb(order.account),
-        "market": order.market,
-        "isBuy": order.is_buy,
-        "price": str(order.price),
-        "size": str(order.size),
-        "salt": str(order.salt),
-        "expiry": order.expiry,
-    }
-
-
 def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]:
     from node.transactions import tx_hash
 
@@ -116,9 +104,9 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
     if isinstance(tx, Fill):
         out.update(
             type="Fill",
-            maker=order_json(tx.maker),
+            maker=tx.maker.to_json(),
             makerOrderHash=hexb(domain_hash(tx.maker)),
-            taker=order_json(tx.taker),
+            taker=tx.taker.to_json(),
             takerOrderHash=hexb(domain_hash(tx.taker)),
             size=str(tx.size),
             price=str(tx.price),

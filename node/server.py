@@ -18,6 +18,17 @@ from jsonrpcserver import dispatch
 _JSON = [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]
 
 
+async def asgi_lifespan(receive: Callable, send: Callable) -> None:
+    """Answer an ASGI lifespan scope (nothing to set up or tear down)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 class JsonRpcApp:
     """ASGI application answering JSON-RPC at any path."""
 
@@ -35,13 +46,7 @@ class JsonRpcApp:
         elif kind == "websocket":
             await self._websocket(receive, send)
         elif kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await asgi_lifespan(receive, send)
 
     async def _http(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["method"] == "OPTIONS":

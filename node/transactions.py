@@ -90,6 +90,18 @@ class Order:
             expiry=int.from_bytes(data[49:57], "big"),
         )
 
+    def to_json(self) -> dict[str, object]:
+        """JSON-RPC form: 0x address, decimal-string price/size/salt."""
+        return {
+            "account": "0x" + self.account.hex(),
+            "market": self.market,
+            "isBuy": self.is_buy,
+            "price": str(self.price),
+            "size": str(self.size),
+            "salt": str(self.salt),
+            "expiry": self.expiry,
+        }
+
     def validate_ranges(self) -> None:
         """Raise DecodeError if a field does not fit its packed width."""
         if len(self.account) != 20:
