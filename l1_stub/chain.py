@@ -48,6 +48,7 @@ the object as a context manager) to release it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ from eth.db.backends.base import BaseAtomicDB
 from eth.db.chain import ChainDB
 from eth.exceptions import CanonicalHeadNotFound
 from eth_abi import abi
+from eth_abi.exceptions import DecodingError
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
 from eth_tester.exceptions import ValidationError as TesterValidationError
@@ -308,10 +310,8 @@ def _revert_exception(error: Exception) -> TransactionFailed:
         data = bytes(error.args[0])
     message = str(error)
     if data[:4] == _ERROR_SELECTOR:
-        try:
+        with contextlib.suppress(DecodingError):  # malformed Error(string): keep str(error)
             message = abi.decode(["string"], data[4:])[0]
-        except Exception:
-            pass
     exc = TransactionFailed(message)
     exc.revert_data = data  # type: ignore[attr-defined]
     return exc
@@ -327,10 +327,8 @@ def _revert_message_and_data(exc: TransactionFailed) -> tuple[str, str | None]:
         data = bytes(reason) if data is None else data
         reason = ""
     if data and data[:4] == _ERROR_SELECTOR:
-        try:
+        with contextlib.suppress(DecodingError):  # malformed Error(string): no reason
             reason = abi.decode(["string"], data[4:])[0]
-        except Exception:
-            pass
     message = f"execution reverted: {reason}" if reason else "execution reverted"
     return message, ("0x" + data.hex() if data is not None else None)
 
