@@ -138,6 +138,13 @@ class Chain:
             return None
         return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
 
+    def block_number_by_state_root(self, root: bytes) -> int | None:
+        """The latest sealed block whose state root is ``root`` (0 for genesis)."""
+        raw = self.db.get(b"r:" + root)
+        if raw is not None:
+            return int.from_bytes(raw, "big")
+        return 0 if root == self.block(0).header.state_root else None
+
     def withdrawal_block(self, withdrawal_id: int) -> int | None:
         """Number of the sealed block that created withdrawal ``withdrawal_id``."""
         raw = self.db.get(b"w:" + _u64(withdrawal_id))
@@ -227,6 +234,7 @@ class Chain:
             self.tree.flush(PrefixedBatch(batch, b"s:"))
             batch.put(_block_key(number), block.encode())
             batch.put(b"h:" + block.hash, _u64(number))
+            batch.put(b"r:" + root, _u64(number))  # latest block with this state root
             withdrawals = [i for i, r in enumerate(receipts) if r.success and txs[i][0] == TX_WITHDRAW]
             first_id = self.state.system.withdrawal_count - len(withdrawals)
             for k in range(len(withdrawals)):

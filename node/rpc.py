@@ -465,10 +465,10 @@ class L2Api:
         root = bytes(self.node.rollup.escape_root()) if self.node.rollup.frozen() else None
         number = self.node.finalized_head()
         if root is not None:
-            number = next((n for n in range(chain.head.number, -1, -1)
-                           if chain.block(n).header.state_root == root), -1)
-            if number < 0:
+            found = chain.block_number_by_state_root(root)
+            if found is None:
                 raise RpcError(NOT_FOUND, "the escape root is not a state root of this chain")
+            number = found
         block_root = chain.block(number).header.state_root
         tree = chain.tree
         account_leaf = tree.get(block_root, account_key(addr))
