@@ -79,17 +79,18 @@ class Env:
         return fn.call({"from": self.addr(sender)})
 
 
+def deploy_rollup(l1: EmbeddedL1, **kwargs) -> tuple[Deployment, RollupClient]:
+    """USDC + Rollup from dev account 0 (also the sequencer); ``kwargs`` go to
+    ``deploy`` (windows) except constant overrides, passed as ``overrides``."""
+    overrides = kwargs.pop("overrides", None)
+    d = deploy(l1.w3, l1.dev_keys[0], l1.dev_accounts[0], GENESIS_ROOT, L2_CHAIN_ID,
+               rollup_overrides=overrides or None, **kwargs)
+    return d, RollupClient(l1.w3, d)
+
+
 def _make_env(**overrides) -> Env:
     l1 = EmbeddedL1(auto_mine=True)
-    d = deploy(
-        l1.w3,
-        l1.dev_keys[0],
-        l1.dev_accounts[0],
-        GENESIS_ROOT,
-        L2_CHAIN_ID,
-        rollup_overrides=overrides or None,
-    )
-    return Env(l1, d, RollupClient(l1.w3, d))
+    return Env(l1, *deploy_rollup(l1, overrides=overrides))
 
 
 @pytest.fixture

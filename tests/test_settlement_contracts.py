@@ -52,7 +52,7 @@ from node.state import (
     encode_markets,
     withdrawal_key,
 )
-from tests.test_l1_contracts import batch_of, deposit_tx, oracle_tx
+from tests.test_l1_contracts import batch_of, deploy_rollup, deposit_tx, oracle_tx
 
 GENESIS_ROOT = keccak(b"derivnet genesis")
 L2_CHAIN_ID = 901
@@ -251,16 +251,7 @@ class Env:
 def make_env(windows: SettlementWindows = PRESETS["devnet"], l1: EmbeddedL1 | None = None,
              **overrides) -> Env:
     l1 = l1 or EmbeddedL1(auto_mine=True)
-    d = deploy(
-        l1.w3,
-        l1.dev_keys[0],
-        l1.dev_accounts[0],
-        GENESIS_ROOT,
-        L2_CHAIN_ID,
-        rollup_overrides=overrides or None,
-        **dataclasses.asdict(windows),
-    )
-    return Env(l1, d, RollupClient(l1.w3, d))
+    return Env(l1, *deploy_rollup(l1, overrides=overrides, **dataclasses.asdict(windows)))
 
 
 @pytest.fixture
