@@ -1,4 +1,5 @@
-"""EIP-712 typed data for derivnet orders, cancels, oracle prices and withdrawals.
+"""EIP-712 typed data for derivnet orders, cancels, oracle prices, withdrawals
+and market listings.
 
 Digests are computed by hand (one keccak for the struct, one for the
 envelope) because orders are hashed on the hot path; tests hold them equal to
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.crypto import keccak
-from node.transactions import Order
+from node.transactions import ListMarket, Order
 
 DOMAIN_NAME = "derivnet"
 DOMAIN_VERSION = "1"
@@ -27,12 +28,18 @@ ORDER_TYPE = (
 CANCEL_TYPE = "Cancel(address account,bytes32 orderHash)"
 ORACLE_PRICE_TYPE = "OraclePrice(uint32 market,uint64 price,uint64 timestamp)"
 WITHDRAW_TYPE = "Withdraw(address account,address recipient,uint128 amount,uint64 nonce)"
+LIST_MARKET_TYPE = (
+    "ListMarket(uint32 market,bytes16 symbol,uint8 priceDecimals,uint8 sizeDecimals,"
+    "uint64 tickSize,uint64 stepSize,uint32 initialMarginPpm,uint32 maintenanceMarginPpm,"
+    "uint32 makerFeePpm,uint32 takerFeePpm,uint64 oraclePrice)"
+)
 
 DOMAIN_TYPEHASH = keccak(DOMAIN_TYPE.encode())
 ORDER_TYPEHASH = keccak(ORDER_TYPE.encode())
 CANCEL_TYPEHASH = keccak(CANCEL_TYPE.encode())
 ORACLE_PRICE_TYPEHASH = keccak(ORACLE_PRICE_TYPE.encode())
 WITHDRAW_TYPEHASH = keccak(WITHDRAW_TYPE.encode())
+LIST_MARKET_TYPEHASH = keccak(LIST_MARKET_TYPE.encode())
 
 _PAD12 = b"\x00" * 12
 
@@ -132,6 +139,44 @@ def withdraw_digest(
     )
 
 
+def list_market_digest(domain: Domain, tx: ListMarket) -> bytes:
+    """Digest of ListMarket(...) (all fields but the signature), signed by
+    the admin key. bytes16 encodes left-aligned in its 32-byte word."""
+    return domain.digest(
+        keccak(
+            LIST_MARKET_TYPEHASH
+            + _word(tx.market)
+            + tx.symbol.ljust(32, b"\x00")
+            + _word(tx.price_decimals)
+            + _word(tx.size_decimals)
+            + _word(tx.tick_size)
+            + _word(tx.step_size)
+            + _word(tx.imf_ppm)
+            + _word(tx.mmf_ppm)
+            + _word(tx.maker_fee_ppm)
+            + _word(tx.taker_fee_ppm)
+            + _word(tx.oracle_price)
+        )
+    )
+
+
+def list_market_message(tx: ListMarket) -> dict[str, Any]:
+    """The ``message`` of a ListMarket in EIP-712 JSON (symbol as 0x hex)."""
+    return {
+        "market": tx.market,
+        "symbol": "0x" + tx.symbol.hex(),
+        "priceDecimals": tx.price_decimals,
+        "sizeDecimals": tx.size_decimals,
+        "tickSize": tx.tick_size,
+        "stepSize": tx.step_size,
+        "initialMarginPpm": tx.imf_ppm,
+        "maintenanceMarginPpm": tx.mmf_ppm,
+        "makerFeePpm": tx.maker_fee_ppm,
+        "takerFeePpm": tx.taker_fee_ppm,
+        "oraclePrice": tx.oracle_price,
+    }
+
+
 _TYPES: dict[str, list[dict[str, str]]] = {
     "EIP712Domain": [
         {"name": "name", "type": "string"},
@@ -162,6 +207,19 @@ _TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "recipient", "type": "address"},
         {"name": "amount", "type": "uint128"},
         {"name": "nonce", "type": "uint64"},
+    ],
+    "ListMarket": [
+        {"name": "market", "type": "uint32"},
+        {"name": "symbol", "type": "bytes16"},
+        {"name": "priceDecimals", "type": "uint8"},
+        {"name": "sizeDecimals", "type": "uint8"},
+        {"name": "tickSize", "type": "uint64"},
+        {"name": "stepSize", "type": "uint64"},
+        {"name": "initialMarginPpm", "type": "uint32"},
+        {"name": "maintenanceMarginPpm", "type": "uint32"},
+        {"name": "makerFeePpm", "type": "uint32"},
+        {"name": "takerFeePpm", "type": "uint32"},
+        {"name": "oraclePrice", "type": "uint64"},
     ],
 }
 

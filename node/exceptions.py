@@ -108,3 +108,40 @@ class ZeroAmount(InvalidTransaction):
 
 class InsufficientFreeCollateral(InvalidTransaction):
     """A withdrawal larger than the account's free collateral."""
+
+
+class InvalidAdminSignature(InvalidTransaction):
+    """A ListMarket not signed by the admin key of the system leaf."""
+
+
+class MarketAlreadyListed(InvalidTransaction):
+    """A ListMarket for a market id that is already listed."""
+
+
+class TooManyMarkets(InvalidTransaction):
+    """A ListMarket beyond MAX_MARKETS (64, the escape hatch's bound)."""
+
+
+class InvalidSymbol(InvalidTransaction):
+    """A symbol that is not 1-16 chars of A-Z 0-9 - _ / . starting with a letter,
+    zero-padded to 16 bytes."""
+
+
+class DuplicateSymbol(InvalidTransaction):
+    """A ListMarket whose symbol another market already has."""
+
+
+class InvalidMarketDecimals(InvalidTransaction):
+    """price_decimals or size_decimals above MAX_DECIMALS (18)."""
+
+
+class InvalidTickStep(InvalidTransaction):
+    """A tick size or step size of zero."""
+
+
+class InvalidMarginFraction(InvalidTransaction):
+    """Margin fractions outside 0 < maintenance <= initial <= 1e6 ppm."""
+
+
+class InvalidFee(InvalidTransaction):
+    """A maker or taker fee above 1e6 ppm (100%)."""

@@ -2,6 +2,8 @@
 
 The default file ``node/genesis.json`` declares ETH-USD and BTC-USD perps;
 ``derivnet devnet --genesis FILE`` takes another file of the same shape.
+``admin`` is the key that signs ``ListMarket`` (more markets at run time);
+it defaults to dev account 0 (the deployer/sequencer key) when omitted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from node.state import Market, genesis_items
+from node.exceptions import InvalidTransaction
+from node.state import Market, genesis_items, symbol_bytes
+from node.stf import MAX_MARKETS, check_market_params, check_symbol
+
+DEFAULT_ADMIN = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # dev account 0
 
 
 def parse_address(text: str) -> bytes:
@@ -40,10 +46,12 @@ class Genesis:
     oracle: bytes
     fee_account: bytes
     markets: tuple[MarketSpec, ...]
+    admin: bytes = bytes.fromhex(DEFAULT_ADMIN[2:])
 
     def leaves(self) -> dict[bytes, bytes]:
-        """Initial state leaves (markets and system)."""
-        return genesis_items([m.market for m in self.markets], self.oracle, self.fee_account)
+        """Initial state leaves (markets, symbols and system)."""
+        return genesis_items([(m.symbol, m.market) for m in self.markets], self.oracle,
+                             self.fee_account, self.admin)
 
     def market_by_symbol(self, symbol: str) -> Market:
         for spec in self.markets:
@@ -77,12 +85,21 @@ def parse_genesis(data: dict[str, Any]) -> Genesis:
         )
         if market.tick_size <= 0 or market.step_size <= 0:
             raise ValueError(f"market {m['symbol']}: tick and step must be positive")
-        if not 0 < market.mmf_ppm <= market.imf_ppm <= 1_000_000:
-            raise ValueError(f"market {m['symbol']}: need 0 < mmf <= imf <= 1e6 ppm")
+        try:
+            check_symbol(symbol_bytes(str(m["symbol"])))
+            # genesis markets may start without an oracle price (ListMarket may not)
+            check_market_params(market if market.oracle_price else
+                                Market(*market.as_tuple()[:9], oracle_price=1))
+        except (InvalidTransaction, ValueError, UnicodeError) as exc:
+            raise ValueError(f"market {m['symbol']}: {exc}") from None
         markets.append(MarketSpec(str(m["symbol"]), market))
     ids = [s.market.id for s in markets]
     if len(set(ids)) != len(ids):
         raise ValueError("market ids must be unique")
+    if len({s.symbol for s in markets}) != len(markets):
+        raise ValueError("market symbols must be unique")
+    if len(markets) > MAX_MARKETS:
+        raise ValueError(f"at most {MAX_MARKETS} markets")
     return Genesis(
         l1_chain_id=int(data["l1ChainId"]),
         l2_chain_id=int(data["l2ChainId"]),
@@ -90,6 +107,7 @@ def parse_genesis(data: dict[str, Any]) -> Genesis:
         oracle=parse_address(data["oracle"]),
         fee_account=parse_address(data["feeAccount"]),
         markets=tuple(markets),
+        admin=parse_address(data.get("admin", DEFAULT_ADMIN)),
     )
 
 

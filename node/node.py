@@ -411,6 +411,7 @@ class Node:
             "sequencer": hexb(g.sequencer),
             "oracle": hexb(g.oracle),
             "fee_account": hexb(g.fee_account),
+            "admin": hexb(g.admin),
             "markets": [{"id": m.market.id, "symbol": m.symbol} for m in g.markets],
         }
 

@@ -25,6 +25,7 @@ from node.transactions import (
     DecodeError,
     Deposit,
     Fill,
+    ListMarket,
     OraclePrice,
     Order,
     Withdraw,
@@ -121,7 +122,28 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
     elif isinstance(tx, Withdraw):
         out.update(type="Withdraw", account=hexb(tx.account), recipient=hexb(tx.recipient),
                    amount=str(tx.amount), nonce=tx.nonce)
+    elif isinstance(tx, ListMarket):
+        out.update(type="ListMarket", **list_market_json(tx))
     return out
+
+
+def list_market_json(tx: ListMarket) -> dict[str, Any]:
+    """A ListMarket's fields as in l2_sendListMarket / l2_getMarkets."""
+    from node.state import symbol_text
+
+    return {
+        "market": tx.market,
+        "symbol": symbol_text(tx.symbol),
+        "priceDecimals": tx.price_decimals,
+        "sizeDecimals": tx.size_decimals,
+        "tickSize": str(tx.tick_size),
+        "stepSize": str(tx.step_size),
+        "initialMarginPpm": tx.imf_ppm,
+        "maintenanceMarginPpm": tx.mmf_ppm,
+        "makerFeePpm": tx.maker_fee_ppm,
+        "takerFeePpm": tx.taker_fee_ppm,
+        "oraclePrice": str(tx.oracle_price),
+    }
 
 
 class L2Api:
@@ -154,10 +176,15 @@ class L2Api:
     def _market_id(self, value: Any) -> int:
         if isinstance(value, str) and not value[:1].isdigit() and not value.startswith("0x"):
             try:
-                return self.node.genesis.market_by_symbol(value).id
+                return self.node.chain.state.market_by_symbol(value).id
             except KeyError:
                 raise RpcError(TX_REJECTED, f"UnknownMarket: no market {value!r}") from None
         return parse_int(value, "market")
+
+    def _symbol(self, market_id: int) -> str:
+        """A market's symbol in the pending state ("" if it has none)."""
+        raw = self.node.chain.state.symbols.get(market_id)
+        return "" if raw is None else raw.rstrip(b"\x00").decode("ascii", "replace")
 
     def _reject(self, exc: err.InvalidTransaction) -> RpcError:
         return RpcError(TX_REJECTED, f"{exc.rule}: {exc}", {"rule": exc.rule})
@@ -263,14 +290,53 @@ class L2Api:
         withdrawal_id = self.node.chain.state.system.withdrawal_count - 1
         return {"txHash": hexb(receipt.tx_hash), "withdrawalId": withdrawal_id}
 
+    def l2_sendListMarket(self, request: Any) -> dict[str, Any]:
+        """List a market: ``{market, symbol, priceDecimals, sizeDecimals,
+        tickSize, stepSize, initialMarginPpm, maintenanceMarginPpm,
+        makerFeePpm, takerFeePpm, oraclePrice, signature}``, signed by the
+        genesis admin (EIP-712 ``ListMarket``). Returns ``{txHash, market}``.
+        Rules: InvalidAdminSignature, MarketAlreadyListed, TooManyMarkets,
+        InvalidSymbol, DuplicateSymbol, InvalidMarketDecimals,
+        InvalidTickStep, InvalidMarginFraction, InvalidFee, InvalidPrice."""
+        from node.state import symbol_bytes
+
+        symbol = _field(request, "symbol")
+        if not isinstance(symbol, str):
+            raise bad_params("symbol: expected a string")
+        try:
+            raw_symbol = symbol_bytes(symbol)
+        except (ValueError, UnicodeError):
+            raise bad_params("symbol: expected at most 16 ASCII characters") from None
+        names = (("market", "market"), ("priceDecimals", "price_decimals"),
+                 ("sizeDecimals", "size_decimals"), ("tickSize", "tick_size"),
+                 ("stepSize", "step_size"), ("initialMarginPpm", "imf_ppm"),
+                 ("maintenanceMarginPpm", "mmf_ppm"), ("makerFeePpm", "maker_fee_ppm"),
+                 ("takerFeePpm", "taker_fee_ppm"), ("oraclePrice", "oracle_price"))
+        values = {field: parse_int(_field(request, key), key) for key, field in names}
+        tx = ListMarket(symbol=raw_symbol,
+                        signature=parse_bytes(_field(request, "signature"), "signature", 65),
+                        **values)
+        try:
+            tx.validate_ranges()
+        except DecodeError as exc:
+            raise bad_params(f"listMarket: {exc}") from None
+        try:
+            receipt = self.node.sequencer.send_list_market(tx)
+        except err.InvalidTransaction as exc:
+            raise self._reject(exc) from None
+        return {"txHash": hexb(receipt.tx_hash), "market": tx.market}
+
     # -- reads -------------------------------------------------------------
     def l2_getMarkets(self, tag: Any = "latest") -> list[dict[str, Any]]:
+        """Listed markets at ``tag`` with their symbols (from the symbols leaf)."""
         state = self._state(tag)
+        symbols = state.symbols
         out = []
         for m in state.markets.values():
             out.append({
                 "id": m.id,
-                "symbol": self.node.genesis.symbol_of(m.id),
+                "symbol": symbols[m.id].rstrip(b"\x00").decode("ascii", "replace")
+                if m.id in symbols else "",
                 "priceDecimals": m.price_decimals,
                 "sizeDecimals": m.size_decimals,
                 "tickSize": str(m.tick_size),
@@ -287,7 +353,7 @@ class L2Api:
     def l2_getAccount(self, address: Any, tag: Any = "latest") -> dict[str, Any]:
         addr = parse_address(address)
         state = self._state(tag)
-        return account_json(state, addr, state.account(addr), self.node.genesis.symbol_of)
+        return account_json(state, addr, state.account(addr), self._symbol)
 
     def l2_getOrderBook(self, market: Any, depth: Any = 20) -> dict[str, Any]:
         mid = self._market_id(market)
@@ -301,7 +367,7 @@ class L2Api:
         level = lambda lv: [str(lv[0]), str(lv[1]), lv[2]]  # noqa: E731
         return {
             "market": mid,
-            "symbol": self.node.genesis.symbol_of(mid),
+            "symbol": self._symbol(mid),
             "bids": [level(b) for b in bids],
             "asks": [level(a) for a in asks],
         }
@@ -484,7 +550,7 @@ class L2Api:
             "marketsLeaf": hexb(tree.get(block_root, MARKETS_KEY) or b""),
             "marketsProof": tree.prove(block_root, MARKETS_KEY).to_json(),
             "equity": str(account_json(state, addr, state.account(addr),
-                                       self.node.genesis.symbol_of)["equity"]),
+                                       self._symbol)["equity"]),
         }
 
     def l2_syncStatus(self) -> dict[str, Any]:

@@ -8,11 +8,19 @@ of orders.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 from node.crypto import address_of, sign_digest
-from node.eip712 import Domain, cancel_digest, oracle_price_digest, order_hash, withdraw_digest
-from node.transactions import OraclePrice, Order, Withdraw
+from node.eip712 import (
+    Domain,
+    cancel_digest,
+    list_market_digest,
+    oracle_price_digest,
+    order_hash,
+    withdraw_digest,
+)
+from node.transactions import ListMarket, OraclePrice, Order, Withdraw
 
 
 class Signer:
@@ -40,6 +48,11 @@ class Signer:
         digest = withdraw_digest(domain, self.address, recipient, amount, nonce)
         return Withdraw(self.address, recipient, amount, nonce,
                         sign_digest(self.private_key, digest))
+
+
+    def list_market(self, domain: Domain, tx: ListMarket) -> ListMarket:
+        """``tx`` signed by this key (the admin key); its own signature is ignored."""
+        return replace(tx, signature=sign_digest(self.private_key, list_market_digest(domain, tx)))
 
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"

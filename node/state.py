@@ -22,11 +22,14 @@ MARKETS_TYPES = [
     "(uint32,uint8,uint8,uint64,uint64,uint32,uint32,uint32,uint32,uint64,uint64)[]"
 ]
 ORDER_TYPES = ["uint64"]
-SYSTEM_TYPES = ["uint64", "uint64", "address", "address"]
+SYSTEM_TYPES = ["uint64", "uint64", "address", "address", "address"]
+SYMBOLS_TYPES = ["(uint32,bytes16)[]"]
 WITHDRAWAL_TYPES = ["uint64", "address", "address", "uint128"]
 
 MARKETS_KEY = keccak(b"\x02")
 SYSTEM_KEY = keccak(b"\x04")
+SYMBOLS_KEY = keccak(b"\x06")
+SYMBOL_BYTES = 16
 
 
 def account_key(address: bytes) -> bytes:
@@ -136,26 +139,54 @@ def decode_markets(data: bytes) -> dict[int, Market]:
     return {row[0]: Market(*row) for row in rows}
 
 
+def symbol_bytes(symbol: str) -> bytes:
+    """ASCII symbol -> bytes16, left-aligned and zero-padded; raises
+    ValueError if it is not ASCII or longer than 16 bytes (no charset check:
+    that is the STF's InvalidSymbol rule)."""
+    raw = symbol.encode("ascii")
+    if len(raw) > SYMBOL_BYTES:
+        raise ValueError(f"symbol {symbol!r} is longer than {SYMBOL_BYTES} bytes")
+    return raw.ljust(SYMBOL_BYTES, b"\x00")
+
+
+def symbol_text(raw: bytes) -> str:
+    """bytes16 -> symbol (trailing zero bytes stripped)."""
+    return raw.rstrip(b"\x00").decode("ascii", errors="replace")
+
+
+def encode_symbols(symbols: Mapping[int, bytes]) -> bytes:
+    """Symbols leaf value: abi.encode((uint32 id, bytes16 symbol)[]) sorted by id."""
+    return abi_encode(SYMBOLS_TYPES, [[(i, symbols[i]) for i in sorted(symbols)]])
+
+
+def decode_symbols(data: bytes) -> dict[int, bytes]:
+    (rows,) = abi_decode(SYMBOLS_TYPES, data)
+    return {row[0]: bytes(row[1]) for row in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class System:
     """next_deposit: next L1 queue index to credit; withdrawal_count: ids
-    issued so far; oracle / fee_account: 20-byte addresses."""
+    issued so far; oracle / fee_account / admin (signs ListMarket): 20-byte
+    addresses."""
 
     next_deposit: int
     withdrawal_count: int
     oracle: bytes
     fee_account: bytes
+    admin: bytes
 
     def encode(self) -> bytes:
         return abi_encode(
             SYSTEM_TYPES,
-            [self.next_deposit, self.withdrawal_count, self.oracle, self.fee_account],
+            [self.next_deposit, self.withdrawal_count, self.oracle, self.fee_account, self.admin],
         )
 
     @classmethod
     def decode(cls, data: bytes) -> System:
-        nd, wc, oracle, fee = abi_decode(SYSTEM_TYPES, data)
-        return cls(nd, wc, bytes.fromhex(oracle[2:]), bytes.fromhex(fee[2:]))
+        nd, wc, oracle, fee, admin = abi_decode(SYSTEM_TYPES, data)
+        return cls(nd, wc, bytes.fromhex(oracle[2:]), bytes.fromhex(fee[2:]),
+                   bytes.fromhex(admin[2:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +227,13 @@ class State:
     _filled: dict[bytes, int] = field(default_factory=dict)
     _withdrawals: dict[int, Withdrawal] = field(default_factory=dict)
     _markets: dict[int, Market] | None = None
+    _symbols: dict[int, bytes] | None = None
     _system: System | None = None
     _dirty_accounts: set[bytes] = field(default_factory=set)
     _dirty_orders: set[bytes] = field(default_factory=set)
     _dirty_withdrawals: set[int] = field(default_factory=set)
     _dirty_markets: bool = False
+    _dirty_symbols: bool = False
     _dirty_system: bool = False
 
     # -- reads -----------------------------------------------------------
@@ -226,6 +259,25 @@ class State:
             raw = self.tree.get(self.root, MARKETS_KEY)
             self._markets = decode_markets(raw) if raw is not None else {}
         return self._markets
+
+    @property
+    def symbols(self) -> dict[int, bytes]:
+        """Market id -> bytes16 symbol (the symbols leaf; empty if absent)."""
+        if self._symbols is None:
+            raw = self.tree.get(self.root, SYMBOLS_KEY)
+            self._symbols = decode_symbols(raw) if raw is not None else {}
+        return self._symbols
+
+    def symbol_of(self, market_id: int) -> str:
+        """The market's symbol as text; raises KeyError if it has none."""
+        return symbol_text(self.symbols[market_id])
+
+    def market_by_symbol(self, symbol: str) -> Market:
+        """The listed market named ``symbol``; raises KeyError."""
+        for market_id, raw in self.symbols.items():
+            if symbol_text(raw) == symbol and market_id in self.markets:
+                return self.markets[market_id]
+        raise KeyError(f"unknown market symbol {symbol!r}")
 
     @property
     def system(self) -> System:
@@ -258,6 +310,12 @@ class State:
         self._markets = markets
         self._dirty_markets = True
 
+    def set_symbol(self, market_id: int, symbol: bytes) -> None:
+        symbols = dict(self.symbols)
+        symbols[market_id] = symbol
+        self._symbols = symbols
+        self._dirty_symbols = True
+
     def set_system(self, system: System) -> None:
         self._system = system
         self._dirty_system = True
@@ -278,6 +336,8 @@ class State:
             items[withdrawal_key(wid)] = self._withdrawals[wid].encode()
         if self._dirty_markets:
             items[MARKETS_KEY] = encode_markets(self.markets)
+        if self._dirty_symbols:
+            items[SYMBOLS_KEY] = encode_symbols(self.symbols)
         if self._dirty_system:
             items[SYSTEM_KEY] = self.system.encode()
         return items
@@ -291,6 +351,7 @@ class State:
         self._dirty_orders.clear()
         self._dirty_withdrawals.clear()
         self._dirty_markets = False
+        self._dirty_symbols = False
         self._dirty_system = False
         return self.root
 
@@ -302,12 +363,20 @@ class State:
         self._filled.clear()
         self._withdrawals.clear()
         self._markets = None
+        self._symbols = None
         self._system = None
 
 
-def genesis_items(markets: Iterable[Market], oracle: bytes, fee_account: bytes) -> dict[bytes, bytes]:
-    """The leaves of a genesis state: the markets leaf and the system leaf."""
+def genesis_items(
+    markets: Iterable[tuple[str, Market]], oracle: bytes, fee_account: bytes, admin: bytes
+) -> dict[bytes, bytes]:
+    """The leaves of a genesis state: markets, symbols and system.
+
+    markets: (symbol, market) pairs; symbols are ASCII, at most 16 bytes.
+    """
+    pairs = list(markets)
     return {
-        MARKETS_KEY: encode_markets({m.id: m for m in markets}),
-        SYSTEM_KEY: System(0, 0, oracle, fee_account).encode(),
+        MARKETS_KEY: encode_markets({m.id: m for _, m in pairs}),
+        SYMBOLS_KEY: encode_symbols({m.id: symbol_bytes(s) for s, m in pairs}),
+        SYSTEM_KEY: System(0, 0, oracle, fee_account, admin).encode(),
     }

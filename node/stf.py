@@ -8,8 +8,17 @@ broken rule raises the matching ``InvalidTransaction`` subclass and leaves
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 from node import exceptions as err
-from node.eip712 import Domain, oracle_price_digest, order_hash, withdraw_digest
+from node.eip712 import (
+    Domain,
+    list_market_digest,
+    oracle_price_digest,
+    order_hash,
+    withdraw_digest,
+)
 from node.margin import (
     equity,
     fee,
@@ -19,8 +28,21 @@ from node.margin import (
     trade_position,
 )
 from node.sigverify import signer_of
-from node.state import Account, State, Withdrawal
-from node.transactions import Deposit, Fill, OraclePrice, Order, Transaction, Withdraw
+from node.state import Account, Market, State, Withdrawal, symbol_text
+from node.transactions import (
+    Deposit,
+    Fill,
+    ListMarket,
+    OraclePrice,
+    Order,
+    Transaction,
+    Withdraw,
+)
+
+MAX_MARKETS = 64  # Rollup.vy MAX_MARKETS: escape() decodes at most this many
+MAX_DECIMALS = 18  # price_decimals and size_decimals each
+PPM = 1_000_000
+_SYMBOL = re.compile(rb"[A-Z][A-Z0-9_./-]{0,15}")
 
 
 def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Domain) -> None:
@@ -33,6 +55,8 @@ def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Dom
         apply_oracle_price(state, tx, domain)
     elif isinstance(tx, Withdraw):
         apply_withdraw(state, tx, domain)
+    elif isinstance(tx, ListMarket):
+        apply_list_market(state, tx, domain)
     else:  # pragma: no cover - the Transaction union is closed
         raise TypeError(f"not a transaction: {tx!r}")
 
@@ -43,10 +67,7 @@ def apply_deposit(state: State, tx: Deposit) -> None:
         raise err.DepositOutOfOrder(f"deposit index {tx.index}, expected {system.next_deposit}")
     acc = state.account(tx.account)
     state.set_account(tx.account, Account(acc.collateral + tx.amount, acc.nonce, acc.positions))
-    state.set_system(
-        type(system)(system.next_deposit + 1, system.withdrawal_count, system.oracle,
-                     system.fee_account)
-    )
+    state.set_system(replace(system, next_deposit=system.next_deposit + 1))
 
 
 def _check_order_live(role: str, order: Order, timestamp: int) -> None:
@@ -177,7 +198,56 @@ def apply_withdraw(state: State, tx: Withdraw, domain: Domain) -> None:
     system = state.system
     state.set_account(tx.account, Account(acc.collateral - tx.amount, acc.nonce + 1, acc.positions))
     state.add_withdrawal(Withdrawal(system.withdrawal_count, tx.account, tx.recipient, tx.amount))
-    state.set_system(
-        type(system)(system.next_deposit, system.withdrawal_count + 1, system.oracle,
-                     system.fee_account)
-    )
+    state.set_system(replace(system, withdrawal_count=system.withdrawal_count + 1))
+
+
+def check_symbol(symbol: bytes) -> None:
+    """bytes16 symbol: 1-16 chars of A-Z 0-9 _ . / - starting with a letter,
+    then zero bytes. Raises InvalidSymbol."""
+    text = symbol.rstrip(b"\x00")
+    if len(symbol) != 16 or not _SYMBOL.fullmatch(text):
+        raise err.InvalidSymbol(
+            f"symbol {symbol!r} is not 1-16 chars of A-Z 0-9 _ . / - starting with a letter"
+        )
+
+
+def check_market_params(market: Market) -> None:
+    """The parameter rules of a listed market, in order: InvalidMarketDecimals
+    (pd or sd > 18), InvalidTickStep (tick or step 0), InvalidMarginFraction
+    (not 0 < mmf <= imf <= 1e6 ppm), InvalidFee (a fee > 1e6 ppm),
+    InvalidPrice (oracle price 0)."""
+    if market.price_decimals > MAX_DECIMALS or market.size_decimals > MAX_DECIMALS:
+        raise err.InvalidMarketDecimals(
+            f"price/size decimals {market.price_decimals}/{market.size_decimals} "
+            f"above {MAX_DECIMALS}"
+        )
+    if market.tick_size == 0 or market.step_size == 0:
+        raise err.InvalidTickStep("tick size and step size must be positive")
+    if not 0 < market.mmf_ppm <= market.imf_ppm <= PPM:
+        raise err.InvalidMarginFraction(
+            f"need 0 < maintenance ({market.mmf_ppm}) <= initial ({market.imf_ppm}) <= 1e6 ppm"
+        )
+    if market.maker_fee_ppm > PPM or market.taker_fee_ppm > PPM:
+        raise err.InvalidFee("fees must be at most 1e6 ppm")
+    if market.oracle_price == 0:
+        raise err.InvalidPrice("initial oracle price is zero")
+
+
+def apply_list_market(state: State, tx: ListMarket, domain: Domain) -> None:
+    """List market ``tx.market`` with oracle_time 0 and its symbol (docs/protocol.md)."""
+    if signer_of(list_market_digest(domain, tx), tx.signature) != state.system.admin:
+        raise err.InvalidAdminSignature("market listing is not signed by the admin key")
+    markets = state.markets
+    if tx.market in markets:
+        raise err.MarketAlreadyListed(f"market {tx.market} is already listed")
+    if len(markets) >= MAX_MARKETS:
+        raise err.TooManyMarkets(f"{len(markets)} markets listed, at most {MAX_MARKETS}")
+    check_symbol(tx.symbol)
+    if tx.symbol in state.symbols.values():
+        raise err.DuplicateSymbol(f"symbol {symbol_text(tx.symbol)} is taken")
+    market = Market(tx.market, tx.price_decimals, tx.size_decimals, tx.tick_size, tx.step_size,
+                    tx.imf_ppm, tx.mmf_ppm, tx.maker_fee_ppm, tx.taker_fee_ppm,
+                    tx.oracle_price, 0)
+    check_market_params(market)
+    state.set_market(market)
+    state.set_symbol(tx.market, tx.symbol)

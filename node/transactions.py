@@ -1,7 +1,7 @@
 """L2 transactions and orders, and their packed encoding (docs/protocol.md).
 
-Every state change is one of four transactions: ``Deposit``, ``Fill``,
-``OraclePrice`` and ``Withdraw``. Each encodes to one type byte and a
+Every state change is one of five transactions: ``Deposit``, ``Fill``,
+``OraclePrice``, ``Withdraw`` and ``ListMarket``. Each encodes to one type byte and a
 fixed-size body, so a batch of them splits on L1 without length prefixes.
 Addresses are 20 raw bytes, signatures 65 raw bytes ``r || s || v``.
 """
@@ -20,12 +20,14 @@ TX_DEPOSIT = 0x01
 TX_FILL = 0x02
 TX_ORACLE_PRICE = 0x03
 TX_WITHDRAW = 0x04
+TX_LIST_MARKET = 0x05
 
 BODY_BYTES = {
     TX_DEPOSIT: 44,
     TX_FILL: 2 * (ORDER_BYTES + SIGNATURE_BYTES) + 16,
     TX_ORACLE_PRICE: 85,
     TX_WITHDRAW: 129,
+    TX_LIST_MARKET: 127,
 }
 
 U32 = 2**32
@@ -192,9 +194,63 @@ class Withdraw:
         )
 
 
-Transaction = Union[Deposit, Fill, OraclePrice, Withdraw]
+@dataclass(frozen=True, slots=True)
+class ListMarket:
+    """Lists a new perpetual market; signed by the admin key of the system leaf.
 
-_TYPE_OF = {Deposit: TX_DEPOSIT, Fill: TX_FILL, OraclePrice: TX_ORACLE_PRICE, Withdraw: TX_WITHDRAW}
+    market: new market id (u32, unused); symbol: 16 bytes, ASCII
+    left-aligned, zero-padded; price_decimals / size_decimals (u8): a price
+    unit is 10^-pd USDC per base unit, a size unit 10^-sd base asset;
+    tick_size / step_size (u64) in those units; *_ppm (u32): parts per
+    million; oracle_price (u64): initial oracle price in price units.
+    """
+
+    market: int
+    symbol: bytes
+    price_decimals: int
+    size_decimals: int
+    tick_size: int
+    step_size: int
+    imf_ppm: int
+    mmf_ppm: int
+    maker_fee_ppm: int
+    taker_fee_ppm: int
+    oracle_price: int
+    signature: bytes
+
+    def body(self) -> bytes:
+        return (
+            self.market.to_bytes(4, "big")
+            + self.symbol
+            + self.price_decimals.to_bytes(1, "big")
+            + self.size_decimals.to_bytes(1, "big")
+            + self.tick_size.to_bytes(8, "big")
+            + self.step_size.to_bytes(8, "big")
+            + self.imf_ppm.to_bytes(4, "big")
+            + self.mmf_ppm.to_bytes(4, "big")
+            + self.maker_fee_ppm.to_bytes(4, "big")
+            + self.taker_fee_ppm.to_bytes(4, "big")
+            + self.oracle_price.to_bytes(8, "big")
+            + self.signature
+        )
+
+    def validate_ranges(self) -> None:
+        """Raise DecodeError if a field does not fit its packed width."""
+        if len(self.symbol) != 16:
+            raise DecodeError("symbol must be 16 bytes")
+        if len(self.signature) != SIGNATURE_BYTES:
+            raise DecodeError("signature must be 65 bytes")
+        for name, bound in (("market", U32), ("price_decimals", 256), ("size_decimals", 256),
+                            ("tick_size", U64), ("step_size", U64), ("imf_ppm", U32),
+                            ("mmf_ppm", U32), ("maker_fee_ppm", U32), ("taker_fee_ppm", U32),
+                            ("oracle_price", U64)):
+            _check_range(name, getattr(self, name), bound)
+
+
+Transaction = Union[Deposit, Fill, OraclePrice, Withdraw, ListMarket]
+
+_TYPE_OF = {Deposit: TX_DEPOSIT, Fill: TX_FILL, OraclePrice: TX_ORACLE_PRICE, Withdraw: TX_WITHDRAW,
+            ListMarket: TX_LIST_MARKET}
 
 
 def tx_type(tx: Transaction) -> int:
@@ -258,12 +314,27 @@ def decode_tx_at(data: bytes, offset: int) -> tuple[Transaction, int]:
             timestamp=int.from_bytes(b[12:20], "big"),
             signature=b[20:85],
         )
-    else:
+    elif kind == TX_WITHDRAW:
         tx = Withdraw(
             account=b[0:20],
             recipient=b[20:40],
             amount=int.from_bytes(b[40:56], "big"),
             nonce=int.from_bytes(b[56:64], "big"),
             signature=b[64:129],
+        )
+    else:
+        tx = ListMarket(
+            market=int.from_bytes(b[0:4], "big"),
+            symbol=b[4:20],
+            price_decimals=b[20],
+            size_decimals=b[21],
+            tick_size=int.from_bytes(b[22:30], "big"),
+            step_size=int.from_bytes(b[30:38], "big"),
+            imf_ppm=int.from_bytes(b[38:42], "big"),
+            mmf_ppm=int.from_bytes(b[42:46], "big"),
+            maker_fee_ppm=int.from_bytes(b[46:50], "big"),
+            taker_fee_ppm=int.from_bytes(b[50:54], "big"),
+            oracle_price=int.from_bytes(b[54:62], "big"),
+            signature=b[62:127],
         )
     return tx, end

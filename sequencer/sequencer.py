@@ -17,7 +17,7 @@ from node.blocks import Block, Receipt
 from node.chain import Chain
 from node.eip712 import cancel_digest, order_hash
 from node.sigverify import signer_of
-from node.transactions import Deposit, Fill, OraclePrice, Order, Withdraw
+from node.transactions import Deposit, Fill, ListMarket, OraclePrice, Order, Withdraw
 from sequencer.book import BookError, Match, OrderBook, RestingOrder, StopMatching
 from sequencer.validation import check_order
 
@@ -105,7 +105,9 @@ class Sequencer:
         state = self.chain.state
         digest = order_hash(self.chain.domain, order)
         remaining = check_order(state, order, signature, digest, now)
-        book = self.books[order.market]
+        book = self.books.get(order.market)
+        if book is None:  # a market listed after __init__ by a block not from us
+            book = self.books[order.market] = OrderBook(order.market)
         fills: list[FillReport] = []
 
         def accept(maker: RestingOrder, size: int) -> bool:
@@ -165,6 +167,13 @@ class Sequencer:
     def send_withdraw(self, tx: Withdraw) -> Receipt:
         self._now()
         return self.chain.apply(tx)
+
+    def send_list_market(self, tx: ListMarket) -> Receipt:
+        """Apply a ListMarket to the pending block and open the market's book."""
+        self._now()
+        receipt = self.chain.apply(tx)
+        self.books.setdefault(tx.market, OrderBook(tx.market))
+        return receipt
 
     def include_deposit(self, tx: Deposit) -> Receipt:
         self._now()

@@ -142,7 +142,7 @@ def test_account_leaf_round_trip(collateral, nonce, positions) -> None:
 def test_other_leaves_round_trip() -> None:
     markets = {m.market.id: m.market for m in load_genesis().markets}
     assert decode_markets(encode_markets(markets)) == markets
-    s = System(3, 4, b"\x01" * 20, b"\x02" * 20)
+    s = System(3, 4, b"\x01" * 20, b"\x02" * 20, b"\x03" * 20)
     assert System.decode(s.encode()) == s
     w = Withdrawal(5, b"\x03" * 20, b"\x04" * 20, 10**12)
     assert Withdrawal.decode(w.encode()) == w

@@ -125,7 +125,8 @@ def state_of(
     withdrawals = list(withdrawals)
     items = {
         MARKETS_KEY: encode_markets(markets),
-        SYSTEM_KEY: System(0, len(withdrawals), GENESIS.oracle, GENESIS.fee_account).encode(),
+        SYSTEM_KEY: System(0, len(withdrawals), GENESIS.oracle, GENESIS.fee_account,
+                           GENESIS.admin).encode(),
     }
     for address, acc in accounts.items():
         items[account_key(address)] = acc.encode()

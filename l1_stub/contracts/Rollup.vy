@@ -29,10 +29,12 @@ TX_DEPOSIT: constant(uint256) = 1
 TX_FILL: constant(uint256) = 2
 TX_ORACLE_PRICE: constant(uint256) = 3
 TX_WITHDRAW: constant(uint256) = 4
+TX_LIST_MARKET: constant(uint256) = 5
 DEPOSIT_TX_BYTES: constant(uint256) = 45
 FILL_TX_BYTES: constant(uint256) = 261
 ORACLE_PRICE_TX_BYTES: constant(uint256) = 86
 WITHDRAW_TX_BYTES: constant(uint256) = 130
+LIST_MARKET_TX_BYTES: constant(uint256) = 128
 DEPOSIT_BODY_BYTES: constant(uint256) = 44
 
 MASK64: constant(uint256) = 2**64 - 1
@@ -299,6 +301,10 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
                 assert p + WITHDRAW_TX_BYTES <= n, "batch: truncated"
                 leaf = keccak256(concat(ts, slice(batch_data, p, WITHDRAW_TX_BYTES)))
                 p += WITHDRAW_TX_BYTES
+            elif kind == TX_LIST_MARKET:
+                assert p + LIST_MARKET_TX_BYTES <= n, "batch: truncated"
+                leaf = keccak256(concat(ts, slice(batch_data, p, LIST_MARKET_TX_BYTES)))
+                p += LIST_MARKET_TX_BYTES
             elif kind == TX_DEPOSIT:
                 assert p + DEPOSIT_TX_BYTES <= n, "batch: truncated"
                 if pos == start:
