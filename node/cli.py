@@ -86,6 +86,9 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
 @click.argument("tape", type=click.Path(exists=True, dir_okay=False))
 @click.option("--rpc", default="http://127.0.0.1:8545", show_default=True, help="L2 JSON-RPC URL.")
 @click.option("--l1-rpc", default=None, help="L1 JSON-RPC URL (default: from l2_rollupConfig).")
+@click.option("--market", default=None,
+              help="Market symbol (default: from the tape's file name, ethusdt-... -> ETH-USD). "
+                   "Not listed yet: a devnet lists it with scales fitted to the tape.")
 @click.option("--takers", default=4, show_default=True, help="Number of taker accounts.")
 @click.option("--limit", default=None, type=int, help="Replay only the first N trades.")
 @click.option("--start", default=0, show_default=True, help="Skip the first N trades (resume).")
@@ -93,13 +96,14 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
               help="Trades per JSON-RPC batch request.")
 @click.option("--no-wait", is_flag=True, help="Do not wait for the last batch on L1.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def replay(tape: str, rpc: str, l1_rpc: str | None, takers: int, limit: int | None, start: int,
-           rpc_batch: int, no_wait: bool, as_json: bool) -> None:
+def replay(tape: str, rpc: str, l1_rpc: str | None, market: str | None, takers: int,
+           limit: int | None, start: int, rpc_batch: int, no_wait: bool, as_json: bool) -> None:
     """Replay a trade TAPE (CSV) as signed maker/taker orders against a running node."""
     from node.replay import ReplayOptions, run_replay
 
     summary = run_replay(ReplayOptions(
-        tape=tape, rpc=rpc, l1_rpc=l1_rpc, takers=takers, limit=limit, start=start,
+        tape=tape, rpc=rpc, l1_rpc=l1_rpc, market=market, takers=takers, limit=limit,
+        start=start,
         rpc_batch=rpc_batch, wait_for_l1=not no_wait, progress=not as_json))
     if as_json:
         import json
@@ -111,6 +115,124 @@ def replay(tape: str, rpc: str, l1_rpc: str | None, takers: int, limit: int | No
         print_summary(summary)
     if summary.get("failed", 0):
         sys.exit(1)
+
+
+# -- markets ------------------------------------------------------------------------
+
+def _market_rows(markets: list[dict[str, object]]) -> list[tuple[str, ...]]:
+    from decimal import Decimal
+
+    rows = []
+    for m in markets:
+        pd, sd = int(m["priceDecimals"]), int(m["sizeDecimals"])  # type: ignore[call-overload]
+        rows.append((str(m["id"]), str(m["symbol"]), str(pd), str(sd),
+                     str(Decimal(int(m["tickSize"])).scaleb(-pd)),  # type: ignore[call-overload]
+                     str(Decimal(int(m["stepSize"])).scaleb(-sd)),  # type: ignore[call-overload]
+                     f"{m['initialMarginPpm']}/{m['maintenanceMarginPpm']}",
+                     f"{m['makerFeePpm']}/{m['takerFeePpm']}",
+                     str(Decimal(int(m["oraclePrice"])).scaleb(-pd))))  # type: ignore[call-overload]
+    return rows
+
+
+@main.group(invoke_without_command=True)
+@click.option("--rpc", default="http://127.0.0.1:8545", show_default=True, help="L2 JSON-RPC URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def markets(ctx: click.Context, rpc: str, as_json: bool) -> None:
+    """List the markets (symbols, scales, margins, fees, oracle prices); `markets add` lists one."""
+    ctx.obj = {"rpc": rpc}
+    if ctx.invoked_subcommand is not None:
+        return
+    from node.client import L2Client
+
+    import httpx
+
+    try:
+        with L2Client(rpc) as client:
+            listed = client.call("l2_getMarkets", "pending")
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"no node answering at {rpc}: {exc}") from None
+    if as_json:
+        import json
+
+        click.echo(json.dumps(listed, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="derivnet markets")
+    for col in ("id", "symbol", "price dec", "size dec", "tick", "step", "imf/mmf ppm",
+                "maker/taker fee ppm", "oracle price"):
+        table.add_column(col)
+    for row in _market_rows(listed):
+        table.add_row(*row)
+    Console().print(table)
+
+
+@markets.command("add")
+@click.argument("symbol")
+@click.option("--price-decimals", type=click.IntRange(0, 18), required=True,
+              help="A price unit is 10^-N quote units (USDC) per base unit.")
+@click.option("--size-decimals", type=click.IntRange(0, 18), required=True,
+              help="A size unit is 10^-N base units.")
+@click.option("--oracle-price", required=True,
+              help="Initial oracle price in quote units, e.g. 0.000104138 (exact at the scale).")
+@click.option("--tick-size", type=click.IntRange(1), default=1, show_default=True,
+              help="Price tick in price units.")
+@click.option("--step-size", type=click.IntRange(1), default=1, show_default=True,
+              help="Size step in size units.")
+@click.option("--initial-margin-ppm", type=int, default=100_000, show_default=True)
+@click.option("--maintenance-margin-ppm", type=int, default=50_000, show_default=True)
+@click.option("--maker-fee-ppm", type=int, default=200, show_default=True)
+@click.option("--taker-fee-ppm", type=int, default=500, show_default=True)
+@click.option("--id", "market_id", type=click.IntRange(0, 2**32 - 1), default=None,
+              help="Market id (default: one more than the highest listed id).")
+@click.option("--admin-key", default=None,
+              help="Hex private key of the genesis admin (default: dev account 0, a devnet's admin).")
+@click.option("--rpc", default=None, help="L2 JSON-RPC URL (default: the group's --rpc).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def markets_add(ctx: click.Context, symbol: str, price_decimals: int, size_decimals: int,
+                oracle_price: str, tick_size: int, step_size: int, initial_margin_ppm: int,
+                maintenance_margin_ppm: int, maker_fee_ppm: int, taker_fee_ppm: int,
+                market_id: int | None, admin_key: str | None, rpc: str | None,
+                as_json: bool) -> None:
+    """List a new market SYMBOL (a ListMarket transaction signed by the admin key)."""
+    from decimal import Decimal, InvalidOperation
+
+    import httpx
+
+    from node.client import L2Client
+    from node.client import RpcError as ClientRpcError
+    from node.markets import Scales, list_market_params, list_market_tx, next_market_id, to_units
+    from node.signing import Signer, dev_keys
+
+    try:
+        price = to_units(Decimal(oracle_price), price_decimals, tick_size)
+    except InvalidOperation:
+        raise click.BadParameter(f"not a number: {oracle_price}",
+                                 param_hint="--oracle-price") from None
+    if price is None or not 0 < price < 2**64:
+        raise click.BadParameter("must be a positive multiple of the tick at --price-decimals",
+                                 param_hint="--oracle-price")
+    try:
+        admin = Signer(bytes.fromhex(admin_key.removeprefix("0x"))) if admin_key \
+            else Signer(dev_keys(1)[0])
+    except ValueError:
+        raise click.BadParameter("expected a 32-byte hex key", param_hint="--admin-key") from None
+    with L2Client(rpc or ctx.obj["rpc"]) as client:
+        try:
+            listed = client.call("l2_getMarkets", "pending")
+            mid = next_market_id(listed) if market_id is None else market_id
+            tx = list_market_tx(mid, symbol, Scales(price_decimals, size_decimals), price,
+                                tick_size, step_size, initial_margin_ppm,
+                                maintenance_margin_ppm, maker_fee_ppm, taker_fee_ppm)
+            tx = admin.list_market(client.domain, tx)
+            result = client.call("l2_sendListMarket", list_market_params(tx))
+        except (ClientRpcError, ValueError, httpx.HTTPError) as exc:
+            raise click.ClickException(str(exc)) from None
+    _emit(as_json, {**result, "symbol": symbol},
+          [f"listed {symbol} as market {result['market']}: L2 tx {result['txHash']}"])
 
 
 # -- settlement commands --------------------------------------------------------

@@ -12,6 +12,13 @@ answered ``OrderFilled`` and counted as skipped.
 
 Tape format: ``../shared/data/ethusdt-trades-2023-02-02.csv`` (columns
 ``,timestamp,id,type,side,price,amount,cost,date``; side is the taker side).
+
+Market: ``--market SYMBOL``, else the symbol of the tape's file name
+(``ethusdt-...`` -> ``ETH-USD``, see ``node.markets.symbol_from_tape``). If
+the node lists it, every tape price and size must be an exact multiple of
+its tick and step (else an error names the tape line: prices are never
+rounded); if not, and the node's admin is the dev key (a devnet), the replay
+lists it with scales fitted to the tape (``node.markets.fit_scales``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,14 @@ from decimal import Decimal
 from typing import Any
 
 from node.client import L2Client, RpcError, order_params
+from node.markets import (
+    fit_scales,
+    list_market_params,
+    list_market_tx,
+    next_market_id,
+    symbol_from_tape,
+    to_units,
+)
 from node.signing import Signer, dev_keys
 from node.transactions import Order
 from node.wallet import rollup_client
@@ -44,22 +59,104 @@ class TapeTrade:
     size: int
 
 
-def read_tape(path: str, price_decimals: int, size_decimals: int) -> list[TapeTrade]:
-    """Parse a trade tape CSV; raises ValueError on a row that does not fit
-    the market's tick (price) or step (size) resolution."""
-    trades = []
+@dataclass(frozen=True)
+class TapeRow:
+    """One tape row as written: price in quote units, size in base units;
+    line is the CSV file's line number (1 = header)."""
+
+    line: int
+    trade_id: int
+    timestamp_ms: int
+    taker_buys: bool
+    price: Decimal
+    size: Decimal
+
+
+def read_tape_rows(path: str) -> list[TapeRow]:
+    """Parse a trade tape CSV; raises ValueError naming the line of a row
+    with a bad side, number, or a price/size that is not positive."""
+    rows = []
     with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            price = Decimal(row["price"]) * 10**price_decimals
-            size = Decimal(row["amount"]) * 10**size_decimals
-            if price != price.to_integral_value() or size != size.to_integral_value():
-                raise ValueError(f"tape row {row['id']}: price/size finer than the market's units")
-            side = row["side"].strip().lower()
+        reader = csv.DictReader(f)
+        for row in reader:
+            line = reader.line_num
+            try:
+                price, size = Decimal(row["price"]), Decimal(row["amount"])
+                trade_id, ts = int(row["id"]), int(row["timestamp"])
+            except (ArithmeticError, ValueError, TypeError, KeyError):
+                raise ValueError(f"tape line {line}: bad id, timestamp, price or amount") from None
+            if not (price.is_finite() and size.is_finite()) or price <= 0 or size <= 0:
+                raise ValueError(f"tape line {line} (trade {trade_id}): price and amount must "
+                                 "be positive")
+            side = (row.get("side") or "").strip().lower()
             if side not in ("buy", "sell"):
-                raise ValueError(f"tape row {row['id']}: side must be buy or sell")
-            trades.append(TapeTrade(int(row["id"]), int(row["timestamp"]), side == "buy",
-                                    int(price), int(size)))
+                raise ValueError(f"tape line {line} (trade {trade_id}): side must be buy or sell")
+            rows.append(TapeRow(line, trade_id, ts, side == "buy", price, size))
+    return rows
+
+
+def tape_trades(rows: list[TapeRow], market: dict[str, Any]) -> list[TapeTrade]:
+    """Rows in ``market``'s units (an l2_getMarkets entry). Never rounds:
+    raises ValueError naming the tape line of the first price that is not a
+    multiple of the tick (or size not a multiple of the step) or that does
+    not fit u64."""
+    pd, sd = int(market["priceDecimals"]), int(market["sizeDecimals"])
+    tick, step = int(market["tickSize"]), int(market["stepSize"])
+    symbol = market.get("symbol") or f"market {market['id']}"
+    trades = []
+    for r in rows:
+        price = to_units(r.price, pd, tick)
+        if price is None or price >= 2**64:
+            raise ValueError(
+                f"tape line {r.line} (trade {r.trade_id}): price {r.price} is not a multiple of "
+                f"{symbol}'s tick {Decimal(tick).scaleb(-pd)}; replay on a market with finer "
+                "prices (--market NEW-SYMBOL lists one on a devnet)")
+        size = to_units(r.size, sd, step)
+        if size is None or size >= 2**64:
+            raise ValueError(
+                f"tape line {r.line} (trade {r.trade_id}): amount {r.size} is not a multiple of "
+                f"{symbol}'s step {Decimal(step).scaleb(-sd)}; replay on a market with finer "
+                "sizes (--market NEW-SYMBOL lists one on a devnet)")
+        trades.append(TapeTrade(r.trade_id, r.timestamp_ms, r.taker_buys, price, size))
     return trades
+
+
+def read_tape(path: str, price_decimals: int, size_decimals: int) -> list[TapeTrade]:
+    """Parse a tape in units of 10^-price_decimals / 10^-size_decimals
+    (tick and step 1); raises ValueError naming the line of a row that does
+    not fit."""
+    return tape_trades(read_tape_rows(path), {
+        "id": 0, "symbol": "the market", "priceDecimals": price_decimals,
+        "sizeDecimals": size_decimals, "tickSize": 1, "stepSize": 1})
+
+
+def choose_market(client: L2Client, tape: str, rows: list[TapeRow],
+                  symbol: str | None) -> tuple[dict[str, Any], bool]:
+    """The l2_getMarkets entry to replay ``rows`` on, and whether it was
+    listed now: ``symbol`` (default: from the tape's file name) if listed,
+    else a new market fitted to the tape, signed with the dev admin key
+    (dev account 0) if that is the node's admin. Raises ValueError."""
+    symbol = symbol or symbol_from_tape(tape)
+    markets = client.call("l2_getMarkets", "pending")
+    for m in markets:
+        if m["symbol"] == symbol:
+            return m, False
+    admin = Signer(dev_keys(1)[0])
+    if "0x" + admin.address.hex() != str(client.config.get("admin", "")).lower():
+        raise ValueError(f"the node has no market {symbol} and its admin is not the dev key: "
+                         "list one with `derivnet markets add` (--admin-key)")
+    if not rows:
+        raise ValueError("the tape has no trades")
+    scales = fit_scales([r.price for r in rows], [r.size for r in rows])
+    first = to_units(rows[0].price, scales.price_decimals, 1)
+    assert first is not None
+    tx = admin.list_market(client.domain,
+                           list_market_tx(next_market_id(markets), symbol, scales, first))
+    client.call("l2_sendListMarket", list_market_params(tx))
+    for m in client.call("l2_getMarkets", "pending"):
+        if m["symbol"] == symbol:
+            return m, True
+    raise ValueError(f"market {symbol} was not listed")  # pragma: no cover
 
 
 @dataclass
@@ -67,7 +164,7 @@ class ReplayOptions:
     tape: str
     rpc: str = "http://127.0.0.1:8545"
     l1_rpc: str | None = None
-    market: str = "ETH-USD"
+    market: str | None = None  # symbol; None: from the tape's file name
     takers: int = 4
     limit: int | None = None
     start: int = 0
@@ -149,11 +246,9 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
 
 def _replay(opts: ReplayOptions, client: L2Client, w3: Any) -> dict[str, Any]:
     cfg = client.config
-    markets = {m["symbol"]: m for m in client.call("l2_getMarkets")}
-    if opts.market not in markets:
-        raise ValueError(f"node has no market {opts.market}")
-    mk = markets[opts.market]
-    trades = read_tape(opts.tape, mk["priceDecimals"], mk["sizeDecimals"])
+    rows = read_tape_rows(opts.tape)
+    mk, _ = choose_market(client, opts.tape, rows, opts.market)
+    trades = tape_trades(rows, mk)
     trades = trades[opts.start: None if opts.limit is None else opts.start + opts.limit]
 
     keys = dev_keys(10)

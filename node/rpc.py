@@ -123,27 +123,11 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
         out.update(type="Withdraw", account=hexb(tx.account), recipient=hexb(tx.recipient),
                    amount=str(tx.amount), nonce=tx.nonce)
     elif isinstance(tx, ListMarket):
+        from node.markets import list_market_json
+
         out.update(type="ListMarket", **list_market_json(tx))
     return out
 
-
-def list_market_json(tx: ListMarket) -> dict[str, Any]:
-    """A ListMarket's fields as in l2_sendListMarket / l2_getMarkets."""
-    from node.state import symbol_text
-
-    return {
-        "market": tx.market,
-        "symbol": symbol_text(tx.symbol),
-        "priceDecimals": tx.price_decimals,
-        "sizeDecimals": tx.size_decimals,
-        "tickSize": str(tx.tick_size),
-        "stepSize": str(tx.step_size),
-        "initialMarginPpm": tx.imf_ppm,
-        "maintenanceMarginPpm": tx.mmf_ppm,
-        "makerFeePpm": tx.maker_fee_ppm,
-        "takerFeePpm": tx.taker_fee_ppm,
-        "oraclePrice": str(tx.oracle_price),
-    }
 
 
 class L2Api:
