@@ -29,6 +29,7 @@ from node.transactions import (
     DecodeError,
     Deposit,
     Fill,
+    ListMarket,
     OraclePrice,
     Order,
     Withdraw,
@@ -50,6 +51,8 @@ txs = st.one_of(
     st.builds(Fill, orders, sig, orders, sig, u64, u64),
     st.builds(OraclePrice, u32, u64, u64, sig),
     st.builds(Withdraw, addr, addr, st.integers(0, 2**128 - 1), u64, sig),
+    st.builds(ListMarket, u32, st.binary(min_size=16, max_size=16), st.integers(0, 255),
+              st.integers(0, 255), u64, u64, u32, u32, u32, u32, u64, sig),
 )
 
 

@@ -25,6 +25,7 @@ from node.merkle import merkle_root
 from node.transactions import (
     Deposit,
     Fill,
+    ListMarket,
     OraclePrice,
     Order,
     Withdraw,
@@ -120,6 +121,11 @@ def oracle_tx(i: int = 0) -> bytes:
 
 def withdraw_tx(i: int = 0) -> bytes:
     return encode_tx(Withdraw(_rnd.randbytes(20), _rnd.randbytes(20), 10**6 + i, i, _sig()))
+
+
+def list_market_tx(i: int = 0) -> bytes:
+    return encode_tx(ListMarket(3 + i, b"SHIB-ETH".ljust(16, b"\x00"), 12, 0, 1, 1, 100_000,
+                                50_000, 200, 500, 104_138_125, _sig()))
 
 
 def deposit_tx(index: int, account: bytes, amount: int) -> bytes:
@@ -285,7 +291,8 @@ def test_submit_batch_all_tx_types(env: Env):
     batch, blocks = batch_of(
         (1_800_000_000, [oracle_tx(), deposit_tx(0, alice, 250 * USDC_UNIT), fill_tx()]),
         (1_800_000_001, []),
-        (1_800_000_002, [deposit_tx(1, bob, 75 * USDC_UNIT), withdraw_tx(), fill_tx(1)]),
+        (1_800_000_002, [deposit_tx(1, bob, 75 * USDC_UNIT), withdraw_tx(), fill_tx(1),
+                         list_market_tx()]),
     )
     assert decode_batch(batch) == blocks
     receipt = env.submit(batch, deposit_end=2)
@@ -298,7 +305,7 @@ def test_submit_batch_all_tx_types(env: Env):
     assert record.l1_timestamp == block["timestamp"]
     assert record.first_block == 1
     assert record.block_count == 3
-    assert record.step_count == 6
+    assert record.step_count == 7
     assert record.deposit_end == 2
     assert c.latest_state_root() == STATE_ROOT
     assert c.next_l2_block() == 4
@@ -307,7 +314,7 @@ def test_submit_batch_all_tx_types(env: Env):
     (event,) = c.rollup.events.BatchSubmitted().process_receipt(receipt, errors=DISCARD)
     args = event["args"]
     assert args["index"] == 0
-    assert (args["first_block"], args["block_count"], args["step_count"]) == (1, 3, 6)
+    assert (args["first_block"], args["block_count"], args["step_count"]) == (1, 3, 7)
     assert args["state_root"] == STATE_ROOT
     assert args["tx_root"] == record.tx_root
     assert args["deposit_end"] == 2
@@ -374,8 +381,8 @@ def test_malformed_batches(env: Env):
     fill = fill_tx()
     header = (1_800_000_000).to_bytes(8, "big") + (3).to_bytes(8, "big")
     reverts_with(lambda: env.preflight(b"", 0), "batch: empty")
-    # unknown type byte (0x00 and 0x05)
-    for bad in (b"\x00", b"\x05"):
+    # unknown type byte (0x00 and 0x06)
+    for bad in (b"\x00", b"\x06"):
         batch = header + (1).to_bytes(2, "big") + bad + b"\x11" * 300
         reverts_with(lambda b=batch: env.preflight(b, 0), "batch: unknown tx type")
     # truncated block header
@@ -390,7 +397,8 @@ def test_malformed_batches(env: Env):
     batch, _ = batch_of((1_800_000_000, [fill]))
     reverts_with(lambda: env.preflight(batch + b"\x01\x02", 0), "batch: truncated")
     # each truncation of every tx type
-    for tx in (fill_tx(), oracle_tx(), withdraw_tx(), deposit_tx(0, b"\x01" * 20, 5)):
+    for tx in (fill_tx(), oracle_tx(), withdraw_tx(), deposit_tx(0, b"\x01" * 20, 5),
+               list_market_tx()):
         batch = header + (1).to_bytes(2, "big") + tx[:-1]
         reverts_with(lambda b=batch: env.preflight(b, 0), "batch: truncated")
     # a batch over MAX_BATCH_BYTES fails the calldata bound (no reason string)
