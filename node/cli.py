@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -119,18 +120,27 @@ def replay(tape: str, rpc: str, l1_rpc: str | None, market: str | None, takers: 
 
 # -- markets ------------------------------------------------------------------------
 
-def _market_rows(markets: list[dict[str, object]]) -> list[tuple[str, ...]]:
+MARKET_COLUMNS = ("id", "symbol", "price dec", "size dec", "tick", "step", "margin i/m %",
+                  "fee m/t %", "oracle price")
+
+
+def _market_rows(markets: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Table cells: tick (quote units), step (base units), margins and fees
+    in percent, oracle price in quote units."""
     from decimal import Decimal
+
+    def pct(ppm: Any) -> str:
+        return f"{Decimal(int(ppm)).scaleb(-4).normalize():f}"
 
     rows = []
     for m in markets:
-        pd, sd = int(m["priceDecimals"]), int(m["sizeDecimals"])  # type: ignore[call-overload]
+        pd, sd = int(m["priceDecimals"]), int(m["sizeDecimals"])
         rows.append((str(m["id"]), str(m["symbol"]), str(pd), str(sd),
-                     str(Decimal(int(m["tickSize"])).scaleb(-pd)),  # type: ignore[call-overload]
-                     str(Decimal(int(m["stepSize"])).scaleb(-sd)),  # type: ignore[call-overload]
-                     f"{m['initialMarginPpm']}/{m['maintenanceMarginPpm']}",
-                     f"{m['makerFeePpm']}/{m['takerFeePpm']}",
-                     str(Decimal(int(m["oraclePrice"])).scaleb(-pd))))  # type: ignore[call-overload]
+                     f"{Decimal(int(m['tickSize'])).scaleb(-pd):f}",
+                     f"{Decimal(int(m['stepSize'])).scaleb(-sd):f}",
+                     f"{pct(m['initialMarginPpm'])}/{pct(m['maintenanceMarginPpm'])}",
+                     f"{pct(m['makerFeePpm'])}/{pct(m['takerFeePpm'])}",
+                     f"{Decimal(int(m['oraclePrice'])).scaleb(-pd):f}"))
     return rows
 
 
@@ -157,16 +167,22 @@ def markets(ctx: click.Context, rpc: str, as_json: bool) -> None:
 
         click.echo(json.dumps(listed, indent=2))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="derivnet markets")
-    for col in ("id", "symbol", "price dec", "size dec", "tick", "step", "imf/mmf ppm",
-                "maker/taker fee ppm", "oracle price"):
-        table.add_column(col)
-    for row in _market_rows(listed):
+    rows = _market_rows(listed)
+    widths = [max([len(r[i]) for r in rows] + [len(max(col.split(), key=len))])
+              for i, col in enumerate(MARKET_COLUMNS)]
+    table = Table(title="derivnet markets", box=box.SIMPLE, padding=(0, 1))
+    for col, width in zip(MARKET_COLUMNS, widths, strict=True):
+        table.add_column(col, min_width=width)
+    for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    # never crop a price: wider than the terminal rather than cut
+    console.width = max(console.width, sum(widths) + 4 * len(widths) + 4)
+    console.print(table)
 
 
 @markets.command("add")
