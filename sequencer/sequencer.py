@@ -169,10 +169,12 @@ class Sequencer:
         return self.chain.apply(tx)
 
     def send_list_market(self, tx: ListMarket) -> Receipt:
-        """Apply a ListMarket to the pending block and open the market's book."""
+        """Apply a ListMarket, open the market's book and seal the block at
+        once (an acknowledged listing is stored before the call returns)."""
         self._now()
         receipt = self.chain.apply(tx)
         self.books.setdefault(tx.market, OrderBook(tx.market))
+        self.seal()
         return receipt
 
     def include_deposit(self, tx: Deposit) -> Receipt:

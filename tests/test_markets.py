@@ -392,7 +392,13 @@ def test_rpc_list_market_and_trade(node: Any) -> None:
     assert dup["message"].startswith("MarketAlreadyListed")
     listed = {m["symbol"]: m for m in rpc(node, "l2_getMarkets", "pending")["result"]}
     assert listed["SHIB-ETH"]["priceDecimals"] == 12 and listed["SHIB-ETH"]["id"] == 3
-    assert "SHIB-ETH" not in {m["symbol"] for m in rpc(node, "l2_getMarkets")["result"]}
+    # the listing is sealed at once: in the latest block already
+    assert "SHIB-ETH" in {m["symbol"] for m in rpc(node, "l2_getMarkets")["result"]}
+    full = rpc(node, "l2_getBlockByNumber", "latest", True)["result"]
+    assert [t["type"] for t in full["transactions"]] == ["ListMarket"]
+    assert full["transactions"][0]["symbol"] == "SHIB-ETH"
+    assert {k: v for k, v in full["transactions"][0].items() if k not in ("type", "hash")} == \
+        list_market_json(tx)
     # the book exists at once; orders by symbol trade
     from node.client import order_params
 
@@ -407,10 +413,7 @@ def test_rpc_list_market_and_trade(node: Any) -> None:
     assert r2["result"]["status"] == "filled"
     block = node.sequencer.seal()
     full = rpc(node, "l2_getBlockByNumber", hex(block.number), True)["result"]
-    assert full["transactions"][0]["type"] == "ListMarket"
-    assert full["transactions"][0]["symbol"] == "SHIB-ETH"
-    assert {k: v for k, v in full["transactions"][0].items() if k not in ("type", "hash")} == \
-        list_market_json(tx)
+    assert [f["market"] for f in full["fills"]] == [3]
     acct = rpc(node, "l2_getAccount", "0x" + taker.address.hex())["result"]
     assert [p["symbol"] for p in acct["positions"]] == ["SHIB-ETH"]
 
@@ -422,8 +425,7 @@ def test_books_of_listed_markets_after_restart(tmp_path: Path) -> None:
     n = Node(cfg)
     admin = Signer(dev_keys(1)[0])
     tx = admin.list_market(n.chain.domain, list_market_tx(5, "XBT-USD", Scales(1, 8), 999_931))
-    n.sequencer.send_list_market(tx)
-    n.sequencer.seal()
+    n.sequencer.send_list_market(tx)  # sealed at once
     n.close()
     n = Node(cfg)
     try:
