@@ -204,7 +204,8 @@ def markets(ctx: click.Context, rpc: str, as_json: bool) -> None:
 @click.option("--id", "market_id", type=click.IntRange(0, 2**32 - 1), default=None,
               help="Market id (default: one more than the highest listed id).")
 @click.option("--admin-key", default=None,
-              help="Hex private key of the genesis admin (default: dev account 0, a devnet's admin).")
+              help="Hex private key of the genesis admin "
+                   "(default: dev account 0, a devnet's admin).")
 @click.option("--rpc", default=None, help="L2 JSON-RPC URL (default: the group's --rpc).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context

@@ -289,7 +289,8 @@ def test_fit_scales_and_symbols() -> None:
     assert symbol_from_tape("xbtusd_synth.csv") == "XBT-USD"
     assert symbol_from_tape("weird.csv") == "WEIRD"
     assert to_units(Decimal("1666.215"), 2, 1) is None
-    assert to_units(Decimal("1666.20"), 2, 10) == 166620 and to_units(Decimal("1666.21"), 2, 10) is None
+    assert to_units(Decimal("1666.20"), 2, 10) == 166620
+    assert to_units(Decimal("1666.21"), 2, 10) is None
 
 
 def test_tape_price_off_the_tick_names_the_line(tmp_path: Path) -> None:
