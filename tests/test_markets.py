@@ -310,6 +310,35 @@ def test_tape_price_off_the_tick_names_the_line(tmp_path: Path) -> None:
         tape_trades(rows, {**coarse, "priceDecimals": 3})
 
 
+# ------------------------------------------------------------------ Rollup
+
+def test_rollup_accepts_a_batch_with_list_market(capsys: pytest.CaptureFixture[str]) -> None:
+    """submitBatch splits a real signed ListMarket (128 bytes) and commits to
+    the same step leaves as node.batch; a truncated one is rejected."""
+    from l1_stub.chain import EmbeddedL1
+    from node.batch import batch_commitment
+    from tests.test_l1_contracts import deploy_rollup
+
+    l1 = EmbeddedL1(auto_mine=True)
+    _, client = deploy_rollup(l1)
+    tx = encode_tx(signed(SHIB))
+    blocks = [BatchBlock(NOW, 1, (tx,)), BatchBlock(NOW + 1, 1, (tx, tx))]
+    data = encode_batch(blocks)
+    cut = encode_batch([BatchBlock(NOW, 1, (tx,))])[:-1]
+    with pytest.raises(Exception, match="batch: truncated"):
+        client.rollup.functions.submitBatch(cut, keccak(b"r"), 0).call({"from": l1.dev_accounts[0]})
+    from l1_stub.client import wait_receipt
+
+    receipt = wait_receipt(l1.w3, client.submit_batch(l1.dev_keys[0], data, keccak(b"r"), 0))
+    record = client.get_batch(0)
+    assert record.tx_root == batch_commitment(blocks) and record.step_count == 3
+    empty = wait_receipt(l1.w3, client.submit_batch(
+        l1.dev_keys[0], encode_batch([BatchBlock(NOW + 2, 1, ())]), keccak(b"s"), 0))
+    with capsys.disabled():
+        print(f"\nsubmitBatch gas: 3 ListMarket in 2 blocks {receipt['gasUsed']}, "
+              f"1 empty block {empty['gasUsed']}")
+
+
 # ------------------------------------------------------------------ Rollup escape
 
 def test_escape_values_at_fine_scales() -> None:
