@@ -102,10 +102,13 @@ def replay(tape: str, rpc: str, l1_rpc: str | None, market: str | None, takers: 
     """Replay a trade TAPE (CSV) as signed maker/taker orders against a running node."""
     from node.replay import ReplayOptions, run_replay
 
-    summary = run_replay(ReplayOptions(
-        tape=tape, rpc=rpc, l1_rpc=l1_rpc, market=market, takers=takers, limit=limit,
-        start=start,
-        rpc_batch=rpc_batch, wait_for_l1=not no_wait, progress=not as_json))
+    try:
+        summary = run_replay(ReplayOptions(
+            tape=tape, rpc=rpc, l1_rpc=l1_rpc, market=market, takers=takers, limit=limit,
+            start=start,
+            rpc_batch=rpc_batch, wait_for_l1=not no_wait, progress=not as_json))
+    except ValueError as exc:  # the tape or the market choice (names the tape line)
+        raise click.ClickException(str(exc)) from None
     if as_json:
         import json
 
