@@ -519,8 +519,15 @@ def test_any_instrument_tape_replays(devnet: Any, tmp_path: Path, kind: str, nam
     from node.replay import ReplayOptions, run_replay
 
     tape = (low_tape if kind == "low" else high_tape)(tmp_path / name, 200)
-    summary = run_replay(ReplayOptions(tape=str(tape), rpc=devnet.url, progress=False,
-                                       limit=200))
+    if kind == "low":
+        summary = run_replay(ReplayOptions(tape=str(tape), rpc=devnet.url, progress=False,
+                                           limit=200))
+    else:  # as a user would: the command line, nothing edited
+        from node.cli import main
+
+        out = CliRunner().invoke(main, ["replay", str(tape), "--rpc", devnet.url, "--json"])
+        assert out.exit_code == 0, out.output
+        summary = json.loads(out.output)
     assert summary["failed"] == 0, summary["errors"]
     assert summary["fills"] == 200 and summary["rootsMatch"], summary
     assert summary["l1StateRoot"] == summary["l2StateRootAtLatestBatch"]
@@ -582,3 +589,6 @@ def test_cli_markets_and_refusals(devnet: Any, tmp_path: Path) -> None:
                                          r"multiple of ETH-USD's tick 0\.01"):
         run_replay(ReplayOptions(tape=str(tape), rpc=devnet.url, progress=False,
                                  market="ETH-USD"))
+    out = runner.invoke(main, ["replay", str(tape), "--rpc", devnet.url, "--market", "BTC-USD"])
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1
+    assert "tape line 2" in out.output and "BTC-USD's tick 0.1" in out.output
