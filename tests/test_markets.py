@@ -184,6 +184,39 @@ def test_list_market_signature_and_rule_order() -> None:
     _unchanged(state, signed(dataclasses.replace(worst, market=9)), err.InvalidSymbol)
 
 
+@given(market=st.integers(0, 2**32 - 1),
+       symbol=st.one_of(st.sampled_from(["SHIB-ETH", "ETH-USD", "A", "Z9_./-", "a", ""]),
+                        st.text("ABZ09-.", max_size=16)),
+       pd=st.integers(0, 20), sd=st.integers(0, 20),
+       tick=st.sampled_from([0, 1, 7]), step=st.sampled_from([0, 1, 10**6]),
+       imf=st.sampled_from([0, 50_000, 100_000, 10**6, 10**6 + 1]),
+       mmf=st.sampled_from([0, 50_000, 100_000]),
+       fees=st.sampled_from([(0, 0), (200, 500), (10**6, 10**6), (10**6 + 1, 0)]),
+       price=st.sampled_from([0, 1, 2**64 - 1]))
+def test_list_market_property(market: int, symbol: str, pd: int, sd: int, tick: int, step: int,
+                              imf: int, mmf: int, fees: tuple[int, int], price: int) -> None:
+    """Any ListMarket either lists exactly its market and symbol, or raises a
+    rule and changes nothing; it applies iff every documented rule holds."""
+    state = new_state()
+    tx = signed(ListMarket(market, symbol_bytes(symbol), pd, sd, tick, step, imf, mmf, *fees,
+                           price, b""))
+    ok = (market not in (1, 2) and symbol[:1].isalpha() and symbol[:1].isupper()
+          and symbol not in ("ETH-USD", "BTC-USD") and pd <= 18 and sd <= 18 and tick and step
+          and 0 < mmf <= imf <= 10**6 and max(fees) <= 10**6 and price > 0)
+    root = state.root
+    try:
+        apply_transaction(state, tx, NOW, DOMAIN)
+    except err.InvalidTransaction:
+        assert not ok
+        assert state.commit() == root
+        return
+    assert ok
+    state.commit()
+    assert state.markets[market].as_tuple() == (market, pd, sd, tick, step, imf, mmf, *fees,
+                                                price, 0)
+    assert state.symbol_of(market) == symbol and len(state.markets) == 3
+
+
 def test_list_market_applies_and_replays_fail() -> None:
     state = new_state()
     tx = signed(SHIB)
