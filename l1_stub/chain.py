@@ -388,6 +388,10 @@ class L1Provider(EthereumTesterProvider):
         endpoints["net"]["version"] = lambda _tester, _params: str(chain_id)
         endpoints["web3"]["clientVersion"] = lambda _tester, _params: "derivnet-l1/eth-tester"
 
+        def require_controls(name: str) -> None:
+            if not l1.devnet_controls:
+                raise PermissionError(f"{name} is disabled (the devnet runs with --no-devnet-controls)")
+
         def mine(_tester: Any, params: Any) -> int:
             # evm_mine([timestamp]) (anvil also takes {"timestamp": ..}) / evm_mine([])
             if params:
@@ -395,12 +399,14 @@ class L1Provider(EthereumTesterProvider):
                 if isinstance(arg, dict):
                     arg = arg.get("timestamp")
                 if arg is not None:
+                    require_controls("evm_mine with a timestamp")
                     l1.set_next_block_timestamp(_int_param(arg))
             l1.mine(1)
             return 0
 
         def anvil_mine(_tester: Any, params: Any) -> None:
             # anvil_mine([blocks=1, interval_seconds=None])
+            require_controls("anvil_mine")
             blocks = _int_param(params[0]) if params and params[0] is not None else 1
             interval = _int_param(params[1]) if params and len(params) > 1 and params[1] is not None else None
             for i in range(blocks):
@@ -410,13 +416,16 @@ class L1Provider(EthereumTesterProvider):
             return None
 
         def increase_time(_tester: Any, params: Any) -> int:
+            require_controls("evm_increaseTime")
             return l1.increase_time(_int_param(params[0]))
 
         def set_next_ts(_tester: Any, params: Any) -> None:
+            require_controls("evm_setNextBlockTimestamp")
             l1.set_next_block_timestamp(_int_param(params[0]))
             return None
 
         def set_automine(_tester: Any, params: Any) -> None:
+            require_controls("evm_setAutomine")
             l1.auto_mine = bool(params[0])
             return None
 
@@ -485,6 +494,9 @@ class EmbeddedL1:
     ) -> None:
         self._chain_id = chain_id
         self._clock = clock
+        # False: the L1 port refuses time warps and anvil_/evm_setAutomine
+        # (evm_mine stays: mining on demand changes no rule)
+        self.devnet_controls = True
         self._offset = 0
         self._next_block_timestamp: int | None = None
         self._warp_epoch = 0

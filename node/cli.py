@@ -11,43 +11,97 @@ import click
 from node.node import NodeConfig
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Click group whose commands fail with one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+        except Exception as exc:  # noqa: BLE001 - one line for the user, not a traceback
+            raise click.ClickException(_one_line(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A user-facing line for an unexpected error (connection refused, bad file...)."""
+    import httpx
+    import requests
+
+    if isinstance(exc, httpx.ConnectError | requests.exceptions.ConnectionError):
+        return f"cannot reach the node: {exc} (is `derivnet devnet` running? see --rpc)"
+    if isinstance(exc, httpx.TimeoutException | requests.exceptions.Timeout):
+        return f"the node did not answer in time: {exc}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("derivnet")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="derivnet")
 def main() -> None:
     """derivnet: a local optimistic-rollup devnet for derivatives."""
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8545, show_default=True, help="L2 JSON-RPC port (HTTP + WS).")
-@click.option("--l1-port", default=8546, show_default=True, help="Embedded L1 JSON-RPC port.")
+@click.option("--port", default=8545, show_default=True, type=click.IntRange(1, 65535),
+              help="L2 JSON-RPC port (HTTP + WS).")
+@click.option("--l1-port", default=8546, show_default=True, type=click.IntRange(1, 65535),
+              help="Embedded L1 JSON-RPC port.")
 @click.option("--datadir", default=None, type=click.Path(file_okay=False),
-              help="Where the chain is stored (LevelDB); omit for an in-memory devnet.")
-@click.option("--block-time", default=0.25, show_default=True, type=float,
-              help="Seconds between L2 blocks.")
-@click.option("--batch-interval", default=2.0, show_default=True, type=float,
-              help="Seconds between batch submissions to L1.")
-@click.option("--l1-block-time", default=1.0, show_default=True, type=float,
-              help="Seconds between embedded L1 blocks.")
-@click.option("--genesis", "genesis_path", default=None, type=click.Path(dir_okay=False),
-              help="Genesis file (markets, roles); default: the packaged node/genesis.json.")
+              help="Where the chain is stored (LevelDB); omit for an in-memory devnet. A "
+                   "restart keeps the datadir's genesis, preset and windows.")
+@click.option("--block-time", default=0.25, show_default=True,
+              type=click.FloatRange(0.01, 3600), help="Seconds between L2 blocks (0.01..3600).")
+@click.option("--batch-interval", default=2.0, show_default=True,
+              type=click.FloatRange(0.05, 86400),
+              help="Seconds between batch submissions to L1 (0.05..86400).")
+@click.option("--l1-block-time", default=1.0, show_default=True,
+              type=click.FloatRange(1, 3600),
+              help="Seconds between embedded L1 blocks (1..3600: L1 timestamps are whole "
+                   "seconds and strictly increase, so faster blocks would run L1 time ahead "
+                   "of the wall clock).")
+@click.option("--genesis", "genesis_path", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Genesis file (markets, roles); default: the datadir's, else the packaged "
+                   "node/genesis.json.")
 @click.option("--max-block-txs", default=5000, show_default=True,
-              help="Seal a block early once it holds this many transactions.")
-@click.option("--preset", type=click.Choice(["devnet", "mainnet"]), default="devnet",
-              show_default=True,
-              help="Delays: devnet (challenge 60 s, inclusion 30 s, escape 120 s) or "
-                   "mainnet-like (7 days, 12 hours, 7 days).")
-@click.option("--challenge-window", type=int, default=None,
+              type=click.IntRange(1, 65535),
+              help="Seal a block early once it holds this many transactions (a block is "
+                   "also sealed before it would outgrow one L1 batch).")
+@click.option("--preset", type=click.Choice(["devnet", "mainnet"]), default=None,
+              help="Delays: devnet (challenge 60 s, inclusion 30 s, escape 120 s; the default "
+                   "for a new datadir) or mainnet-like (7 days, 12 hours, 7 days).")
+@click.option("--challenge-window", type=click.IntRange(0, 2**32), default=None,
               help="Seconds of L1 time before a batch can be finalized (overrides the preset).")
-@click.option("--inclusion-window", type=int, default=None,
+@click.option("--inclusion-window", type=click.IntRange(0, 2**32), default=None,
               help="Seconds after which an unconsumed deposit blocks batches (overrides the preset).")
-@click.option("--escape-delay", type=int, default=None,
+@click.option("--escape-delay", type=click.IntRange(0, 2**32), default=None,
               help="Seconds without a batch after which anyone can freeze the Rollup "
                    "(overrides the preset).")
+@click.option("--sequencer-key", default=None,
+              help="Hex private key of the genesis sequencer (default: the dev account that "
+                   "genesis names).")
+@click.option("--no-devnet-controls", is_flag=True,
+              help="Refuse devnet_* on the L2 port and time warps (evm_increaseTime, "
+                   "evm_setNextBlockTimestamp, anvil_*) on the L1 port.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: float,
            batch_interval: float, l1_block_time: float, genesis_path: str | None,
-           max_block_txs: int, preset: str, challenge_window: int | None,
-           inclusion_window: int | None, escape_delay: int | None, verbose: bool) -> None:
+           max_block_txs: int, preset: str | None, challenge_window: int | None,
+           inclusion_window: int | None, escape_delay: int | None, sequencer_key: str | None,
+           no_devnet_controls: bool, verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
 
@@ -55,13 +109,24 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if port == l1_port:
+        raise click.BadParameter("the L2 and L1 ports must differ", param_hint="--l1-port")
+    warning = _exposure_warning(host, not no_devnet_controls)
+    if warning:
+        click.echo(warning, err=True)
     config = NodeConfig(datadir=datadir, host=host, port=port, l1_port=l1_port,
                         block_time=block_time, batch_interval=batch_interval,
                         l1_block_time=l1_block_time, genesis_path=genesis_path,
                         max_block_txs=max_block_txs, preset=preset,
                         challenge_window=challenge_window, inclusion_window=inclusion_window,
-                        escape_delay=escape_delay)
-    node = Node(config)
+                        escape_delay=escape_delay,
+                        sequencer_key=_parse_key(sequencer_key, "--sequencer-key")
+                        if sequencer_key else None,
+                        devnet_controls=not no_devnet_controls)
+    try:
+        node = Node(config)
+    except ValueError as exc:  # DatadirMismatch, a bad genesis or key
+        raise click.ClickException(str(exc)) from None
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -77,10 +142,58 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
 
     try:
         trio.run(run)
-    except KeyboardInterrupt:
+    except BaseException as exc:  # Ctrl-C may arrive wrapped in the nursery's group
+        if not _is_interrupt(exc):
+            raise
         click.echo("stopped")
     finally:
         node.close()
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    """True for KeyboardInterrupt, alone or as the only thing in exception groups."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(KeyboardInterrupt)
+        return rest is None
+    return False
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _exposure_warning(host: str, controls: bool) -> str | None:
+    """The warning printed when the devnet listens beyond this machine."""
+    if _is_loopback(host):
+        return None
+    exposed = ["the L1 port's 10 unlocked dev accounts (eth_sendTransaction signs with "
+               "anvil's public test keys: anyone can spend them and send as the sequencer)"]
+    if controls:
+        exposed.append("devnet controls (devnet_* on the L2 port, time warps on the L1 port)")
+    return (f"WARNING: listening on {host}, not loopback: other machines can reach "
+            + " and ".join(exposed) + ". Use --no-devnet-controls and a firewall, or bind "
+            "127.0.0.1.")
+
+
+def _parse_key(text: str, hint: str) -> bytes:
+    """A 32-byte hex private key (0x optional); BadParameter otherwise."""
+    raw = text[2:] if text.startswith(("0x", "0X")) else text
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        raise click.BadParameter("not a hex private key", param_hint=hint) from None
+    if len(key) != 32 or not 0 < int.from_bytes(key, "big") < 2**256 - 2**32 - 977:
+        raise click.BadParameter("a private key is 32 bytes (64 hex digits)", param_hint=hint)
+    return key
 
 
 @main.command()
@@ -261,8 +374,7 @@ def _signer(account: int | None, private_key: str | None) -> object:
     from node.signing import Signer, dev_keys
 
     if private_key:
-        key = private_key[2:] if private_key.startswith("0x") else private_key
-        return Signer(bytes.fromhex(key))
+        return Signer(_parse_key(private_key, "--private-key"))
     index = 3 if account is None else account
     if not 0 <= index < 10:
         raise click.BadParameter("dev account index must be 0..9", param_hint="--account")

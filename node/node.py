@@ -27,7 +27,8 @@ from node.chain import Chain
 from node.crypto import ZERO_HASH
 from node.db import KeyValueDB, LevelDB, MemoryDB
 from node.eip712 import Domain
-from node.genesis import Genesis, load_genesis
+from node.datadir import DatadirMismatch, Requested, check_restart, read_genesis_json, resolve_windows
+from node.genesis import Genesis, parse_genesis
 from node.rpc import L2Api, hexb, hexq, methods
 from node.server import JsonRpcApp, serve_jsonrpc
 from node.smt import SparseMerkleTree
@@ -52,10 +53,12 @@ class NodeConfig:
     genesis_path: str | None = None
     max_block_txs: int = 5_000
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
-    preset: str = "devnet"
+    preset: str | None = None  # None: the datadir's, or devnet for a new one
     challenge_window: int | None = None
     inclusion_window: int | None = None
     escape_delay: int | None = None
+    sequencer_key: bytes | None = None  # None: the dev account that genesis names
+    devnet_controls: bool = True  # devnet_* on L2, time warps on L1
     serve_l1: bool = True
     censor_deposits: bool = False
     batcher_enabled: bool = True
@@ -70,28 +73,46 @@ class Node:
         from l1_stub.client import Deployment, RollupClient, deploy
 
         self.config = config
-        self.genesis: Genesis = load_genesis(config.genesis_path)
         self.db: KeyValueDB
         if config.datadir:
             Path(config.datadir).mkdir(parents=True, exist_ok=True)
             self.db = LevelDB(os.path.join(config.datadir, "l2"))
         else:
             self.db = MemoryDB()
+        try:
+            stored = Chain.stored_config(self.db)
+            genesis_json = self._resolve_genesis(stored)
+        except BaseException:
+            self.db.close()
+            raise
+        self.genesis: Genesis = parse_genesis(genesis_json)
         l1_dir = os.path.join(config.datadir, "l1") if config.datadir else None
         self.l1 = EmbeddedL1(chain_id=self.genesis.l1_chain_id, datadir=l1_dir,
                              **self._l1_kwargs())
-        keys = self.l1.dev_keys
-        self.sequencer_key = keys[0]
+        self.l1.devnet_controls = config.devnet_controls
+        try:
+            self.sequencer_key = self._sequencer_key()
+            if stored is None and l1_dir is not None and self.l1.head()[0] > 0:
+                raise DatadirMismatch(
+                    f"{l1_dir} holds an L1 chain (head block {self.l1.head()[0]}) but the L2 "
+                    "store beside it is empty: it was removed, or the first start crashed "
+                    "before writing genesis; start with an empty --datadir"
+                )
+        except BaseException:
+            self.close()
+            raise
 
-        stored = Chain.stored_config(self.db)
         if stored is None:
             leaves = self.genesis.leaves()
             root = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, leaves)
-            windows = self._windows()
+            windows = resolve_windows(self._requested(None))
+            self._fund_sequencer()
             dep = deploy(self.l1.w3, self.sequencer_key, "0x" + self.genesis.sequencer.hex(),
                          root, self.genesis.l2_chain_id, mine=self.l1.mine, **windows)
             stored = {
                 **{k: v for k, v in windows.items()},
+                "genesis": genesis_json,
+                "preset": config.preset or "devnet",
                 "l1ChainId": self.genesis.l1_chain_id,
                 "l2ChainId": self.genesis.l2_chain_id,
                 "rollup": dep.rollup,
@@ -111,13 +132,14 @@ class Node:
         domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
         self.chain = Chain(self.db, domain)
         self.sequencer = Sequencer(self.chain, self.clock, max_block_txs=config.max_block_txs)
-        self.sequencer.l1_origin = self.l1.head()[0]
+        self.sequencer.l1_origin, self.l1_origin_time = self.l1.head()
         from l1_stub.contracts import write_abis
 
         abi_target = Path(config.datadir) / "abi" if config.datadir else None
         self.abi_files = write_abis(abi_target)
         self.stored_config = stored
-        self.finalized_batch_count = 0
+        # read now, so finality never reads lower after a restart than before it
+        self.finalized_batch_count = self.rollup.finalized_batch_count()
         self._finalize_sent = 0
         self.last_batch_error: str | None = None
         self.l1_send_lock = trio.Lock()
@@ -125,26 +147,67 @@ class Node:
         self.app = JsonRpcApp(methods(self.api, self.devnet_methods()))
         self.started_at = time.time()
 
-    def _windows(self) -> dict[str, int]:
-        """challenge/inclusion windows and escape delay: the preset, then flags."""
-        from l1_stub.client import PRESETS
-
-        if self.config.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.config.preset!r}; one of {sorted(PRESETS)}")
-        p = PRESETS[self.config.preset]
+    def _requested(self, genesis_json: dict[str, Any] | None) -> Requested:
         c = self.config
-        return {
-            "challenge_window": p.challenge_window if c.challenge_window is None else c.challenge_window,
-            "inclusion_window": p.inclusion_window if c.inclusion_window is None else c.inclusion_window,
-            "escape_delay": p.escape_delay if c.escape_delay is None else c.escape_delay,
-        }
+        return Requested(genesis_json, c.preset, c.challenge_window, c.inclusion_window,
+                         c.escape_delay)
+
+    def _resolve_genesis(self, stored: dict[str, Any] | None) -> dict[str, Any]:
+        """The genesis JSON to run: --genesis, else the datadir's, else the
+        packaged default. On a restart, refuse flags that differ from the
+        datadir's (DatadirMismatch)."""
+        given = read_genesis_json(self.config.genesis_path) if self.config.genesis_path else None
+        if stored is None:
+            return given if given is not None else read_genesis_json(None)
+        check_restart(stored, self._requested(given))
+        if "genesis" in stored:
+            return dict(stored["genesis"])
+        return given if given is not None else read_genesis_json(None)
+
+    def _sequencer_key(self) -> bytes:
+        """The key that signs batches: --sequencer-key, else the dev account
+        genesis names as sequencer. Raises ValueError if neither fits."""
+        from node.crypto import address_of
+
+        want = self.genesis.sequencer
+        key = self.config.sequencer_key
+        if key is not None:
+            if address_of(key) != want:
+                raise ValueError(
+                    f"--sequencer-key is for 0x{address_of(key).hex()}, but genesis names "
+                    f"0x{want.hex()} as the sequencer"
+                )
+            return key
+        for k in self.l1.dev_keys:
+            if address_of(k) == want:
+                return k
+        raise ValueError(
+            f"genesis names 0x{want.hex()} as the sequencer, which is not a dev account: "
+            "pass its key with --sequencer-key"
+        )
+
+    def _fund_sequencer(self) -> None:
+        """Give a non-dev sequencer account L1 ether for gas (devnet faucet)."""
+        from node.crypto import address_of
+
+        address = "0x" + address_of(self.sequencer_key).hex()
+        w3 = self.l1.w3
+        if w3.eth.get_balance(w3.to_checksum_address(address)) >= 10**20:
+            return
+        funder = self.l1.dev_accounts[0] if hasattr(self.l1, "dev_accounts") else w3.eth.accounts[0]
+        w3.eth.send_transaction({"from": funder, "to": w3.to_checksum_address(address),
+                                 "value": 1000 * 10**18})
+        self.l1.mine()
 
     def _l1_kwargs(self) -> dict[str, Any]:
         return dict(self.config.extra.get("l1", {}))
 
     def clock(self) -> float:
-        """L2 time: wall time plus the L1 warp offset (follows L1 time)."""
-        return time.time() + self.l1.time_offset
+        """L2 time: wall time plus the L1 warp offset (follows L1 time), never
+        behind the L1 origin's timestamp (unix s)."""
+        return max(time.time() + self.l1.time_offset, self.l1_origin_time)
+
+    l1_origin_time: int = 0
 
     # -- loops -----------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -167,6 +230,7 @@ class Node:
 
     async def on_l1_block(self, number: int) -> None:
         """After an L1 block: move the L1 origin, include deposits, finalize batches."""
+        self.l1_origin_time = await trio.to_thread.run_sync(lambda: self.l1.head()[1])
         self.sequencer.l1_origin = number
         await self.include_deposits()
         await self.update_finality()
@@ -295,8 +359,12 @@ class Node:
 
     # -- devnet controls -------------------------------------------------
     def devnet_methods(self) -> dict[str, Any]:
-        """``devnet_`` JSON-RPC methods (anvil-like time and mining control)."""
+        """``devnet_`` JSON-RPC methods (anvil-like time and mining control);
+        none with ``devnet_controls`` off."""
         from node.rpc import parse_int
+
+        if not self.config.devnet_controls:
+            return {}
 
         def increase_time(seconds: Any) -> str:
             """Warp L1 (and so L2) time forward; returns the total offset (hex s)."""

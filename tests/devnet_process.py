@@ -25,7 +25,7 @@ def free_port() -> int:
 class DevnetProcess:
     """``python -m node.cli devnet`` on free ports; fast clocks for tests."""
 
-    def __init__(self, datadir: Path | None, log: Path, **flags: str) -> None:
+    def __init__(self, datadir: Path | None, log: Path, **flags: str | None) -> None:
         self.datadir = datadir
         self.log_path = log
         self.port = free_port()
@@ -48,7 +48,7 @@ class DevnetProcess:
         if self.datadir is not None:
             cmd += ["--datadir", str(self.datadir)]
         for k, v in self.flags.items():
-            cmd += [k, v]
+            cmd += [k] if v is None else [k, v]  # None: a flag without a value
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log,
