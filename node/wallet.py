@@ -133,15 +133,14 @@ def finish_withdrawal(client: L2Client, w3: Any, signer: Signer, withdrawal_id: 
     proof, sent and paid for by ``signer``. If it is already paid, returns
     with ``already_paid`` and sends nothing, so it is safe to run again.
 
-    Raises LookupError if the node knows no such withdrawal (not in a sealed
-    block within ~10 s), TimeoutError if it is not final within ``timeout``
+    Raises LookupError if the node knows no such withdrawal (acknowledged
+    ones are known at once, sealed or not), TimeoutError if it is not final within ``timeout``
     seconds, l1_stub.client.TransactionReverted if finalizeWithdrawal fails.
     """
     from node.client import RpcError
 
     wid = withdrawal_id
     deadline = time.monotonic() + timeout
-    unknown_until = time.monotonic() + max(10.0, 4 * float(client.config.get("block_time", 1)))
     rollup = rollup_client(client, w3)
     window = _int(client.config.get("challenge_window") or 0)
     warped = False
@@ -152,11 +151,11 @@ def finish_withdrawal(client: L2Client, w3: Any, signer: Signer, withdrawal_id: 
             if exc.code != -32001:  # anything but "not found (yet)"
                 raise
             w = None
-        if w is not None and (w["paid"] or w["status"] == "finalized"):
-            break
         if w is None:
-            if time.monotonic() > unknown_until:
-                raise LookupError(f"no withdrawal #{wid} on this chain (not in a sealed block)")
+            raise LookupError(f"no withdrawal #{wid} on this chain")
+        if w["paid"] or w["status"] == "finalized":
+            break
+        if w["status"] == "pending":
             progress(f"withdrawal #{wid}: waiting for its block to be sealed", None)
         elif w["batch"] is None:
             progress(f"withdrawal #{wid}: waiting for its batch to reach L1", None)

@@ -523,3 +523,62 @@ def test_kill9_with_withdrawals_and_cancels_in_flight(tmp_path: Path) -> None:
     print(f"seed {seed}")
     acks = _kill_points(tmp_path, 20 if slow else 3, seed, pay_every=1 if slow else 3)
     assert acks.fills and acks.cancels and acks.withdrawals and acks.paid
+
+
+# -- derivnet withdraw: resumable, own batch, pending nonces ------------------------
+
+def test_withdraw_resumes_by_id_and_never_pays_twice(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from l1_stub.client import connect
+    from node.cli import main
+    from node.client import L2Client
+    from node.wallet import deposit, finish_withdrawal, rollup_client, send_withdrawal
+    from tests.devnet_process import DevnetProcess
+
+    user = Signer(KEYS[6])
+    node = DevnetProcess(None, tmp_path / "devnet.log")
+    node.start()
+    try:
+        with L2Client(node.url) as client, connect(node.l1_url) as w3:
+            rollup = rollup_client(client, w3)
+            deposit(client, w3, user, 100 * USDC)
+            # two quick withdrawals: nonces from the pending state do not collide
+            first, _ = send_withdrawal(client, user, 3 * USDC)
+            second, _ = send_withdrawal(client, user, 4 * USDC)
+            assert second == first + 1
+            assert client.call("l2_getWithdrawal", second)["status"] in ("pending", "unsafe", "safe")
+            # "killed mid-wait": the first is resumed by id, after a later batch exists
+            _wait(lambda: (client.call("l2_getBatch", "latest") or {}).get("index", -1) >= 0
+                  and client.sync_status()["safe_l2"]["number"] >= client.block_number(),
+                  "the withdrawals' batch on L1")
+            client.send_oracle_price(ORACLE, 1, 166601, int(time.time()) + 10**6)
+            _wait(lambda: client.sync_status()["safe_l2"]["number"] >= client.block_number(),
+                  "a later batch on L1")
+            own = client.call("l2_getWithdrawal", first)["batch"]
+            assert client.call("l2_getBatch", "latest")["index"] > own
+            messages: list[str] = []
+            balance = rollup.usdc_balance("0x" + user.address.hex())
+            nonce = client.get_account(user.address, "pending")["nonce"]
+            r = finish_withdrawal(client, w3, user, first, warp=True, timeout=60,
+                                  progress=lambda m, f: messages.append(m))
+            assert r.l1_tx and not r.already_paid and r.amount == 3 * USDC
+            assert rollup.usdc_balance("0x" + user.address.hex()) == balance + 3 * USDC
+            assert any(f"in batch {own};" in m for m in messages), messages
+            assert client.get_account(user.address, "pending")["nonce"] == nonce  # no new one
+        # the CLI: resume the second, then again (already paid), then an unknown id
+        cli = ["--account", "6", "--rpc", node.url, "--timeout", "60", "--json"]
+        out = CliRunner().invoke(main, ["withdraw", "--id", str(second), "--warp", *cli])
+        assert out.exit_code == 0, out.output
+        done = json.loads(out.output)
+        assert done["withdrawal_id"] == second and done["l1_tx"] and not done["already_paid"]
+        again = CliRunner().invoke(main, ["withdraw", "--id", str(second), *cli])
+        assert again.exit_code == 0 and json.loads(again.output)["already_paid"]
+        unknown = CliRunner().invoke(main, ["withdraw", "--id", "999", *cli])
+        assert unknown.exit_code == 1 and "no withdrawal #999" in unknown.output
+        both = CliRunner().invoke(main, ["withdraw", "5", "--id", "1", *cli])
+        assert both.exit_code == 2
+    finally:
+        node.stop()
