@@ -47,7 +47,7 @@ _JOURNAL = b"j:"
 # journal entry kinds (first byte of the value)
 _ORDER = b"O"  # order.encode() | signature (65) | time in force (ASCII)
 _CANCEL = b"C"  # order hash (32) | order expiry (u64) | cancel signature (65)
-_TX = b"T"  # encode_tx(tx): Withdraw, OraclePrice, Deposit (dispatched by type byte)
+_TX = b"T"  # encode_tx(tx): Withdraw, OraclePrice, Deposit, ... (dispatched by type byte)
 _LEGACY_KEY_BYTES = 2 + 8 + 32  # before kinds: b"j:" | sequence | order hash -> order entry
 
 
@@ -137,7 +137,8 @@ class Sequencer:
         """Validate, match and (GTC) rest ``order``; fills go to the pending block.
 
         Raises DecodeError (malformed) or InvalidTransaction (a rule, see
-        sequencer.validation.check_order, plus OrderRejectedByBook).
+        sequencer.validation.check_order, plus OrderRejectedByBook and OrderCancelled).
+        An order that rested, filled or took makers out of the book is journaled.
         """
         now = self._now()
         state = self.chain.state
@@ -380,7 +381,11 @@ class Sequencer:
                 self.send_oracle_price(tx)
             elif isinstance(tx, Deposit):
                 self.include_deposit(tx)
-            else:
-                return False
+            else:  # another transaction type journaled with _journal_tx
+                self._now()
+                self.chain.apply(tx)
+                for market in self.chain.state.markets:
+                    self.books.setdefault(market, OrderBook(market))
+                self._journaled[key] = None
             return True
         raise ValueError(f"unknown journal entry kind {kind!r}")
