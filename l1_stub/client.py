@@ -663,12 +663,38 @@ class RollupClient:
         return int(self.rollup.functions.deposit_amounts(index).call())
 
 
+def _stale_connection_retry() -> Any:
+    """urllib3 retries for a JSON-RPC session: a request whose pooled
+    keep-alive connection the server closed under it (RemoteDisconnected,
+    connection reset) or that could not connect is sent again, up to 3 times
+    with a short backoff; a read timeout is not retried. Re-sending is safe:
+    views are idempotent and a signed raw transaction sent twice is
+    rejected as known, never executed twice."""
+    from urllib3.exceptions import ReadTimeoutError
+    from urllib3.util.retry import Retry
+
+    class StaleConnectionRetry(Retry):
+        def increment(self, *args: Any, **kwargs: Any) -> Retry:
+            if isinstance(kwargs.get("error"), ReadTimeoutError):
+                return super().new(read=False).increment(*args, **kwargs)
+            return super().increment(*args, **kwargs)
+
+    return StaleConnectionRetry(total=3, connect=3, read=3, status=0, other=0, redirect=0,
+                                allowed_methods=None, backoff_factor=0.05)
+
+
 @contextmanager
 def connect(url: str, timeout: float = 60.0) -> Iterator[Web3]:
-    """A Web3 on an HTTP JSON-RPC endpoint whose connections are closed on exit."""
+    """A Web3 on an HTTP JSON-RPC endpoint whose connections are closed on
+    exit; robust to the server closing an idle keep-alive connection
+    (``_stale_connection_retry``)."""
     import requests
+    from requests.adapters import HTTPAdapter
 
     session = requests.Session()
+    adapter = HTTPAdapter(max_retries=_stale_connection_retry())
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     try:
         yield Web3(Web3.HTTPProvider(url, session=session, request_kwargs={"timeout": timeout}))
     finally:

@@ -3,7 +3,9 @@
 ``load_contract(name)`` compiles ``l1_stub/contracts/<name>.vy`` with the
 ``vyper`` package (0.4.3, EVM version Cancun so the bytecode also runs on
 older external nodes) and caches the result in-process, keyed by the source
-hash, so each contract compiles once per process (about 0.2 s each).
+hash, and on disk (``~/.cache/derivnet/compiled``, or
+``$DERIVNET_COMPILE_CACHE``; ``off`` disables it), keyed by every source
+file and the compiler version, so a contract compiles once per machine.
 
 Compile-time limits (``MAX_BATCH_BYTES``, ``MAX_STEPS``,
 ``MAX_FINALIZE_ON_FREEZE`` of the Rollup) can be overridden with ``overrides={"MAX_STEPS": 64}``: a knob for protocol
@@ -97,12 +99,16 @@ def compile_contract(name: str, overrides: Mapping[str, int] | None = None) -> C
         import vyper
         from vyper.compiler.settings import Settings
 
-        out = vyper.compile_code(
-            source,
-            contract_path=str(path),
-            output_formats=["abi", "bytecode", "bytecode_runtime"],
-            settings=Settings(evm_version=EVM_VERSION),
-        )
+        disk = _disk_cache_path(name, source, vyper.__version__)
+        out = _read_disk_cache(disk)
+        if out is None:
+            out = vyper.compile_code(
+                source,
+                contract_path=str(path),
+                output_formats=["abi", "bytecode", "bytecode_runtime"],
+                settings=Settings(evm_version=EVM_VERSION),
+            )
+            _write_disk_cache(disk, out)
         compiled = CompiledContract(
             name=name,
             abi=out["abi"],
@@ -112,6 +118,44 @@ def compile_contract(name: str, overrides: Mapping[str, int] | None = None) -> C
         )
         _cache[key] = compiled
         return compiled
+
+
+def _disk_cache_path(name: str, source: str, vyper_version: str) -> Path | None:
+    """Where the compiler output of this exact input is cached across
+    processes (a devnet start otherwise spends ~5 s compiling): keyed by the
+    source (overrides applied), every .vy/.vyi file of the contracts folder
+    (imported modules), the vyper and EVM versions. None if
+    ``$DERIVNET_COMPILE_CACHE`` is ``off``."""
+    where = os.environ.get("DERIVNET_COMPILE_CACHE")
+    if where == "off":
+        return None
+    h = hashlib.sha256(f"{name}|{vyper_version}|{EVM_VERSION}|".encode() + source.encode())
+    for other in sorted(CONTRACTS_DIR.rglob("*.vy*")):
+        h.update(str(other.relative_to(CONTRACTS_DIR)).encode() + b"|" + other.read_bytes())
+    base = Path(where) if where else Path.home() / ".cache" / "derivnet" / "compiled"
+    return base / f"{name}-{h.hexdigest()[:32]}.json"
+
+
+def _read_disk_cache(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        out: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return out if {"abi", "bytecode", "bytecode_runtime"} <= out.keys() else None
+
+
+def _write_disk_cache(path: Path | None, out: dict[str, Any]) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({k: out[k] for k in ("abi", "bytecode", "bytecode_runtime")}))
+        os.replace(tmp, path)  # atomic: concurrent processes never read half a file
+    except OSError:
+        pass  # a read-only home only costs the compile time
 
 
 def load_contract(

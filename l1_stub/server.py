@@ -301,6 +301,7 @@ async def serve_l1(
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    config.keep_alive_timeout = 75  # like the L2 port; hypercorn's 5 s races idle clients
     config.graceful_timeout = 1.0
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(serve, make_app(l1), config, mode="asgi"))

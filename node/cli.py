@@ -491,7 +491,10 @@ def deposit(amount: str, to: str | None, account: int | None, private_key: str |
 
 
 @main.command()
-@click.argument("amount")
+@click.argument("amount", required=False)
+@click.option("--id", "withdrawal_id", type=int, default=None,
+              help="Resume withdrawal ID (sent earlier): wait for it and finalize it on L1 "
+                   "instead of withdrawing again.")
 @click.option("--to", "to", default=None, help="L1 recipient (default: the account).")
 @_acct_opt
 @_key_opt
@@ -501,14 +504,23 @@ def deposit(amount: str, to: str | None, account: int | None, private_key: str |
               help="Devnet: warp L1 time over the challenge window instead of waiting.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for finality.")
 @_json_opt
-def withdraw(amount: str, to: str | None, account: int | None, private_key: str | None, rpc: str,
-             l1_rpc: str | None, warp: bool, timeout: float, as_json: bool) -> None:
-    """Withdraw AMOUNT USDC: L2 withdrawal, wait for finality, prove and finalize on L1."""
+def withdraw(amount: str | None, withdrawal_id: int | None, to: str | None, account: int | None,
+             private_key: str | None, rpc: str, l1_rpc: str | None, warp: bool, timeout: float,
+             as_json: bool) -> None:
+    """Withdraw AMOUNT USDC: L2 withdrawal, wait for its batch's finality, prove and
+    finalize on L1. Interrupted? `derivnet withdraw --id N` finishes withdrawal N
+    (nothing is sent twice; an already paid one is reported as such)."""
     from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
     from node import wallet
+    from node.client import RpcError
 
+    if (amount is None) == (withdrawal_id is None):
+        raise click.UsageError("give either AMOUNT (a new withdrawal) or --id N (resume one)")
+    if withdrawal_id is not None and to:
+        raise click.UsageError("--to only applies to a new withdrawal")
     signer = _signer(account, private_key)
+    value = _usdc(amount) if amount is not None else 0
     stack, client, w3 = _clients(rpc, l1_rpc)
     with stack:
         with Progress("[progress.description]{task.description}", BarColumn(),
@@ -519,14 +531,21 @@ def withdraw(amount: str, to: str | None, account: int | None, private_key: str 
                 bar.update(task, description=message, completed=fraction or 0.0)
 
             try:
-                r = wallet.withdraw(client, w3, signer, _usdc(amount),  # type: ignore[arg-type]
-                                    bytes.fromhex(to[2:]) if to else None, warp=warp,
-                                    timeout=timeout, progress=show)
-            except TimeoutError as exc:
+                if withdrawal_id is None:
+                    r = wallet.withdraw(client, w3, signer, value,  # type: ignore[arg-type]
+                                        bytes.fromhex(to[2:]) if to else None, warp=warp,
+                                        timeout=timeout, progress=show)
+                else:
+                    r = wallet.finish_withdrawal(client, w3, signer,  # type: ignore[arg-type]
+                                                 withdrawal_id, warp=warp, timeout=timeout,
+                                                 progress=show)
+            except (TimeoutError, LookupError, RuntimeError, RpcError) as exc:
                 raise click.ClickException(str(exc)) from None
-    _emit(as_json, r.__dict__, [f"withdrawal #{r.withdrawal_id} of {amount} USDC to {r.recipient}",
-                                f"L2 tx {r.l2_tx}, batch {r.batch}",
-                                f"finalized on L1: tx {r.l1_tx}"])
+    usdc = f"{r.amount / 10**6:,.6f}".rstrip("0").rstrip(".")
+    _emit(as_json, r.__dict__, [
+        f"withdrawal #{r.withdrawal_id} of {usdc} USDC to {r.recipient}",
+        (f"L2 tx {r.l2_tx}, " if r.l2_tx else "") + f"batch {r.batch}",
+        "already paid on L1" if r.already_paid else f"finalized on L1: tx {r.l1_tx}"])
 
 
 @main.command()

@@ -1,5 +1,6 @@
-"""Python client for bots and scripts: JSON-RPC over HTTP (httpx, keep-alive)
-plus order signing with the EIP-712 domain read from ``l2_rollupConfig``.
+"""Python client for bots and scripts: JSON-RPC over HTTP (httpx, keep-alive;
+a request on a connection the server closed while idle is sent again) plus
+order signing with the EIP-712 domain read from ``l2_rollupConfig``.
 
     client = L2Client("http://127.0.0.1:8545")
     me = Signer(key)
@@ -59,12 +60,29 @@ class L2Client:
         self.close()
 
     # -- transport -------------------------------------------------------
+    RETRIES = 3
+
+    def _post(self, payload: Any) -> Any:
+        """POST one JSON-RPC frame and decode the answer. A request whose
+        keep-alive connection the server closed under it (or that could not
+        connect) is sent again, up to ``RETRIES`` times with a short backoff:
+        safe, since reads are idempotent and every write is signed with a
+        nonce or an order hash, so a second copy is rejected, never applied
+        twice. Timeouts are not retried; the last error is raised (httpx)."""
+        for attempt in range(self.RETRIES + 1):
+            try:
+                return self.http.post(self.url, json=payload).json()
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
+                    httpx.ConnectError):
+                if attempt == self.RETRIES:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
     def call(self, method: str, *params: Any) -> Any:
         """One request; returns ``result`` or raises RpcError."""
-        reply = self.http.post(
-            self.url, json={"jsonrpc": "2.0", "id": next(self._ids), "method": method,
-                            "params": list(params)}
-        ).json()
+        reply = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method,
+                            "params": list(params)})
         if "error" in reply:
             e = reply["error"]
             raise RpcError(e["code"], e["message"], e.get("data"))
@@ -81,7 +99,7 @@ class L2Client:
         ]
         for _ in range(len(calls) - 1):
             next(self._ids)
-        replies = self.http.post(self.url, json=payload).json()
+        replies = self._post(payload)
         by_id = {r["id"]: r for r in replies}
         out: list[Any] = []
         for i in range(len(calls)):
@@ -156,7 +174,10 @@ class L2Client:
                                                 "signature": "0x" + tx.signature.hex()})
 
     def withdraw(self, signer: Signer, amount: int, recipient: bytes | None = None) -> dict[str, Any]:
-        nonce = self.get_account(signer.address)["nonce"]
+        """Sign and send an L2 Withdraw; the nonce is the account's in the
+        pending state (so withdrawals sent before a block is sealed do not
+        collide). Returns l2_sendWithdraw's answer (txHash, withdrawalId)."""
+        nonce = self.get_account(signer.address, "pending")["nonce"]
         tx = signer.withdraw(self.domain, recipient or signer.address, amount, nonce)
         return self.call("l2_sendWithdraw", {
             "account": "0x" + tx.account.hex(), "recipient": "0x" + tx.recipient.hex(),

@@ -471,15 +471,22 @@ class L2Api:
         return out
 
     def l2_getWithdrawal(self, withdrawal_id: Any) -> dict[str, Any]:
-        """A withdrawal, its finality level, and (once its batch is on L1) the
-        SMT proof for ``Rollup.finalizeWithdrawal`` against that batch's root."""
+        """A withdrawal, its finality level (``pending`` while acknowledged but
+        not sealed yet), and (once its batch is on L1) the SMT proof for
+        ``Rollup.finalizeWithdrawal`` against that batch's root."""
         from node.state import withdrawal_key
 
         wid = parse_int(withdrawal_id, "withdrawalId")
         chain = self.node.chain
         number = chain.withdrawal_block(wid)
         if number is None:
-            raise RpcError(NOT_FOUND, f"no sealed withdrawal {wid}")
+            pending = chain.state.withdrawal(wid) if 0 <= wid < 2**64 else None
+            if pending is None:
+                raise RpcError(NOT_FOUND, f"no withdrawal {wid}")
+            return {"id": wid, "account": hexb(pending.account),
+                    "recipient": hexb(pending.recipient), "amount": str(pending.amount),
+                    "blockNumber": None, "status": "pending", "leaf": hexb(pending.encode()),
+                    "batch": None, "paid": False}
         state = chain.state_at(number)
         w = state.withdrawal(wid)
         assert w is not None

@@ -23,6 +23,13 @@ def _noop(message: str, fraction: float | None) -> None:
     pass
 
 
+def _int(value: Any) -> int:
+    """A number from a JSON-RPC answer: JSON number, decimal or 0x-hex string."""
+    if isinstance(value, str):
+        return int(value, 16) if value.startswith("0x") else int(value)
+    return int(value)
+
+
 def rollup_client(client: L2Client, w3: Any) -> Any:
     """RollupClient for the contracts named by the node's l2_rollupConfig."""
     from l1_stub.client import Deployment, RollupClient
@@ -79,41 +86,87 @@ def deposit(client: L2Client, w3: Any, signer: Signer, amount: int, to: bytes | 
 
 @dataclass(frozen=True)
 class WithdrawResult:
+    """withdrawal_id: L2 withdrawal id; amount: USDC base units; l2_tx: the
+    Withdraw's L2 hash (None when resumed by id); l1_tx: the
+    finalizeWithdrawal that paid it (None if it was already paid);
+    batch: the L1 batch whose root proved it."""
+
     withdrawal_id: int
     amount: int
     recipient: str
-    l2_tx: str
+    l2_tx: str | None
     l1_tx: str | None
     batch: int | None
+    already_paid: bool = False
+
+
+def send_withdrawal(client: L2Client, signer: Signer, amount: int,
+                    recipient: bytes | None = None) -> tuple[int, str]:
+    """The L2 side only: sign and send a Withdraw of ``amount`` (nonce from
+    the pending state). Returns (withdrawal id, L2 tx hash); the sequencer
+    journals it before answering, so the id survives a node crash.
+    Raises node.client.RpcError if the sequencer rejects it."""
+    sent = client.withdraw(signer, amount, recipient)
+    return _int(sent["withdrawalId"]), sent["txHash"]
 
 
 def withdraw(client: L2Client, w3: Any, signer: Signer, amount: int,
              recipient: bytes | None = None, warp: bool = False, timeout: float = 120.0,
              progress: Progress = _noop) -> WithdrawResult:
-    """Withdraw ``amount``: the L2 ``Withdraw``, then wait until its batch is
-    finalized on L1 (``warp``: on a devnet, jump L1 time over the challenge
-    window with devnet_increaseTime), then ``Rollup.finalizeWithdrawal``
-    with the SMT proof. Raises TimeoutError if it is not final in time."""
-    sent = client.withdraw(signer, amount, recipient)
-    wid = int(sent["withdrawalId"])
+    """Withdraw ``amount``: the L2 ``Withdraw`` (``send_withdrawal``), then
+    ``finish_withdrawal``. If this is interrupted after the first progress
+    message, resume with ``finish_withdrawal(..., withdrawal_id)`` instead of
+    withdrawing again. Raises TimeoutError if it is not final in time."""
+    wid, l2_tx = send_withdrawal(client, signer, amount, recipient)
+    progress(f"withdrawal #{wid} sent (resume with: derivnet withdraw --id {wid})", 0.0)
+    r = finish_withdrawal(client, w3, signer, wid, warp=warp, timeout=timeout, progress=progress)
+    return WithdrawResult(wid, r.amount, r.recipient, l2_tx, r.l1_tx, r.batch, r.already_paid)
+
+
+def finish_withdrawal(client: L2Client, w3: Any, signer: Signer, withdrawal_id: int,
+                      warp: bool = False, timeout: float = 120.0,
+                      progress: Progress = _noop) -> WithdrawResult:
+    """Finish withdrawal ``withdrawal_id`` (sent earlier, by anyone): wait
+    until its own batch is finalized on L1 (``warp``: on a devnet, jump L1
+    time over the rest of that batch's challenge window with
+    devnet_increaseTime), then ``Rollup.finalizeWithdrawal`` with the SMT
+    proof, sent and paid for by ``signer``. If it is already paid, returns
+    with ``already_paid`` and sends nothing, so it is safe to run again.
+
+    Raises LookupError if the node knows no such withdrawal (acknowledged
+    ones are known at once, sealed or not), TimeoutError if it is not final within ``timeout``
+    seconds, l1_stub.client.TransactionReverted if finalizeWithdrawal fails.
+    """
+    from node.client import RpcError
+
+    wid = withdrawal_id
     deadline = time.monotonic() + timeout
+    rollup = rollup_client(client, w3)
+    window = _int(client.config.get("challenge_window") or 0)
     warped = False
     while True:
         try:
             w = client.call("l2_getWithdrawal", wid)
-        except Exception:  # not sealed yet
+        except RpcError as exc:
+            if exc.code != -32001:  # anything but "not found (yet)"
+                raise
             w = None
-        if w is not None and w["status"] == "finalized":
+        if w is None:
+            raise LookupError(f"no withdrawal #{wid} on this chain")
+        if w["paid"] or w["status"] == "finalized":
             break
-        status = client.sync_status()
-        batch = status["latest_batch"]
-        if w is None or w["batch"] is None:
-            progress("waiting for the withdrawal's batch to reach L1", None)
+        if w["status"] == "pending":
+            progress(f"withdrawal #{wid}: waiting for its block to be sealed", None)
+        elif w["batch"] is None:
+            progress(f"withdrawal #{wid}: waiting for its batch to reach L1", None)
         else:
-            left = max(0, batch["secondsToFinality"]) if batch else None
-            window = status["challenge_window"] or 1
-            frac = None if left is None else 1 - min(1.0, left / window)
-            progress(f"batch {w['batch']} on L1; challenge window ends in {left} s", frac)
+            batch = _int(w["batch"])
+            l1_time = _int(client.sync_status()["l1_time"])
+            final_at = rollup.get_batch(batch).l1_timestamp + window
+            left = max(0, final_at - l1_time)
+            frac = 1 - min(1.0, left / window) if window else None
+            progress(f"withdrawal #{wid} in batch {batch}; its challenge window ends "
+                     f"in {left} s", frac)
             if warp and not warped and left:
                 client.call("devnet_increaseTime", left + 1)
                 client.call("devnet_mine", 1)
@@ -121,16 +174,30 @@ def withdraw(client: L2Client, w3: Any, signer: Signer, amount: int,
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"withdrawal {wid} not final after {timeout} s; on a devnet, warp time with "
-                "devnet_increaseTime (or pass --warp)")
+                "devnet_increaseTime (or pass --warp); resume with: derivnet withdraw --id "
+                f"{wid}")
         time.sleep(0.2)
-    progress("finalizing on L1", 1.0)
-    rollup = rollup_client(client, w3)
+    batch = _int(w["batch"])
+    amount = _int(w["amount"])
+    result = WithdrawResult(wid, amount, w["recipient"], None, None, batch, True)
+    if w["paid"]:
+        progress(f"withdrawal #{wid} is already paid on L1", 1.0)
+        return result
+    progress(f"withdrawal #{wid}: finalizing on L1", 1.0)
     siblings = [bytes.fromhex(x[2:]) for x in w["proof"]["siblings"]]
-    tx = rollup.finalize_withdrawal(signer.private_key, w["batch"], wid,
-                                    w["account"], w["recipient"], int(w["amount"]), siblings)
-    receipt = _wait_l1(w3, tx, timeout)
-    return WithdrawResult(wid, amount, w["recipient"], sent["txHash"],
-                          "0x" + bytes(receipt["transactionHash"]).hex(), w["batch"])
+    tx = rollup.finalize_withdrawal(signer.private_key, batch, wid,
+                                    w["account"], w["recipient"], amount, siblings)
+    from l1_stub.client import TransactionReverted, wait_receipt
+
+    receipt = wait_receipt(w3, tx, timeout=timeout, check=False)
+    if receipt["status"] != 1:
+        if rollup.withdrawal_paid(wid):  # someone else finalized it first
+            return result
+        from l1_stub.client import revert_reason
+
+        raise TransactionReverted(receipt, revert_reason(w3, receipt))
+    return WithdrawResult(wid, amount, w["recipient"], None,
+                          "0x" + bytes(receipt["transactionHash"]).hex(), batch)
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,18 @@
 deposits, matches orders into fills, applies them to the chain's pending
 state and seals blocks.
 
-Accepted orders are journaled in the store before the call returns, so a
-crash loses no order: on restart the journal is replayed through the book
-in arrival order against the stored head state.
+Everything the sequencer acknowledges (orders that rest or fill, cancels,
+withdrawals, oracle prices) and every L1 deposit it includes is written to
+one ordered journal in the store before the call returns (``_journal``), so
+a crash (kill -9) loses nothing acknowledged: on restart the journal is
+replayed in arrival order against the stored head state and rebuilds the
+same book and the same pending block (same fills, same withdrawal ids).
+Layout: docs/protocol.md "Sequencer journal".
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,11 +22,34 @@ from node.blocks import Block, Receipt
 from node.chain import Chain
 from node.eip712 import cancel_digest, order_hash
 from node.sigverify import signer_of
-from node.transactions import Deposit, Fill, ListMarket, OraclePrice, Order, Withdraw
-from sequencer.book import BookError, Match, OrderBook, RestingOrder, StopMatching
+from node.transactions import (
+    DecodeError,
+    Deposit,
+    Fill,
+    ListMarket,
+    OraclePrice,
+    Order,
+    Transaction,
+    Withdraw,
+    decode_tx,
+    encode_tx,
+)
+from sequencer.book import (
+    BookError,
+    Match,
+    OrderBook,
+    RemoveReason,
+    RestingOrder,
+    StopMatching,
+)
 from sequencer.validation import check_order
 
 _JOURNAL = b"j:"
+# journal entry kinds (first byte of the value)
+_ORDER = b"O"  # order.encode() | signature (65) | time in force (ASCII)
+_CANCEL = b"C"  # order hash (32) | order expiry (u64) | cancel signature (65)
+_TX = b"T"  # encode_tx(tx): Withdraw, OraclePrice, Deposit, ... (dispatched by type byte)
+_LEGACY_KEY_BYTES = 2 + 8 + 32  # before kinds: b"j:" | sequence | order hash -> order entry
 
 
 class UnknownOrder(err.InvalidTransaction):
@@ -34,6 +62,10 @@ class InvalidCancelSignature(err.InvalidTransaction):
 
 class OrderRejectedByBook(err.InvalidTransaction):
     """The book refused the order (duplicate, post-only would cross, bad time in force)."""
+
+
+class OrderCancelled(err.InvalidTransaction):
+    """The order was cancelled; it cannot be sent again (until it expires)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +114,21 @@ class Sequencer:
         self.clock = clock
         self.max_block_txs = max_block_txs
         self.on_block = on_block
-        self.l1_origin = 0
+        self.l1_origin = chain.head.header.l1_origin
         self.books = {m: OrderBook(m) for m in chain.state.markets}
         self._sequence = 0
+        # journal key -> (market, order hash) of an order entry, None for other kinds
+        self._journaled: dict[bytes, tuple[int, bytes] | None] = {}
+        # cancelled order hash -> its expiry; cancel entries stay until then
+        self._cancelled: dict[bytes, int] = {}
+        self._cancel_expiries: list[tuple[int, bytes, bytes]] = []  # (expiry, key, hash) heap
+        self._replay_time: int | None = None  # set while the journal is replayed
+        self._replay_key = b""
         self._restore_journal()
 
     # -- orders ----------------------------------------------------------
     def _now(self) -> int:
-        now = int(self.clock())
+        now = int(self.clock()) if self._replay_time is None else self._replay_time
         self.chain.open_block(now)
         return self.chain.pending_timestamp
 
@@ -99,11 +138,14 @@ class Sequencer:
         """Validate, match and (GTC) rest ``order``; fills go to the pending block.
 
         Raises DecodeError (malformed) or InvalidTransaction (a rule, see
-        sequencer.validation.check_order, plus OrderRejectedByBook).
+        sequencer.validation.check_order, plus OrderRejectedByBook and OrderCancelled).
+        An order that rested, filled or took makers out of the book is journaled.
         """
         now = self._now()
         state = self.chain.state
         digest = order_hash(self.chain.domain, order)
+        if digest in self._cancelled:
+            raise OrderCancelled(f"order 0x{digest.hex()} was cancelled")
         remaining = check_order(state, order, signature, digest, now)
         book = self.books.get(order.market)
         if book is None:  # a market listed after __init__ by a block not from us
@@ -122,9 +164,10 @@ class Sequencer:
                                     receipt.tx_hash))
             return True
 
+        removed: list[tuple[RestingOrder, RemoveReason]] = []  # makers dropped on the way
         try:
             matches: list[Match] = book.match(
-                order, signature, digest, remaining, now, time_in_force, accept
+                order, signature, digest, remaining, now, time_in_force, accept, removed
             )
         except BookError as exc:
             raise OrderRejectedByBook(f"{type(exc).__name__}: {exc}") from exc
@@ -137,36 +180,54 @@ class Sequencer:
             status = "partiallyFilled" if filled else "resting"
         else:
             status = "cancelled"
-        if journal and (resting or fills):
-            self._sequence += 1
-            self.chain.db.put(
-                _JOURNAL + self._sequence.to_bytes(8, "big") + digest,
-                _encode_journal(order, signature, time_in_force),
-            )
+        if journal and (resting or fills or removed):
+            key = self._journal(_ORDER, _encode_journal(order, signature, time_in_force))
+            self._journaled[key] = (order.market, digest)
         if len(self.chain.pending_txs) >= self.max_block_txs:
             self.seal()
         return OrderResult(digest, status, order.size - left, left if resting else 0, fills)
 
     def cancel_order(self, hash_: bytes, signature: bytes) -> RestingOrder:
-        """Remove a resting order; the Cancel must be signed by its account."""
+        """Remove a resting order; the Cancel must be signed by its account.
+
+        The cancel is journaled before this returns and the order hash is
+        remembered until the order expires, so the order never comes back
+        (not after a restart, not when sent again: OrderCancelled).
+        Raises UnknownOrder or InvalidCancelSignature, changing nothing.
+        """
         for book in self.books.values():
             ro = book.get(hash_)
             if ro is not None:
                 digest = cancel_digest(self.chain.domain, ro.order.account, hash_)
                 if signer_of(digest, signature) != ro.order.account:
                     raise InvalidCancelSignature("cancel is not signed by the order's account")
+                self._now()
                 book.cancel(hash_)
+                expiry = ro.order.expiry
+                key = self._journal(_CANCEL, hash_ + expiry.to_bytes(8, "big") + signature)
+                self._remember_cancel(key, hash_, expiry)
                 return ro
         raise UnknownOrder(f"no resting order 0x{hash_.hex()}")
 
+    def _remember_cancel(self, key: bytes, hash_: bytes, expiry: int) -> None:
+        self._cancelled[hash_] = expiry
+        heapq.heappush(self._cancel_expiries, (expiry, key, hash_))
+
     # -- other transactions ----------------------------------------------
     def send_oracle_price(self, tx: OraclePrice) -> Receipt:
+        """Apply an oracle price to the pending block and journal it."""
         self._now()
-        return self.chain.apply(tx)
+        receipt = self.chain.apply(tx)
+        self._journal_tx(tx)
+        return receipt
 
     def send_withdraw(self, tx: Withdraw) -> Receipt:
+        """Apply a withdrawal to the pending block and journal it; its id is
+        the pending state's withdrawal count before it."""
         self._now()
-        return self.chain.apply(tx)
+        receipt = self.chain.apply(tx)
+        self._journal_tx(tx)
+        return receipt
 
     def send_list_market(self, tx: ListMarket) -> Receipt:
         """Apply a ListMarket, open the market's book and seal the block at
@@ -178,8 +239,35 @@ class Sequencer:
         return receipt
 
     def include_deposit(self, tx: Deposit) -> Receipt:
+        """Include an L1 deposit; journaled too (not acknowledged to anyone,
+        but later entries may rely on it, so replay keeps it in its place)."""
         self._now()
-        return self.chain.apply(tx)
+        receipt = self.chain.apply(tx)
+        self._journal_tx(tx)
+        return receipt
+
+    # -- journal -----------------------------------------------------------
+    def _journal(self, kind: bytes, payload: bytes) -> bytes:
+        """Append one entry and return its key; synced to disk before it
+        returns (LevelDB ``sync=True``), so the caller may acknowledge.
+
+        Key: b"j:" | sequence (u64, arrival order). Value: kind (1 byte) |
+        pending block number (u64) | pending block timestamp (u64, unix s) |
+        payload. The one place journal bytes are written (group commit can
+        batch here). Nothing is written while the journal is replayed.
+        """
+        if self._replay_time is not None:
+            return self._replay_key
+        self._sequence += 1
+        key = _JOURNAL + self._sequence.to_bytes(8, "big")
+        head = self.chain.head.number
+        self.chain.db.put(key, kind + (head + 1).to_bytes(8, "big")
+                          + self.chain.pending_timestamp.to_bytes(8, "big") + payload)
+        return key
+
+    def _journal_tx(self, tx: Transaction) -> None:
+        key = self._journal(_TX, encode_tx(tx))
+        self._journaled[key] = None
 
     # -- blocks ----------------------------------------------------------
     def seal(self) -> Block | None:
@@ -194,27 +282,122 @@ class Sequencer:
             self.on_block(block)
         return block
 
-    def _live_hashes(self) -> set[bytes]:
-        return {ro.order_hash for book in self.books.values() for ro in book}
-
     def _prune_journal(self) -> None:
-        """Forget journaled orders that are no longer in any book and whose
-        fills are all sealed (nothing pending)."""
+        """Forget entries whose effects are all sealed and that are not needed
+        to rebuild the book: everything but the entries of orders still
+        resting and the cancels of orders not yet expired (at the head's
+        timestamp). Runs after a seal, when nothing is pending."""
         if self.chain.pending_txs:
             return
-        live = self._live_hashes()
-        stale = [k for k, _ in self.chain.db.iterate(_JOURNAL) if k[-32:] not in live]
-        if stale:
-            with self.chain.db.write_batch() as batch:
-                for k in stale:
-                    batch.delete(k)
+        stale = [k for k, where in self._journaled.items()
+                 if where is None or self.books[where[0]].get(where[1]) is None]
+        now = self.chain.head.header.timestamp
+        heap = self._cancel_expiries
+        while heap and heap[0][0] <= now:
+            _, key, hash_ = heapq.heappop(heap)
+            stale.append(key)
+            if self._cancelled.get(hash_, now + 1) <= now:
+                del self._cancelled[hash_]
+        if not stale:
+            return
+        with self.chain.db.write_batch() as batch:
+            for k in stale:
+                batch.delete(k)
+                self._journaled.pop(k, None)
 
     def _restore_journal(self) -> None:
-        """Replay journaled orders (arrival order) through the book."""
-        for key, value in list(self.chain.db.iterate(_JOURNAL)):
+        """Replay the journal in arrival order against the head state.
+
+        Entries of the pending block (block number head + 1) are replayed
+        as they first ran, at their recorded timestamp: orders match again
+        into the same fills, transactions apply again (same withdrawal ids).
+        Entries of sealed blocks only rebuild the book (a resting order goes
+        back with what is left of it, a cancel removes it again); their
+        transactions are already in the state. An entry that no longer
+        applies (filled, expired) is deleted.
+        """
+        db = self.chain.db
+        head = self.chain.head.number
+        self._upgrade_legacy_journal()
+        replayed: list[tuple[bytes, bytes]] = []  # pending entries since the last seal
+        for key, value in list(db.iterate(_JOURNAL)):
             self._sequence = max(self._sequence, int.from_bytes(key[2:10], "big"))
-            order = Order.decode(value[:57])
+            kind, block = value[:1], int.from_bytes(value[1:9], "big")
+            timestamp, payload = int.from_bytes(value[9:17], "big"), value[17:]
+            self._replay_key = key
+            self._replay_time = max(timestamp, self.chain.head.header.timestamp)
+            seen = self.chain.head.number
             try:
-                self.send_order(order, value[57:122], value[122:].decode(), journal=False)
-            except (err.InvalidTransaction, ValueError):
-                self.chain.db.delete(key)
+                kept = self._replay(kind, payload, sealed=block <= head)
+            except (err.InvalidTransaction, BookError, DecodeError, ValueError):
+                kept = False
+            finally:
+                self._replay_time = None
+            if not kept:
+                db.delete(key)
+            elif block > head:
+                replayed.append((key, value))
+            if self.chain.head.number != seen:  # sealed during the replay (size limit)
+                replayed.clear()
+        if self.chain.head.number != head and replayed:
+            # what is pending now belongs to the block after the new head
+            with db.write_batch() as batch:
+                for key, value in replayed:
+                    batch.put(key, value[:1] + (self.chain.head.number + 1).to_bytes(8, "big")
+                              + value[9:])
+
+    def _upgrade_legacy_journal(self) -> None:
+        """Rewrite order entries of the first layout (key b"j:" | sequence |
+        order hash, value = order entry payload) as pending order entries."""
+        db = self.chain.db
+        legacy = [(k, v) for k, v in db.iterate(_JOURNAL) if len(k) == _LEGACY_KEY_BYTES]
+        if not legacy:
+            return
+        prefix = (self.chain.head.number + 1).to_bytes(8, "big") \
+            + self.chain.head.header.timestamp.to_bytes(8, "big")
+        with db.write_batch() as batch:
+            for key, value in legacy:
+                batch.delete(key)
+                batch.put(key[:10], _ORDER + prefix + value)
+
+    def _replay(self, kind: bytes, payload: bytes, sealed: bool) -> bool:
+        """Re-run one journal entry; True if it is still needed."""
+        key = self._replay_key
+        if kind == _ORDER:
+            order, signature = Order.decode(payload[:57]), payload[57:122]
+            tif = payload[122:].decode()
+            digest = order_hash(self.chain.domain, order)
+            if sealed:  # checked when it arrived; its fills are in the state
+                remaining = order.size - self.chain.state.filled(digest)
+                if (tif == "IOC" or remaining <= 0 or order.expiry <= self._now()
+                        or order.market not in self.books):
+                    return False
+                self.books[order.market].add_resting(order, signature, digest, remaining)
+            else:
+                self.send_order(order, signature, tif, journal=False)
+            self._journaled[key] = (order.market, digest)
+            return True
+        if kind == _CANCEL:
+            hash_, expiry = payload[:32], int.from_bytes(payload[32:40], "big")
+            for book in self.books.values():
+                book.cancel(hash_)
+            self._remember_cancel(key, hash_, expiry)
+            return True
+        if kind == _TX:
+            if sealed:
+                return False  # already in the head state
+            tx = decode_tx(payload)
+            if isinstance(tx, Withdraw):
+                self.send_withdraw(tx)
+            elif isinstance(tx, OraclePrice):
+                self.send_oracle_price(tx)
+            elif isinstance(tx, Deposit):
+                self.include_deposit(tx)
+            else:  # another transaction type journaled with _journal_tx
+                self._now()
+                self.chain.apply(tx)
+                for market in self.chain.state.markets:
+                    self.books.setdefault(market, OrderBook(market))
+                self._journaled[key] = None
+            return True
+        raise ValueError(f"unknown journal entry kind {kind!r}")

@@ -54,15 +54,16 @@ class DevnetProcess:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"devnet exited early:\n{self.log_path.read_text()}")
-            try:
-                httpx.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
-                                           "params": []}, timeout=1.0)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        with httpx.Client(timeout=1.0) as http:  # one client: each new one loads the CA certs
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"devnet exited early:\n{self.log_path.read_text()}")
+                try:
+                    http.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
+                                              "params": []})
+                    return
+                except httpx.HTTPError:
+                    time.sleep(0.1)
         raise TimeoutError(f"devnet did not answer in {timeout} s:\n{self.log_path.read_text()}")
 
     def kill9(self) -> None:
