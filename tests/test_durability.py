@@ -552,11 +552,13 @@ def test_withdraw_resumes_by_id_and_never_pays_twice(tmp_path: Path) -> None:
             level = client.call("l2_getWithdrawal", second)["status"]
             assert level in ("pending", "unsafe", "safe")  # known at once, sealed or not
             # "killed mid-wait": the first is resumed by id, after a later batch exists
-            _wait(lambda: (client.call("l2_getBatch", "latest") or {}).get("index", -1) >= 0
-                  and client.sync_status()["safe_l2"]["number"] >= client.block_number(),
+            _wait(lambda: client.call("l2_getWithdrawal", second)["batch"] is not None,
                   "the withdrawals' batch on L1")
-            client.send_oracle_price(ORACLE, 1, 166601, int(time.time()) + 10**6)
-            _wait(lambda: client.sync_status()["safe_l2"]["number"] >= client.block_number(),
+            tx = client.send_oracle_price(ORACLE, 1, 166601, int(time.time()) + 10**6)["txHash"]
+            receipt = _wait(lambda: client.call("l2_getTransactionReceipt", tx),
+                            "the oracle price sealed")
+            later = int(receipt["blockNumber"], 16)
+            _wait(lambda: client.sync_status()["safe_l2"]["number"] >= later,
                   "a later batch on L1")
             own = client.call("l2_getWithdrawal", first)["batch"]
             assert client.call("l2_getBatch", "latest")["index"] > own
