@@ -108,3 +108,8 @@ class ZeroAmount(InvalidTransaction):
 
 class InsufficientFreeCollateral(InvalidTransaction):
     """A withdrawal larger than the account's free collateral."""
+
+
+class RollupFrozen(InvalidTransaction):
+    """The L1 Rollup is frozen (escape hatch): the sequencer takes no new
+    orders or withdrawals; accounts leave with ``escape`` on L1."""
