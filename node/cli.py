@@ -96,11 +96,15 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
 def replay(tape: str, rpc: str, l1_rpc: str | None, takers: int, limit: int | None, start: int,
            rpc_batch: int, no_wait: bool, as_json: bool) -> None:
     """Replay a trade TAPE (CSV) as signed maker/taker orders against a running node."""
-    from node.replay import ReplayOptions, run_replay
+    from node.replay import ReplayIncomplete, ReplayOptions, run_replay
 
-    summary = run_replay(ReplayOptions(
-        tape=tape, rpc=rpc, l1_rpc=l1_rpc, takers=takers, limit=limit, start=start,
-        rpc_batch=rpc_batch, wait_for_l1=not no_wait, progress=not as_json))
+    try:
+        summary = run_replay(ReplayOptions(
+            tape=tape, rpc=rpc, l1_rpc=l1_rpc, takers=takers, limit=limit, start=start,
+            rpc_batch=rpc_batch, wait_for_l1=not no_wait, progress=not as_json))
+    except ReplayIncomplete as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     if as_json:
         import json
 

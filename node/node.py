@@ -610,6 +610,7 @@ class Node:
             "l1_time": ts,
             "frozen": snap.frozen,
             "batcher_error": self.last_batch_error,
+            "batcher_enabled": self.config.batcher_enabled,
             "batcher_failures": self.batcher_retry.failures,
             "batcher_retry_in": (self.batcher_retry.to_json() or {}).get("retryIn"),
             "l1_errors": {name: r.to_json() for name, r in self.l1_retry.items()

@@ -195,23 +195,27 @@ def trade(client: L2Client, salt: int) -> None:
 
 
 def test_idle_devnet_cannot_be_frozen(make_devnet) -> None:
-    """Escape delay 20 s, no traffic for 26 s: the heartbeat keeps batches
+    """Escape delay 20 s, no traffic for 22 s: the heartbeat keeps batches
     coming; freeze() from another account reverts and nothing is frozen. A
-    warp of 15 s (short of the delay) is answered by a prompt heartbeat."""
+    warp of 14 s (short of the delay, past the heartbeat point) is answered
+    by a prompt heartbeat."""
     node = make_devnet(**{"--escape-delay": "20", "--batch-interval": "2",
                           "--block-time": "0.25"})
     with L2Client(node.url) as client, connect(node.l1_url) as w3:
         rollup = rollup_client(client, w3)
-        time.sleep(26)
+        time.sleep(22)
         status = client.sync_status()
         assert status["heartbeats"] >= 1 and status["batcher_error"] is None
         with pytest.raises(TransactionReverted, match="freeze: sequencer still active"):
             wait_receipt(w3, rollup.freeze(ALICE.private_key))
         assert not rollup.frozen()
 
-        before = rollup.batch_count()
-        client.call("devnet_increaseTime", 15)
-        wait_for(lambda: rollup.batch_count() > before, timeout=10, what="heartbeat after warp")
+        # right after a batch lands, warp 14 s: a heartbeat follows within seconds
+        count = rollup.batch_count()
+        wait_for(lambda: rollup.batch_count() > count, timeout=20, what="next heartbeat")
+        count = rollup.batch_count()
+        client.call("devnet_increaseTime", 14)
+        wait_for(lambda: rollup.batch_count() > count, timeout=6, what="heartbeat after warp")
         with pytest.raises(TransactionReverted, match="freeze: sequencer still active"):
             wait_receipt(w3, rollup.freeze(ALICE.private_key))
         assert not rollup.frozen() and not client.sync_status()["frozen"]
@@ -223,6 +227,7 @@ def test_frozen_rollup_answers_rollup_frozen(make_devnet) -> None:
         rollup = rollup_client(client, w3)
         deposit(client, w3, ALICE, 1_000 * USDC)
         client.call("devnet_setBatcher", False)
+        time.sleep(3)  # a batch already in flight lands first
         client.call("devnet_increaseTime", 11)
         client.call("devnet_mine", 1)
         wait_receipt(w3, rollup.freeze(BOB.private_key))
@@ -323,3 +328,19 @@ def test_nonce_race_on_sequencer_key_leaves_node_running(make_devnet) -> None:
         assert count[0] > 20
         assert node.proc is not None and node.proc.poll() is None
         _batches_keep_landing(client, w3, 400)
+
+
+def test_replay_that_cannot_finish_says_why(make_devnet) -> None:
+    from node.replay import ReplayIncomplete, ReplayOptions, run_replay
+    from tests.devnet_process import TAPE
+
+    node = make_devnet()
+    with L2Client(node.url) as client:
+        client.call("devnet_setBatcher", False)
+    with pytest.raises(ReplayIncomplete) as info:
+        run_replay(ReplayOptions(tape=str(TAPE), rpc=node.url, progress=False, limit=20,
+                                 timeout=5))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("replay could not finish")
+    assert "batcher is paused" in message and "20 fills" in message
+    assert info.value.summary["fills"] == 20 and not info.value.summary["rootsMatch"]
