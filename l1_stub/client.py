@@ -207,7 +207,8 @@ def is_nonce_error(exc: BaseException) -> bool:
 def is_gas_limit_error(exc: BaseException) -> bool:
     """A send refused because the pending L1 block has no room for its gas
     limit (retry in a later block)."""
-    return "exceeds gas limit" in str(exc).lower()
+    text = str(exc).lower()
+    return "exceeds gas limit" in text or "gas cannot be negative" in text
 
 
 def send_transaction(

@@ -408,18 +408,21 @@ class Node:
         or the L1 error of a refused send; nothing is recorded for them."""
         landed = 0
         while True:
-            sent = await self._send_batches()
-            if not sent:
-                return landed
-            await self._await_batches(sent)
-            landed += len(sent)
-            if not sent[-1][0].full:
+            sent, error = await self._send_batches()
+            if sent:
+                await self._await_batches(sent)
+                landed += len(sent)
+            if error is not None:
+                raise error
+            if not sent or not sent[-1][0].full:
                 return landed
 
-    async def _send_batches(self) -> list[tuple[Any, bytes]]:
+    async def _send_batches(self) -> tuple[list[tuple[Any, bytes]], Exception | None]:
         """Send the next batches into the pending L1 block. A batch is sent
         only if the pending L1 state expects exactly its first block, so a
-        batch that failed in the pending block stops the rest."""
+        batch that failed in the pending block stops the rest. Returns the
+        batches sent and the error of a refused send after the first one
+        (None if none, or for a full L1 block: the rest go in a later one)."""
         from l1_stub.client import is_gas_limit_error
 
         rollup = self.rollup
@@ -433,7 +436,7 @@ class Node:
                 mined = await trio.to_thread.run_sync(rollup.next_l2_block, "latest")
                 if mined > first:  # batches on L1 the store does not have yet
                     await self.sync_batches()
-                    return []
+                    return [], None
                 raise RuntimeError(f"the Rollup expects L2 block {expected} next, the batcher "
                                    f"has block {first}: waiting for L1")
             while len(sent) < MAX_BATCHES_PER_L1_BLOCK:
@@ -445,9 +448,10 @@ class Node:
                         rollup.submit_batch, self.sequencer_key, planned.data,
                         planned.state_root, planned.deposit_end)
                 except Exception as exc:
-                    if sent and is_gas_limit_error(exc):
-                        break  # the L1 block is full: the rest go in a later one
-                    raise
+                    if not sent:
+                        raise
+                    # wait for the batches already sent, then report
+                    return sent, None if is_gas_limit_error(exc) else exc
                 sent.append((planned, bytes(tx)))
                 if not planned.full:
                     break
@@ -455,7 +459,7 @@ class Node:
                 if expected != planned.last_block + 1:
                     break  # it failed in the pending block: its receipt says why
                 first = planned.last_block + 1
-        return sent
+        return sent, None
 
     async def _await_batches(self, sent: list[tuple[Any, bytes]]) -> None:
         """Wait for the receipts of ``sent`` (in order) and record the landed
