@@ -343,8 +343,8 @@ class Node:
         while True:
             await trio.sleep(max(self.config.batch_interval,
                                  retry.retry_at - time.monotonic()))
-            if not self.config.batcher_enabled:
-                continue
+            if not self.config.batcher_enabled or self.l1_snapshot.frozen:
+                continue  # paused (devnet control), or frozen: submitBatch would revert
             try:
                 if self.heartbeat_due():
                     self.sequencer.seal(empty=True)

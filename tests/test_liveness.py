@@ -344,3 +344,51 @@ def test_replay_that_cannot_finish_says_why(make_devnet) -> None:
     assert "\n" not in message and message.startswith("replay could not finish")
     assert "batcher is paused" in message and "20 fills" in message
     assert info.value.summary["fills"] == 20 and not info.value.summary["rootsMatch"]
+
+
+def test_batcher_posts_several_batches_per_l1_block_when_behind() -> None:
+    """Six full blocks of oracle prices (each sealed at the byte cap, here a
+    configured 20,000 bytes) wait to be posted: one post_batches call lands
+    them all, several in one L1 block, roots as on L2."""
+    import trio
+
+    node = Node(NodeConfig(serve_l1=False, l1_block_time=0.3, max_batch_bytes=20_000))
+    try:
+        oracle = Signer(KEYS[1])
+        domain = node.chain.domain
+        base = int(node.clock()) + 10
+        assert node.batch_limits == (20_000, 4_096)
+        for i in range(1_400):
+            node.sequencer.send_oracle_price(oracle.oracle_price(domain, 1, 166_600 + i, base + i))
+        node.sequencer.seal()
+        head = node.chain.head.number
+        assert head >= 6
+
+        async def run() -> int:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node._l1_clock)
+                landed = await node.post_batches()
+                nursery.cancel_scope.cancel()
+            return landed
+
+        landed = trio.run(run)
+        assert node.chain.safe_head == head
+        infos = [node.chain.batch(i) for i in range(landed)]
+        assert landed >= 6 and len({b.l1_block for b in infos}) < landed
+        for info in infos:
+            record = node.rollup.get_batch(info.index)
+            assert record.state_root == node.chain.block(info.last_block).header.state_root
+        assert node.rollup.latest_state_root() == node.chain.head.header.state_root
+    finally:
+        node.close()
+
+
+def test_backoff_doubles_up_to_cap() -> None:
+    from node.node import Backoff
+
+    b = Backoff(0.5, 4.0)
+    delays = [b.failed(RuntimeError("batch: deposit inclusion overdue")) for _ in range(6)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert b.to_json()["failures"] == 6 and "overdue" in b.to_json()["error"]
+    b.succeeded()
+    assert b.to_json() is None and b.ready()
