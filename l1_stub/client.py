@@ -129,6 +129,28 @@ class BatchRecord:
 
 
 @dataclass(frozen=True)
+class L1Snapshot:
+    """What the node reads from L1 once per L1 block: the head block
+    (number, hash, parent hash, timestamp in unix s) and the Rollup's views
+    at that block. ``latest_batch`` is the record of batch
+    ``batch_count - 1`` (None before the first batch);
+    ``last_batch_timestamp`` is its L1 timestamp (the deployment's before
+    any batch), from which the escape delay runs."""
+
+    number: int
+    hash: bytes
+    parent_hash: bytes
+    timestamp: int
+    batch_count: int
+    finalized_batch_count: int
+    next_l2_block: int
+    frozen: bool
+    last_batch_timestamp: int
+    deposit_count: int
+    latest_batch: BatchRecord | None
+
+
+@dataclass(frozen=True)
 class DepositEntry:
     """One deposit queue entry: ``account`` is the L2 recipient (``to``),
     ``amount`` USDC base units, ``running_hash`` the queue hash after it,
@@ -173,6 +195,22 @@ def _fee_fields(w3: Web3, priority_fee: int) -> dict[str, int]:
     return {"maxFeePerGas": 2 * base_fee + priority_fee, "maxPriorityFeePerGas": priority_fee}
 
 
+NONCE_RETRIES = 3
+
+
+def is_nonce_error(exc: BaseException) -> bool:
+    """A send refused for its nonce (another client used the same key)."""
+    text = str(exc).lower()
+    return "nonce" in text and ("invalid" in text or "too low" in text or "already" in text)
+
+
+def is_gas_limit_error(exc: BaseException) -> bool:
+    """A send refused because the pending L1 block has no room for its gas
+    limit (retry in a later block)."""
+    text = str(exc).lower()
+    return "exceeds gas limit" in text or "gas cannot be negative" in text
+
+
 def send_transaction(
     w3: Web3,
     key: bytes,
@@ -185,10 +223,30 @@ def send_transaction(
     priority_fee: int = DEFAULT_PRIORITY_FEE,
 ) -> HexBytes:
     """Sign an EIP-1559 transaction with ``key`` and send it raw; returns the
-    transaction hash. ``to=None`` creates a contract from ``data``."""
+    transaction hash. ``to=None`` creates a contract from ``data``.
+
+    Without ``nonce`` the nonce comes from the pending state at send time,
+    and a send refused for its nonce (another client sending with the same
+    key in between) is re-signed with a fresh one, up to NONCE_RETRIES
+    times; other errors (e.g. "Transaction exceeds gas limit" when the
+    pending L1 block is full) propagate."""
+    if nonce is not None:
+        return _send_once(w3, key, to=to, data=data, gas=gas, value=value, nonce=nonce,
+                          priority_fee=priority_fee)
     sender = _address_of(key)
-    if nonce is None:
-        nonce = w3.eth.get_transaction_count(sender, "pending")
+    for attempt in range(NONCE_RETRIES + 1):
+        fresh = w3.eth.get_transaction_count(sender, "pending")
+        try:
+            return _send_once(w3, key, to=to, data=data, gas=gas, value=value, nonce=fresh,
+                              priority_fee=priority_fee)
+        except Exception as exc:
+            if attempt == NONCE_RETRIES or not is_nonce_error(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _send_once(w3: Web3, key: bytes, *, to: str | None, data: bytes, gas: int, value: int,
+               nonce: int, priority_fee: int) -> HexBytes:
     tx: dict[str, Any] = {
         "type": 2,
         "chainId": w3.eth.chain_id,
@@ -456,6 +514,28 @@ class RollupClient:
             self.w3, key, fn, gas=gas if gas is not None else batch_gas_limit(len(batch_data))
         )
 
+    def snapshot(self) -> L1Snapshot:
+        """The L1 head block and the Rollup's views at it (see L1Snapshot):
+        one block read and six view calls."""
+        block = self.w3.eth.get_block("latest")
+        at = int(block["number"])
+        f = self.rollup.functions
+        progress_count = int(f.batch_count().call(block_identifier=at))
+        latest = self.get_batch(progress_count - 1, at) if progress_count else None
+        return L1Snapshot(
+            number=at,
+            hash=bytes(block["hash"]),
+            parent_hash=bytes(block["parentHash"]),
+            timestamp=int(block["timestamp"]),
+            batch_count=progress_count,
+            finalized_batch_count=int(f.finalized_batch_count().call(block_identifier=at)),
+            next_l2_block=int(f.next_l2_block().call(block_identifier=at)),
+            frozen=bool(f.frozen().call(block_identifier=at)),
+            last_batch_timestamp=int(f.last_batch_timestamp().call(block_identifier=at)),
+            deposit_count=int(f.deposit_count().call(block_identifier=at)),
+            latest_batch=latest,
+        )
+
     def max_batch_bytes(self) -> int:
         return int(self.rollup.functions.MAX_BATCH_BYTES().call())
 
@@ -465,8 +545,8 @@ class RollupClient:
     def batch_count(self) -> int:
         return int(self.rollup.functions.batch_count().call())
 
-    def get_batch(self, index: int) -> BatchRecord:
-        b = self.rollup.functions.get_batch(index).call()
+    def get_batch(self, index: int, block: int | str = "latest") -> BatchRecord:
+        b = self.rollup.functions.get_batch(index).call(block_identifier=block)
         return BatchRecord(
             index=index,
             tx_root=_b32(b[0]),
@@ -481,8 +561,10 @@ class RollupClient:
     def latest_state_root(self) -> bytes:
         return _b32(self.rollup.functions.latest_state_root().call())
 
-    def next_l2_block(self) -> int:
-        return int(self.rollup.functions.next_l2_block().call())
+    def next_l2_block(self, block: int | str = "latest") -> int:
+        """First L2 block of the next batch; at ``"pending"`` it counts the
+        batches sent but not yet mined."""
+        return int(self.rollup.functions.next_l2_block().call(block_identifier=block))
 
     def deposits_consumed(self) -> int:
         return int(self.rollup.functions.deposits_consumed().call())

@@ -213,7 +213,7 @@ def _parse_key(text: str, hint: str) -> bytes:
 def replay(tape: str, rpc: str, l1_rpc: str | None, market: str | None, takers: int,
            limit: int | None, start: int, rpc_batch: int, no_wait: bool, as_json: bool) -> None:
     """Replay a trade TAPE (CSV) as signed maker/taker orders against a running node."""
-    from node.replay import ReplayOptions, run_replay
+    from node.replay import ReplayIncomplete, ReplayOptions, run_replay
 
     try:
         summary = run_replay(ReplayOptions(
@@ -222,6 +222,9 @@ def replay(tape: str, rpc: str, l1_rpc: str | None, market: str | None, takers: 
             rpc_batch=rpc_batch, wait_for_l1=not no_wait, progress=not as_json))
     except ValueError as exc:  # the tape or the market choice (names the tape line)
         raise click.ClickException(str(exc)) from None
+    except ReplayIncomplete as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     if as_json:
         import json
 

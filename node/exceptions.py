@@ -145,3 +145,8 @@ class InvalidMarginFraction(InvalidTransaction):
 
 class InvalidFee(InvalidTransaction):
     """A maker or taker fee above 1e6 ppm (100%)."""
+
+
+class RollupFrozen(InvalidTransaction):
+    """The L1 Rollup is frozen (escape hatch): the sequencer takes no new
+    orders or withdrawals; accounts leave with ``escape`` on L1."""

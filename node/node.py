@@ -5,11 +5,17 @@ Loops (each a trio task):
 - L1 clock: mines an L1 block every ``l1_block_time`` seconds;
 - deposits: after each L1 block, includes new deposit queue entries in order;
 - block builder: seals the pending L2 block every ``block_time`` seconds;
-- batcher: every ``batch_interval`` seconds posts unposted blocks to L1 and
-  moves the safe head when the batch is mined;
+- batcher: every ``batch_interval`` seconds posts unposted blocks to L1
+  (several batches per interval when it is behind) and moves the safe head
+  when the batch is mined; posts an empty heartbeat block when the chain
+  is idle, so the Rollup never sees the escape delay pass;
 - JSON-RPC: L2 on ``port``, the embedded L1 on ``l1_port``.
 L1 calls run in a worker thread (``trio.to_thread``) so that mining a large
-batch does not stall RPC answers.
+batch does not stall RPC answers. The L1 views the node needs (head,
+batch counts, frozen...) are read once per L1 block into ``l1_snapshot``.
+Every loop survives L1 errors: it logs, keeps the error visible in
+``l2_syncStatus`` (``batcher_error``, ``l1_errors``) and retries with
+exponential backoff.
 """
 
 from __future__ import annotations
@@ -33,10 +39,55 @@ from node.rpc import L2Api, hexb, hexq, methods
 from node.server import JsonRpcApp, serve_jsonrpc
 from node.smt import SparseMerkleTree
 from node.transactions import Deposit
-from sequencer.batcher import DEFAULT_MAX_BATCH_BYTES, batch_info, plan_batch
+from sequencer.batcher import batch_byte_cap, batch_info, plan_batch
 from sequencer.sequencer import Sequencer
 
 log = logging.getLogger("derivnet")
+
+try:  # web3's process_receipt error modes
+    from web3.logs import DISCARD as _DISCARD
+except ImportError:  # pragma: no cover
+    _DISCARD = "discard"
+
+# most batches sent into one L1 block (each full one has a ~9.7M gas limit)
+MAX_BATCHES_PER_L1_BLOCK = 4
+# a heartbeat batch is due after this share of the escape delay without a batch
+HEARTBEAT_FRACTION = (2, 3)
+
+
+class Backoff:
+    """Retry bookkeeping of one background task: after ``failures`` failures
+    in a row the task waits ``min(cap, base * 2**(failures-1))`` seconds
+    (``retry_at``, monotonic); ``error`` is the last failure's message."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base = base
+        self.cap = max(cap, base)
+        self.failures = 0
+        self.error: str | None = None
+        self.retry_at = 0.0
+
+    def ready(self) -> bool:
+        return time.monotonic() >= self.retry_at
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failure; returns the delay before the next try (s)."""
+        self.failures += 1
+        self.error = str(exc) or type(exc).__name__
+        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
+        self.retry_at = time.monotonic() + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.error = None
+        self.retry_at = 0.0
+
+    def to_json(self) -> dict[str, Any] | None:
+        if self.error is None:
+            return None
+        return {"error": self.error, "failures": self.failures,
+                "retryIn": round(max(0.0, self.retry_at - time.monotonic()), 3)}
 
 
 @dataclass
@@ -52,7 +103,8 @@ class NodeConfig:
     l1_block_time: float = 1.0
     genesis_path: str | None = None
     max_block_txs: int = 5_000
-    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    # upper bound on batch data (bytes); never above the Rollup's MAX_BATCH_BYTES
+    max_batch_bytes: int | None = None
     preset: str | None = None  # None: the datadir's, or devnet for a new one
     challenge_window: int | None = None
     inclusion_window: int | None = None
@@ -129,19 +181,30 @@ class Node:
                 "the L1 chain do not belong together (start with an empty --datadir)"
             )
         self.rollup = RollupClient(self.l1.w3, self.deployment)
+        self.batch_limits = self._batch_limits()
         domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
         self.chain = Chain(self.db, domain)
-        self.sequencer = Sequencer(self.chain, self.clock, max_block_txs=config.max_block_txs)
-        self.sequencer.l1_origin, self.l1_origin_time = self.l1.head()
+        self.l1_snapshot = self.rollup.snapshot()
+        self.sequencer = Sequencer(self.chain, self.clock, max_block_txs=config.max_block_txs,
+                                   max_block_bytes=self.batch_limits[0],
+                                   max_block_steps=self.batch_limits[1])
+        self.sequencer.l1_origin = self.l1_snapshot.number
+        self.sequencer.frozen = self.l1_snapshot.frozen
+        self.l1_origin_time = self.l1_snapshot.timestamp
         from l1_stub.contracts import write_abis
 
         abi_target = Path(config.datadir) / "abi" if config.datadir else None
         self.abi_files = write_abis(abi_target)
         self.stored_config = stored
-        # read now, so finality never reads lower after a restart than before it
-        self.finalized_batch_count = self.rollup.finalized_batch_count()
-        self._finalize_sent = 0
-        self.last_batch_error: str | None = None
+        # read at start, so finality never reads lower after a restart than before it
+        self.finalized_batch_count = self.l1_snapshot.finalized_batch_count
+        self._finalize_sent = (-1, 0)  # (L1 head when sent, next index)
+        self.batcher_retry = Backoff(config.batch_interval,
+                                     min(30.0, 8 * config.batch_interval))
+        self.l1_retry = {name: Backoff(config.l1_block_time, min(30.0, 8 * config.l1_block_time))
+                         for name in ("mine", "snapshot", "deposits", "finalize")}
+        self._last_batch_l1_time = 0  # L1 timestamp of the last batch this node landed
+        self.heartbeats = 0
         self.l1_send_lock = trio.Lock()
         self.api = L2Api(self)
         self.app = JsonRpcApp(methods(self.api, self.devnet_methods()))
@@ -199,6 +262,23 @@ class Node:
                                  "value": 1000 * 10**18})
         self.l1.mine()
 
+    def _batch_limits(self) -> tuple[int, int]:
+        """(bytes, steps) one batch carries: the Rollup's MAX_BATCH_BYTES and
+        MAX_STEPS, ``max_batch_bytes`` if configured lower, and what fits in
+        one L1 block's gas limit."""
+        gas_limit = int(self.l1.w3.eth.get_block("latest")["gasLimit"])
+        size, source = batch_byte_cap(self.rollup.max_batch_bytes(), gas_limit,
+                                      self.config.max_batch_bytes)
+        if source == "gas":
+            log.warning("L1 block gas limit %d: batches capped at %d bytes (below the "
+                        "Rollup's MAX_BATCH_BYTES)", gas_limit, size)
+        return size, self.rollup.max_steps()
+
+    @property
+    def last_batch_error(self) -> str | None:
+        """The batcher's last error (None once a batch lands again)."""
+        return self.batcher_retry.error
+
     def _l1_kwargs(self) -> dict[str, Any]:
         return dict(self.config.extra.get("l1", {}))
 
@@ -223,34 +303,70 @@ class Node:
             task_status.started()
 
     async def _l1_clock(self) -> None:
-        await self.update_finality()
+        await self.on_l1_block(None)
+        mine = self.l1_retry["mine"]
         while True:
             await trio.sleep(self.config.l1_block_time)
-            await self.on_l1_block(await trio.to_thread.run_sync(self.l1.mine))
+            if not mine.ready():
+                continue
+            try:
+                number = await trio.to_thread.run_sync(self.l1.mine)
+            except Exception as exc:  # keep the devnet up; retry with backoff
+                log.warning("L1 mining failed (retry in %.1f s): %s", mine.failed(exc), exc)
+                continue
+            mine.succeeded()
+            await self.on_l1_block(number)
 
-    async def on_l1_block(self, number: int) -> None:
-        """After an L1 block: move the L1 origin, include deposits, finalize batches."""
-        self.l1_origin_time = await trio.to_thread.run_sync(lambda: self.l1.head()[1])
-        self.sequencer.l1_origin = number
-        await self.include_deposits()
-        await self.update_finality()
+    async def _guarded(self, name: str, step: Any) -> None:
+        """Run one L1 duty ``step`` (an async callable); on an error log it,
+        keep it in ``l1_errors`` and skip the duty until its backoff passes."""
+        retry = self.l1_retry[name]
+        if not retry.ready():
+            return
+        try:
+            await step()
+        except Exception as exc:
+            delay = retry.failed(exc)
+            log.warning("L1 %s failed (%d in a row, retry in %.1f s): %s",
+                        name, retry.failures, delay, exc)
+        else:
+            retry.succeeded()
+
+    async def on_l1_block(self, number: int | None) -> None:
+        """After an L1 block: refresh the L1 snapshot, move the L1 origin,
+        include deposits, finalize batches. Each duty survives L1 errors."""
+        await self._guarded("snapshot", self.refresh_l1)
+        await self._guarded("deposits", self.include_deposits)
+        await self._guarded("finalize", self.update_finality)
+
+    async def refresh_l1(self) -> None:
+        """Read the L1 snapshot (head and Rollup views) once for this L1 block."""
+        snap = await trio.to_thread.run_sync(self.rollup.snapshot)
+        self.l1_snapshot = snap
+        self.finalized_batch_count = snap.finalized_batch_count
+        self.sequencer.l1_origin = snap.number
+        self.l1_origin_time = snap.timestamp
+        if snap.frozen and not self.sequencer.frozen:
+            log.warning("the Rollup is frozen: the sequencer refuses new orders and withdrawals")
+        self.sequencer.frozen = snap.frozen
 
     async def update_finality(self) -> None:
         """Proposer duty: finalize every batch whose challenge window has passed
         (finalizeBatch is open to anyone), and track the finalized count."""
         rollup = self.rollup
-        count = await trio.to_thread.run_sync(rollup.finalized_batch_count)
-        self.finalized_batch_count = count
-        total = await trio.to_thread.run_sync(rollup.batch_count)
-        frozen = await trio.to_thread.run_sync(rollup.frozen)
-        index = max(count, self._finalize_sent)
+        snap = self.l1_snapshot
+        self.finalized_batch_count = snap.finalized_batch_count
+        sent_at, sent_next = self._finalize_sent
+        index = snap.finalized_batch_count
+        if sent_at == snap.number:  # already sent into this pending block
+            index = max(index, sent_next)
         async with self.l1_send_lock:
-            while not frozen and index < total:
+            while not snap.frozen and index < snap.batch_count:
                 if not await trio.to_thread.run_sync(rollup.is_finalizable, index):
                     break
                 await trio.to_thread.run_sync(rollup.finalize_batch, self.sequencer_key, index)
                 index += 1
-                self._finalize_sent = index
+                self._finalize_sent = (snap.number, index)
 
     async def include_deposits(self) -> int:
         """Include every new L1 deposit queue entry in the pending block, in order
@@ -258,7 +374,7 @@ class Node:
         if self.config.censor_deposits:
             return 0
         next_index = self.chain.state.system.next_deposit
-        count = await trio.to_thread.run_sync(self.rollup.deposit_count)
+        count = self.l1_snapshot.deposit_count
         if count <= next_index:
             return 0
         entries = await trio.to_thread.run_sync(self.rollup.deposits, next_index, count)
@@ -273,20 +389,53 @@ class Node:
     async def _block_builder(self) -> None:
         while True:
             await trio.sleep(self.config.block_time)
-            self.sequencer.seal()
+            try:
+                self.sequencer.seal()
+            except Exception:  # a store error must not end the devnet silently
+                log.exception("sealing the pending L2 block failed")
 
     async def _batcher(self) -> None:
-        await self.sync_batches()
+        retry = self.batcher_retry
         while True:
-            await trio.sleep(self.config.batch_interval)
-            if not self.config.batcher_enabled:
-                continue
             try:
-                await self.post_batch()
-                self.last_batch_error = None
-            except Exception as exc:  # keep the devnet up; the next interval retries
-                self.last_batch_error = str(exc)
-                log.warning("batch submission failed: %s", exc)
+                await self.sync_batches()
+            except Exception as exc:
+                delay = retry.failed(exc)
+                log.warning("reading batches from L1 failed (retry in %.1f s): %s", delay, exc)
+                await trio.sleep(delay)
+            else:
+                break
+        while True:
+            await trio.sleep(max(self.config.batch_interval,
+                                 retry.retry_at - time.monotonic()))
+            if not self.config.batcher_enabled or self.l1_snapshot.frozen:
+                continue  # paused (devnet control), or frozen: submitBatch would revert
+            try:
+                if self.heartbeat_due():
+                    self.sequencer.seal(empty=True)
+                await self.post_batches()
+            except Exception as exc:  # keep the devnet up; retry with backoff
+                delay = retry.failed(exc)
+                log.warning("batch submission failed (%d in a row, retry in %.1f s): %s",
+                            retry.failures, delay, exc)
+            else:
+                retry.succeeded()
+
+    def heartbeat_due(self) -> bool:
+        """True if the chain has posted everything but no batch landed for
+        2/3 of the escape delay (L1 time, warps included): then the batcher
+        posts an empty block so that nobody can freeze a healthy rollup."""
+        snap = self.l1_snapshot
+        if snap.frozen or self.chain.safe_head < self.chain.head.number:
+            return False
+        delay = int(self.stored_config.get("escape_delay", 0))
+        last = max(snap.last_batch_timestamp, self._last_batch_l1_time)
+        num, den = HEARTBEAT_FRACTION
+        if self.clock() < last + delay * num // den:
+            return False
+        self.heartbeats += 1
+        log.info("L2 idle for %d s of L1 time: posting a heartbeat batch", int(self.clock() - last))
+        return True
 
     async def sync_batches(self) -> None:
         """Record batches that are on L1 but not in the store (after a crash)."""
@@ -306,36 +455,114 @@ class Node:
                 s.tx_root, s.l1_block, s.tx_hash, s.deposit_end))
 
     async def post_batch(self) -> int | None:
-        """Post the next batch and wait until it is mined; returns its index."""
-        from l1_stub.client import TransactionReverted
-
-        first = self.chain.safe_head + 1
-        planned = plan_batch(self.chain, first, self.config.max_batch_bytes)
-        if planned is None:
+        """Post the unposted blocks and wait until mined; returns the index
+        of the last batch landed (None if there was nothing to post)."""
+        before = self.chain.latest_batch()
+        await self.post_batches()
+        after = self.chain.latest_batch()
+        if after is None or (before is not None and after.index == before.index):
             return None
-        async with self.l1_send_lock:
-            tx = await trio.to_thread.run_sync(
-                self.rollup.submit_batch, self.sequencer_key, planned.data, planned.state_root,
-                planned.deposit_end,
-            )
-        receipt = None
-        while receipt is None:
-            await trio.sleep(0.05)
-            receipt = await trio.to_thread.run_sync(self._receipt, tx)
-        if receipt["status"] != 1:
-            from l1_stub.client import revert_reason
+        return after.index
 
-            reason = await trio.to_thread.run_sync(revert_reason, self.l1.w3, receipt)
-            raise TransactionReverted(receipt, reason)
-        index = await trio.to_thread.run_sync(self.rollup.batch_count) - 1
-        info = batch_info(planned, index, int(receipt["blockNumber"]), bytes(tx))
-        self.chain.record_batch(info)
-        self.gas_used_total += int(receipt["gasUsed"])
-        self.calldata_bytes_total += len(planned.data)
-        return index
+    async def post_batches(self) -> int:
+        """Post every unposted block: rounds of up to MAX_BATCHES_PER_L1_BLOCK
+        batches sent into one L1 block, each waited for, until a round ends
+        with a batch that is not full. Returns the number of batches landed.
+
+        Raises TransactionReverted (with the reason) if L1 rejected a batch,
+        or the L1 error of a refused send; nothing is recorded for them."""
+        landed = 0
+        while True:
+            sent, error = await self._send_batches()
+            if sent:
+                await self._await_batches(sent)
+                landed += len(sent)
+            if error is not None:
+                raise error
+            if not sent or not sent[-1][0].full:
+                return landed
+
+    async def _send_batches(self) -> tuple[list[tuple[Any, bytes]], Exception | None]:
+        """Send the next batches into the pending L1 block. A batch is sent
+        only if the pending L1 state expects exactly its first block, so a
+        batch that failed in the pending block stops the rest. Returns the
+        batches sent and the error of a refused send after the first one
+        (None if none, or for a full L1 block: the rest go in a later one)."""
+        from l1_stub.client import is_gas_limit_error
+
+        rollup = self.rollup
+        first = self.chain.safe_head + 1
+        head = self.chain.head.number
+        max_bytes, max_steps = self.batch_limits
+        sent: list[tuple[Any, bytes]] = []
+        async with self.l1_send_lock:
+            expected = await trio.to_thread.run_sync(rollup.next_l2_block, "pending")
+            if expected != first:
+                mined = await trio.to_thread.run_sync(rollup.next_l2_block, "latest")
+                if mined > first:  # batches on L1 the store does not have yet
+                    await self.sync_batches()
+                    return [], None
+                raise RuntimeError(f"the Rollup expects L2 block {expected} next, the batcher "
+                                   f"has block {first}: waiting for L1")
+            while len(sent) < MAX_BATCHES_PER_L1_BLOCK:
+                planned = plan_batch(self.chain, first, max_bytes, max_steps, head)
+                if planned is None:
+                    break
+                try:
+                    tx = await trio.to_thread.run_sync(
+                        rollup.submit_batch, self.sequencer_key, planned.data,
+                        planned.state_root, planned.deposit_end)
+                except Exception as exc:
+                    if not sent:
+                        raise
+                    # wait for the batches already sent, then report
+                    return sent, None if is_gas_limit_error(exc) else exc
+                sent.append((planned, bytes(tx)))
+                if not planned.full:
+                    break
+                expected = await trio.to_thread.run_sync(rollup.next_l2_block, "pending")
+                if expected != planned.last_block + 1:
+                    break  # it failed in the pending block: its receipt says why
+                first = planned.last_block + 1
+        return sent, None
+
+    async def _await_batches(self, sent: list[tuple[Any, bytes]]) -> None:
+        """Wait for the receipts of ``sent`` (in order) and record the landed
+        batches; raises TransactionReverted at the first failed one."""
+        from l1_stub.client import TransactionReverted, revert_reason
+
+        timeout = max(30.0, 10 * self.config.l1_block_time)
+        for planned, tx in sent:
+            deadline = time.monotonic() + timeout
+            receipt = None
+            while receipt is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"batch transaction 0x{tx.hex()} not mined in {timeout} s")
+                await trio.sleep(0.05)
+                receipt = await trio.to_thread.run_sync(self._receipt, tx)
+            if receipt["status"] != 1:
+                reason = await trio.to_thread.run_sync(revert_reason, self.l1.w3, receipt)
+                raise TransactionReverted(receipt, reason)
+            events = self.rollup.rollup.events.BatchSubmitted().process_receipt(
+                receipt, errors=_DISCARD)
+            index = int(events[0]["args"]["index"])
+            first_on_l1 = int(events[0]["args"]["first_block"])
+            if first_on_l1 != planned.first_block:
+                await self.sync_batches()
+                raise RuntimeError(f"batch {index} landed for L2 block {first_on_l1}, "
+                                   f"planned for {planned.first_block}")
+            info = batch_info(planned, index, int(receipt["blockNumber"]), tx)
+            self.chain.record_batch(info)
+            self.gas_used_total += int(receipt["gasUsed"])
+            self.calldata_bytes_total += len(planned.data)
+            self.batches_posted += 1
+            block = await trio.to_thread.run_sync(self.l1.w3.eth.get_block,
+                                                  int(receipt["blockNumber"]))
+            self._last_batch_l1_time = max(self._last_batch_l1_time, int(block["timestamp"]))
 
     gas_used_total: int = 0
     calldata_bytes_total: int = 0
+    batches_posted: int = 0
 
     def _receipt(self, tx: bytes) -> Any:
         from web3.exceptions import TransactionNotFound
@@ -419,17 +646,22 @@ class Node:
         }
 
     def sync_status(self) -> dict[str, Any]:
-        """Shaped like optimism_syncStatus (block refs with decimal numbers)."""
-        number, ts = self.l1.head()
-        l1_block = self.l1.w3.eth.get_block(number)
-        l1_ref = {"hash": hexb(bytes(l1_block["hash"])), "number": number,
-                  "parentHash": hexb(bytes(l1_block["parentHash"])), "timestamp": ts}
+        """Shaped like optimism_syncStatus (block refs with decimal numbers).
+
+        L1 values come from the L1 snapshot (read once per L1 block), not
+        from L1 calls per request."""
+        snap = self.l1_snapshot
+        number, ts = snap.number, snap.timestamp
+        l1_ref = {"hash": hexb(snap.hash), "number": number,
+                  "parentHash": hexb(snap.parent_hash), "timestamp": ts}
         latest = self.chain.latest_batch()
         window = int(self.stored_config.get("challenge_window", 0))
         batch = None
         if latest is not None:
             batch = latest.to_json()
-            record = self.rollup.get_batch(latest.index)
+            record = snap.latest_batch
+            if record is None or record.index != latest.index:  # landed after the snapshot
+                record = self.rollup.get_batch(latest.index)
             batch["l1Timestamp"] = record.l1_timestamp
             batch["finalizableAt"] = record.l1_timestamp + window
             batch["secondsToFinality"] = max(0, record.l1_timestamp + window - ts)
@@ -449,8 +681,16 @@ class Node:
             "finalized_batches": self.finalized_batch_count,
             "challenge_window": window,
             "l1_time": ts,
-            "frozen": self.rollup.frozen(),
+            "frozen": snap.frozen,
             "batcher_error": self.last_batch_error,
+            "batcher_enabled": self.config.batcher_enabled,
+            "batcher_failures": self.batcher_retry.failures,
+            "batcher_retry_in": (self.batcher_retry.to_json() or {}).get("retryIn"),
+            "l1_errors": {name: r.to_json() for name, r in self.l1_retry.items()
+                          if r.error is not None},
+            "batches_posted": self.batches_posted,
+            "heartbeats": self.heartbeats,
+            "batch_limits": {"bytes": self.batch_limits[0], "steps": self.batch_limits[1]},
         }
 
     def rollup_config_json(self) -> dict[str, Any]:
@@ -467,7 +707,8 @@ class Node:
             "block_time": self.config.block_time,
             "batch_interval": self.config.batch_interval,
             "l1_block_time": self.config.l1_block_time,
-            "max_batch_bytes": self.config.max_batch_bytes,
+            "max_batch_bytes": self.batch_limits[0],
+            "max_batch_steps": self.batch_limits[1],
             "challenge_window": self.stored_config.get("challenge_window"),
             "inclusion_window": self.stored_config.get("inclusion_window"),
             "escape_delay": self.stored_config.get("escape_delay"),

@@ -159,6 +159,33 @@ def choose_market(client: L2Client, tape: str, rows: list[TapeRow],
     raise ValueError(f"market {symbol} was not listed")  # pragma: no cover
 
 
+class ReplayIncomplete(RuntimeError):
+    """The replay could not finish (its last blocks never reached L1); the
+    message says why in one line, ``summary`` is the summary so far."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def _stall_reason(status: dict[str, Any], last_block: int, timeout: float,
+                  summary: dict[str, Any]) -> str:
+    """One line: which blocks are stuck, what the node says, what was done."""
+    safe = status["safe_l2"]["number"]
+    if status.get("frozen"):
+        why = "the Rollup is frozen"
+    elif status.get("batcher_error"):
+        why = f"batcher: {status['batcher_error']}"
+    elif status.get("batcher_enabled") is False:
+        why = "the batcher is paused (devnet_setBatcher)"
+    else:
+        why = "no batcher error reported"
+    return (f"replay could not finish: L2 blocks #{safe + 1}..#{last_block} not on L1 after "
+            f"{timeout:g} s ({why}); so far {summary['fills']} fills, {summary['failed']} "
+            f"failed, {summary['blocks']} blocks, {summary['batches']} batches, "
+            f"{summary['tradingSeconds']} s trading")
+
+
 @dataclass
 class ReplayOptions:
     tape: str
@@ -330,9 +357,12 @@ def _replay(opts: ReplayOptions, client: L2Client, w3: Any) -> dict[str, Any]:
         time.sleep(0.05)
     last_block = client.block_number()
     if opts.wait_for_l1:
-        while client.sync_status()["safe_l2"]["number"] < last_block:
+        while (status := client.sync_status())["safe_l2"]["number"] < last_block:
             if time.monotonic() > deadline:
-                raise TimeoutError("the last blocks were not posted to L1 in time")
+                so_far = summarize(client, w3, first_block, last_block, stats, errors, funded,
+                                   len(trades), trading_seconds, time.monotonic() - started)
+                raise ReplayIncomplete(_stall_reason(status, last_block, opts.timeout, so_far),
+                                       so_far)
             time.sleep(0.1)
     return summarize(client, w3, first_block, last_block, stats, errors, funded,
                      len(trades), trading_seconds, time.monotonic() - started)

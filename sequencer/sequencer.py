@@ -23,6 +23,7 @@ from node.chain import Chain
 from node.eip712 import cancel_digest, order_hash
 from node.sigverify import signer_of
 from node.transactions import (
+    BODY_BYTES,
     DecodeError,
     Deposit,
     Fill,
@@ -33,7 +34,9 @@ from node.transactions import (
     Withdraw,
     decode_tx,
     encode_tx,
+    tx_type,
 )
+from sequencer.batcher import BLOCK_HEADER_BYTES, ROLLUP_MAX_BATCH_BYTES, ROLLUP_MAX_STEPS
 from sequencer.book import (
     BookError,
     Match,
@@ -96,11 +99,27 @@ def _encode_journal(order: Order, signature: bytes, tif: str) -> bytes:
     return order.encode() + signature + tif.encode()
 
 
+def tx_size(tx: Transaction) -> int:
+    """Bytes of ``tx`` in a batch (type byte + body, docs/protocol.md)."""
+    body = BODY_BYTES.get(tx_type(tx))
+    return 1 + body if body is not None else len(encode_tx(tx))
+
+
 class Sequencer:
     """Owns the order books and feeds the chain's pending block.
 
     clock() returns unix seconds (float); the block timestamp is its floor.
     ``max_block_txs`` seals a block early when it fills up.
+
+    Blocks always fit a batch (docs/protocol.md "Batches"): before applying a
+    transaction that would take the pending block past ``max_block_bytes``
+    of batch data (18-byte block header + encoded txs) or ``max_block_steps``
+    transactions, the pending block is sealed, also in the middle of one
+    order's matching. The node sets both from the Rollup's MAX_BATCH_BYTES
+    / MAX_STEPS (and the L1 block gas limit).
+
+    ``frozen`` (set by the node from L1) makes new orders and withdrawals
+    fail with RollupFrozen.
     """
 
     def __init__(
@@ -109,12 +128,19 @@ class Sequencer:
         clock: Callable[[], float],
         max_block_txs: int = 10_000,
         on_block: Callable[[Block], None] | None = None,
+        max_block_bytes: int = ROLLUP_MAX_BATCH_BYTES,
+        max_block_steps: int = ROLLUP_MAX_STEPS,
     ) -> None:
         self.chain = chain
         self.clock = clock
         self.max_block_txs = max_block_txs
+        self.max_block_bytes = max_block_bytes
+        self.max_block_steps = max_block_steps
         self.on_block = on_block
         self.l1_origin = chain.head.header.l1_origin
+        self.frozen = False
+        # (pending tx count, batch bytes of the pending block) as last counted
+        self._pending_size = (0, BLOCK_HEADER_BYTES)
         self.books = {m: OrderBook(m) for m in chain.state.markets}
         self._sequence = 0
         # journal key -> (market, order hash) of an order entry, None for other kinds
@@ -141,6 +167,7 @@ class Sequencer:
         sequencer.validation.check_order, plus OrderRejectedByBook and OrderCancelled).
         An order that rested, filled or took makers out of the book is journaled.
         """
+        self._check_live()
         now = self._now()
         state = self.chain.state
         digest = order_hash(self.chain.domain, order)
@@ -155,7 +182,7 @@ class Sequencer:
         def accept(maker: RestingOrder, size: int) -> bool:
             fill = Fill(maker.order, maker.signature, order, signature, size, maker.order.price)
             try:
-                receipt = self.chain.apply(fill)
+                receipt = self._apply(fill, mid_match=True)
             except err.InvalidTransaction as exc:
                 if exc.role == "maker":
                     return False
@@ -217,15 +244,17 @@ class Sequencer:
     def send_oracle_price(self, tx: OraclePrice) -> Receipt:
         """Apply an oracle price to the pending block and journal it."""
         self._now()
-        receipt = self.chain.apply(tx)
+        receipt = self._apply(tx)
         self._journal_tx(tx)
         return receipt
 
     def send_withdraw(self, tx: Withdraw) -> Receipt:
         """Apply a withdrawal to the pending block and journal it; its id is
-        the pending state's withdrawal count before it."""
+        the pending state's withdrawal count before it. Raises RollupFrozen
+        on a frozen Rollup."""
+        self._check_live()
         self._now()
-        receipt = self.chain.apply(tx)
+        receipt = self._apply(tx)
         self._journal_tx(tx)
         return receipt
 
@@ -233,7 +262,7 @@ class Sequencer:
         """Apply a ListMarket, open the market's book and seal the block at
         once (an acknowledged listing is stored before the call returns)."""
         self._now()
-        receipt = self.chain.apply(tx)
+        receipt = self._apply(tx)
         self.books.setdefault(tx.market, OrderBook(tx.market))
         self.seal()
         return receipt
@@ -242,7 +271,7 @@ class Sequencer:
         """Include an L1 deposit; journaled too (not acknowledged to anyone,
         but later entries may rely on it, so replay keeps it in its place)."""
         self._now()
-        receipt = self.chain.apply(tx)
+        receipt = self._apply(tx)
         self._journal_tx(tx)
         return receipt
 
@@ -269,12 +298,55 @@ class Sequencer:
         key = self._journal(_TX, encode_tx(tx))
         self._journaled[key] = None
 
+    # -- block size -----------------------------------------------------
+    def _check_live(self) -> None:
+        if self.frozen:
+            raise err.RollupFrozen(
+                "the L1 Rollup is frozen (escape hatch): no new orders or withdrawals")
+
+    def pending_size(self) -> tuple[int, int]:
+        """(transactions, batch bytes) of the pending block; bytes include
+        the 18-byte block header."""
+        txs = self.chain.pending_txs
+        count, size = self._pending_size
+        if count != len(txs):
+            if count > len(txs):
+                count, size = 0, BLOCK_HEADER_BYTES
+            size += sum(len(t) for t in txs[count:])
+            self._pending_size = (len(txs), size)
+            count = len(txs)
+        return count, size
+
+    def _apply(self, tx: Transaction, mid_match: bool = False) -> Receipt:
+        """Apply ``tx`` to the pending block, sealing the block first if
+        ``tx`` would not fit in one batch with it."""
+        count, size = self.pending_size()
+        if count and (size + tx_size(tx) > self.max_block_bytes
+                      or count + 1 > self.max_block_steps):
+            # the order book is mid-match: seal the chain's block only
+            self.seal(touch_books=not mid_match)
+        return self.chain.apply(tx)
+
     # -- blocks ----------------------------------------------------------
-    def seal(self) -> Block | None:
-        """Seal the pending block; drops expired resting orders and prunes the journal."""
-        block = self.chain.seal(self.l1_origin)
+    def seal(self, *, empty: bool = False, touch_books: bool = True) -> Block | None:
+        """Seal the pending block; drops expired resting orders and prunes the journal.
+
+        With nothing pending it returns None, or with ``empty`` seals an
+        empty block (a heartbeat for the batcher). ``touch_books=False``
+        leaves the order books alone (a seal in the middle of matching).
+        """
+        if empty and not self.chain.pending_txs:
+            ts = max(int(self.clock()), self.chain.head.header.timestamp)
+            block: Block | None = self.chain.apply_block(ts, self.l1_origin, ())
+        else:
+            block = self.chain.seal(self.l1_origin)
         if block is None:
             return None
+        self._pending_size = (0, BLOCK_HEADER_BYTES)
+        if not touch_books:
+            if self.on_block is not None:
+                self.on_block(block)
+            return block
         for book in self.books.values():
             book.remove_expired(block.header.timestamp)
         self._prune_journal()
@@ -395,7 +467,7 @@ class Sequencer:
                 self.include_deposit(tx)
             else:  # another transaction type journaled with _journal_tx
                 self._now()
-                self.chain.apply(tx)
+                self._apply(tx)
                 for market in self.chain.state.markets:
                     self.books.setdefault(market, OrderBook(market))
                 self._journaled[key] = None

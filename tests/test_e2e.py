@@ -3,7 +3,8 @@ ledger invariants read back over JSON-RPC, and the L1 root check."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,16 +15,6 @@ from node.wallet import rollup_client
 from node.smt import SparseMerkleProof, verify_proof
 from node.state import account_key
 from tests.devnet_process import TAPE, DevnetProcess
-
-
-@pytest.fixture
-def devnet(tmp_path: Path) -> Iterator[DevnetProcess]:
-    node = DevnetProcess(tmp_path / "data", tmp_path / "devnet.log")
-    node.start()
-    try:
-        yield node
-    finally:
-        node.stop()
 
 
 def check_ledger(client: L2Client, rollup: RollupClient, tag: str = "latest") -> None:
@@ -41,16 +32,53 @@ def check_ledger(client: L2Client, rollup: RollupClient, tag: str = "latest") ->
     assert collateral == state_deposits  # no withdrawals in the replay
 
 
-def test_replay_tape_end_to_end(devnet: DevnetProcess) -> None:
-    summary = run_replay(ReplayOptions(tape=str(TAPE), rpc=devnet.url, progress=False))
-    assert summary["trades"] == 1000
-    assert summary["fills"] == 1000
-    assert summary["failed"] == 0, summary["errors"]
-    assert summary["rootsMatch"]
-    assert summary["batches"] >= 1 and summary["l1GasPerFill"] > 0
+SLOW = os.environ.get("DERIVNET_SLOW") == "1"
+BLOCK_TIMES = ["0.05", "0.25", "1", "3", "5"]
 
-    with L2Client(devnet.url) as client, connect(devnet.l1_url) as w3:
-        check_replayed_devnet(client, rollup_client(client, w3), summary)
+
+def replay_at(tmp_path: Path, block_time: str, name: str = "devnet") -> dict:
+    """The whole tape on a fresh devnet with ``--block-time block_time`` and the
+    default batch interval (2 s); checks roots and the ledger, returns the summary."""
+    node = DevnetProcess(tmp_path / name, tmp_path / f"{name}.log", **{"--block-time": block_time,
+                                                            "--batch-interval": "2"})
+    node.start()
+    try:
+        summary = run_replay(ReplayOptions(tape=str(TAPE), rpc=node.url, progress=False))
+        assert summary["trades"] == 1000
+        assert summary["fills"] == 1000
+        assert summary["failed"] == 0, summary["errors"]
+        assert summary["rootsMatch"]
+        assert summary["batches"] >= 1 and summary["l1GasPerFill"] > 0
+        with L2Client(node.url) as client, connect(node.l1_url) as w3:
+            check_replayed_devnet(client, rollup_client(client, w3), summary)
+            limits = client.sync_status()["batch_limits"]
+            for n in range(summary["firstBlock"], summary["lastBlock"] + 1):
+                block = client.call("l2_getBlockByNumber", hex(n), True)
+                assert len(block["transactions"]) <= limits["steps"]
+    finally:
+        node.stop()
+    print(json.dumps({"blockTime": block_time, **{k: summary[k] for k in (
+        "tradingSeconds", "elapsedSeconds", "fillsPerSecond", "blocks", "batches",
+        "l1GasPerFill", "calldataBytesPerFill")}}))
+    return summary
+
+
+def test_replay_tape_end_to_end(tmp_path: Path) -> None:
+    """At --block-time 3 one block would carry ~900 fills (~235 KB) without
+    the sequencer's batch limit; the tape used to wedge the chain every time."""
+    replay_at(tmp_path, "3")
+
+
+@pytest.mark.skipif(not SLOW, reason="set DERIVNET_SLOW=1 (five devnets, ~2 min)")
+@pytest.mark.parametrize("block_time", BLOCK_TIMES)
+def test_replay_tape_every_block_time(tmp_path: Path, block_time: str) -> None:
+    replay_at(tmp_path, block_time)
+
+
+@pytest.mark.skipif(not SLOW, reason="set DERIVNET_SLOW=1 (ten devnets, ~4 min)")
+def test_replay_tape_ten_times_at_default_block_time(tmp_path: Path) -> None:
+    for i in range(10):
+        replay_at(tmp_path, "0.25", f"devnet{i}")
 
 
 def check_replayed_devnet(client: L2Client, rollup: RollupClient, summary: dict) -> None:
