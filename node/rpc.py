@@ -11,6 +11,7 @@ Nothing changes on an error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +64,33 @@ def parse_int(value: Any, name: str) -> int:
     raise bad_params(f"{name}: expected an integer (number, decimal or 0x-hex string)")
 
 
+def parse_uint(value: Any, name: str, bits: int = 64) -> int:
+    """``parse_int`` limited to 0 <= n < 2**bits (-32602 naming ``name`` otherwise)."""
+    n = parse_int(value, name)
+    if not 0 <= n < 2**bits:
+        raise bad_params(f"{name}: out of range (expected 0 <= {name} < 2^{bits})")
+    return n
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """Only JSON true / false (not "false", 0 or null)."""
+    if not isinstance(value, bool):
+        raise bad_params(f"{name}: expected true or false")
+    return value
+
+
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
 def parse_bytes(value: Any, name: str, size: int | None = None) -> bytes:
+    """Bytes from a 0x-prefixed hex string (exactly ``size`` bytes if given)."""
     if not isinstance(value, str) or not value.startswith("0x"):
         raise bad_params(f"{name}: expected 0x-prefixed hex")
-    try:
-        raw = bytes.fromhex(value[2:])
-    except ValueError:
-        raise bad_params(f"{name}: invalid hex") from None
+    if size is not None and len(value) != 2 + 2 * size:
+        raise bad_params(f"{name}: expected {size} bytes, got {len(value) - 2} hex digits")
+    if not _HEX.fullmatch(value, 2) or len(value) % 2:
+        raise bad_params(f"{name}: invalid hex")
+    raw = bytes.fromhex(value[2:])
     if size is not None and len(raw) != size:
         raise bad_params(f"{name}: expected {size} bytes, got {len(raw)}")
     return raw
@@ -141,8 +162,8 @@ class L2Api:
             return self.node.finalized_head()
         if tag == "earliest":
             return 0
-        n = parse_int(tag, "block")
-        if not 0 <= n <= chain.head.number:
+        n = parse_uint(tag, "block")
+        if not n <= chain.head.number:
             raise RpcError(NOT_FOUND, f"block {n} not found (head is {chain.head.number})")
         return n
 
@@ -151,13 +172,13 @@ class L2Api:
             return self.node.chain.state
         return self.node.chain.state_at(self._block_number(tag))
 
-    def _market_id(self, value: Any) -> int:
-        if isinstance(value, str) and not value[:1].isdigit() and not value.startswith("0x"):
+    def _market_id(self, value: Any, name: str = "market") -> int:
+        if isinstance(value, str) and not value[:1].isdigit() and not value.startswith(("0x", "-")):
             try:
                 return self.node.genesis.market_by_symbol(value).id
             except KeyError:
-                raise RpcError(TX_REJECTED, f"UnknownMarket: no market {value!r}") from None
-        return parse_int(value, "market")
+                raise RpcError(TX_REJECTED, f"UnknownMarket: no market {value[:64]!r}") from None
+        return parse_uint(value, name, 32)
 
     def _reject(self, exc: err.InvalidTransaction) -> RpcError:
         return RpcError(TX_REJECTED, f"{exc.rule}: {exc}", {"rule": exc.rule})
@@ -169,29 +190,29 @@ class L2Api:
     def eth_blockNumber(self) -> str:
         return hexq(self.node.chain.head.number)
 
+    def net_version(self) -> str:
+        """The L2 chain id as a decimal string (as Ethereum nodes answer)."""
+        return str(self.node.genesis.l2_chain_id)
+
+    def web3_clientVersion(self) -> str:
+        return f"derivnet/{client_version()}/python"
+
     # -- orders ------------------------------------------------------------
     def parse_order(self, obj: Any) -> Order:
         order = Order(
             account=parse_address(_field(obj, "account"), "order.account"),
-            market=self._market_id(_field(obj, "market")),
-            is_buy=self._parse_side(obj),
-            price=parse_int(_field(obj, "price"), "order.price"),
-            size=parse_int(_field(obj, "size"), "order.size"),
-            salt=parse_int(_field(obj, "salt"), "order.salt"),
-            expiry=parse_int(_field(obj, "expiry"), "order.expiry"),
+            market=self._market_id(_field(obj, "market"), "order.market"),
+            is_buy=parse_bool(_field(obj, "isBuy"), "order.isBuy"),
+            price=parse_uint(_field(obj, "price"), "order.price"),
+            size=parse_uint(_field(obj, "size"), "order.size"),
+            salt=parse_uint(_field(obj, "salt"), "order.salt"),
+            expiry=parse_uint(_field(obj, "expiry"), "order.expiry"),
         )
         try:
             order.validate_ranges()
         except DecodeError as exc:
             raise bad_params(f"order: {exc}") from None
         return order
-
-    @staticmethod
-    def _parse_side(obj: dict[str, Any]) -> bool:
-        value = _field(obj, "isBuy")
-        if not isinstance(value, bool):
-            raise bad_params("order.isBuy: expected true or false")
-        return value
 
     def l2_sendOrder(self, request: Any) -> dict[str, Any]:
         order = self.parse_order(_field(request, "order"))
@@ -234,12 +255,10 @@ class L2Api:
     def l2_sendOraclePrice(self, request: Any) -> dict[str, Any]:
         tx = OraclePrice(
             market=self._market_id(_field(request, "market")),
-            price=parse_int(_field(request, "price"), "price"),
-            timestamp=parse_int(_field(request, "timestamp"), "timestamp"),
+            price=parse_uint(_field(request, "price"), "price"),
+            timestamp=parse_uint(_field(request, "timestamp"), "timestamp"),
             signature=parse_bytes(_field(request, "signature"), "signature", 65),
         )
-        if not (0 <= tx.market < 2**32 and 0 <= tx.price < 2**64 and 0 <= tx.timestamp < 2**64):
-            raise bad_params("oracle price field out of range")
         try:
             receipt = self.node.sequencer.send_oracle_price(tx)
         except err.InvalidTransaction as exc:
@@ -250,8 +269,8 @@ class L2Api:
         tx = Withdraw(
             account=parse_address(_field(request, "account"), "account"),
             recipient=parse_address(_field(request, "recipient"), "recipient"),
-            amount=parse_int(_field(request, "amount"), "amount"),
-            nonce=parse_int(_field(request, "nonce"), "nonce"),
+            amount=parse_uint(_field(request, "amount"), "amount", 128),
+            nonce=parse_uint(_field(request, "nonce"), "nonce"),
             signature=parse_bytes(_field(request, "signature"), "signature", 65),
         )
         if not (0 <= tx.amount < 2**128 and 0 <= tx.nonce < 2**64):
@@ -294,7 +313,7 @@ class L2Api:
         book = self.node.sequencer.books.get(mid)
         if book is None:
             raise RpcError(TX_REJECTED, f"UnknownMarket: market {mid} is not listed")
-        n = parse_int(depth, "depth")
+        n = parse_uint(depth, "depth")
         if not 1 <= n <= 1000:
             raise bad_params("depth: expected 1..1000")
         bids, asks = book.depth(n)
@@ -307,19 +326,19 @@ class L2Api:
         }
 
     def l2_getBlockByNumber(self, tag: Any = "latest", full: Any = True) -> dict[str, Any]:
+        full = parse_bool(full, "full")
+        if tag == "pending":
+            return self.pending_block_json(full)
         n = self._block_number(tag)
-        return self.block_json(self.node.chain.block(n), bool(full))
+        return self.block_json(self.node.chain.block(n), full)
 
     def l2_getBlockByHash(self, block_hash: Any, full: Any = True) -> dict[str, Any] | None:
         n = self.node.chain.block_number_by_hash(parse_bytes(block_hash, "hash", 32))
-        return None if n is None else self.block_json(self.node.chain.block(n), bool(full))
+        full = parse_bool(full, "full")
+        return None if n is None else self.block_json(self.node.chain.block(n), full)
 
     def block_json(self, block: Block, full: bool) -> dict[str, Any]:
-        from node.eip712 import order_hash
-
         h = block.header
-        domain = self.node.chain.domain
-        txs = [tx_json(t, lambda o: order_hash(domain, o)) for t in block.txs]
         out: dict[str, Any] = {
             "number": hexq(h.number),
             "hash": hexb(block.hash),
@@ -332,15 +351,40 @@ class L2Api:
             "status": self.node.block_status(h.number),
             "batch": self.node.chain.batch_of_block(h.number),
         }
+        return self._with_txs(out, block.txs, block.receipts, full)
+
+    def pending_block_json(self, full: bool) -> dict[str, Any]:
+        """The unsealed block (``pending`` tag): its transactions so far, as
+        Ethereum nodes show it: no hash or state root yet (null)."""
+        chain = self.node.chain
+        out: dict[str, Any] = {
+            "number": hexq(chain.head.number + 1),
+            "hash": None,
+            "parentHash": hexb(chain.head.hash),
+            "timestamp": hexq(chain.pending_timestamp),
+            "l1Origin": hexq(self.node.sequencer.l1_origin),
+            "transactionsRoot": None,
+            "receiptsRoot": None,
+            "stateRoot": None,
+            "status": "pending",
+            "batch": None,
+        }
+        return self._with_txs(out, list(chain.pending_txs), list(chain.pending_receipts), full)
+
+    def _with_txs(self, out: dict[str, Any], raw_txs: Any, receipts: Any, full: bool) -> dict[str, Any]:
+        from node.eip712 import order_hash
+
+        domain = self.node.chain.domain
+        txs = [tx_json(t, lambda o: order_hash(domain, o)) for t in raw_txs]
         if full:
             out["transactions"] = txs
             out["receipts"] = [
                 {"txHash": hexb(r.tx_hash), "status": "0x1" if r.success else "0x0",
                  "error": r.error or None, "message": r.message or None}
-                for r in block.receipts
+                for r in receipts
             ]
             out["fills"] = [
-                t for t, r in zip(txs, block.receipts, strict=True) if t["type"] == "Fill" and r.success
+                t for t, r in zip(txs, receipts, strict=True) if t["type"] == "Fill" and r.success
             ]
         else:
             out["transactions"] = [t["hash"] for t in txs]
@@ -368,7 +412,7 @@ class L2Api:
         if index == "latest":
             info = chain.latest_batch()
         else:
-            info = chain.batch(parse_int(index, "index"))
+            info = chain.batch(parse_uint(index, "index"))
         if info is None:
             return None
         return {**info.to_json(), "status": self.node.batch_status(info.index)}
@@ -425,7 +469,7 @@ class L2Api:
         SMT proof for ``Rollup.finalizeWithdrawal`` against that batch's root."""
         from node.state import withdrawal_key
 
-        wid = parse_int(withdrawal_id, "withdrawalId")
+        wid = parse_uint(withdrawal_id, "withdrawalId")
         chain = self.node.chain
         number = chain.withdrawal_block(wid)
         if number is None:
@@ -536,12 +580,22 @@ def account_json(
 def methods(api: L2Api, extra: dict[str, Callable[..., Any]] | None = None) -> dict[str, Callable[..., Any]]:
     """Dispatcher table: each public method name -> function returning Success."""
     table: dict[str, Callable[..., Any]] = {}
-    names = [n for n in dir(api) if n.startswith(("eth_", "l2_"))]
+    names = [n for n in dir(api) if n.startswith(("eth_", "net_", "web3_", "l2_"))]
     for name in names:
         table[name] = _wrap(getattr(api, name))
     for name, fn in (extra or {}).items():
         table[name] = _wrap(fn)
     return table
+
+
+def client_version() -> str:
+    """derivnet's package version ("0+unknown" when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("derivnet")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
