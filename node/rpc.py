@@ -602,7 +602,9 @@ def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
     import functools
 
     @functools.wraps(fn)
-    def call(*args: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise bad_params("params: expected an array (positional parameters)")
         return Success(fn(*args))
 
     return call
