@@ -52,6 +52,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8546
 
 _ZERO_ADDRESS = "0x" + "00" * 20
+_DEFAULT_BLOCK = {"eth_call": "latest", "eth_estimateGas": "pending", "eth_createAccessList": "latest"}
 
 # -------------------------------------------------------------- formatting
 
@@ -187,6 +188,8 @@ def rpc_call(l1: EmbeddedL1, method: str, params: Any) -> dict[str, Any]:
         params = []
     if not isinstance(params, list):
         return {"error": {"code": -32602, "message": "params must be an array"}}
+    if method in _DEFAULT_BLOCK and len(params) == 1:  # the block tag is optional
+        params = [*params, _DEFAULT_BLOCK[method]]
     default_from = l1.dev_accounts[0] if l1.dev_accounts else _ZERO_ADDRESS
     formatter = _request_formatter(method, default_from)
     try:
@@ -221,15 +224,19 @@ def _fill_transaction(l1: EmbeddedL1, tx: dict[str, Any]) -> dict[str, Any]:
             estimate = l1.provider.make_request("eth_estimateGas", [tx, "pending"])  # type: ignore[arg-type]
             if "error" in estimate:
                 return {"error": dict(estimate["error"])}
-            tx["gas"] = _gas_with_headroom(l1, int(estimate["result"]))
+            tx["gas"] = _gas_with_headroom(l1, int(estimate["result"]), tx.get("data"))
     return {"result": tx}
 
 
-def _gas_with_headroom(l1: EmbeddedL1, estimate: int) -> int:
-    """``estimate`` plus 10%, at most the pending block's gas limit."""
+def _gas_with_headroom(l1: EmbeddedL1, estimate: int, data: Any) -> int:
+    """``estimate`` (raised to the EIP-7623 calldata floor, which py-evm's
+    estimate leaves out) plus 10%, at most the pending block's gas limit."""
+    raw = bytes.fromhex(data[2:]) if isinstance(data, str) and data.startswith("0x") else b""
+    zeros = raw.count(0)
+    floor = 21_000 + 10 * (zeros + 4 * (len(raw) - zeros))
     with l1.lock:
         limit = int(l1.tester.get_block_by_number("pending")["gas_limit"])
-    return min(estimate * 11 // 10, limit)
+    return min(max(estimate, floor) * 11 // 10, limit)
 
 
 def _handle_one(l1: EmbeddedL1, request: Any) -> dict[str, Any] | None:

@@ -30,6 +30,15 @@ class RpcError(Exception):
         self.data = data
 
 
+def quantity(value: Any) -> int:
+    """An int from a JSON-RPC number: a 0x-hex quantity (the node's form for
+    ids, block numbers, counts), a decimal string (money) or a JSON number
+    (``l2_syncStatus``/``l2_rollupConfig``, OP's shape)."""
+    if isinstance(value, str):
+        return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
+    return int(value)
+
+
 def order_params(order: Order, signature: bytes, time_in_force: str = "GTC") -> dict[str, Any]:
     """The l2_sendOrder request object for a signed order."""
     return {
@@ -109,7 +118,7 @@ class L2Client:
         if isinstance(market, int):
             return market
         if self._markets is None:
-            self._markets = {m["symbol"]: m["id"] for m in self.call("l2_getMarkets")}
+            self._markets = {m["symbol"]: quantity(m["id"]) for m in self.call("l2_getMarkets")}
         return self._markets[market]
 
     # -- orders ----------------------------------------------------------
@@ -156,7 +165,7 @@ class L2Client:
                                                 "signature": "0x" + tx.signature.hex()})
 
     def withdraw(self, signer: Signer, amount: int, recipient: bytes | None = None) -> dict[str, Any]:
-        nonce = self.get_account(signer.address)["nonce"]
+        nonce = quantity(self.get_account(signer.address)["nonce"])
         tx = signer.withdraw(self.domain, recipient or signer.address, amount, nonce)
         return self.call("l2_sendWithdraw", {
             "account": "0x" + tx.account.hex(), "recipient": "0x" + tx.recipient.hex(),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from node.client import L2Client, RpcError, order_params
+from node.client import L2Client, RpcError, order_params, quantity
 from node.signing import Signer, dev_keys
 from node.transactions import Order
 from node.wallet import rollup_client
@@ -153,7 +153,7 @@ def _replay(opts: ReplayOptions, client: L2Client, w3: Any) -> dict[str, Any]:
     if opts.market not in markets:
         raise ValueError(f"node has no market {opts.market}")
     mk = markets[opts.market]
-    trades = read_tape(opts.tape, mk["priceDecimals"], mk["sizeDecimals"])
+    trades = read_tape(opts.tape, quantity(mk["priceDecimals"]), quantity(mk["sizeDecimals"]))
     trades = trades[opts.start: None if opts.limit is None else opts.start + opts.limit]
 
     keys = dev_keys(10)
@@ -171,9 +171,9 @@ def _replay(opts: ReplayOptions, client: L2Client, w3: Any) -> dict[str, Any]:
     funding_seconds = time.monotonic() - started
     first_block = client.block_number() + 1
 
-    market_id = mk["id"]
+    market_id = quantity(mk["id"])
     oracle_price = int(mk["oraclePrice"])
-    oracle_ts = int(mk["oracleTime"])
+    oracle_ts = quantity(mk["oracleTime"])
     stats = {"fills": 0, "skipped": 0, "failed": 0, "oracleUpdates": 0}
     errors: list[str] = []
     progress = None
@@ -252,7 +252,7 @@ def summarize(client: L2Client, w3: Any, first_block: int, last_block: int,
     for n in range(first_block, last_block + 1):
         b = client.call("l2_getBlockByNumber", hex(n), False)
         if b["batch"] is not None:
-            batches.add(b["batch"])
+            batches.add(quantity(b["batch"]))
     gas = calldata = 0
     for i in sorted(batches):
         info = client.call("l2_getBatch", i)
@@ -264,7 +264,7 @@ def summarize(client: L2Client, w3: Any, first_block: int, last_block: int,
     l1_root = "0x" + rollup.latest_state_root().hex()
     l2_root_at_batch = None
     if latest is not None:
-        l2_root_at_batch = client.call("l2_getBlockByNumber", hex(latest["lastBlock"]), False)["stateRoot"]
+        l2_root_at_batch = client.call("l2_getBlockByNumber", latest["lastBlock"], False)["stateRoot"]
     head = client.call("l2_getBlockByNumber", "latest", False)
     fills = stats["fills"]
     return {

@@ -1,12 +1,17 @@
-"""JSON-RPC methods of the L2 node (`eth_`, `l2_`).
+"""JSON-RPC methods of the L2 node (`eth_`, `net_`, `web3_`, `l2_`).
 
-Conventions: block numbers, timestamps, chain ids and counts are hex
-quantities (Ethereum style); ledger amounts (USDC base units, sizes, prices,
-PnL) are decimal integer strings because they can be negative and exceed
-2^53. Requests accept either form for numbers. A broken rule answers with
-code -32003 ("transaction rejected", EIP-1474) and a message starting with
-the rule's name; malformed input answers -32602; a missing object -32001.
-Nothing changes on an error.
+Conventions (docs/protocol.md, "JSON-RPC conventions"): block numbers,
+timestamps, chain ids, ids (market, batch, withdrawal, deposit index),
+nonces, counts and parameters (decimals, ppm) are hex quantities (Ethereum
+style); ledger amounts (USDC base units, sizes, prices, PnL) are decimal
+integer strings because they can be negative and exceed 2^53. The two
+methods shaped like the OP Stack's (``l2_syncStatus``, ``l2_rollupConfig``)
+keep OP's JSON numbers. Requests accept a JSON number, a decimal string or a
+0x-hex string for any number; out-of-range numbers answer -32602 naming the
+field. A broken rule answers with code -32003 ("transaction rejected",
+EIP-1474) and a message starting with the rule's name; malformed input
+answers -32602; a missing object -32001. Nothing changes on an error.
+Params are positional (an array).
 """
 
 from __future__ import annotations
@@ -116,6 +121,15 @@ def hexb(b: bytes) -> str:
     return "0x" + b.hex()
 
 
+def hexq_or_none(n: int | None) -> str | None:
+    return None if n is None else hexq(n)
+
+
+def batch_json(info: Any) -> dict[str, Any]:
+    """A ``BatchInfo`` with hex quantities (index, block numbers, deposit end)."""
+    return {k: hexq(v) if isinstance(v, int) else v for k, v in info.to_json().items()}
+
+
 # -- rendering ----------------------------------------------------------------
 def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]:
     from node.transactions import tx_hash
@@ -131,17 +145,18 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
             takerOrderHash=hexb(domain_hash(tx.taker)),
             size=str(tx.size),
             price=str(tx.price),
-            market=tx.maker.market,
+            market=hexq(tx.maker.market),
             takerSide="buy" if tx.taker.is_buy else "sell",
         )
     elif isinstance(tx, Deposit):
-        out.update(type="Deposit", index=tx.index, account=hexb(tx.account), amount=str(tx.amount))
+        out.update(type="Deposit", index=hexq(tx.index), account=hexb(tx.account),
+                   amount=str(tx.amount))
     elif isinstance(tx, OraclePrice):
-        out.update(type="OraclePrice", market=tx.market, price=str(tx.price),
-                   timestamp=tx.timestamp)
+        out.update(type="OraclePrice", market=hexq(tx.market), price=str(tx.price),
+                   timestamp=hexq(tx.timestamp))
     elif isinstance(tx, Withdraw):
         out.update(type="Withdraw", account=hexb(tx.account), recipient=hexb(tx.recipient),
-                   amount=str(tx.amount), nonce=tx.nonce)
+                   amount=str(tx.amount), nonce=hexq(tx.nonce))
     return out
 
 
@@ -280,7 +295,7 @@ class L2Api:
         except err.InvalidTransaction as exc:
             raise self._reject(exc) from None
         withdrawal_id = self.node.chain.state.system.withdrawal_count - 1
-        return {"txHash": hexb(receipt.tx_hash), "withdrawalId": withdrawal_id}
+        return {"txHash": hexb(receipt.tx_hash), "withdrawalId": hexq(withdrawal_id)}
 
     # -- reads -------------------------------------------------------------
     def l2_getMarkets(self, tag: Any = "latest") -> list[dict[str, Any]]:
@@ -288,18 +303,18 @@ class L2Api:
         out = []
         for m in state.markets.values():
             out.append({
-                "id": m.id,
+                "id": hexq(m.id),
                 "symbol": self.node.genesis.symbol_of(m.id),
-                "priceDecimals": m.price_decimals,
-                "sizeDecimals": m.size_decimals,
+                "priceDecimals": hexq(m.price_decimals),
+                "sizeDecimals": hexq(m.size_decimals),
                 "tickSize": str(m.tick_size),
                 "stepSize": str(m.step_size),
-                "initialMarginPpm": m.imf_ppm,
-                "maintenanceMarginPpm": m.mmf_ppm,
-                "makerFeePpm": m.maker_fee_ppm,
-                "takerFeePpm": m.taker_fee_ppm,
+                "initialMarginPpm": hexq(m.imf_ppm),
+                "maintenanceMarginPpm": hexq(m.mmf_ppm),
+                "makerFeePpm": hexq(m.maker_fee_ppm),
+                "takerFeePpm": hexq(m.taker_fee_ppm),
                 "oraclePrice": str(m.oracle_price),
-                "oracleTime": m.oracle_time,
+                "oracleTime": hexq(m.oracle_time),
             })
         return out
 
@@ -317,9 +332,9 @@ class L2Api:
         if not 1 <= n <= 1000:
             raise bad_params("depth: expected 1..1000")
         bids, asks = book.depth(n)
-        level = lambda lv: [str(lv[0]), str(lv[1]), lv[2]]  # noqa: E731
+        level = lambda lv: [str(lv[0]), str(lv[1]), hexq(lv[2])]  # noqa: E731
         return {
-            "market": mid,
+            "market": hexq(mid),
             "symbol": self.node.genesis.symbol_of(mid),
             "bids": [level(b) for b in bids],
             "asks": [level(a) for a in asks],
@@ -349,7 +364,7 @@ class L2Api:
             "receiptsRoot": hexb(h.receipts_root),
             "stateRoot": hexb(h.state_root),
             "status": self.node.block_status(h.number),
-            "batch": self.node.chain.batch_of_block(h.number),
+            "batch": hexq_or_none(self.node.chain.batch_of_block(h.number)),
         }
         return self._with_txs(out, block.txs, block.receipts, full)
 
@@ -401,7 +416,7 @@ class L2Api:
             "txHash": hexb(h),
             "blockNumber": hexq(block.number),
             "blockHash": hexb(block.hash),
-            "index": loc[1],
+            "index": hexq(loc[1]),
             "status": "0x1" if r.success else "0x0",
             "error": r.error or None,
             "message": r.message or None,
@@ -415,7 +430,7 @@ class L2Api:
             info = chain.batch(parse_uint(index, "index"))
         if info is None:
             return None
-        return {**info.to_json(), "status": self.node.batch_status(info.index)}
+        return {**batch_json(info), "status": self.node.batch_status(info.index)}
 
     def l2_getProof(self, address: Any, tag: Any = "latest") -> dict[str, Any]:
         addr = parse_address(address)
@@ -432,7 +447,7 @@ class L2Api:
             "value": hexb(value) if value is not None else None,
             "stateRoot": hexb(root),
             "blockNumber": hexq(n),
-            "batch": self.node.chain.batch_of_block(n),
+            "batch": hexq_or_none(self.node.chain.batch_of_block(n)),
             "proof": proof.to_json(),
         }
 
@@ -457,7 +472,7 @@ class L2Api:
                 blockHash=hexb(block.hash),
                 success=block.receipts[index].success,
                 status=self.node.block_status(number),
-                batch=chain.batch_of_block(number),
+                batch=hexq_or_none(chain.batch_of_block(number)),
             )
             out.append(fill)
         if not out:
@@ -478,7 +493,7 @@ class L2Api:
         w = state.withdrawal(wid)
         assert w is not None
         out: dict[str, Any] = {
-            "id": wid,
+            "id": hexq(wid),
             "account": hexb(w.account),
             "recipient": hexb(w.recipient),
             "amount": str(w.amount),
@@ -493,7 +508,7 @@ class L2Api:
             info = chain.batch(index)
             assert info is not None
             proof = chain.tree.prove(info.state_root, withdrawal_key(wid))
-            out["batch"] = index
+            out["batch"] = hexq(index)
             out["stateRoot"] = hexb(info.state_root)
             out["proof"] = proof.to_json()
         return out
@@ -553,7 +568,7 @@ def account_json(
         else:
             entry = abs(p.cost) // (abs(p.size) * 10**-e)
         positions.append({
-            "market": p.market,
+            "market": hexq(p.market),
             "symbol": symbol_of(p.market),
             "size": str(p.size),
             "side": "long" if p.size > 0 else "short",
@@ -568,7 +583,7 @@ def account_json(
     return {
         "address": hexb(addr),
         "collateral": str(acc.collateral),
-        "nonce": acc.nonce,
+        "nonce": hexq(acc.nonce),
         "equity": str(eq),
         "initialMargin": str(im),
         "maintenanceMargin": str(maintenance_margin(acc, markets)),

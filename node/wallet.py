@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from node.client import L2Client
+from node.client import L2Client, quantity
 from node.signing import Signer
 
 Progress = Callable[[str, float | None], None]
@@ -95,7 +95,7 @@ def withdraw(client: L2Client, w3: Any, signer: Signer, amount: int,
     window with devnet_increaseTime), then ``Rollup.finalizeWithdrawal``
     with the SMT proof. Raises TimeoutError if it is not final in time."""
     sent = client.withdraw(signer, amount, recipient)
-    wid = int(sent["withdrawalId"])
+    wid = quantity(sent["withdrawalId"])
     deadline = time.monotonic() + timeout
     warped = False
     while True:
@@ -126,11 +126,11 @@ def withdraw(client: L2Client, w3: Any, signer: Signer, amount: int,
     progress("finalizing on L1", 1.0)
     rollup = rollup_client(client, w3)
     siblings = [bytes.fromhex(x[2:]) for x in w["proof"]["siblings"]]
-    tx = rollup.finalize_withdrawal(signer.private_key, w["batch"], wid,
+    tx = rollup.finalize_withdrawal(signer.private_key, quantity(w["batch"]), wid,
                                     w["account"], w["recipient"], int(w["amount"]), siblings)
     receipt = _wait_l1(w3, tx, timeout)
     return WithdrawResult(wid, amount, w["recipient"], sent["txHash"],
-                          "0x" + bytes(receipt["transactionHash"]).hex(), w["batch"])
+                          "0x" + bytes(receipt["transactionHash"]).hex(), quantity(w["batch"]))
 
 
 @dataclass(frozen=True)

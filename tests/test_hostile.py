@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ from tests.devnet_process import DevnetProcess
 KEYS = dev_keys(10)
 MAKER, TAKER = Signer(KEYS[3]), Signer(KEYS[4])
 ALLOWED = {-32700, -32600, -32601, -32602, -32001, -32003}
+SLOW = os.environ.get("DERIVNET_SLOW") == "1"  # 3,000 fuzz examples instead of 200
 NESTED = "[" * 70_000 + "]" * 70_000  # 140 KB: segfaulted the C JSON parser
 
 
@@ -236,7 +238,7 @@ _FUZZ_METHODS = [
 ]
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=3000 if SLOW else 200, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                    HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_frames_never_break_the_node(node: Node, data: st.DataObject) -> None:
