@@ -287,7 +287,7 @@ def limit_config(config: Config) -> Config:
     """hypercorn's own limits for JSON-RPC servers: WebSocket messages and
     incomplete HTTP requests (headers) bounded, set on ``config``."""
     config.websocket_max_message_size = MAX_REQUEST_BYTES
-    config.h11_max_incomplete_size = 64 * 1024
+    config.h11_max_incomplete_size = 16 * 1024
     return config
 
 

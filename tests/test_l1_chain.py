@@ -611,3 +611,22 @@ def test_mined_blocks_survive_sigkill(tmp_path):
         assert l1.head()[1] >= max(out["timestamp"] + 1, int(time.time()) + 86_400 - 1)
         wait_receipt(w3, _transfer(l1, 6, 7, 5), l1.mine)
         assert w3.eth.get_balance(l1.dev_accounts[7]) == DEV_BALANCE_WEI + 5
+
+
+def test_warps_are_bounded_and_an_out_of_range_offset_is_dropped_on_reopen(tmp_path):
+    """evm_increaseTime(2**64) used to poison the datadir for every restart."""
+    from l1_stub.chain import MAX_TIMESTAMP, InvalidParams
+
+    with EmbeddedL1(datadir=tmp_path / "l1") as l1:
+        with pytest.raises(InvalidParams, match="seconds: warping by"):
+            l1.increase_time(2**64)
+        with pytest.raises(InvalidParams, match="timestamp:"):
+            l1.set_next_block_timestamp(MAX_TIMESTAMP + 1)
+        assert l1.time_offset == 0
+        l1._offset = 2**64  # as a datadir written before warps were bounded
+        l1._save_meta()
+    with EmbeddedL1(datadir=tmp_path / "l1") as l1:
+        assert l1.time_offset == 0
+        _transfer(l1, 1, 2)
+        number = l1.mine()
+        assert l1.head()[0] == number and l1.head()[1] <= time.time() + 5
