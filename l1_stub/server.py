@@ -52,7 +52,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8546
 
 _ZERO_ADDRESS = "0x" + "00" * 20
-_DEFAULT_BLOCK = {"eth_call": "latest", "eth_estimateGas": "pending", "eth_createAccessList": "latest"}
+_DEFAULT_BLOCK = {"eth_call": "latest", "eth_estimateGas": "pending",
+                  "eth_createAccessList": "latest"}
 
 # -------------------------------------------------------------- formatting
 
@@ -221,7 +222,8 @@ def _fill_transaction(l1: EmbeddedL1, tx: dict[str, Any]) -> dict[str, Any]:
         if "nonce" not in tx:
             tx["nonce"] = l1.tester.get_nonce(tx["from"], "pending")
         if "gas" not in tx:
-            estimate = l1.provider.make_request("eth_estimateGas", [tx, "pending"])  # type: ignore[arg-type]
+            estimate = l1.provider.make_request(
+                "eth_estimateGas", [tx, "pending"])  # type: ignore[arg-type]
             if "error" in estimate:
                 return {"error": dict(estimate["error"])}
             tx["gas"] = _gas_with_headroom(l1, int(estimate["result"]), tx.get("data"))
@@ -330,7 +332,8 @@ def make_app(l1: EmbeddedL1) -> Callable[[Scope, Receive, Send], Awaitable[None]
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            _, response = await handle_frame(text if text is not None else message.get("bytes") or b"")
+            raw = text if text is not None else message.get("bytes") or b""
+            _, response = await handle_frame(raw)
             if response is not None:
                 await send({"type": "websocket.send", "text": json.dumps(response)})
 

@@ -264,7 +264,8 @@ def summarize(client: L2Client, w3: Any, first_block: int, last_block: int,
     l1_root = "0x" + rollup.latest_state_root().hex()
     l2_root_at_batch = None
     if latest is not None:
-        l2_root_at_batch = client.call("l2_getBlockByNumber", latest["lastBlock"], False)["stateRoot"]
+        l2_root_at_batch = client.call("l2_getBlockByNumber", latest["lastBlock"],
+                                       False)["stateRoot"]
     head = client.call("l2_getBlockByNumber", "latest", False)
     fills = stats["fills"]
     return {

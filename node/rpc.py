@@ -386,7 +386,8 @@ class L2Api:
         }
         return self._with_txs(out, list(chain.pending_txs), list(chain.pending_receipts), full)
 
-    def _with_txs(self, out: dict[str, Any], raw_txs: Any, receipts: Any, full: bool) -> dict[str, Any]:
+    def _with_txs(self, out: dict[str, Any], raw_txs: Any, receipts: Any,
+                  full: bool) -> dict[str, Any]:
         from node.eip712 import order_hash
 
         domain = self.node.chain.domain

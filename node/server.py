@@ -103,8 +103,8 @@ def request_problem(request: Any) -> str:
         return "method must be a string"
     if "params" in request and not isinstance(request["params"], list | dict):
         return "params must be an array"
-    if "id" in request and not (request["id"] is None or isinstance(request["id"], str | int | float)
-                                and not isinstance(request["id"], bool)):
+    rid = request.get("id")
+    if not (rid is None or isinstance(rid, str | int | float) and not isinstance(rid, bool)):
         return "id must be a string, number or null"
     if not request.keys() <= _REQUEST_KEYS:
         return "unknown member " + repr(sorted(request.keys() - _REQUEST_KEYS)[0])[:40]
@@ -255,7 +255,8 @@ class JsonRpcApp:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            _, out = await self.handle_async(text if text is not None else message.get("bytes") or b"")
+            raw = text if text is not None else message.get("bytes") or b""
+            _, out = await self.handle_async(raw)
             if out:
                 await send({"type": "websocket.send", "text": out})
 

@@ -208,8 +208,8 @@ def _request(draw: Any, methods: list[str]) -> Any:
     if draw(st.booleans()):
         req["id"] = draw(st.integers(-(2**70), 2**70) | st.text(max_size=8) | st.none())
     if draw(st.integers(0, 4)):
-        req["params"] = draw(st.lists(_json, max_size=4) | st.dictionaries(st.text(max_size=8), _json,
-                                                                          max_size=3) | _json)
+        req["params"] = draw(st.lists(_json, max_size=4)
+                             | st.dictionaries(st.text(max_size=8), _json, max_size=3) | _json)
     return req
 
 
@@ -238,8 +238,8 @@ _FUZZ_METHODS = [
 ]
 
 
-@settings(max_examples=3000 if SLOW else 200, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                   HealthCheck.too_slow])
+@settings(max_examples=3000 if SLOW else 200,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_frames_never_break_the_node(node: Node, data: st.DataObject) -> None:
     # devnet_mine is left out only because success mines real L1 blocks (slow)

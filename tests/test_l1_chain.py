@@ -373,7 +373,8 @@ def test_json_rpc_server_websocket_and_send_without_gas():
             receipt = _rpc(url, "eth_getTransactionReceipt", [tx["result"]])["result"]
             assert receipt["status"] == "0x1"
         sent = _rpc(url, "eth_getTransactionByHash", [create["result"]])["result"]
-        used = int(_rpc(url, "eth_getTransactionReceipt", [create["result"]])["result"]["gasUsed"], 16)
+        receipt = _rpc(url, "eth_getTransactionReceipt", [create["result"]])["result"]
+        used = int(receipt["gasUsed"], 16)
         assert used < int(sent["gas"], 16) <= used * 12 // 10
         # a reverting transaction is refused at the estimate, with the revert
         bad = _rpc(url, "eth_sendTransaction", [{"from": a[1], "data": "0xfe"}])

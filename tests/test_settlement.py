@@ -81,7 +81,8 @@ def test_deposit_trade_withdraw_with_finality(devnet) -> None:
         try_call(client, "l2_getWithdrawal", wid)), what="withdrawal batch on L1")
     assert w["status"] == "safe" and not w["paid"]
     siblings = [bytes.fromhex(x[2:]) for x in w["proof"]["siblings"]]
-    args = (ALICE.private_key, quantity(w["batch"]), wid, w["account"], w["recipient"], 400 * USDC, siblings)
+    args = (ALICE.private_key, quantity(w["batch"]), wid, w["account"], w["recipient"],
+            400 * USDC, siblings)
     with pytest.raises(TransactionReverted, match="withdrawal: batch not final"):
         wait_receipt(w3, rollup.finalize_withdrawal(*args))
     assert rollup.usdc_balance(alice_l1) == before
