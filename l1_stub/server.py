@@ -199,7 +199,10 @@ def rpc_call(l1: EmbeddedL1, method: str, params: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - bad client input
         return {"error": {"code": -32602, "message": f"invalid params: {exc}"}}
     if method == "eth_sendTransaction" and params and isinstance(params[0], dict):
-        filled = _fill_transaction(l1, params[0])
+        try:
+            filled = _fill_transaction(l1, params[0])
+        except Exception as exc:  # noqa: BLE001 - bad client input (eth-tester validation)
+            return {"error": {"code": -32602, "message": f"invalid params: {exc}"}}
         if "error" in filled:
             return filled
         params = [filled["result"], *params[1:]]

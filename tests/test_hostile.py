@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect as ws_connect
 
 from l1_stub.chain import MAX_TIMESTAMP, EmbeddedL1
-from l1_stub.server import rpc_call
+from l1_stub.server import handle_payload, rpc_call
 from node.client import order_params
 from node.node import Node, NodeConfig
 from node.server import MAX_BATCH, MAX_DEPTH, MAX_REQUEST_BYTES, FrameError, decode_frame
@@ -353,6 +353,27 @@ def test_l1_time_warps_are_bounded() -> None:
     assert l1.time_offset == 0 and not l1.auto_mine
     assert "result" in rpc_call(l1, "evm_increaseTime", [3600])
     assert l1.mine() == 1 and l1.head()[1] >= time.time() + 3600 - 5
+
+
+def test_every_l1_method_with_hostile_params_answers_an_error() -> None:
+    """The L1 port: no hostile param escapes as an exception or -32603."""
+    l1 = EmbeddedL1()
+    names = [f"{ns}_{m}" for ns, ms in l1.provider.api_endpoints.items() for m in ms
+             if f"{ns}_{m}" not in ("evm_mine", "anvil_mine")]
+    hostile = [None, True, -1, 2**256, 1.5, "", "0xzz", {}, [1, [2]], {"from": 5, "to": []},
+               {"from": l1.dev_accounts[1], "gas": -1}]
+    logging.disable(logging.CRITICAL)
+    try:
+        for name in names:
+            for value in hostile:
+                for params in ([value], [value, "latest"], ["latest", value]):
+                    out = handle_payload(l1, {"jsonrpc": "2.0", "id": 1, "method": name,
+                                              "params": params})
+                    if "error" in out:
+                        assert out["error"]["code"] in {-32601, -32602, -32000, 3}, (name, out)
+    finally:
+        logging.disable(logging.NOTSET)
+    assert l1.time_offset == 0
 
 
 # -- a real devnet process --------------------------------------------------------
