@@ -82,6 +82,17 @@ DEV_BALANCE_WEI = to_wei(10_000, "ether")
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 
+MAX_TIMESTAMP = 2**32 - 1
+"""Latest L1 block timestamp a time warp may reach (unix s, year 2106): far
+beyond any test, and every uint64 timestamp on L1 and L2 stays in range."""
+MAX_MINE_BLOCKS = 1_000
+"""Most blocks one ``anvil_mine`` / ``devnet_mine`` call may mine (~10 ms each)."""
+
+
+class InvalidParams(ValueError):
+    """A devnet method's argument is malformed or out of range (JSON-RPC
+    -32602); the message starts with the parameter's name."""
+
 # EmbeddedL1's own record in the chain LevelDB (py-evm's keys are 32-byte
 # hashes and b"v1:..."-style schema keys, so this cannot collide)
 _META_KEY = b"derivnet-l1:meta"
@@ -355,14 +366,24 @@ class _Tester(EthereumTester):
         return tx_hash
 
 
-def _int_param(value: Any) -> int:
+def _int_param(params: Any, index: int, name: str, default: int | None = None) -> int:
+    """``params[index]`` as an int (JSON number, decimal or 0x-hex string);
+    ``default`` when absent or null (else InvalidParams, like any bad value)."""
+    value = params[index] if isinstance(params, list | tuple) and len(params) > index else None
+    if value is None:
+        if default is None:
+            raise InvalidParams(f"{name}: missing")
+        return default
     if isinstance(value, bool):
-        raise TypeError("expected an integer, got a boolean")
+        raise InvalidParams(f"{name}: expected an integer, got a boolean")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
-    raise TypeError(f"expected an integer, got {value!r}")
+        try:
+            return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
+        except ValueError:
+            pass
+    raise InvalidParams(f"{name}: expected an integer (number, decimal or 0x-hex string)")
 
 
 def _error_response(request_id: Any, code: int, message: str, data: str | None = None) -> RPCResponse:
@@ -394,39 +415,44 @@ class L1Provider(EthereumTesterProvider):
 
         def mine(_tester: Any, params: Any) -> int:
             # evm_mine([timestamp]) (anvil also takes {"timestamp": ..}) / evm_mine([])
-            if params:
-                arg = params[0]
-                if isinstance(arg, dict):
-                    arg = arg.get("timestamp")
-                if arg is not None:
-                    require_controls("evm_mine with a timestamp")
-                    l1.set_next_block_timestamp(_int_param(arg))
+            if params and isinstance(params[0], dict):
+                params = [params[0].get("timestamp")]
+            if params and params[0] is not None:
+                require_controls("evm_mine with a timestamp")
+                l1.set_next_block_timestamp(_int_param(params, 0, "timestamp"))
             l1.mine(1)
             return 0
 
         def anvil_mine(_tester: Any, params: Any) -> None:
             # anvil_mine([blocks=1, interval_seconds=None])
             require_controls("anvil_mine")
-            blocks = _int_param(params[0]) if params and params[0] is not None else 1
-            interval = _int_param(params[1]) if params and len(params) > 1 and params[1] is not None else None
+            blocks = _int_param(params, 0, "blocks", 1)
+            interval = _int_param(params, 1, "interval", 0)
+            if not 1 <= blocks <= MAX_MINE_BLOCKS:
+                raise InvalidParams(f"blocks: expected 1..{MAX_MINE_BLOCKS}, got {blocks}")
+            if interval:
+                l1.check_warp(interval * (blocks - 1), "interval")
             for i in range(blocks):
-                if interval is not None and i > 0:
+                if interval and i > 0:
                     l1.increase_time(interval)
                 l1.mine(1)
             return None
 
         def increase_time(_tester: Any, params: Any) -> int:
             require_controls("evm_increaseTime")
-            return l1.increase_time(_int_param(params[0]))
+            return l1.increase_time(_int_param(params, 0, "seconds"))
 
         def set_next_ts(_tester: Any, params: Any) -> None:
             require_controls("evm_setNextBlockTimestamp")
-            l1.set_next_block_timestamp(_int_param(params[0]))
+            l1.set_next_block_timestamp(_int_param(params, 0, "timestamp"))
             return None
 
         def set_automine(_tester: Any, params: Any) -> None:
             require_controls("evm_setAutomine")
-            l1.auto_mine = bool(params[0])
+            on = params[0] if params else None
+            if not isinstance(on, bool):
+                raise InvalidParams("enabled: expected true or false")
+            l1.auto_mine = on
             return None
 
         endpoints["evm"]["mine"] = mine
@@ -457,6 +483,8 @@ class L1Provider(EthereumTesterProvider):
             except TransactionFailed as exc:
                 message, data = _revert_message_and_data(exc)
                 return _error_response(request_id, 3, message, data)
+            except InvalidParams as exc:
+                return _error_response(request_id, -32602, str(exc))
             except Exception as exc:  # noqa: BLE001 - a node reports every failure as an RPC error
                 log.debug("L1 RPC %s failed: %r", method, exc)
                 return _error_response(request_id, -32000, f"{type(exc).__name__}: {exc}")
@@ -524,6 +552,9 @@ class EmbeddedL1:
             raise
         if meta is not None:
             self._offset = int(meta["time_offset"])
+            if self.now() > MAX_TIMESTAMP:  # written before warps were bounded
+                log.warning("L1 time warp offset %d is out of range; reset to 0", self._offset)
+                self._offset = 0
             nbt = meta.get("next_block_timestamp")
             # a crash between mining and saving the meta record leaves an
             # already used timestamp behind: drop it
@@ -675,12 +706,25 @@ class EmbeddedL1:
             return max(self._next_block_timestamp, parent_timestamp + 1)
         return max(self.now(), parent_timestamp + 1)
 
+    def check_warp(self, seconds: int, name: str = "seconds") -> None:
+        """Raise InvalidParams unless moving the clock forward by ``seconds``
+        keeps every block timestamp at most MAX_TIMESTAMP."""
+        if seconds < 0:
+            raise InvalidParams(f"{name}: cannot move time backwards ({seconds})")
+        latest = max(self.now(), self._next_block_timestamp or 0) + seconds
+        if latest > MAX_TIMESTAMP:
+            raise InvalidParams(
+                f"{name}: warping by {seconds} s would put L1 time at {latest}, "
+                f"beyond {MAX_TIMESTAMP} (year 2106)"
+            )
+
     def increase_time(self, seconds: int) -> int:
         """Shift the clock of the next mined blocks by ``seconds`` (anvil's
-        ``evm_increaseTime``); returns the total offset in seconds."""
-        if seconds < 0:
-            raise ValueError("cannot move time backwards")
+        ``evm_increaseTime``); returns the total offset in seconds. Raises
+        InvalidParams (a ValueError) for a negative warp or one that would put
+        L1 time beyond MAX_TIMESTAMP."""
         with self.lock:
+            self.check_warp(seconds)
             self._offset += int(seconds)
             self._warp_epoch += 1
             self._save_meta()
@@ -688,13 +732,16 @@ class EmbeddedL1:
 
     def set_next_block_timestamp(self, timestamp: int) -> None:
         """The next mined block gets exactly ``timestamp`` (must be later than
-        the head block); later blocks continue from wall time + offset."""
+        the head block and at most MAX_TIMESTAMP, else InvalidParams, a
+        ValueError); later blocks continue from wall time + offset."""
         with self.lock:
             head_ts = self._backend.chain.get_canonical_head().timestamp
             if timestamp <= head_ts:
-                raise ValueError(
-                    f"timestamp {timestamp} is not after the head block's ({head_ts})"
+                raise InvalidParams(
+                    f"timestamp: {timestamp} is not after the head block's ({head_ts})"
                 )
+            if timestamp > MAX_TIMESTAMP:
+                raise InvalidParams(f"timestamp: {timestamp} is beyond {MAX_TIMESTAMP} (year 2106)")
             self._next_block_timestamp = int(timestamp)
             self._warp_epoch += 1
             self._save_meta()

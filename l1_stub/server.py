@@ -1,12 +1,17 @@
 """Ethereum JSON-RPC over HTTP for the embedded L1 (hypercorn + trio).
 
 ``serve_l1(l1, host, port)`` serves an ``EmbeddedL1`` so that external tools
-(web3.py ``HTTPProvider``, cast, ethers) can use it like anvil: HTTP POST,
-JSON-RPC 2.0 single and batch requests, hex quantities. Each request goes to
+(web3.py ``HTTPProvider``/``WebSocketProvider``, cast, ethers) can use it like
+anvil: HTTP POST and WebSocket on one port, JSON-RPC 2.0 single and batch
+requests, hex quantities. Frames are bounded like the L2 port's
+(``node.server.decode_frame``: size, nesting depth, batch length). Each request goes to
 the chain's ``L1Provider.make_request`` (the EthereumTesterProvider that
 ``EmbeddedL1.w3`` uses) in a worker thread; parameters are converted from
 JSON-RPC to eth-tester form with web3's eth-tester request formatters and
 results back to JSON-RPC form (camelCase keys, 0x hex quantities and data).
+
+``eth_sendTransaction`` without ``gas`` is sent with the gas estimate of the
+pending state (plus 10% headroom), capped by the block gas limit.
 
 Devnet methods: ``evm_mine`` / ``anvil_mine``, ``evm_increaseTime`` /
 ``anvil_increaseTime``, ``evm_setNextBlockTimestamp`` /
@@ -33,15 +38,22 @@ from web3._utils.formatters import apply_formatters_to_args, hex_to_integer
 from web3.providers.eth_tester import middleware as tester_middleware
 
 from l1_stub.chain import EmbeddedL1
-from node.server import asgi_lifespan
+from node.server import (
+    FrameError,
+    asgi_lifespan,
+    decode_frame_async,
+    limit_config,
+    read_body,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8546
-MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _ZERO_ADDRESS = "0x" + "00" * 20
+_DEFAULT_BLOCK = {"eth_call": "latest", "eth_estimateGas": "pending",
+                  "eth_createAccessList": "latest"}
 
 # -------------------------------------------------------------- formatting
 
@@ -177,6 +189,8 @@ def rpc_call(l1: EmbeddedL1, method: str, params: Any) -> dict[str, Any]:
         params = []
     if not isinstance(params, list):
         return {"error": {"code": -32602, "message": "params must be an array"}}
+    if method in _DEFAULT_BLOCK and len(params) == 1:  # the block tag is optional
+        params = [*params, _DEFAULT_BLOCK[method]]
     default_from = l1.dev_accounts[0] if l1.dev_accounts else _ZERO_ADDRESS
     formatter = _request_formatter(method, default_from)
     try:
@@ -184,6 +198,14 @@ def rpc_call(l1: EmbeddedL1, method: str, params: Any) -> dict[str, Any]:
             params = formatter(params)
     except Exception as exc:  # noqa: BLE001 - bad client input
         return {"error": {"code": -32602, "message": f"invalid params: {exc}"}}
+    if method == "eth_sendTransaction" and params and isinstance(params[0], dict):
+        try:
+            filled = _fill_transaction(l1, params[0])
+        except Exception as exc:  # noqa: BLE001 - bad client input (eth-tester validation)
+            return {"error": {"code": -32602, "message": f"invalid params: {exc}"}}
+        if "error" in filled:
+            return filled
+        params = [filled["result"], *params[1:]]
     response = l1.provider.make_request(method, params)  # type: ignore[arg-type]
     if "error" in response:
         return {"error": dict(response["error"])}
@@ -192,6 +214,34 @@ def rpc_call(l1: EmbeddedL1, method: str, params: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         log.exception("formatting the result of %s failed", method)
         return {"error": {"code": -32603, "message": f"internal error: {exc}"}}
+
+
+def _fill_transaction(l1: EmbeddedL1, tx: dict[str, Any]) -> dict[str, Any]:
+    """An eth-tester transaction with ``nonce`` (the sender's pending count)
+    and ``gas`` (the pending-state estimate + 10%) filled in when missing, as
+    ``{"result": tx}``, or ``{"error": ..}`` when the estimate reverts."""
+    tx = dict(tx)
+    with l1.lock:  # estimate and send see the same pending block
+        if "nonce" not in tx:
+            tx["nonce"] = l1.tester.get_nonce(tx["from"], "pending")
+        if "gas" not in tx:
+            estimate = l1.provider.make_request(
+                "eth_estimateGas", [tx, "pending"])  # type: ignore[arg-type]
+            if "error" in estimate:
+                return {"error": dict(estimate["error"])}
+            tx["gas"] = _gas_with_headroom(l1, int(estimate["result"]), tx.get("data"))
+    return {"result": tx}
+
+
+def _gas_with_headroom(l1: EmbeddedL1, estimate: int, data: Any) -> int:
+    """``estimate`` (raised to the EIP-7623 calldata floor, which py-evm's
+    estimate leaves out) plus 10%, at most the pending block's gas limit."""
+    raw = bytes.fromhex(data[2:]) if isinstance(data, str) and data.startswith("0x") else b""
+    zeros = raw.count(0)
+    floor = 21_000 + 10 * (zeros + 4 * (len(raw) - zeros))
+    with l1.lock:
+        limit = int(l1.tester.get_block_by_number("pending")["gas_limit"])
+    return min(max(estimate, floor) * 11 // 10, limit)
 
 
 def _handle_one(l1: EmbeddedL1, request: Any) -> dict[str, Any] | None:
@@ -244,6 +294,9 @@ def make_app(l1: EmbeddedL1) -> Callable[[Scope, Receive, Send], Awaitable[None]
         if scope["type"] == "lifespan":
             await asgi_lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await websocket(receive, send)
+            return
         if scope["type"] != "http":
             return
         method = scope["method"]
@@ -253,31 +306,39 @@ def make_app(l1: EmbeddedL1) -> Callable[[Scope, Receive, Send], Awaitable[None]
         if method != "POST":
             await respond(send, 405, b"JSON-RPC endpoint: use POST\n", b"text/plain")
             return
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                await respond(send, 413, b"request too large\n", b"text/plain")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        try:
-            payload = json.loads(b"".join(chunks))
-        except ValueError:
-            body = json.dumps(_error(None, -32700, "parse error")).encode()
-            await respond(send, 200, body, b"application/json")
+        body = await read_body(receive)
+        if body is None:
             return
-        response = await trio.to_thread.run_sync(handle_payload, l1, payload)
+        status, response = await handle_frame(body)
         if response is None:
             await respond(send, 204, b"", b"application/json")
             return
-        await respond(send, 200, json.dumps(response).encode(), b"application/json")
+        await respond(send, status, json.dumps(response).encode(), b"application/json")
+
+    async def handle_frame(raw: bytes | str | FrameError) -> tuple[int, Any]:
+        """(HTTP status, response object or None) for one frame."""
+        try:
+            if isinstance(raw, FrameError):
+                raise raw
+            payload = await decode_frame_async(raw)
+        except FrameError as exc:
+            return exc.http_status, exc.response()
+        return 200, await trio.to_thread.run_sync(handle_payload, l1, payload)
+
+    async def websocket(receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            raw = text if text is not None else message.get("bytes") or b""
+            _, response = await handle_frame(raw)
+            if response is not None:
+                await send({"type": "websocket.send", "text": json.dumps(response)})
 
     return app
 
@@ -303,6 +364,7 @@ async def serve_l1(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75  # like the L2 port; hypercorn's 5 s races idle clients
     config.graceful_timeout = 1.0
+    limit_config(config)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(serve, make_app(l1), config, mode="asgi"))
         url = binds[0] if binds else f"http://{host}:{port}"

@@ -248,13 +248,15 @@ def _market_rows(markets: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     in percent, oracle price in quote units."""
     from decimal import Decimal
 
+    from node.client import quantity
+
     def pct(ppm: Any) -> str:
-        return f"{Decimal(int(ppm)).scaleb(-4).normalize():f}"
+        return f"{Decimal(quantity(ppm)).scaleb(-4).normalize():f}"
 
     rows = []
     for m in markets:
-        pd, sd = int(m["priceDecimals"]), int(m["sizeDecimals"])
-        rows.append((str(m["id"]), str(m["symbol"]), str(pd), str(sd),
+        pd, sd = quantity(m["priceDecimals"]), quantity(m["sizeDecimals"])
+        rows.append((str(quantity(m["id"])), str(m["symbol"]), str(pd), str(sd),
                      f"{Decimal(int(m['tickSize'])).scaleb(-pd):f}",
                      f"{Decimal(int(m['stepSize'])).scaleb(-sd):f}",
                      f"{pct(m['initialMarginPpm'])}/{pct(m['maintenanceMarginPpm'])}",

@@ -31,6 +31,15 @@ class RpcError(Exception):
         self.data = data
 
 
+def quantity(value: Any) -> int:
+    """An int from a JSON-RPC number: a 0x-hex quantity (the node's form for
+    ids, block numbers, counts), a decimal string (money) or a JSON number
+    (``l2_syncStatus``/``l2_rollupConfig``, OP's shape)."""
+    if isinstance(value, str):
+        return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
+    return int(value)
+
+
 def order_params(order: Order, signature: bytes, time_in_force: str = "GTC") -> dict[str, Any]:
     """The l2_sendOrder request object for a signed order."""
     return {
@@ -127,7 +136,7 @@ class L2Client:
         if isinstance(market, int):
             return market
         if self._markets is None:
-            self._markets = {m["symbol"]: m["id"] for m in self.call("l2_getMarkets")}
+            self._markets = {m["symbol"]: quantity(m["id"]) for m in self.call("l2_getMarkets")}
         return self._markets[market]
 
     # -- orders ----------------------------------------------------------
@@ -177,7 +186,7 @@ class L2Client:
         """Sign and send an L2 Withdraw; the nonce is the account's in the
         pending state (so withdrawals sent before a block is sealed do not
         collide). Returns l2_sendWithdraw's answer (txHash, withdrawalId)."""
-        nonce = self.get_account(signer.address, "pending")["nonce"]
+        nonce = quantity(self.get_account(signer.address, "pending")["nonce"])
         tx = signer.withdraw(self.domain, recipient or signer.address, amount, nonce)
         return self.call("l2_sendWithdraw", {
             "account": "0x" + tx.account.hex(), "recipient": "0x" + tx.recipient.hex(),

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from node.client import quantity
 from node.state import symbol_bytes, symbol_text
 from node.stf import MAX_DECIMALS
 from node.transactions import ListMarket
@@ -113,16 +114,16 @@ def list_market_tx(market: int, symbol: str, scales: Scales, oracle_price: int,
 def list_market_json(tx: ListMarket) -> dict[str, Any]:
     """A ListMarket's fields as in l2_sendListMarket / l2_getMarkets."""
     return {
-        "market": tx.market,
+        "market": hex(tx.market),
         "symbol": symbol_text(tx.symbol),
-        "priceDecimals": tx.price_decimals,
-        "sizeDecimals": tx.size_decimals,
+        "priceDecimals": hex(tx.price_decimals),
+        "sizeDecimals": hex(tx.size_decimals),
         "tickSize": str(tx.tick_size),
         "stepSize": str(tx.step_size),
-        "initialMarginPpm": tx.imf_ppm,
-        "maintenanceMarginPpm": tx.mmf_ppm,
-        "makerFeePpm": tx.maker_fee_ppm,
-        "takerFeePpm": tx.taker_fee_ppm,
+        "initialMarginPpm": hex(tx.imf_ppm),
+        "maintenanceMarginPpm": hex(tx.mmf_ppm),
+        "makerFeePpm": hex(tx.maker_fee_ppm),
+        "takerFeePpm": hex(tx.taker_fee_ppm),
         "oraclePrice": str(tx.oracle_price),
     }
 
@@ -134,4 +135,4 @@ def list_market_params(tx: ListMarket) -> dict[str, Any]:
 
 def next_market_id(markets: Iterable[dict[str, Any]]) -> int:
     """One more than the highest listed id (1 if none): ids from l2_getMarkets."""
-    return max((int(m["id"]) for m in markets), default=0) + 1
+    return max((quantity(m["id"]) for m in markets), default=0) + 1

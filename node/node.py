@@ -588,37 +588,39 @@ class Node:
     def devnet_methods(self) -> dict[str, Any]:
         """``devnet_`` JSON-RPC methods (anvil-like time and mining control);
         none with ``devnet_controls`` off."""
-        from node.rpc import parse_int
+        from l1_stub.chain import MAX_MINE_BLOCKS
+        from node.rpc import bad_params, parse_bool, parse_uint
 
         if not self.config.devnet_controls:
             return {}
 
         def increase_time(seconds: Any) -> str:
-            """Warp L1 (and so L2) time forward; returns the total offset (hex s)."""
-            n = parse_int(seconds, "seconds")
-            if n < 0:
-                from node.rpc import bad_params
-
-                raise bad_params("seconds must be >= 0")
-            return hexq(self.l1.increase_time(n))
+            """Warp L1 (and so L2) time forward; returns the total offset (hex s).
+            -32602 if the warp would put L1 time beyond 2^32 - 1 (year 2106)."""
+            n = parse_uint(seconds, "seconds")
+            try:
+                return hexq(self.l1.increase_time(n))
+            except ValueError as exc:
+                raise bad_params(str(exc)) from None
 
         def mine(blocks: Any = 1) -> str:
-            """Mine L1 blocks now; returns the L1 head number (hex)."""
-            n = parse_int(blocks, "blocks")
-            if not 1 <= n <= 10_000:
-                from node.rpc import bad_params
-
-                raise bad_params("blocks must be 1..10000")
+            """Mine L1 blocks now (1..1000, in a worker thread); returns the L1
+            head number (hex)."""
+            n = parse_uint(blocks, "blocks")
+            if not 1 <= n <= MAX_MINE_BLOCKS:
+                raise bad_params(f"blocks: expected 1..{MAX_MINE_BLOCKS}")
             return hexq(self.l1.mine(n))
+
+        mine.blocking = True  # type: ignore[attr-defined]  # dispatched off the trio loop
 
         def set_censor_deposits(on: Any) -> bool:
             """Make the sequencer ignore (true) or include (false) L1 deposits."""
-            self.config.censor_deposits = bool(on)
+            self.config.censor_deposits = parse_bool(on, "on")
             return self.config.censor_deposits
 
         def set_batcher(on: Any) -> bool:
             """Pause (false) or resume (true) batch submission to L1."""
-            self.config.batcher_enabled = bool(on)
+            self.config.batcher_enabled = parse_bool(on, "on")
             return self.config.batcher_enabled
 
         return {

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from node.client import L2Client, RpcError, order_params
+from node.client import L2Client, RpcError, order_params, quantity
 from node.markets import (
     fit_scales,
     list_market_params,
@@ -100,7 +100,7 @@ def tape_trades(rows: list[TapeRow], market: dict[str, Any]) -> list[TapeTrade]:
     raises ValueError naming the tape line of the first price that is not a
     multiple of the tick (or size not a multiple of the step) or that does
     not fit u64."""
-    pd, sd = int(market["priceDecimals"]), int(market["sizeDecimals"])
+    pd, sd = quantity(market["priceDecimals"]), quantity(market["sizeDecimals"])
     tick, step = int(market["tickSize"]), int(market["stepSize"])
     symbol = market.get("symbol") or f"market {market['id']}"
     trades = []
@@ -293,9 +293,9 @@ def _replay(opts: ReplayOptions, client: L2Client, w3: Any) -> dict[str, Any]:
     funding_seconds = time.monotonic() - started
     first_block = client.block_number() + 1
 
-    market_id = mk["id"]
+    market_id = quantity(mk["id"])
     oracle_price = int(mk["oraclePrice"])
-    oracle_ts = int(mk["oracleTime"])
+    oracle_ts = quantity(mk["oracleTime"])
     stats = {"fills": 0, "skipped": 0, "failed": 0, "oracleUpdates": 0}
     errors: list[str] = []
     progress = None
@@ -377,7 +377,7 @@ def summarize(client: L2Client, w3: Any, first_block: int, last_block: int,
     for n in range(first_block, last_block + 1):
         b = client.call("l2_getBlockByNumber", hex(n), False)
         if b["batch"] is not None:
-            batches.add(b["batch"])
+            batches.add(quantity(b["batch"]))
     gas = calldata = 0
     for i in sorted(batches):
         info = client.call("l2_getBatch", i)
@@ -389,7 +389,8 @@ def summarize(client: L2Client, w3: Any, first_block: int, last_block: int,
     l1_root = "0x" + rollup.latest_state_root().hex()
     l2_root_at_batch = None
     if latest is not None:
-        l2_root_at_batch = client.call("l2_getBlockByNumber", hex(latest["lastBlock"]), False)["stateRoot"]
+        l2_root_at_batch = client.call("l2_getBlockByNumber", latest["lastBlock"],
+                                       False)["stateRoot"]
     head = client.call("l2_getBlockByNumber", "latest", False)
     fills = stats["fills"]
     return {

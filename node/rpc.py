@@ -1,16 +1,22 @@
-"""JSON-RPC methods of the L2 node (`eth_`, `l2_`).
+"""JSON-RPC methods of the L2 node (`eth_`, `net_`, `web3_`, `l2_`).
 
-Conventions: block numbers, timestamps, chain ids and counts are hex
-quantities (Ethereum style); ledger amounts (USDC base units, sizes, prices,
-PnL) are decimal integer strings because they can be negative and exceed
-2^53. Requests accept either form for numbers. A broken rule answers with
-code -32003 ("transaction rejected", EIP-1474) and a message starting with
-the rule's name; malformed input answers -32602; a missing object -32001.
-Nothing changes on an error.
+Conventions (docs/protocol.md, "JSON-RPC conventions"): block numbers,
+timestamps, chain ids, ids (market, batch, withdrawal, deposit index),
+nonces, counts and parameters (decimals, ppm) are hex quantities (Ethereum
+style); ledger amounts (USDC base units, sizes, prices, PnL) are decimal
+integer strings because they can be negative and exceed 2^53. The two
+methods shaped like the OP Stack's (``l2_syncStatus``, ``l2_rollupConfig``)
+keep OP's JSON numbers. Requests accept a JSON number, a decimal string or a
+0x-hex string for any number; out-of-range numbers answer -32602 naming the
+field. A broken rule answers with code -32003 ("transaction rejected",
+EIP-1474) and a message starting with the rule's name; malformed input
+answers -32602; a missing object -32001. Nothing changes on an error.
+Params are positional (an array).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -64,13 +70,33 @@ def parse_int(value: Any, name: str) -> int:
     raise bad_params(f"{name}: expected an integer (number, decimal or 0x-hex string)")
 
 
+def parse_uint(value: Any, name: str, bits: int = 64) -> int:
+    """``parse_int`` limited to 0 <= n < 2**bits (-32602 naming ``name`` otherwise)."""
+    n = parse_int(value, name)
+    if not 0 <= n < 2**bits:
+        raise bad_params(f"{name}: out of range (expected 0 <= {name} < 2^{bits})")
+    return n
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """Only JSON true / false (not "false", 0 or null)."""
+    if not isinstance(value, bool):
+        raise bad_params(f"{name}: expected true or false")
+    return value
+
+
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
 def parse_bytes(value: Any, name: str, size: int | None = None) -> bytes:
+    """Bytes from a 0x-prefixed hex string (exactly ``size`` bytes if given)."""
     if not isinstance(value, str) or not value.startswith("0x"):
         raise bad_params(f"{name}: expected 0x-prefixed hex")
-    try:
-        raw = bytes.fromhex(value[2:])
-    except ValueError:
-        raise bad_params(f"{name}: invalid hex") from None
+    if size is not None and len(value) != 2 + 2 * size:
+        raise bad_params(f"{name}: expected {size} bytes, got {len(value) - 2} hex digits")
+    if not _HEX.fullmatch(value, 2) or len(value) % 2:
+        raise bad_params(f"{name}: invalid hex")
+    raw = bytes.fromhex(value[2:])
     if size is not None and len(raw) != size:
         raise bad_params(f"{name}: expected {size} bytes, got {len(raw)}")
     return raw
@@ -96,6 +122,15 @@ def hexb(b: bytes) -> str:
     return "0x" + b.hex()
 
 
+def hexq_or_none(n: int | None) -> str | None:
+    return None if n is None else hexq(n)
+
+
+def batch_json(info: Any) -> dict[str, Any]:
+    """A ``BatchInfo`` with hex quantities (index, block numbers, deposit end)."""
+    return {k: hexq(v) if isinstance(v, int) else v for k, v in info.to_json().items()}
+
+
 # -- rendering ----------------------------------------------------------------
 def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]:
     from node.transactions import tx_hash
@@ -111,17 +146,18 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
             takerOrderHash=hexb(domain_hash(tx.taker)),
             size=str(tx.size),
             price=str(tx.price),
-            market=tx.maker.market,
+            market=hexq(tx.maker.market),
             takerSide="buy" if tx.taker.is_buy else "sell",
         )
     elif isinstance(tx, Deposit):
-        out.update(type="Deposit", index=tx.index, account=hexb(tx.account), amount=str(tx.amount))
+        out.update(type="Deposit", index=hexq(tx.index), account=hexb(tx.account),
+                   amount=str(tx.amount))
     elif isinstance(tx, OraclePrice):
-        out.update(type="OraclePrice", market=tx.market, price=str(tx.price),
-                   timestamp=tx.timestamp)
+        out.update(type="OraclePrice", market=hexq(tx.market), price=str(tx.price),
+                   timestamp=hexq(tx.timestamp))
     elif isinstance(tx, Withdraw):
         out.update(type="Withdraw", account=hexb(tx.account), recipient=hexb(tx.recipient),
-                   amount=str(tx.amount), nonce=tx.nonce)
+                   amount=str(tx.amount), nonce=hexq(tx.nonce))
     elif isinstance(tx, ListMarket):
         from node.markets import list_market_json
 
@@ -147,8 +183,8 @@ class L2Api:
             return self.node.finalized_head()
         if tag == "earliest":
             return 0
-        n = parse_int(tag, "block")
-        if not 0 <= n <= chain.head.number:
+        n = parse_uint(tag, "block")
+        if not n <= chain.head.number:
             raise RpcError(NOT_FOUND, f"block {n} not found (head is {chain.head.number})")
         return n
 
@@ -157,13 +193,13 @@ class L2Api:
             return self.node.chain.state
         return self.node.chain.state_at(self._block_number(tag))
 
-    def _market_id(self, value: Any) -> int:
-        if isinstance(value, str) and not value[:1].isdigit() and not value.startswith("0x"):
+    def _market_id(self, value: Any, name: str = "market") -> int:
+        if isinstance(value, str) and not value[:1].isdigit() and not value.startswith(("0x", "-")):
             try:
                 return self.node.chain.state.market_by_symbol(value).id
             except KeyError:
-                raise RpcError(TX_REJECTED, f"UnknownMarket: no market {value!r}") from None
-        return parse_int(value, "market")
+                raise RpcError(TX_REJECTED, f"UnknownMarket: no market {value[:64]!r}") from None
+        return parse_uint(value, name, 32)
 
     def _symbol(self, market_id: int) -> str:
         """A market's symbol in the pending state ("" if it has none)."""
@@ -180,29 +216,29 @@ class L2Api:
     def eth_blockNumber(self) -> str:
         return hexq(self.node.chain.head.number)
 
+    def net_version(self) -> str:
+        """The L2 chain id as a decimal string (as Ethereum nodes answer)."""
+        return str(self.node.genesis.l2_chain_id)
+
+    def web3_clientVersion(self) -> str:
+        return f"derivnet/{client_version()}/python"
+
     # -- orders ------------------------------------------------------------
     def parse_order(self, obj: Any) -> Order:
         order = Order(
             account=parse_address(_field(obj, "account"), "order.account"),
-            market=self._market_id(_field(obj, "market")),
-            is_buy=self._parse_side(obj),
-            price=parse_int(_field(obj, "price"), "order.price"),
-            size=parse_int(_field(obj, "size"), "order.size"),
-            salt=parse_int(_field(obj, "salt"), "order.salt"),
-            expiry=parse_int(_field(obj, "expiry"), "order.expiry"),
+            market=self._market_id(_field(obj, "market"), "order.market"),
+            is_buy=parse_bool(_field(obj, "isBuy"), "order.isBuy"),
+            price=parse_uint(_field(obj, "price"), "order.price"),
+            size=parse_uint(_field(obj, "size"), "order.size"),
+            salt=parse_uint(_field(obj, "salt"), "order.salt"),
+            expiry=parse_uint(_field(obj, "expiry"), "order.expiry"),
         )
         try:
             order.validate_ranges()
         except DecodeError as exc:
             raise bad_params(f"order: {exc}") from None
         return order
-
-    @staticmethod
-    def _parse_side(obj: dict[str, Any]) -> bool:
-        value = _field(obj, "isBuy")
-        if not isinstance(value, bool):
-            raise bad_params("order.isBuy: expected true or false")
-        return value
 
     def l2_sendOrder(self, request: Any) -> dict[str, Any]:
         order = self.parse_order(_field(request, "order"))
@@ -245,12 +281,10 @@ class L2Api:
     def l2_sendOraclePrice(self, request: Any) -> dict[str, Any]:
         tx = OraclePrice(
             market=self._market_id(_field(request, "market")),
-            price=parse_int(_field(request, "price"), "price"),
-            timestamp=parse_int(_field(request, "timestamp"), "timestamp"),
+            price=parse_uint(_field(request, "price"), "price"),
+            timestamp=parse_uint(_field(request, "timestamp"), "timestamp"),
             signature=parse_bytes(_field(request, "signature"), "signature", 65),
         )
-        if not (0 <= tx.market < 2**32 and 0 <= tx.price < 2**64 and 0 <= tx.timestamp < 2**64):
-            raise bad_params("oracle price field out of range")
         try:
             receipt = self.node.sequencer.send_oracle_price(tx)
         except err.InvalidTransaction as exc:
@@ -261,8 +295,8 @@ class L2Api:
         tx = Withdraw(
             account=parse_address(_field(request, "account"), "account"),
             recipient=parse_address(_field(request, "recipient"), "recipient"),
-            amount=parse_int(_field(request, "amount"), "amount"),
-            nonce=parse_int(_field(request, "nonce"), "nonce"),
+            amount=parse_uint(_field(request, "amount"), "amount", 128),
+            nonce=parse_uint(_field(request, "nonce"), "nonce"),
             signature=parse_bytes(_field(request, "signature"), "signature", 65),
         )
         if not (0 <= tx.amount < 2**128 and 0 <= tx.nonce < 2**64):
@@ -272,7 +306,7 @@ class L2Api:
         except err.InvalidTransaction as exc:
             raise self._reject(exc) from None
         withdrawal_id = self.node.chain.state.system.withdrawal_count - 1
-        return {"txHash": hexb(receipt.tx_hash), "withdrawalId": withdrawal_id}
+        return {"txHash": hexb(receipt.tx_hash), "withdrawalId": hexq(withdrawal_id)}
 
     def l2_sendListMarket(self, request: Any) -> dict[str, Any]:
         """List a market: ``{market, symbol, priceDecimals, sizeDecimals,
@@ -318,19 +352,19 @@ class L2Api:
         out = []
         for m in state.markets.values():
             out.append({
-                "id": m.id,
+                "id": hexq(m.id),
                 "symbol": symbols[m.id].rstrip(b"\x00").decode("ascii", "replace")
                 if m.id in symbols else "",
-                "priceDecimals": m.price_decimals,
-                "sizeDecimals": m.size_decimals,
+                "priceDecimals": hexq(m.price_decimals),
+                "sizeDecimals": hexq(m.size_decimals),
                 "tickSize": str(m.tick_size),
                 "stepSize": str(m.step_size),
-                "initialMarginPpm": m.imf_ppm,
-                "maintenanceMarginPpm": m.mmf_ppm,
-                "makerFeePpm": m.maker_fee_ppm,
-                "takerFeePpm": m.taker_fee_ppm,
+                "initialMarginPpm": hexq(m.imf_ppm),
+                "maintenanceMarginPpm": hexq(m.mmf_ppm),
+                "makerFeePpm": hexq(m.maker_fee_ppm),
+                "takerFeePpm": hexq(m.taker_fee_ppm),
                 "oraclePrice": str(m.oracle_price),
-                "oracleTime": m.oracle_time,
+                "oracleTime": hexq(m.oracle_time),
             })
         return out
 
@@ -344,32 +378,32 @@ class L2Api:
         book = self.node.sequencer.books.get(mid)
         if book is None:
             raise RpcError(TX_REJECTED, f"UnknownMarket: market {mid} is not listed")
-        n = parse_int(depth, "depth")
+        n = parse_uint(depth, "depth")
         if not 1 <= n <= 1000:
             raise bad_params("depth: expected 1..1000")
         bids, asks = book.depth(n)
-        level = lambda lv: [str(lv[0]), str(lv[1]), lv[2]]  # noqa: E731
+        level = lambda lv: [str(lv[0]), str(lv[1]), hexq(lv[2])]  # noqa: E731
         return {
-            "market": mid,
+            "market": hexq(mid),
             "symbol": self._symbol(mid),
             "bids": [level(b) for b in bids],
             "asks": [level(a) for a in asks],
         }
 
     def l2_getBlockByNumber(self, tag: Any = "latest", full: Any = True) -> dict[str, Any]:
+        full = parse_bool(full, "full")
+        if tag == "pending":
+            return self.pending_block_json(full)
         n = self._block_number(tag)
-        return self.block_json(self.node.chain.block(n), bool(full))
+        return self.block_json(self.node.chain.block(n), full)
 
     def l2_getBlockByHash(self, block_hash: Any, full: Any = True) -> dict[str, Any] | None:
         n = self.node.chain.block_number_by_hash(parse_bytes(block_hash, "hash", 32))
-        return None if n is None else self.block_json(self.node.chain.block(n), bool(full))
+        full = parse_bool(full, "full")
+        return None if n is None else self.block_json(self.node.chain.block(n), full)
 
     def block_json(self, block: Block, full: bool) -> dict[str, Any]:
-        from node.eip712 import order_hash
-
         h = block.header
-        domain = self.node.chain.domain
-        txs = [tx_json(t, lambda o: order_hash(domain, o)) for t in block.txs]
         out: dict[str, Any] = {
             "number": hexq(h.number),
             "hash": hexb(block.hash),
@@ -380,17 +414,43 @@ class L2Api:
             "receiptsRoot": hexb(h.receipts_root),
             "stateRoot": hexb(h.state_root),
             "status": self.node.block_status(h.number),
-            "batch": self.node.chain.batch_of_block(h.number),
+            "batch": hexq_or_none(self.node.chain.batch_of_block(h.number)),
         }
+        return self._with_txs(out, block.txs, block.receipts, full)
+
+    def pending_block_json(self, full: bool) -> dict[str, Any]:
+        """The unsealed block (``pending`` tag): its transactions so far, as
+        Ethereum nodes show it: no hash or state root yet (null)."""
+        chain = self.node.chain
+        out: dict[str, Any] = {
+            "number": hexq(chain.head.number + 1),
+            "hash": None,
+            "parentHash": hexb(chain.head.hash),
+            "timestamp": hexq(chain.pending_timestamp),
+            "l1Origin": hexq(self.node.sequencer.l1_origin),
+            "transactionsRoot": None,
+            "receiptsRoot": None,
+            "stateRoot": None,
+            "status": "pending",
+            "batch": None,
+        }
+        return self._with_txs(out, list(chain.pending_txs), list(chain.pending_receipts), full)
+
+    def _with_txs(self, out: dict[str, Any], raw_txs: Any, receipts: Any,
+                  full: bool) -> dict[str, Any]:
+        from node.eip712 import order_hash
+
+        domain = self.node.chain.domain
+        txs = [tx_json(t, lambda o: order_hash(domain, o)) for t in raw_txs]
         if full:
             out["transactions"] = txs
             out["receipts"] = [
                 {"txHash": hexb(r.tx_hash), "status": "0x1" if r.success else "0x0",
                  "error": r.error or None, "message": r.message or None}
-                for r in block.receipts
+                for r in receipts
             ]
             out["fills"] = [
-                t for t, r in zip(txs, block.receipts, strict=True) if t["type"] == "Fill" and r.success
+                t for t, r in zip(txs, receipts, strict=True) if t["type"] == "Fill" and r.success
             ]
         else:
             out["transactions"] = [t["hash"] for t in txs]
@@ -407,7 +467,7 @@ class L2Api:
             "txHash": hexb(h),
             "blockNumber": hexq(block.number),
             "blockHash": hexb(block.hash),
-            "index": loc[1],
+            "index": hexq(loc[1]),
             "status": "0x1" if r.success else "0x0",
             "error": r.error or None,
             "message": r.message or None,
@@ -418,10 +478,10 @@ class L2Api:
         if index == "latest":
             info = chain.latest_batch()
         else:
-            info = chain.batch(parse_int(index, "index"))
+            info = chain.batch(parse_uint(index, "index"))
         if info is None:
             return None
-        return {**info.to_json(), "status": self.node.batch_status(info.index)}
+        return {**batch_json(info), "status": self.node.batch_status(info.index)}
 
     def l2_getProof(self, address: Any, tag: Any = "latest") -> dict[str, Any]:
         addr = parse_address(address)
@@ -438,7 +498,7 @@ class L2Api:
             "value": hexb(value) if value is not None else None,
             "stateRoot": hexb(root),
             "blockNumber": hexq(n),
-            "batch": self.node.chain.batch_of_block(n),
+            "batch": hexq_or_none(self.node.chain.batch_of_block(n)),
             "proof": proof.to_json(),
         }
 
@@ -463,7 +523,7 @@ class L2Api:
                 blockHash=hexb(block.hash),
                 success=block.receipts[index].success,
                 status=self.node.block_status(number),
-                batch=chain.batch_of_block(number),
+                batch=hexq_or_none(chain.batch_of_block(number)),
             )
             out.append(fill)
         if not out:
@@ -476,7 +536,7 @@ class L2Api:
         ``Rollup.finalizeWithdrawal`` against that batch's root."""
         from node.state import withdrawal_key
 
-        wid = parse_int(withdrawal_id, "withdrawalId")
+        wid = parse_uint(withdrawal_id, "withdrawalId")
         chain = self.node.chain
         number = chain.withdrawal_block(wid)
         if number is None:
@@ -491,7 +551,7 @@ class L2Api:
         w = state.withdrawal(wid)
         assert w is not None
         out: dict[str, Any] = {
-            "id": wid,
+            "id": hexq(wid),
             "account": hexb(w.account),
             "recipient": hexb(w.recipient),
             "amount": str(w.amount),
@@ -506,7 +566,7 @@ class L2Api:
             info = chain.batch(index)
             assert info is not None
             proof = chain.tree.prove(info.state_root, withdrawal_key(wid))
-            out["batch"] = index
+            out["batch"] = hexq(index)
             out["stateRoot"] = hexb(info.state_root)
             out["proof"] = proof.to_json()
         return out
@@ -566,7 +626,7 @@ def account_json(
         else:
             entry = abs(p.cost) // (abs(p.size) * 10**-e)
         positions.append({
-            "market": p.market,
+            "market": hexq(p.market),
             "symbol": symbol_of(p.market),
             "size": str(p.size),
             "side": "long" if p.size > 0 else "short",
@@ -581,7 +641,7 @@ def account_json(
     return {
         "address": hexb(addr),
         "collateral": str(acc.collateral),
-        "nonce": acc.nonce,
+        "nonce": hexq(acc.nonce),
         "equity": str(eq),
         "initialMargin": str(im),
         "maintenanceMargin": str(maintenance_margin(acc, markets)),
@@ -593,7 +653,7 @@ def account_json(
 def methods(api: L2Api, extra: dict[str, Callable[..., Any]] | None = None) -> dict[str, Callable[..., Any]]:
     """Dispatcher table: each public method name -> function returning Success."""
     table: dict[str, Callable[..., Any]] = {}
-    names = [n for n in dir(api) if n.startswith(("eth_", "l2_"))]
+    names = [n for n in dir(api) if n.startswith(("eth_", "net_", "web3_", "l2_"))]
     for name in names:
         table[name] = _wrap(getattr(api, name))
     for name, fn in (extra or {}).items():
@@ -601,11 +661,23 @@ def methods(api: L2Api, extra: dict[str, Callable[..., Any]] | None = None) -> d
     return table
 
 
+def client_version() -> str:
+    """derivnet's package version ("0+unknown" when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("derivnet")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
     import functools
 
     @functools.wraps(fn)
-    def call(*args: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise bad_params("params: expected an array (positional parameters)")
         return Success(fn(*args))
 
     return call

@@ -3,19 +3,156 @@
 Requests are dispatched by jsonrpcserver: single and batch requests over
 HTTP POST, and the same frames over a WebSocket connection. Method tables
 come from node.rpc.
+
+Hostile input is bounded before any JSON parser sees it (``decode_frame``,
+shared with the L1 server): a frame (HTTP body or WebSocket message) larger
+than ``MAX_REQUEST_BYTES`` answers -32600 "request too large: N > M bytes"
+(HTTP status 413); JSON nested deeper than ``MAX_DEPTH`` answers -32700
+"parse error: nesting deeper than 64" (the process raises the recursion limit
+for py-evm, so CPython's C JSON parser would otherwise overflow the C stack
+and kill the process); a batch of more than ``MAX_BATCH`` requests answers
+-32600 "batch too large: N > 1000 requests" (geth's BatchRequestLimit).
+Large frames are decoded in a worker thread and batch items are dispatched
+one at a time, yielding to other tasks every 2 ms, so a big batch never holds
+the event loop (and the block builder) for long.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from jsonrpcserver import dispatch
+from jsonrpcserver.dispatcher import dispatch_deserialized
+from jsonrpcserver.response import to_serializable_one
+from jsonrpcserver.sentinels import NOCONTEXT
 
 _JSON = [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]
+
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+"""Largest HTTP body or WebSocket message, bytes (geth's HTTP body limit)."""
+MAX_DEPTH = 64
+"""Deepest nesting of JSON arrays/objects in a frame (a batch is one level)."""
+MAX_BATCH = 1000
+"""Most requests in one batch (geth's BatchRequestLimit)."""
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+_THREAD_DECODE_BYTES = 64 * 1024  # frames above this are decoded in a worker thread
+_YIELD_SECONDS = 0.002  # a batch yields to other tasks at least this often
+
+# a JSON string; text whose quotes all pair up into strings. Possessive and
+# unrolled, so each is one linear pass (a failed string match is never retried)
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+_STRINGS_PAIRED = re.compile(r'[^"]*+(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"[^"]*+)*+', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class FrameError(Exception):
+    """A frame rejected before dispatch: ``code`` (-32700 / -32600) and a
+    message starting with the broken rule; ``http_status`` for HTTP."""
+
+    def __init__(self, code: int, message: str, http_status: int = 200) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
+    def response(self) -> dict[str, Any]:
+        return error_response(self.code, self.message)
+
+
+def error_response(code: int, message: str, request_id: Any = None) -> dict[str, Any]:
+    """A JSON-RPC 2.0 error response object."""
+    return {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": request_id}
+
+
+def too_large(size: int) -> FrameError:
+    return FrameError(INVALID_REQUEST, f"request too large: {size} > {MAX_REQUEST_BYTES} bytes",
+                      413)
+
+
+def nesting_depth(text: str) -> int:
+    """Deepest array/object nesting of JSON ``text``, counted outside strings
+    without parsing (linear time, no recursion). Raises FrameError (-32700)
+    on an unterminated string."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return min(MAX_DEPTH, text.count("[") + text.count("{"))
+    if _STRINGS_PAIRED.fullmatch(text) is None:
+        raise FrameError(PARSE_ERROR, "parse error: unterminated string")
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+_REQUEST_KEYS = frozenset(("jsonrpc", "method", "params", "id"))
+
+
+def request_problem(request: Any) -> str:
+    """What makes ``request`` not a JSON-RPC 2.0 request object ('' if
+    nothing): jsonrpcserver's request schema, checked by hand (jsonschema
+    costs ~0.8 ms per request)."""
+    if not isinstance(request, dict):
+        return "expected a request object"
+    if request.get("jsonrpc") != "2.0":
+        return 'jsonrpc must be "2.0"'
+    if not isinstance(request.get("method"), str):
+        return "method must be a string"
+    if "params" in request and not isinstance(request["params"], list | dict):
+        return "params must be an array"
+    rid = request.get("id")
+    if not (rid is None or isinstance(rid, str | int | float) and not isinstance(rid, bool)):
+        return "id must be a string, number or null"
+    if not request.keys() <= _REQUEST_KEYS:
+        return "unknown member " + repr(sorted(request.keys() - _REQUEST_KEYS)[0])[:40]
+    return ""
+
+
+def decode_frame(raw: bytes | str) -> Any:
+    """One JSON-RPC frame (HTTP body or WebSocket message) to its decoded
+    payload: a request object, or a list of 1..MAX_BATCH items for a batch.
+
+    Raises FrameError: -32600 "request too large" (over MAX_REQUEST_BYTES),
+    -32700 "parse error: ..." (not UTF-8, nesting deeper than MAX_DEPTH,
+    invalid JSON), -32600 "invalid request: empty batch" / "batch too large".
+    """
+    if isinstance(raw, str):
+        size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogatepass"))
+        text = raw
+    else:
+        size = len(raw)
+        if size <= MAX_REQUEST_BYTES:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FrameError(PARSE_ERROR, "parse error: request is not UTF-8") from None
+    if size > MAX_REQUEST_BYTES:
+        raise too_large(size)
+    if nesting_depth(text) > MAX_DEPTH:
+        raise FrameError(PARSE_ERROR, f"parse error: nesting deeper than {MAX_DEPTH}")
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(PARSE_ERROR, f"parse error: {exc}") from None
+    if isinstance(payload, list):
+        if not payload:
+            raise FrameError(INVALID_REQUEST, "invalid request: empty batch")
+        if len(payload) > MAX_BATCH:
+            raise FrameError(INVALID_REQUEST,
+                             f"batch too large: {len(payload)} > {MAX_BATCH} requests")
+    return payload
+
+
+async def decode_frame_async(raw: bytes | str) -> Any:
+    """``decode_frame``, in a worker thread for large frames."""
+    if len(raw) > _THREAD_DECODE_BYTES:
+        return await trio.to_thread.run_sync(decode_frame, raw)
+    return decode_frame(raw)
 
 
 async def asgi_lifespan(receive: Callable, send: Callable) -> None:
@@ -35,9 +172,53 @@ class JsonRpcApp:
     def __init__(self, methods: dict[str, Callable[..., Any]]) -> None:
         self.methods = methods
 
-    def handle(self, text: str) -> str:
-        """Dispatch one JSON-RPC frame (single or batch); '' for notifications."""
-        return dispatch(text, methods=self.methods)
+    def dispatch_one(self, request: Any) -> dict[str, Any] | None:
+        """Dispatch one decoded request object; None for a notification."""
+        problem = request_problem(request)
+        if problem:
+            return error_response(INVALID_REQUEST, f"invalid request: {problem}")
+        return dispatch_deserialized(self.methods, NOCONTEXT, to_serializable_one, request)
+
+    def handle(self, text: bytes | str) -> str:
+        """Dispatch one JSON-RPC frame (single or batch) synchronously; '' when
+        nothing is to be sent (notifications)."""
+        try:
+            payload = decode_frame(text)
+        except FrameError as exc:
+            return json.dumps(exc.response())
+        if not isinstance(payload, list):
+            return _dumps(self.dispatch_one(payload))
+        return _dumps([r for r in map(self.dispatch_one, payload) if r is not None] or None)
+
+    async def handle_async(self, raw: bytes | str) -> tuple[int, str]:
+        """``handle`` for the servers: (HTTP status, response text). Batch items
+        are dispatched one at a time, with a trio checkpoint whenever 2 ms
+        have passed since the last one."""
+        try:
+            payload = await decode_frame_async(raw)
+        except FrameError as exc:
+            return exc.http_status, json.dumps(exc.response())
+        if not isinstance(payload, list):
+            return 200, _dumps(await self._dispatch_async(payload))
+        responses = []
+        yielded = time.perf_counter()
+        for item in payload:
+            response = await self._dispatch_async(item)
+            if response is not None:
+                responses.append(response)
+            if time.perf_counter() - yielded > _YIELD_SECONDS:
+                await trio.lowlevel.checkpoint()
+                yielded = time.perf_counter()
+        return 200, _dumps(responses or None)
+
+    async def _dispatch_async(self, request: Any) -> dict[str, Any] | None:
+        """``dispatch_one``; in a worker thread for methods marked ``blocking``
+        (long L1 work such as mining many blocks)."""
+        name = request.get("method") if isinstance(request, dict) else None
+        method = self.methods.get(name) if isinstance(name, str) else None
+        if getattr(method, "blocking", False):
+            return await trio.to_thread.run_sync(self.dispatch_one, request)
+        return self.dispatch_one(request)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         kind = scope["type"]
@@ -60,16 +241,15 @@ class JsonRpcApp:
             await send({"type": "http.response.start", "status": 405, "headers": _JSON})
             await send({"type": "http.response.body", "body": body})
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        text = b"".join(chunks).decode("utf-8", errors="replace")
-        out = self.handle(text).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": _JSON})
-        await send({"type": "http.response.body", "body": out})
+        body = await read_body(receive)
+        if body is None:
+            return
+        if isinstance(body, FrameError):
+            status, out = body.http_status, json.dumps(body.response())
+        else:
+            status, out = await self.handle_async(body)
+        await send({"type": "http.response.start", "status": status, "headers": _JSON})
+        await send({"type": "http.response.body", "body": out.encode()})
 
     async def _websocket(self, receive: Callable, send: Callable) -> None:
         message = await receive()
@@ -81,11 +261,41 @@ class JsonRpcApp:
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
-            if text is None:
-                text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-            out = self.handle(text)
+            raw = text if text is not None else message.get("bytes") or b""
+            _, out = await self.handle_async(raw)
             if out:
                 await send({"type": "websocket.send", "text": out})
+
+
+def _dumps(response: Any) -> str:
+    return "" if response is None else json.dumps(response)
+
+
+async def read_body(receive: Callable) -> bytes | FrameError | None:
+    """An ASGI HTTP request body; FrameError ("request too large", 413) as
+    soon as it passes MAX_REQUEST_BYTES (the rest is not read); None if the
+    client disconnected."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            return too_large(size)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def limit_config(config: Config) -> Config:
+    """hypercorn's own limits for JSON-RPC servers: WebSocket messages and
+    incomplete HTTP requests (headers) bounded, set on ``config``."""
+    config.websocket_max_message_size = MAX_REQUEST_BYTES
+    config.h11_max_incomplete_size = 16 * 1024
+    return config
 
 
 async def serve_jsonrpc(
@@ -102,4 +312,5 @@ async def serve_jsonrpc(
     config.errorlog = None
     config.keep_alive_timeout = 75
     config.graceful_timeout = 0.5
+    limit_config(config)
     await serve(app, config, task_status=task_status)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from node.client import L2Client
+from node.client import L2Client, quantity
 from node.signing import Signer
 
 Progress = Callable[[str, float | None], None]
@@ -21,13 +21,6 @@ Progress = Callable[[str, float | None], None]
 
 def _noop(message: str, fraction: float | None) -> None:
     pass
-
-
-def _int(value: Any) -> int:
-    """A number from a JSON-RPC answer: JSON number, decimal or 0x-hex string."""
-    if isinstance(value, str):
-        return int(value, 16) if value.startswith("0x") else int(value)
-    return int(value)
 
 
 def rollup_client(client: L2Client, w3: Any) -> Any:
@@ -107,7 +100,7 @@ def send_withdrawal(client: L2Client, signer: Signer, amount: int,
     journals it before answering, so the id survives a node crash.
     Raises node.client.RpcError if the sequencer rejects it."""
     sent = client.withdraw(signer, amount, recipient)
-    return _int(sent["withdrawalId"]), sent["txHash"]
+    return quantity(sent["withdrawalId"]), sent["txHash"]
 
 
 def withdraw(client: L2Client, w3: Any, signer: Signer, amount: int,
@@ -142,7 +135,7 @@ def finish_withdrawal(client: L2Client, w3: Any, signer: Signer, withdrawal_id: 
     wid = withdrawal_id
     deadline = time.monotonic() + timeout
     rollup = rollup_client(client, w3)
-    window = _int(client.config.get("challenge_window") or 0)
+    window = quantity(client.config.get("challenge_window") or 0)
     warped = False
     while True:
         try:
@@ -160,8 +153,8 @@ def finish_withdrawal(client: L2Client, w3: Any, signer: Signer, withdrawal_id: 
         elif w["batch"] is None:
             progress(f"withdrawal #{wid}: waiting for its batch to reach L1", None)
         else:
-            batch = _int(w["batch"])
-            l1_time = _int(client.sync_status()["l1_time"])
+            batch = quantity(w["batch"])
+            l1_time = quantity(client.sync_status()["l1_time"])
             final_at = rollup.get_batch(batch).l1_timestamp + window
             left = max(0, final_at - l1_time)
             frac = 1 - min(1.0, left / window) if window else None
@@ -177,8 +170,8 @@ def finish_withdrawal(client: L2Client, w3: Any, signer: Signer, withdrawal_id: 
                 "devnet_increaseTime (or pass --warp); resume with: derivnet withdraw --id "
                 f"{wid}")
         time.sleep(0.2)
-    batch = _int(w["batch"])
-    amount = _int(w["amount"])
+    batch = quantity(w["batch"])
+    amount = quantity(w["amount"])
     result = WithdrawResult(wid, amount, w["recipient"], None, None, batch, True)
     if w["paid"]:
         progress(f"withdrawal #{wid} is already paid on L1", 1.0)

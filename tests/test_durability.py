@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from node.chain import Chain
+from node.client import quantity
 from node.db import LevelDB
 from node.signing import Signer, dev_keys
 from node.transactions import Deposit
@@ -339,7 +340,7 @@ def _traffic(url: str, acks: Acks, trades: list[Any], stop: threading.Event) -> 
         with L2Client(url, timeout=10) as c:
             domain = c.domain
             market = c.call("l2_getMarkets", "pending")[0]
-            price, oracle_ts = int(market["oraclePrice"]), int(market["oracleTime"])
+            price, oracle_ts = int(market["oraclePrice"]), quantity(market["oracleTime"])
             while not stop.is_set() and acks.tape_pos < len(trades):
                 t = trades[acks.tape_pos]
                 n = acks.tape_pos
@@ -370,7 +371,7 @@ def _traffic(url: str, acks: Acks, trades: list[Any], stop: threading.Event) -> 
                     except RpcError as exc:  # the nonce raced an unacknowledged one
                         assert exc.message.startswith("InvalidNonce"), exc
                         continue
-                    acks.withdrawals[int(sent["withdrawalId"])] = ("0x" + who.address.hex(), USDC)
+                    acks.withdrawals[quantity(sent["withdrawalId"])] = ("0x" + who.address.hex(), USDC)
     except Exception:  # noqa: BLE001 - the node was killed under us
         return
 
@@ -423,7 +424,7 @@ def _check(client: Any, w3: Any, acks: Acks, pay: bool) -> None:
     for who in WITHDRAWERS:
         address = "0x" + who.address.hex()
         count = sum(1 for a, _ in on_chain.values() if a == address)
-        assert client.get_account(who.address)["nonce"] == count
+        assert quantity(client.get_account(who.address)["nonce"]) == count
     # every acknowledged cancel: not in the book, never filled, cannot come back
     calls = []
     for order, sig, digest in acks.cancels:
@@ -463,7 +464,7 @@ def _check(client: Any, w3: Any, acks: Acks, pay: bool) -> None:
     if acks.paid:
         with pytest.raises(TransactionReverted, match="already paid"):
             wait_receipt(w3, rollup.finalize_withdrawal(
-                KEYS[2], int(w["batch"]), wid, w["account"], w["recipient"], int(w["amount"]),
+                KEYS[2], quantity(w["batch"]), wid, w["account"], w["recipient"], int(w["amount"]),
                 [bytes.fromhex(x[2:]) for x in w["proof"]["siblings"]]), timeout=30)
     unpaid = sorted(set(acks.withdrawals) - acks.paid)
     if pay and unpaid:  # pay one more (warping over its batch's challenge window)
@@ -560,7 +561,7 @@ def test_withdraw_resumes_by_id_and_never_pays_twice(tmp_path: Path) -> None:
             later = int(receipt["blockNumber"], 16)
             _wait(lambda: client.sync_status()["safe_l2"]["number"] >= later,
                   "a later batch on L1")
-            own = client.call("l2_getWithdrawal", first)["batch"]
+            own = quantity(client.call("l2_getWithdrawal", first)["batch"])
             assert client.call("l2_getBatch", "latest")["index"] > own
             messages: list[str] = []
             balance = rollup.usdc_balance("0x" + user.address.hex())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from l1_stub.client import RollupClient, connect
-from node.client import L2Client
+from node.client import L2Client, quantity
 from node.replay import ReplayOptions, run_replay
 from node.wallet import rollup_client
 from node.smt import SparseMerkleProof, verify_proof
@@ -27,7 +27,7 @@ def check_ledger(client: L2Client, rollup: RollupClient, tag: str = "latest") ->
                     if p["market"] == market["id"])
         assert total == 0
     state_deposits = sum(d.amount for d in deposits
-                         if d.index < int(client.call("l2_getBatch", "latest")["depositEnd"]))
+                         if d.index < quantity(client.call("l2_getBatch", "latest")["depositEnd"]))
     collateral = sum(int(v["collateral"]) for v in views)
     assert collateral == state_deposits  # no withdrawals in the replay
 

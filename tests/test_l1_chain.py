@@ -346,6 +346,43 @@ def test_json_rpc_server_httpx():
     trio.run(_with_server, l1, body)
 
 
+def test_json_rpc_server_websocket_and_send_without_gas():
+    """The L1 port speaks WebSocket like the L2 port; eth_sendTransaction
+    without gas or nonce is estimated on the pending state, as anvil does."""
+    from websockets.sync.client import connect
+
+    l1 = EmbeddedL1()
+    a = l1.dev_accounts
+
+    def body(url: str) -> None:
+        with connect(url.replace("http", "ws"), open_timeout=10) as ws:
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": 5, "method": "eth_chainId"}))
+            assert json.loads(ws.recv(timeout=10)) == {"jsonrpc": "2.0", "id": 5, "result": "0x384"}
+            ws.send(json.dumps([{"jsonrpc": "2.0", "id": i, "method": "eth_blockNumber"}
+                                for i in range(3)]))
+            assert [r["id"] for r in json.loads(ws.recv(timeout=10))] == [0, 1, 2]
+            ws.send("[" * 10_000)
+            assert json.loads(ws.recv(timeout=10))["error"]["code"] == -32700
+        # no gas, no nonce: a transfer and a contract creation, back to back
+        transfer = _rpc(url, "eth_sendTransaction", [{"from": a[1], "to": a[2], "value": "0x1"}])
+        init_code = "0x" + "5b" * 5_000 + "00"  # JUMPDESTs, then STOP: creates an empty contract
+        create = _rpc(url, "eth_sendTransaction", [{"from": a[1], "data": init_code}])
+        assert "result" in transfer and "result" in create, (transfer, create)
+        _rpc(url, "evm_mine")
+        for tx in (transfer, create):
+            receipt = _rpc(url, "eth_getTransactionReceipt", [tx["result"]])["result"]
+            assert receipt["status"] == "0x1"
+        sent = _rpc(url, "eth_getTransactionByHash", [create["result"]])["result"]
+        receipt = _rpc(url, "eth_getTransactionReceipt", [create["result"]])["result"]
+        used = int(receipt["gasUsed"], 16)
+        assert used < int(sent["gas"], 16) <= used * 12 // 10
+        # a reverting transaction is refused at the estimate, with the revert
+        bad = _rpc(url, "eth_sendTransaction", [{"from": a[1], "data": "0xfe"}])
+        assert bad["error"]["code"] in (3, -32000)
+
+    trio.run(_with_server, l1, body)
+
+
 def test_json_rpc_server_web3_http_provider():
     l1 = EmbeddedL1()
 
@@ -575,3 +612,22 @@ def test_mined_blocks_survive_sigkill(tmp_path):
         assert l1.head()[1] >= max(out["timestamp"] + 1, int(time.time()) + 86_400 - 1)
         wait_receipt(w3, _transfer(l1, 6, 7, 5), l1.mine)
         assert w3.eth.get_balance(l1.dev_accounts[7]) == DEV_BALANCE_WEI + 5
+
+
+def test_warps_are_bounded_and_an_out_of_range_offset_is_dropped_on_reopen(tmp_path):
+    """evm_increaseTime(2**64) used to poison the datadir for every restart."""
+    from l1_stub.chain import MAX_TIMESTAMP, InvalidParams
+
+    with EmbeddedL1(datadir=tmp_path / "l1") as l1:
+        with pytest.raises(InvalidParams, match="seconds: warping by"):
+            l1.increase_time(2**64)
+        with pytest.raises(InvalidParams, match="timestamp:"):
+            l1.set_next_block_timestamp(MAX_TIMESTAMP + 1)
+        assert l1.time_offset == 0
+        l1._offset = 2**64  # as a datadir written before warps were bounded
+        l1._save_meta()
+    with EmbeddedL1(datadir=tmp_path / "l1") as l1:
+        assert l1.time_offset == 0
+        _transfer(l1, 1, 2)
+        number = l1.mine()
+        assert l1.head()[0] == number and l1.head()[1] <= time.time() + 5

@@ -69,7 +69,7 @@ def test_order_flow_and_reads(node: Node) -> None:
     rest = result(node, "l2_sendOrder", order(node, MAKER, False, 166621, 20_000, 1))
     assert rest["status"] == "resting"
     book = result(node, "l2_getOrderBook", "ETH-USD", 5)
-    assert book["asks"] == [["166621", "20000", 1]]
+    assert book["asks"] == [["166621", "20000", "0x1"]]
     take = result(node, "l2_sendOrder", order(node, TAKER, True, 166700, 5_000, 2, "IOC"))
     assert take["status"] == "filled" and take["fills"][0]["price"] == "166621"
     block = node.sequencer.seal()
@@ -150,3 +150,55 @@ def test_batch_request_and_proof(node: Node) -> None:
     status = result(node, "l2_syncStatus")
     assert status["unsafe_l2"]["number"] == node.chain.head.number
     assert status["safe_l2"]["number"] == 0
+
+
+def test_pending_block_shows_the_unsealed_transactions(node: Node) -> None:
+    node.sequencer.seal()
+    empty = result(node, "l2_getBlockByNumber", "pending", True)
+    head = node.chain.head
+    assert empty["number"] == hex(head.number + 1) and empty["transactions"] == []
+    assert empty["parentHash"] == "0x" + head.hash.hex() and empty["status"] == "pending"
+    assert empty["hash"] is None and empty["stateRoot"] is None
+    rest = result(node, "l2_sendOrder", order(node, MAKER, False, 166650, 1_000, 301))
+    take = result(node, "l2_sendOrder", order(node, TAKER, True, 166650, 1_000, 302, "IOC"))
+    pending = result(node, "l2_getBlockByNumber", "pending", True)
+    assert [f["hash"] for f in pending["fills"]] == [take["fills"][0]["txHash"]]
+    assert pending["fills"][0]["market"] == "0x1" and pending["receipts"][0]["status"] == "0x1"
+    hashes = result(node, "l2_getBlockByNumber", "pending", False)["transactions"]
+    assert hashes == [take["fills"][0]["txHash"]]
+    assert result(node, "l2_getBlockByNumber", "latest", False)["number"] == hex(head.number)
+    block = node.sequencer.seal()
+    sealed = result(node, "l2_getBlockByNumber", hex(block.number), False)
+    assert sealed["transactions"] == hashes and rest["status"] == "resting"
+
+
+def test_client_identity_methods(node: Node) -> None:
+    assert result(node, "net_version") == "901"
+    version = result(node, "web3_clientVersion")
+    assert version.startswith("derivnet/") and version.endswith("/python"), version
+
+
+def test_numbers_follow_one_convention(node: Node) -> None:
+    """ids, counts, nonces and parameters are hex quantities; money is decimal strings;
+    l2_syncStatus / l2_rollupConfig keep the OP Stack's JSON numbers."""
+    markets = result(node, "l2_getMarkets")
+    eth = next(m for m in markets if m["symbol"] == "ETH-USD")
+    assert eth["id"] == "0x1" and eth["priceDecimals"] == "0x2" and eth["sizeDecimals"] == "0x4"
+    assert eth["initialMarginPpm"].startswith("0x") and eth["oraclePrice"].isdigit()
+    acct = result(node, "l2_getAccount", "0x" + TAKER.address.hex())
+    assert acct["nonce"] == "0x0" and acct["positions"][0]["market"] == "0x1"
+    assert acct["collateral"].lstrip("-").isdigit()
+    book = result(node, "l2_getOrderBook", "0x1", 1)
+    assert book["market"] == "0x1"
+    deposit = result(node, "l2_getBlockByNumber", "0x1", True)["transactions"][0]
+    assert deposit["type"] == "Deposit" and deposit["index"] == "0x0"
+    status = result(node, "l2_syncStatus")
+    assert isinstance(status["unsafe_l2"]["number"], int)
+    assert isinstance(result(node, "l2_rollupConfig")["l2_chain_id"], int)
+    # requests take either form, and only positional params
+    assert result(node, "l2_getBlockByNumber", 1, False)["number"] == "0x1"
+    assert error(node, "l2_getBlockByNumber", "0x1", "true")["code"] == -32602
+    out = json.loads(node.app.handle(json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "l2_getAccount",
+         "params": {"address": "0x" + TAKER.address.hex()}})))
+    assert out["error"]["code"] == -32602 and "positional" in out["error"]["message"]

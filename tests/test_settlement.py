@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from l1_stub.client import TransactionReverted, connect, wait_receipt
-from node.client import L2Client, RpcError
+from node.client import L2Client, RpcError, quantity
 from node.signing import Signer, dev_keys
 from node.wallet import deposit, escape, rollup_client, withdraw
 from tests.devnet_process import DevnetProcess
@@ -76,12 +76,13 @@ def test_deposit_trade_withdraw_with_finality(devnet) -> None:
 
     before = rollup.usdc_balance(alice_l1)
     sent = client.withdraw(ALICE, 400 * USDC)
-    wid = int(sent["withdrawalId"])
+    wid = quantity(sent["withdrawalId"])
     w = wait_for(lambda: (lambda x: x if x and x["batch"] is not None else None)(
         try_call(client, "l2_getWithdrawal", wid)), what="withdrawal batch on L1")
     assert w["status"] == "safe" and not w["paid"]
     siblings = [bytes.fromhex(x[2:]) for x in w["proof"]["siblings"]]
-    args = (ALICE.private_key, w["batch"], wid, w["account"], w["recipient"], 400 * USDC, siblings)
+    args = (ALICE.private_key, quantity(w["batch"]), wid, w["account"], w["recipient"],
+            400 * USDC, siblings)
     with pytest.raises(TransactionReverted, match="withdrawal: batch not final"):
         wait_receipt(w3, rollup.finalize_withdrawal(*args))
     assert rollup.usdc_balance(alice_l1) == before
