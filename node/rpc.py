@@ -342,7 +342,7 @@ class L2Api:
             receipt = self.node.sequencer.send_list_market(tx)
         except err.InvalidTransaction as exc:
             raise self._reject(exc) from None
-        return {"txHash": hexb(receipt.tx_hash), "market": tx.market}
+        return {"txHash": hexb(receipt.tx_hash), "market": hexq(tx.market)}
 
     # -- reads -------------------------------------------------------------
     def l2_getMarkets(self, tag: Any = "latest") -> list[dict[str, Any]]:

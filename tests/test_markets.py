@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from node import exceptions as err
 from node.batch import BatchBlock, decode_batch, encode_batch
 from node.crypto import ZERO_HASH, keccak
+from node.client import quantity
 from node.db import MemoryDB
 from node.eip712 import Domain, list_market_digest, list_market_message, typed_data
 from node.genesis import load_genesis, parse_genesis
@@ -450,11 +451,11 @@ def test_rpc_list_market_and_trade(node: Any) -> None:
     assert rpc(node, "l2_getMarkets", "pending")["result"] == before
 
     ok = rpc(node, "l2_sendListMarket", params)["result"]
-    assert ok["market"] == 3 and ok["txHash"] == "0x" + keccak(encode_tx(tx)).hex()
+    assert ok["market"] == "0x3" and ok["txHash"] == "0x" + keccak(encode_tx(tx)).hex()
     dup = rpc(node, "l2_sendListMarket", params)["error"]
     assert dup["message"].startswith("MarketAlreadyListed")
     listed = {m["symbol"]: m for m in rpc(node, "l2_getMarkets", "pending")["result"]}
-    assert listed["SHIB-ETH"]["priceDecimals"] == 12 and listed["SHIB-ETH"]["id"] == 3
+    assert listed["SHIB-ETH"]["priceDecimals"] == "0xc" and listed["SHIB-ETH"]["id"] == "0x3"
     # the listing is sealed at once: in the latest block already
     assert "SHIB-ETH" in {m["symbol"] for m in rpc(node, "l2_getMarkets")["result"]}
     full = rpc(node, "l2_getBlockByNumber", "latest", True)["result"]
@@ -471,12 +472,12 @@ def test_rpc_list_market_and_trade(node: Any) -> None:
     r1 = rpc(node, "l2_sendOrder", order_params(m, maker.sign_order(domain, m)[1]))["result"]
     assert r1["status"] == "resting"
     book = rpc(node, "l2_getOrderBook", "SHIB-ETH", 5)["result"]
-    assert book["symbol"] == "SHIB-ETH" and book["asks"] == [["104138126", "5000", 1]]
+    assert book["symbol"] == "SHIB-ETH" and book["asks"] == [["104138126", "5000", "0x1"]]
     r2 = rpc(node, "l2_sendOrder", order_params(t, taker.sign_order(domain, t)[1], "IOC"))
     assert r2["result"]["status"] == "filled"
     block = node.sequencer.seal()
     full = rpc(node, "l2_getBlockByNumber", hex(block.number), True)["result"]
-    assert [f["market"] for f in full["fills"]] == [3]
+    assert [f["market"] for f in full["fills"]] == ["0x3"]
     acct = rpc(node, "l2_getAccount", "0x" + taker.address.hex())["result"]
     assert [p["symbol"] for p in acct["positions"]] == ["SHIB-ETH"]
 
@@ -567,15 +568,15 @@ def test_any_instrument_tape_replays(devnet: Any, tmp_path: Path, kind: str, nam
     with L2Client(devnet.url) as client:
         listed = {m["symbol"]: m for m in client.call("l2_getMarkets")}
         m = listed[symbol]
+        pd, sd = quantity(m["priceDecimals"]), quantity(m["sizeDecimals"])
         first = read_tape_rows(str(tape))[0].price
         fitted = fit_scales([r.price for r in read_tape_rows(str(tape))],
                             [r.size for r in read_tape_rows(str(tape))])
-        assert (m["priceDecimals"], m["sizeDecimals"]) == (fitted.price_decimals,
-                                                          fitted.size_decimals)
-        assert first * 10 ** m["priceDecimals"] >= 10**5  # >= 6 significant digits
+        assert (pd, sd) == (fitted.price_decimals, fitted.size_decimals)
+        assert first * 10 ** pd >= 10**5  # >= 6 significant digits
         # the oracle followed the tape: its last price
         last = read_tape_rows(str(tape))[199].price
-        assert Decimal(int(m["oraclePrice"])).scaleb(-m["priceDecimals"]) == last
+        assert Decimal(int(m["oraclePrice"])).scaleb(-pd) == last
         # positions of the new market net to zero
         holders = [Signer(k).address for k in dev_keys(10)[3:8]]
         net = sum(int(p["size"]) for a in holders
