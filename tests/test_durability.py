@@ -562,7 +562,7 @@ def test_withdraw_resumes_by_id_and_never_pays_twice(tmp_path: Path) -> None:
             _wait(lambda: client.sync_status()["safe_l2"]["number"] >= later,
                   "a later batch on L1")
             own = quantity(client.call("l2_getWithdrawal", first)["batch"])
-            assert client.call("l2_getBatch", "latest")["index"] > own
+            assert quantity(client.call("l2_getBatch", "latest")["index"]) > own
             messages: list[str] = []
             balance = rollup.usdc_balance("0x" + user.address.hex())
             nonce = client.get_account(user.address, "pending")["nonce"]
