@@ -144,7 +144,12 @@ class Node:
         self.last_batch_error: str | None = None
         self.l1_send_lock = trio.Lock()
         self.api = L2Api(self)
-        self.app = JsonRpcApp(methods(self.api, self.devnet_methods()))
+        from node.streams import StreamHub
+
+        self.streams = StreamHub(self)
+        self.sequencer.on_block = self.streams.on_block
+        self.app = JsonRpcApp(methods(self.api, {**self.devnet_methods(),
+                                                 **self.streams.methods()}), self.streams)
         self.started_at = time.time()
 
     def _requested(self, genesis_json: dict[str, Any] | None) -> Requested:
@@ -274,6 +279,7 @@ class Node:
         while True:
             await trio.sleep(self.config.block_time)
             self.sequencer.seal()
+            self.streams.tick()
 
     async def _batcher(self) -> None:
         await self.sync_batches()

@@ -32,8 +32,9 @@ async def asgi_lifespan(receive: Callable, send: Callable) -> None:
 class JsonRpcApp:
     """ASGI application answering JSON-RPC at any path."""
 
-    def __init__(self, methods: dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, methods: dict[str, Callable[..., Any]], streams: Any = None) -> None:
         self.methods = methods
+        self.streams = streams  # node.streams.StreamHub: subscriptions over WebSocket
 
     def handle(self, text: str) -> str:
         """Dispatch one JSON-RPC frame (single or batch); '' for notifications."""
@@ -44,7 +45,7 @@ class JsonRpcApp:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            await self._websocket(receive, send)
+            await self._websocket(receive, send, scope)
         elif kind == "lifespan":
             await asgi_lifespan(receive, send)
 
@@ -71,21 +72,29 @@ class JsonRpcApp:
         await send({"type": "http.response.start", "status": 200, "headers": _JSON})
         await send({"type": "http.response.body", "body": out})
 
-    async def _websocket(self, receive: Callable, send: Callable) -> None:
+    async def _websocket(self, receive: Callable, send: Callable,
+                         scope: dict[str, Any] | None = None) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is None:
-                text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-            out = self.handle(text)
-            if out:
-                await send({"type": "websocket.send", "text": out})
+        from node.streams import ws_connection
+
+        # responses and notifications leave through one bounded buffer, in order
+        async with ws_connection(self.streams, send, scope) as conn:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if conn.dropped is not None:
+                    continue  # too slow: read until the socket closes, answer nothing
+                text = message.get("text")
+                if text is None:
+                    text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+                with conn.context():
+                    out = self.handle(text)
+                if out:
+                    conn.reply(out)
 
 
 async def serve_jsonrpc(

@@ -1,0 +1,181 @@
+"""Stream latency: N WebSocket subscribers, p99 delay from block seal to receipt.
+
+Starts a devnet process on free ports (or uses ``--rpc``), connects
+``--subscribers`` plain WebSocket clients to the ``blocks`` channel (each
+also on ``orderbook`` and ``trades``), replays ``--limit`` trades of the
+shared tape to make blocks, and reports, from every ``blocks`` update, the
+delay from the node's ``sealedAt`` (ms, set when the block is sealed) to the
+client's receipt. With ``--stalled K`` it also connects K consumers that
+subscribe and never read, and reports the block cadence (intervals between
+``sealedAt`` of consecutive blocks) so the two runs can be compared.
+
+    .venv/bin/python scripts/stream_latency.py --subscribers 100 --limit 2000
+    .venv/bin/python scripts/stream_latency.py --subscribers 100 --stalled 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from node.replay import ReplayOptions, run_replay  # noqa: E402
+
+TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_devnet(block_time: float, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+
+    port, l1_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "node.cli", "devnet", "--port", str(port), "--l1-port",
+           str(l1_port), "--block-time", str(block_time)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"devnet exited: {log.read_text()}")
+        try:
+            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
+                                  "params": []}, timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError("devnet did not start")
+
+
+def stalled_consumer(port: int) -> socket.socket:
+    """Subscribe to blocks, orderbook and trades, then never read."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    for i, (ch, p) in enumerate([("blocks", {}), ("orderbook", {"market": "ETH-USD"}),
+                                 ("trades", {"market": "ETH-USD"})]):
+        data = json.dumps({"jsonrpc": "2.0", "id": i, "method": "l2_subscribe",
+                           "params": [ch, p]}).encode()
+        s.sendall(bytes([0x81, 0x80 | len(data)]) + b"\0\0\0\0" + data)
+    return s
+
+
+class Subscribers:
+    def __init__(self, ws_url: str, count: int) -> None:
+        self.ws_url = ws_url
+        self.count = count
+        self.delays: list[float] = []  # ms
+        self.sealed: dict[int, int] = {}  # block -> sealedAt ms
+        self.connected = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._ready = 0
+
+    async def _main(self) -> None:
+        await asyncio.gather(*(self._one(i) for i in range(self.count)))
+
+    async def _one(self, i: int) -> None:
+        import websockets
+
+        async with websockets.connect(self.ws_url, max_size=None) as ws:
+            for j, (ch, p) in enumerate([("blocks", {}), ("orderbook", {"market": "ETH-USD"}),
+                                         ("trades", {"market": "ETH-USD"})]):
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": j, "method": "l2_subscribe",
+                                          "params": [ch, p]}))
+            self._ready += 1
+            if self._ready == self.count:
+                self.connected.set()
+            while not self.stop.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                now = time.time() * 1000
+                if '"channel":"blocks"' not in raw or '"type":"update"' not in raw:
+                    continue
+                contents = json.loads(raw)["params"]["result"]["contents"]
+                if contents.get("event") != "block":
+                    continue
+                sealed_at = contents["block"]["sealedAt"]
+                self.delays.append(now - sealed_at)
+                self.sealed[int(contents["block"]["number"], 16)] = sealed_at
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--subscribers", type=int, default=100)
+    ap.add_argument("--stalled", type=int, default=0, help="consumers that never read")
+    ap.add_argument("--limit", type=int, default=2000, help="tape trades to replay")
+    ap.add_argument("--block-time", type=float, default=0.25)
+    ap.add_argument("--rpc", default=None, help="use a running node instead of a new devnet")
+    args = ap.parse_args()
+
+    proc = None
+    if args.rpc is None:
+        log = Path(tempfile.mkdtemp()) / "devnet.log"
+        proc, url = start_devnet(args.block_time, log)
+    else:
+        url = args.rpc
+    try:
+        subs = Subscribers(url.replace("http://", "ws://"), args.subscribers)
+        subs.thread.start()
+        if not subs.connected.wait(60):
+            raise TimeoutError("subscribers did not connect")
+        port = int(url.rsplit(":", 1)[1])
+        stalled = [stalled_consumer(port) for _ in range(args.stalled)]
+        summary = run_replay(ReplayOptions(tape=str(TAPE), rpc=url, limit=args.limit,
+                                           progress=False, wait_for_l1=False))
+        time.sleep(1.0)  # let the last notifications arrive
+        subs.stop.set()
+        subs.thread.join(10)
+        for s in stalled:
+            s.close()
+        first, last = summary["firstBlock"], summary["lastBlock"]
+        blocks = sorted(n for n in subs.sealed if first <= n <= last)
+        gaps = [subs.sealed[b] - subs.sealed[a] for a, b in zip(blocks, blocks[1:], strict=False)
+                if b == a + 1]
+        d = subs.delays
+        print(f"subscribers {args.subscribers} (+{args.stalled} stalled), block time "
+              f"{args.block_time} s, {summary['fills']} fills in {summary['blocks']} blocks, "
+              f"{summary['fillsPerSecond']} fills/s")
+        print(f"seal -> receipt delay over {len(d)} notifications: p50 {pct(d, 0.5):.1f} ms, "
+              f"p99 {pct(d, 0.99):.1f} ms, max {max(d):.1f} ms")
+        if gaps:
+            print(f"block cadence (sealedAt of consecutive blocks): mean "
+                  f"{statistics.mean(gaps):.0f} ms, p99 {pct(gaps, 0.99):.0f} ms, "
+                  f"max {max(gaps)} ms")
+        missing = set(range(first, last + 1)) - set(subs.sealed)
+        print(f"blocks missed by the subscribers: {len(missing)}")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
