@@ -295,9 +295,6 @@ class StreamHub:
                 elif sub.key[0] == "markets":
                     self.markets = {}
 
-    def _has(self, channel: str) -> bool:
-        return any(k[0] == channel for k in self.subs)
-
     # -- JSON-RPC methods ---------------------------------------------------
     def methods(self) -> dict[str, Callable[..., Any]]:
         """``l2_subscribe``, ``l2_unsubscribe``, ``eth_subscribe``,

@@ -1,9 +1,10 @@
 """Stream latency: N WebSocket subscribers, p99 delay from block seal to receipt.
 
 Starts a devnet process on free ports (or uses ``--rpc``), connects
-``--subscribers`` plain WebSocket clients to the ``blocks`` channel (each
-also on ``orderbook`` and ``trades``), replays ``--limit`` trades of the
-shared tape to make blocks, and reports, from every ``blocks`` update, the
+``--subscribers`` plain WebSocket clients to the ``blocks`` channel (with
+``--all-channels`` also to ``orderbook`` and ``trades``), replays
+``--limit`` trades of the shared tape in another process (``derivnet
+replay``) to make blocks, and reports, from every ``blocks`` update, the
 delay from the node's ``sealedAt`` (ms, set when the block is sealed) to the
 client's receipt. With ``--stalled K`` it also connects K consumers that
 subscribe and never read, and reports the block cadence (intervals between
@@ -31,8 +32,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from node.replay import ReplayOptions, run_replay  # noqa: E402
 
 TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
 
@@ -81,44 +80,56 @@ def stalled_consumer(port: int) -> socket.socket:
 
 
 class Subscribers:
-    def __init__(self, ws_url: str, count: int) -> None:
+    def __init__(self, ws_url: str, count: int, all_channels: bool) -> None:
         self.ws_url = ws_url
         self.count = count
+        self.channels: list[tuple[str, dict[str, Any]]] = [("blocks", {})]
+        if all_channels:
+            self.channels += [("orderbook", {"market": "ETH-USD"}),
+                              ("trades", {"market": "ETH-USD"})]
         self.delays: list[float] = []  # ms
         self.sealed: dict[int, int] = {}  # block -> sealedAt ms
         self.connected = threading.Event()
-        self.stop = threading.Event()
         self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
         self._ready = 0
+        self._sockets: list[Any] = []
 
     async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
         await asyncio.gather(*(self._one(i) for i in range(self.count)))
+
+    def close(self) -> None:
+        """Close every connection (from another thread); the loop then ends."""
+        for ws in self._sockets:
+            asyncio.run_coroutine_threadsafe(ws.close(), self.loop)
 
     async def _one(self, i: int) -> None:
         import websockets
 
         async with websockets.connect(self.ws_url, max_size=None) as ws:
-            for j, (ch, p) in enumerate([("blocks", {}), ("orderbook", {"market": "ETH-USD"}),
-                                         ("trades", {"market": "ETH-USD"})]):
+            for j, (ch, p) in enumerate(self.channels):
                 await ws.send(json.dumps({"jsonrpc": "2.0", "id": j, "method": "l2_subscribe",
                                           "params": [ch, p]}))
             self._ready += 1
             if self._ready == self.count:
                 self.connected.set()
-            while not self.stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), 0.5)
-                except TimeoutError:
-                    continue
-                now = time.time() * 1000
-                if '"channel":"blocks"' not in raw or '"type":"update"' not in raw:
-                    continue
-                contents = json.loads(raw)["params"]["result"]["contents"]
-                if contents.get("event") != "block":
-                    continue
-                sealed_at = contents["block"]["sealedAt"]
-                self.delays.append(now - sealed_at)
-                self.sealed[int(contents["block"]["number"], 16)] = sealed_at
+            self._sockets.append(ws)
+            try:
+                async for raw in ws:
+                    self._on_message(raw)
+            except websockets.ConnectionClosed:
+                pass
+
+    def _on_message(self, raw: Any) -> None:
+        now = time.time() * 1000
+        if '"channel":"blocks"' not in raw or '"type":"update"' not in raw:
+            return
+        contents = json.loads(raw)["params"]["result"]["contents"]
+        if contents.get("event") != "block":
+            return
+        sealed_at = contents["block"]["sealedAt"]
+        self.delays.append(now - sealed_at)
+        self.sealed[int(contents["block"]["number"], 16)] = sealed_at
 
 
 def pct(values: list[float], q: float) -> float:
@@ -132,6 +143,8 @@ def main() -> None:
     ap.add_argument("--stalled", type=int, default=0, help="consumers that never read")
     ap.add_argument("--limit", type=int, default=2000, help="tape trades to replay")
     ap.add_argument("--block-time", type=float, default=0.25)
+    ap.add_argument("--all-channels", action="store_true",
+                    help="subscribe each client to orderbook and trades too")
     ap.add_argument("--rpc", default=None, help="use a running node instead of a new devnet")
     args = ap.parse_args()
 
@@ -142,16 +155,20 @@ def main() -> None:
     else:
         url = args.rpc
     try:
-        subs = Subscribers(url.replace("http://", "ws://"), args.subscribers)
+        subs = Subscribers(url.replace("http://", "ws://"), args.subscribers, args.all_channels)
         subs.thread.start()
         if not subs.connected.wait(60):
             raise TimeoutError("subscribers did not connect")
         port = int(url.rsplit(":", 1)[1])
         stalled = [stalled_consumer(port) for _ in range(args.stalled)]
-        summary = run_replay(ReplayOptions(tape=str(TAPE), rpc=url, limit=args.limit,
-                                           progress=False, wait_for_l1=False))
+        replay = subprocess.run(
+            [sys.executable, "-m", "node.cli", "replay", str(TAPE), "--rpc", url, "--limit",
+             str(args.limit), "--no-wait", "--json"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+            check=True)
+        summary = json.loads(replay.stdout[replay.stdout.index(b"{"):])
         time.sleep(1.0)  # let the last notifications arrive
-        subs.stop.set()
+        subs.close()
         subs.thread.join(10)
         for s in stalled:
             s.close()
