@@ -132,6 +132,52 @@ class Subscribers:
         self.sealed[int(contents["block"]["number"], 16)] = sealed_at
 
 
+def _subscriber_process(ws_url: str, count: int, all_channels: bool, out: Any,
+                        stop: Any) -> None:
+    """One client process: ``count`` subscribers; sends (delays, sealed) back."""
+    subs = Subscribers(ws_url, count, all_channels)
+    subs.thread.start()
+    subs.connected.wait(60)
+    out.put("connected")
+    stop.wait()
+    subs.close()
+    subs.thread.join(10)
+    out.put((subs.delays, subs.sealed))
+
+
+def trade_for(url: str, seconds: float, rate: int) -> int:
+    """Maker/taker pairs at ``rate`` fills/s for ``seconds`` (accounts the
+    replay funded); returns the number of fills."""
+    from node.client import L2Client, order_params
+    from node.signing import Signer, dev_keys
+    from node.transactions import Order
+
+    keys = dev_keys(10)
+    maker, takers = Signer(keys[3]), [Signer(k) for k in keys[4:8]]
+    client = L2Client(url)
+    mk = next(m for m in client.call("l2_getMarkets") if m["symbol"] == "ETH-USD")
+    tick, step = int(mk["tickSize"]), int(mk["stepSize"])
+    price = int(mk["oraclePrice"]) // tick * tick
+    fills, started, n = 0, time.monotonic(), 0
+    per_batch = max(1, rate // 10)
+    while time.monotonic() - started < seconds:
+        calls = []
+        for _ in range(per_batch):
+            n += 1
+            taker = takers[n % len(takers)]
+            m = Order(maker.address, mk["id"], n % 2 == 0, price, step, 2 * n + 10**12, 2**40)
+            t = Order(taker.address, mk["id"], n % 2 == 1, price, step, 2 * n + 1 + 10**12,
+                      2**40)
+            calls.append(("l2_sendOrder", [order_params(m, maker.sign_order(client.domain, m)[1])]))
+            calls.append(("l2_sendOrder", [order_params(t, taker.sign_order(client.domain, t)[1],
+                                                        "IOC")]))
+        results = client.batch(calls)
+        fills += sum(len(r["fills"]) for r in results[1::2] if isinstance(r, dict))
+        time.sleep(max(0.0, started + n / rate - time.monotonic()))
+    client.close()
+    return fills
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -140,11 +186,19 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--subscribers", type=int, default=100)
+    ap.add_argument("--procs", type=int, default=1,
+                    help="client processes the subscribers are spread over")
     ap.add_argument("--stalled", type=int, default=0, help="consumers that never read")
     ap.add_argument("--limit", type=int, default=2000, help="tape trades to replay")
+    ap.add_argument("--duration", type=float, default=30.0,
+                    help="seconds of steady trading after the replay")
+    ap.add_argument("--rate", type=int, default=200, help="fills/s while trading steadily")
     ap.add_argument("--block-time", type=float, default=0.25)
     ap.add_argument("--all-channels", action="store_true",
                     help="subscribe each client to orderbook and trades too")
+    ap.add_argument("--no-batcher", action="store_true",
+                    help="pause batch submission (devnet_setBatcher false) to keep the "
+                         "embedded L1's py-evm work off the node's interpreter lock")
     ap.add_argument("--rpc", default=None, help="use a running node instead of a new devnet")
     args = ap.parse_args()
 
@@ -155,10 +209,25 @@ def main() -> None:
     else:
         url = args.rpc
     try:
-        subs = Subscribers(url.replace("http://", "ws://"), args.subscribers, args.all_channels)
-        subs.thread.start()
-        if not subs.connected.wait(60):
-            raise TimeoutError("subscribers did not connect")
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        out, stop = ctx.Queue(), ctx.Event()
+        per = [args.subscribers // args.procs + (i < args.subscribers % args.procs)
+               for i in range(args.procs)]
+        procs = [ctx.Process(target=_subscriber_process, daemon=True,
+                             args=(url.replace("http://", "ws://"), n, args.all_channels, out,
+                                   stop)) for n in per if n]
+        for p in procs:
+            p.start()
+        for _ in procs:
+            if out.get(timeout=120) != "connected":
+                raise RuntimeError("a subscriber process failed")
+        import httpx
+
+        if args.no_batcher:
+            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "devnet_setBatcher",
+                                  "params": [False]}, timeout=10)
         port = int(url.rsplit(":", 1)[1])
         stalled = [stalled_consumer(port) for _ in range(args.stalled)]
         replay = subprocess.run(
@@ -167,26 +236,38 @@ def main() -> None:
             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
             check=True)
         summary = json.loads(replay.stdout[replay.stdout.index(b"{"):])
+        first = summary["firstBlock"]
+        extra = trade_for(url, args.duration, args.rate) if args.duration > 0 else 0
+        last = int(httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
+                                         "params": []}, timeout=10).json()["result"], 16)
         time.sleep(1.0)  # let the last notifications arrive
-        subs.close()
-        subs.thread.join(10)
+        stop.set()
+        delays: list[float] = []
+        sealed: dict[int, int] = {}
+        for _ in procs:
+            d_part, s_part = out.get(timeout=60)
+            delays += d_part
+            sealed.update(s_part)
+        for p in procs:
+            p.join(10)
         for s in stalled:
             s.close()
-        first, last = summary["firstBlock"], summary["lastBlock"]
-        blocks = sorted(n for n in subs.sealed if first <= n <= last)
-        gaps = [subs.sealed[b] - subs.sealed[a] for a, b in zip(blocks, blocks[1:], strict=False)
+        blocks = sorted(n for n in sealed if first <= n <= last)
+        gaps = [sealed[b] - sealed[a] for a, b in zip(blocks, blocks[1:], strict=False)
                 if b == a + 1]
-        d = subs.delays
-        print(f"subscribers {args.subscribers} (+{args.stalled} stalled), block time "
-              f"{args.block_time} s, {summary['fills']} fills in {summary['blocks']} blocks, "
-              f"{summary['fillsPerSecond']} fills/s")
+        d = delays
+        print(f"subscribers {args.subscribers} in {len(procs)} processes (+{args.stalled} stalled"
+              f"{', batcher paused' if args.no_batcher else ''}), block time "
+              f"{args.block_time} s; replay {summary['fills']} fills at "
+              f"{summary['fillsPerSecond']} fills/s, then {extra} fills in {args.duration} s; "
+              f"blocks {first}..{last}")
         print(f"seal -> receipt delay over {len(d)} notifications: p50 {pct(d, 0.5):.1f} ms, "
               f"p99 {pct(d, 0.99):.1f} ms, max {max(d):.1f} ms")
         if gaps:
             print(f"block cadence (sealedAt of consecutive blocks): mean "
                   f"{statistics.mean(gaps):.0f} ms, p99 {pct(gaps, 0.99):.0f} ms, "
                   f"max {max(gaps)} ms")
-        missing = set(range(first, last + 1)) - set(subs.sealed)
+        missing = set(range(first, last + 1)) - set(sealed)
         print(f"blocks missed by the subscribers: {len(missing)}")
     finally:
         if proc is not None:
