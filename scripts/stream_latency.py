@@ -71,6 +71,9 @@ def stalled_consumer(port: int) -> socket.socket:
     s.connect(("127.0.0.1", port))
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:  # frames before the 101 would be refused
+        head += s.recv(1)
     for i, (ch, p) in enumerate([("blocks", {}), ("orderbook", {"market": "ETH-USD"}),
                                  ("trades", {"market": "ETH-USD"})]):
         data = json.dumps({"jsonrpc": "2.0", "id": i, "method": "l2_subscribe",
@@ -233,8 +236,9 @@ def main() -> None:
         replay = subprocess.run(
             [sys.executable, "-m", "node.cli", "replay", str(TAPE), "--rpc", url, "--limit",
              str(args.limit), "--no-wait", "--json"],
-            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
-            check=True)
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True)
+        if replay.returncode != 0:
+            raise RuntimeError(f"replay failed: {replay.stdout.decode()} {replay.stderr.decode()}")
         summary = json.loads(replay.stdout[replay.stdout.index(b"{"):])
         first = summary["firstBlock"]
         extra = trade_for(url, args.duration, args.rate) if args.duration > 0 else 0
