@@ -207,7 +207,12 @@ class Node:
         self.heartbeats = 0
         self.l1_send_lock = trio.Lock()
         self.api = L2Api(self)
-        self.app = JsonRpcApp(methods(self.api, self.devnet_methods()))
+        from node.streams import StreamHub
+
+        self.streams = StreamHub(self)
+        self.sequencer.on_block = self.streams.on_block
+        self.app = JsonRpcApp(methods(self.api, {**self.devnet_methods(),
+                                                 **self.streams.methods()}), self.streams)
         self.started_at = time.time()
 
     def _requested(self, genesis_json: dict[str, Any] | None) -> Requested:
@@ -391,6 +396,7 @@ class Node:
             await trio.sleep(self.config.block_time)
             try:
                 self.sequencer.seal()
+                self.streams.tick()
             except Exception:  # a store error must not end the devnet silently
                 log.exception("sealing the pending L2 block failed")
 

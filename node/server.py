@@ -169,8 +169,9 @@ async def asgi_lifespan(receive: Callable, send: Callable) -> None:
 class JsonRpcApp:
     """ASGI application answering JSON-RPC at any path."""
 
-    def __init__(self, methods: dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, methods: dict[str, Callable[..., Any]], streams: Any = None) -> None:
         self.methods = methods
+        self.streams = streams  # node.streams.StreamHub: subscriptions over WebSocket
 
     def dispatch_one(self, request: Any) -> dict[str, Any] | None:
         """Dispatch one decoded request object; None for a notification."""
@@ -225,7 +226,7 @@ class JsonRpcApp:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            await self._websocket(receive, send)
+            await self._websocket(receive, send, scope)
         elif kind == "lifespan":
             await asgi_lifespan(receive, send)
 
@@ -251,20 +252,28 @@ class JsonRpcApp:
         await send({"type": "http.response.start", "status": status, "headers": _JSON})
         await send({"type": "http.response.body", "body": out.encode()})
 
-    async def _websocket(self, receive: Callable, send: Callable) -> None:
+    async def _websocket(self, receive: Callable, send: Callable,
+                         scope: dict[str, Any] | None = None) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            raw = text if text is not None else message.get("bytes") or b""
-            _, out = await self.handle_async(raw)
-            if out:
-                await send({"type": "websocket.send", "text": out})
+        from node.streams import ws_connection
+
+        # responses and notifications leave through one bounded buffer, in order
+        async with ws_connection(self.streams, send, scope) as conn:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if conn.dropped is not None:
+                    continue  # too slow: read until the socket closes, answer nothing
+                text = message.get("text")
+                raw = text if text is not None else message.get("bytes") or b""
+                with conn.context():
+                    _, out = await self.handle_async(raw)
+                if out:
+                    conn.reply(out)
 
 
 def _dumps(response: Any) -> str:

@@ -1,0 +1,283 @@
+"""Stream latency: N WebSocket subscribers, p99 delay from block seal to receipt.
+
+Starts a devnet process on free ports (or uses ``--rpc``), connects
+``--subscribers`` plain WebSocket clients to the ``blocks`` channel (with
+``--all-channels`` also to ``orderbook`` and ``trades``), replays
+``--limit`` trades of the shared tape in another process (``derivnet
+replay``) to make blocks, and reports, from every ``blocks`` update, the
+delay from the node's ``sealedAt`` (ms, set when the block is sealed) to the
+client's receipt. With ``--stalled K`` it also connects K consumers that
+subscribe and never read, and reports the block cadence (intervals between
+``sealedAt`` of consecutive blocks) so the two runs can be compared.
+
+    .venv/bin/python scripts/stream_latency.py --subscribers 100 --limit 2000
+    .venv/bin/python scripts/stream_latency.py --subscribers 100 --stalled 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_devnet(block_time: float, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+
+    port, l1_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "node.cli", "devnet", "--port", str(port), "--l1-port",
+           str(l1_port), "--block-time", str(block_time)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"devnet exited: {log.read_text()}")
+        try:
+            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
+                                  "params": []}, timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError("devnet did not start")
+
+
+def stalled_consumer(port: int) -> socket.socket:
+    """Subscribe to blocks, orderbook and trades, then never read."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:  # frames before the 101 would be refused
+        head += s.recv(1)
+    for i, (ch, p) in enumerate([("blocks", {}), ("orderbook", {"market": "ETH-USD"}),
+                                 ("trades", {"market": "ETH-USD"})]):
+        data = json.dumps({"jsonrpc": "2.0", "id": i, "method": "l2_subscribe",
+                           "params": [ch, p]}).encode()
+        s.sendall(bytes([0x81, 0x80 | len(data)]) + b"\0\0\0\0" + data)
+    return s
+
+
+class Subscribers:
+    def __init__(self, ws_url: str, count: int, all_channels: bool) -> None:
+        self.ws_url = ws_url
+        self.count = count
+        self.channels: list[tuple[str, dict[str, Any]]] = [("blocks", {})]
+        if all_channels:
+            self.channels += [("orderbook", {"market": "ETH-USD"}),
+                              ("trades", {"market": "ETH-USD"})]
+        self.delays: list[float] = []  # ms
+        self.sealed: dict[int, int] = {}  # block -> sealedAt ms
+        self.connected = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._ready = 0
+        self._sockets: list[Any] = []
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await asyncio.gather(*(self._one(i) for i in range(self.count)))
+
+    def close(self) -> None:
+        """Close every connection (from another thread); the loop then ends."""
+        for ws in self._sockets:
+            asyncio.run_coroutine_threadsafe(ws.close(), self.loop)
+
+    async def _one(self, i: int) -> None:
+        import websockets
+
+        async with websockets.connect(self.ws_url, max_size=None) as ws:
+            for j, (ch, p) in enumerate(self.channels):
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": j, "method": "l2_subscribe",
+                                          "params": [ch, p]}))
+            self._ready += 1
+            if self._ready == self.count:
+                self.connected.set()
+            self._sockets.append(ws)
+            try:
+                async for raw in ws:
+                    self._on_message(raw)
+            except websockets.ConnectionClosed:
+                pass
+
+    def _on_message(self, raw: Any) -> None:
+        now = time.time() * 1000
+        if '"channel":"blocks"' not in raw or '"type":"update"' not in raw:
+            return
+        contents = json.loads(raw)["params"]["result"]["contents"]
+        if contents.get("event") != "block":
+            return
+        sealed_at = contents["block"]["sealedAt"]
+        self.delays.append(now - sealed_at)
+        self.sealed[int(contents["block"]["number"], 16)] = sealed_at
+
+
+def _subscriber_process(ws_url: str, count: int, all_channels: bool, out: Any,
+                        stop: Any) -> None:
+    """One client process: ``count`` subscribers; sends (delays, sealed) back."""
+    subs = Subscribers(ws_url, count, all_channels)
+    subs.thread.start()
+    subs.connected.wait(60)
+    out.put("connected")
+    stop.wait()
+    subs.close()
+    subs.thread.join(10)
+    out.put((subs.delays, subs.sealed))
+
+
+def trade_for(url: str, seconds: float, rate: int) -> int:
+    """Maker/taker pairs at ``rate`` fills/s for ``seconds`` (accounts the
+    replay funded); returns the number of fills."""
+    from node.client import L2Client, order_params
+    from node.signing import Signer, dev_keys
+    from node.transactions import Order
+
+    keys = dev_keys(10)
+    maker, takers = Signer(keys[3]), [Signer(k) for k in keys[4:8]]
+    client = L2Client(url)
+    mk = next(m for m in client.call("l2_getMarkets") if m["symbol"] == "ETH-USD")
+    tick, step = int(mk["tickSize"]), int(mk["stepSize"])
+    price = int(mk["oraclePrice"]) // tick * tick
+    fills, started, n = 0, time.monotonic(), 0
+    per_batch = max(1, rate // 10)
+    while time.monotonic() - started < seconds:
+        calls = []
+        for _ in range(per_batch):
+            n += 1
+            taker = takers[n % len(takers)]
+            m = Order(maker.address, mk["id"], n % 2 == 0, price, step, 2 * n + 10**12, 2**40)
+            t = Order(taker.address, mk["id"], n % 2 == 1, price, step, 2 * n + 1 + 10**12,
+                      2**40)
+            calls.append(("l2_sendOrder", [order_params(m, maker.sign_order(client.domain, m)[1])]))
+            calls.append(("l2_sendOrder", [order_params(t, taker.sign_order(client.domain, t)[1],
+                                                        "IOC")]))
+        results = client.batch(calls)
+        fills += sum(len(r["fills"]) for r in results[1::2] if isinstance(r, dict))
+        time.sleep(max(0.0, started + n / rate - time.monotonic()))
+    client.close()
+    return fills
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--subscribers", type=int, default=100)
+    ap.add_argument("--procs", type=int, default=1,
+                    help="client processes the subscribers are spread over")
+    ap.add_argument("--stalled", type=int, default=0, help="consumers that never read")
+    ap.add_argument("--limit", type=int, default=2000, help="tape trades to replay")
+    ap.add_argument("--duration", type=float, default=30.0,
+                    help="seconds of steady trading after the replay")
+    ap.add_argument("--rate", type=int, default=200, help="fills/s while trading steadily")
+    ap.add_argument("--block-time", type=float, default=0.25)
+    ap.add_argument("--all-channels", action="store_true",
+                    help="subscribe each client to orderbook and trades too")
+    ap.add_argument("--no-batcher", action="store_true",
+                    help="pause batch submission (devnet_setBatcher false) to keep the "
+                         "embedded L1's py-evm work off the node's interpreter lock")
+    ap.add_argument("--rpc", default=None, help="use a running node instead of a new devnet")
+    args = ap.parse_args()
+
+    proc = None
+    if args.rpc is None:
+        log = Path(tempfile.mkdtemp()) / "devnet.log"
+        proc, url = start_devnet(args.block_time, log)
+    else:
+        url = args.rpc
+    try:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        out, stop = ctx.Queue(), ctx.Event()
+        per = [args.subscribers // args.procs + (i < args.subscribers % args.procs)
+               for i in range(args.procs)]
+        procs = [ctx.Process(target=_subscriber_process, daemon=True,
+                             args=(url.replace("http://", "ws://"), n, args.all_channels, out,
+                                   stop)) for n in per if n]
+        for p in procs:
+            p.start()
+        for _ in procs:
+            if out.get(timeout=120) != "connected":
+                raise RuntimeError("a subscriber process failed")
+        import httpx
+
+        if args.no_batcher:
+            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "devnet_setBatcher",
+                                  "params": [False]}, timeout=10)
+        port = int(url.rsplit(":", 1)[1])
+        stalled = [stalled_consumer(port) for _ in range(args.stalled)]
+        replay = subprocess.run(
+            [sys.executable, "-m", "node.cli", "replay", str(TAPE), "--rpc", url, "--limit",
+             str(args.limit), "--no-wait", "--json"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True)
+        if replay.returncode != 0:
+            raise RuntimeError(f"replay failed: {replay.stdout.decode()} {replay.stderr.decode()}")
+        summary = json.loads(replay.stdout[replay.stdout.index(b"{"):])
+        first = summary["firstBlock"]
+        extra = trade_for(url, args.duration, args.rate) if args.duration > 0 else 0
+        last = int(httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
+                                         "params": []}, timeout=10).json()["result"], 16)
+        time.sleep(1.0)  # let the last notifications arrive
+        stop.set()
+        delays: list[float] = []
+        sealed: dict[int, int] = {}
+        for _ in procs:
+            d_part, s_part = out.get(timeout=60)
+            delays += d_part
+            sealed.update(s_part)
+        for p in procs:
+            p.join(10)
+        for s in stalled:
+            s.close()
+        blocks = sorted(n for n in sealed if first <= n <= last)
+        gaps = [sealed[b] - sealed[a] for a, b in zip(blocks, blocks[1:], strict=False)
+                if b == a + 1]
+        d = delays
+        print(f"subscribers {args.subscribers} in {len(procs)} processes (+{args.stalled} stalled"
+              f"{', batcher paused' if args.no_batcher else ''}), block time "
+              f"{args.block_time} s; replay {summary['fills']} fills at "
+              f"{summary['fillsPerSecond']} fills/s, then {extra} fills in {args.duration} s; "
+              f"blocks {first}..{last}")
+        print(f"seal -> receipt delay over {len(d)} notifications: p50 {pct(d, 0.5):.1f} ms, "
+              f"p99 {pct(d, 0.99):.1f} ms, max {max(d):.1f} ms")
+        if gaps:
+            print(f"block cadence (sealedAt of consecutive blocks): mean "
+                  f"{statistics.mean(gaps):.0f} ms, p99 {pct(gaps, 0.99):.0f} ms, "
+                  f"max {max(gaps)} ms")
+        missing = set(range(first, last + 1)) - set(sealed)
+        print(f"blocks missed by the subscribers: {len(missing)}")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
