@@ -20,6 +20,7 @@ the event loop (and the block builder) for long.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -34,6 +35,37 @@ from jsonrpcserver.response import to_serializable_one
 from jsonrpcserver.sentinels import NOCONTEXT
 
 _JSON = [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]
+log = logging.getLogger(__name__)
+
+
+def _contain_connection_errors() -> None:
+    """Keep one connection's protocol error inside that connection.
+
+    hypercorn 0.18 lets an exception raised while it handles one connection
+    escape ``TCPServer.run`` and end ``serve()``, i.e. the whole node: a
+    WebSocket client that sends a frame before the 101 answer makes h11 raise
+    ``LocalProtocolError`` while hypercorn answers 400. Wrapping ``run``
+    logs such an error and drops only that connection (``run``'s own
+    ``finally`` closes it). Cancellation (a BaseException) still propagates.
+    Applies to every hypercorn server of the process (L2 and L1 ports).
+    """
+    from hypercorn.trio.tcp_server import TCPServer
+
+    original = TCPServer.run
+    if getattr(original, "contained", False):
+        return
+
+    async def run(self: TCPServer) -> None:
+        try:
+            await original(self)
+        except Exception as exc:  # noqa: BLE001 - one client's error must not stop the server
+            log.warning("dropped a connection after a protocol error: %r", exc)
+
+    run.contained = True  # type: ignore[attr-defined]
+    TCPServer.run = run  # type: ignore[method-assign]
+
+
+_contain_connection_errors()
 
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
 """Largest HTTP body or WebSocket message, bytes (geth's HTTP body limit)."""

@@ -394,6 +394,24 @@ def _rpc(method: str, *params: Any) -> str:
     return json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
 
 
+def _early_ws_frame(port: int) -> bytes:
+    """Send a WebSocket upgrade and a masked text frame in one write (before
+    the server's 101); returns what the server answers. Before the fix this
+    ended hypercorn's serve() and with it the whole devnet."""
+    import socket
+
+    payload = _rpc("eth_blockNumber").encode()
+    mask = os.urandom(4)
+    frame = (bytes([0x81, 0x80 | len(payload)]) + mask
+             + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    upgrade = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(upgrade + frame)
+        return sock.recv(4096)
+
+
 def test_devnet_process_survives_hostile_input(tmp_path: Path) -> None:
     dev = DevnetProcess(None, tmp_path / "devnet.log")
     dev.start()
@@ -420,6 +438,8 @@ def test_devnet_process_survives_hostile_input(tmp_path: Path) -> None:
                 _ws(url, " " * (MAX_REQUEST_BYTES + 10))
         out = _post(dev.url, _rpc("devnet_setCensorDeposits", "false")).json()
         assert out["error"]["code"] == -32602
+        for port in (dev.port, dev.l1_port):  # a WebSocket frame before the 101 answer
+            assert _early_ws_frame(port).startswith(b"HTTP/1.1 400")
         # the process is alive, both ports answer, and L2 blocks and L1 time move on
         assert dev.proc.poll() is None, dev.log_path.read_text()
         for url in (dev.url, dev.l1_url):
