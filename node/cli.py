@@ -300,5 +300,14 @@ def escape(account: int | None, private_key: str | None, rpc: str, l1_rpc: str |
                                 f"L1 tx {r.l1_tx}"])
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def l1(args: tuple[str, ...]) -> None:
+    """Run the embedded L1 alone as a JSON-RPC node (like anvil); see `derivnet l1 --help`."""
+    from l1_stub.__main__ import main as l1_main
+
+    sys.exit(l1_main(list(args), prog="derivnet l1"))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

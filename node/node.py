@@ -9,7 +9,9 @@ Loops (each a trio task):
   moves the safe head when the batch is mined;
 - JSON-RPC: L2 on ``port``, the embedded L1 on ``l1_port``.
 L1 calls run in a worker thread (``trio.to_thread``) so that mining a large
-batch does not stall RPC answers.
+batch does not stall RPC answers. The embedded L1 runs in a child process
+(``l1_stub.process.L1Process``, serving ``l1_port`` itself);
+``NodeConfig.l1_process=False`` keeps it in this process.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class NodeConfig:
     inclusion_window: int | None = None
     escape_delay: int | None = None
     serve_l1: bool = True
+    # the L1 in a child process serving l1_port (l1_stub.process); False (or
+    # serve_l1=False): an in-process EmbeddedL1, for tests that build a Node
+    l1_process: bool = True
     censor_deposits: bool = False
     batcher_enabled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +73,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         from l1_stub.chain import EmbeddedL1
         from l1_stub.client import Deployment, RollupClient, deploy
+        from l1_stub.process import L1Process
 
         self.config = config
         self.genesis: Genesis = load_genesis(config.genesis_path)
@@ -78,8 +84,13 @@ class Node:
         else:
             self.db = MemoryDB()
         l1_dir = os.path.join(config.datadir, "l1") if config.datadir else None
-        self.l1 = EmbeddedL1(chain_id=self.genesis.l1_chain_id, datadir=l1_dir,
-                             **self._l1_kwargs())
+        self.l1: EmbeddedL1 | L1Process
+        if config.l1_process and config.serve_l1 and not self._l1_kwargs():
+            self.l1 = L1Process(host=config.host, port=config.l1_port, datadir=l1_dir,
+                                chain_id=self.genesis.l1_chain_id)
+        else:
+            self.l1 = EmbeddedL1(chain_id=self.genesis.l1_chain_id, datadir=l1_dir,
+                                 **self._l1_kwargs())
         keys = self.l1.dev_keys
         self.sequencer_key = keys[0]
 
@@ -150,7 +161,9 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
-            if self.config.serve_l1:
+            from l1_stub.process import L1Process
+
+            if self.config.serve_l1 and not isinstance(self.l1, L1Process):  # else the child serves
                 from l1_stub.server import serve_l1
 
                 await nursery.start(serve_l1, self.l1, self.config.host, self.config.l1_port)
