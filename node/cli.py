@@ -42,11 +42,16 @@ def main() -> None:
 @click.option("--escape-delay", type=int, default=None,
               help="Seconds without a batch after which anyone can freeze the Rollup "
                    "(overrides the preset).")
+@click.option("--l1", "l1_mode", type=click.Choice(["process", "in-process"]), default="process",
+              show_default=True,
+              help="Run the embedded L1 as its own child process, or inside the node's process "
+                   "(shares the node's interpreter lock: slower under load).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: float,
            batch_interval: float, l1_block_time: float, genesis_path: str | None,
            max_block_txs: int, preset: str, challenge_window: int | None,
-           inclusion_window: int | None, escape_delay: int | None, verbose: bool) -> None:
+           inclusion_window: int | None, escape_delay: int | None, l1_mode: str,
+           verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
 
@@ -59,7 +64,7 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         l1_block_time=l1_block_time, genesis_path=genesis_path,
                         max_block_txs=max_block_txs, preset=preset,
                         challenge_window=challenge_window, inclusion_window=inclusion_window,
-                        escape_delay=escape_delay)
+                        escape_delay=escape_delay, l1_process=l1_mode == "process")
     node = Node(config)
 
     async def run() -> None:

@@ -360,7 +360,8 @@ def fund(node_url: str, l1_url: str, traders: list[int], amount: int) -> None:
 
 def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pairs: int,
              duration: float, max_rate: float, first_trader: int, salt0: int,
-             probe_interval: float, catch_up: float) -> dict[str, Any]:
+             probe_interval: float, catch_up: float, profile: tuple[int, str] | None = None
+             ) -> dict[str, Any]:
     """One end-to-end run; returns its figures (see the module docstring)."""
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
@@ -383,6 +384,14 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     head0 = int(rpc("eth_blockNumber"), 16)
     safe0 = _safe_head(rpc)
     batch0 = rpc("l2_getBatch", "latest")
+    spy = None
+    if profile is not None:  # py-spy on the node for the window (collapsed stacks)
+        import subprocess
+
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                                str(profile[0]), "-d", str(max(1, int(duration))), "-r", "50",
+                                "-f", "raw", "-o", profile[1]],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     start.set()
     time.sleep(duration)
@@ -395,6 +404,8 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
         results[who] = data
     for p in procs:
         p.join(timeout=60)
+    if spy is not None:
+        spy.wait(timeout=120)
     # after the window: wait for L1 to hold every block sealed in it
     t_end = time.monotonic()
     safe = safe1
@@ -445,6 +456,47 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     return figures
 
 
+PROFILE_CATEGORIES = [  # first match wins, so the specific ones come first
+    ("l2_sendOrder (validate, match, STF, journal)", ("l2_sendOrder",)),
+    ("l2_getTransactionReceipt (latency probe)", ("l2_getTransactionReceipt",)),
+    ("l2_syncStatus and other reads", ("l2_syncStatus", "l2_getBlock", "l2_getBatch",
+                                       "l2_getAccount", "eth_blockNumber")),
+    ("block sealing (seal, SMT commit, store)", ("seal (",)),
+    ("batcher (plan, post, receipts)", ("post_batch", "plan_batch", "sync_batches")),
+    ("L1 clock, deposits, finality", ("_l1_clock", "on_l1_block", "update_finality",
+                                      "include_deposits")),
+    ("embedded L1 in-process (py-evm, eth-tester)", ("eth_tester", "/eth/", "l1_stub/chain.py",
+                                                     "l1_stub/server.py")),
+    ("L1 JSON-RPC client (web3, requests)", ("web3/", "requests/", "urllib3/")),
+    ("JSON-RPC parsing/dispatch", ("jsonrpcserver", "node/server.py", "json/")),
+    ("HTTP server (hypercorn, h11)", ("hypercorn", "h11")),
+    ("trio scheduler and I/O", ("trio/",)),
+]
+
+
+def summarize_profile(path: str) -> dict[str, float]:
+    """Share of the node's busy samples per category (py-spy raw output)."""
+    counts: dict[str, int] = {}
+    l1_any = total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        name = next((c for c, keys in PROFILE_CATEGORIES if any(k in stack for k in keys)),
+                    "other")
+        counts[name] = counts.get(name, 0) + int(n)
+        if any(k in stack for k in ("web3/", "requests/", "eth_tester", "/eth/", "l1_stub/")):
+            l1_any += int(n)
+    shares = {c: round(100 * n / total, 1) for c, n in sorted(counts.items(),
+                                                               key=lambda kv: -kv[1])}
+    print(f"  node profile ({total} busy samples at 50 Hz; % of busy samples):")
+    for c, share in shares.items():
+        print(f"    {share:5.1f}%  {c}")
+    print(f"    ({100 * l1_any / max(1, total):.1f}% of busy samples are in L1 code or L1 calls)")
+    return shares
+
+
 def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
@@ -460,7 +512,8 @@ def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
                              **{"--block-time": str(a.block_time),
                                 "--batch-interval": str(a.batch_interval),
                                 "--l1-block-time": str(a.l1_block_time),
-                                "--max-block-txs": str(max_block_txs)})
+                                "--max-block-txs": str(max_block_txs),
+                                "--l1": "in-process" if a.l1_in_process else "process"})
         t0 = time.perf_counter()
         node.start(timeout=300)
         print(f"devnet up in {time.perf_counter() - t0:.1f} s (block time {a.block_time} s, "
@@ -482,8 +535,12 @@ def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
                 out[name] = run_load(name, node.port, domain, processes=n, batch_pairs=k,
                                      duration=a.duration, max_rate=rate, first_trader=first,
                                      salt0=1, probe_interval=a.probe_interval,
-                                     catch_up=a.catch_up)
+                                     catch_up=a.catch_up,
+                                     profile=(node.proc.pid, f"{a.profile}.{name}")
+                                     if a.profile and node.proc else None)
                 first += 2 * n + 2
+                if a.profile and Path(f"{a.profile}.{name}").exists():
+                    out[name]["profile"] = summarize_profile(f"{a.profile}.{name}")
             assert node.proc is not None
             l1_pids = [p for p in _children(node.proc.pid)]
             out["node_peak_rss_mb"] = round(peak_rss_mb(node.proc.pid), 1)
@@ -522,6 +579,11 @@ def main() -> None:
     p.add_argument("--catch-up", type=float, default=120.0,
                    help="seconds to wait after a run for L1 to hold every sealed block")
     p.add_argument("--datadir", action="store_true", help="run the devnet on a LevelDB datadir")
+    p.add_argument("--l1-in-process", action="store_true",
+                   help="devnet --l1-in-process (the L1 inside the node's process: 'before')")
+    p.add_argument("--profile", metavar="FILE", default=None,
+                   help="record the node with py-spy (collapsed stacks) during each run: "
+                        "FILE.batch, FILE.single")
     p.add_argument("--skip-in-process", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
