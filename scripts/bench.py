@@ -157,7 +157,7 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
             Prefetcher.collect(prefetcher.submit([(b"\x00" * 32, b"\x00" * 65)] * workers))
         gc.collect()
         now = 1_700_000_000
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         jobs = prefetcher.submit(fill_signatures(domain, blocks[0])) if prefetcher else []
         for k, block in enumerate(blocks):
             if prefetcher is not None:
@@ -167,14 +167,17 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
             for f in block:
                 apply_transaction(state, f, now, domain)
             state.commit()
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         if prefetcher is not None:
             prefetcher.close()
         rate = len(fills) / dt
         how = f"signatures on {workers} worker processes" if workers else "serial signatures"
         print(f"  STF + Merkle root per block, {how}: {len(fills):,} fills in {dt:.2f} s "
-              f"= {rate:,.0f} fills/s")
-        rates["serial" if not workers else f"workers_{workers}"] = round(rate)
+              f"= {rate:,.0f} fills/s ({len(fills) / cpu:,.0f} per CPU-second of this process; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        key = "serial" if not workers else f"workers_{workers}"
+        rates[key] = round(rate)
+        rates[f"{key}_per_cpu_s"] = round(len(fills) / cpu)
     return rates
 
 
@@ -317,6 +320,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (seconds)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for entry in os.listdir("/proc"):
@@ -360,8 +370,8 @@ def fund(node_url: str, l1_url: str, traders: list[int], amount: int) -> None:
 
 def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pairs: int,
              duration: float, max_rate: float, first_trader: int, salt0: int,
-             probe_interval: float, catch_up: float, profile: tuple[int, str] | None = None
-             ) -> dict[str, Any]:
+             probe_interval: float, catch_up: float, profile: tuple[int, str] | None = None,
+             pids: tuple[int, ...] = ()) -> dict[str, Any]:
     """One end-to-end run; returns its figures (see the module docstring)."""
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
@@ -392,12 +402,15 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
                                 str(profile[0]), "-d", str(max(1, int(duration))), "-r", "50",
                                 "-f", "raw", "-o", profile[1]],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu0 = [cpu_seconds(p) for p in pids]
     t0 = time.monotonic()
     start.set()
     time.sleep(duration)
     head1 = int(rpc("eth_blockNumber"), 16)
     safe1 = _safe_head(rpc)
     window = time.monotonic() - t0
+    cpu = [round(cpu_seconds(p) - c, 1) for p, c in zip(pids, cpu0, strict=True)]
+    load = os.getloadavg()[0]
     results = {}
     for _ in procs:
         kind, who, data = out.get(timeout=600)
@@ -436,6 +449,9 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
         "soft_confirmation_p50_ms": q(0.50) if q else None,
         "soft_confirmation_p99_ms": q(0.99) if q else None,
         "latency_mean_ms": round(1000 * statistics.fmean(lat), 1) if lat else None,
+        "cpu_s": dict(zip(("node", "l1"), cpu, strict=False)),
+        "fills_per_node_cpu_s": round(acked / cpu[0]) if cpu and cpu[0] else None,
+        "load_average": round(load, 1),
     }
     how = (f"JSON-RPC batches of {batch_pairs} pairs from {processes} client processes"
            if batch_pairs else f"single requests over {processes} connections (1 process each)")
@@ -446,6 +462,11 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
           f"({figures['l1_fills_per_s']:,}/s) in {figures['batches']} batches; L1 caught up "
           + (f"{lag:.1f} s after the window" if lag is not None
              else f"NOT within {catch_up:.0f} s (safe head {safe} < {head1})"))
+    if cpu:
+        print(f"  CPU used in the window: node {cpu[0]} s"
+              + (f", its L1 process {cpu[1]} s" if len(cpu) > 1 else "")
+              + f" ({figures['fills_per_node_cpu_s']} fills per node CPU-second); "
+              f"load average {load:.1f} on {os.cpu_count()} CPUs")
     if figures["errors"]:
         print(f"  {figures['errors']} errors, first: {figures['first_error']}")
     if figures["clients_ran_out"]:
@@ -530,6 +551,9 @@ def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
             fund(node.url, node.l1_url, list(range(traders)), 10**12)
             print(f"funded {traders} traders through L1 deposits in "
                   f"{time.perf_counter() - t0:.1f} s")
+            assert node.proc is not None
+            pids = [node.proc.pid] + [p for p in _children(node.proc.pid)
+                                      if "l1_stub" in Path(f"/proc/{p}/cmdline").read_text()]
             first = 0
             for name, n, k, rate in runs:
                 out[name] = run_load(name, node.port, domain, processes=n, batch_pairs=k,
@@ -537,16 +561,16 @@ def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
                                      salt0=1, probe_interval=a.probe_interval,
                                      catch_up=a.catch_up,
                                      profile=(node.proc.pid, f"{a.profile}.{name}")
-                                     if a.profile and node.proc else None)
+                                     if a.profile and node.proc else None,
+                                     pids=tuple(pids))
                 first += 2 * n + 2
                 if a.profile and Path(f"{a.profile}.{name}").exists():
                     out[name]["profile"] = summarize_profile(f"{a.profile}.{name}")
-            assert node.proc is not None
-            l1_pids = [p for p in _children(node.proc.pid)]
+            l1_pids = pids[1:]
             out["node_peak_rss_mb"] = round(peak_rss_mb(node.proc.pid), 1)
             out["l1_peak_rss_mb"] = round(sum(peak_rss_mb(p) for p in l1_pids), 1)
             print(f"peak RSS: node {out['node_peak_rss_mb']} MB, its L1 process "
-                  f"{out['l1_peak_rss_mb']} MB")
+                  f"{out['l1_peak_rss_mb'] if l1_pids else '(in-process)'} MB")
         finally:
             node.stop()
     return out
@@ -599,7 +623,9 @@ def main() -> None:
     if "in_process" in figures:
         ip = figures["in_process"]
         flat["in_process_fills_per_s"] = max(v for k, v in ip.items()
-                                             if k == "serial" or k.startswith("workers"))
+                                             if k == "serial" or (k.startswith("workers")
+                                                                  and not k.endswith("cpu_s")))
+        flat["in_process_fills_per_cpu_s"] = max(v for k, v in ip.items() if k.endswith("cpu_s"))
         flat["in_process_accounts"] = ip["accounts"]
         flat["in_process_largest_block_bytes"] = ip["largest_block_bytes"]
     for mode in ("batch", "single"):
@@ -608,6 +634,7 @@ def main() -> None:
             flat[f"e2e_{mode}_fills_per_s"] = f["fills_per_s"]
             flat[f"e2e_{mode}_l1_fills_per_s"] = f["l1_fills_per_s"]
             flat[f"e2e_{mode}_l1_catch_up_s"] = f["l1_catch_up_s"]
+            flat[f"e2e_{mode}_fills_per_node_cpu_s"] = f["fills_per_node_cpu_s"]
             flat[f"soft_confirmation_{mode}_p50_ms"] = f["soft_confirmation_p50_ms"]
             flat[f"soft_confirmation_{mode}_p99_ms"] = f["soft_confirmation_p99_ms"]
     for key in ("node_peak_rss_mb", "l1_peak_rss_mb"):
