@@ -105,6 +105,7 @@ class L1Process:
     """An ``EmbeddedL1`` in a child process on ``host:port`` (see the module
     docstring). ``datadir`` None: in memory; else the chain's LevelDB
     directory (created or reopened). ``port=0`` picks a free port.
+    ``extra_args`` are passed on to ``python -m l1_stub``.
 
     Raises L1ProcessExited if the child dies before it answers, TimeoutError
     if it does not answer within ``startup_timeout`` seconds.
@@ -120,6 +121,7 @@ class L1Process:
         startup_timeout: float = 60.0,
         python: str = sys.executable,
         verbose: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         if port == 0:
             port = _free_port(host)
@@ -134,6 +136,7 @@ class L1Process:
             cmd += ["--datadir", self._datadir]
         if verbose:
             cmd.append("--verbose")
+        cmd += list(extra_args)  # more ``python -m l1_stub`` flags
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
