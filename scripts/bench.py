@@ -217,9 +217,9 @@ def client_main(spec: dict[str, Any], start: Any, out: Any) -> None:
                   .encode() for i in range(0, len(pairs), k)]
     else:  # single requests, maker then taker
         bodies = [json.dumps(_req(1, p)).encode() for pair in pairs for p in pair]
-    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=120)
     out.put(("ready", spec["name"], None))
     start.wait()
+    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=120)
     end = time.monotonic() + spec["duration"]
     fills = sent = errors = 0
     first_error = None
@@ -254,9 +254,9 @@ def probe_main(spec: dict[str, Any], start: Any, out: Any) -> None:
     count = int(spec["duration"] / spec["interval"]) + 2
     pairs = [(json.dumps(_req(1, m)).encode(), json.dumps(_req(2, t)).encode())
              for m, t in _pair_bodies(domain, maker, taker, count, spec["salt0"])]
-    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=120)
     out.put(("ready", spec["name"], None))
     start.wait()
+    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=120)
     end = time.monotonic() + spec["duration"]
     latencies: list[float] = []
     errors = 0
@@ -284,11 +284,18 @@ class Rpc:
     """Minimal JSON-RPC client of the node for the bench's own reads."""
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def __call__(self, method: str, *params: Any) -> Any:
-        r = _post(self.conn, json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                                         "params": list(params)}).encode())
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": list(params)}).encode()
+        try:
+            r = _post(self.conn, body)
+        except (OSError, http.client.HTTPException):  # the server closed an idle connection
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            r = _post(self.conn, body)
         if "error" in r:
             raise RuntimeError(f"{method}: {r['error']}")
         return r["result"]
@@ -390,7 +397,7 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     for _ in procs:
         kind, who, _ = out.get(timeout=600)
         assert kind == "ready", who
-    rpc = Rpc(port)
+    rpc = Rpc(port)  # after the clients' signing: a fresh connection
     head0 = int(rpc("eth_blockNumber"), 16)
     safe0 = _safe_head(rpc)
     batch0 = rpc("l2_getBatch", "latest")
@@ -399,7 +406,7 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
         import subprocess
 
         spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p",
-                                str(profile[0]), "-d", str(max(1, int(duration))), "-r", "50",
+                                str(profile[0]), "-d", str(max(1, int(duration))), "-r", "50", "--gil",
                                 "-f", "raw", "-o", profile[1]],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu0 = [cpu_seconds(p) for p in pids]
@@ -486,9 +493,10 @@ PROFILE_CATEGORIES = [  # first match wins, so the specific ones come first
     ("batcher (plan, post, receipts)", ("post_batch", "plan_batch", "sync_batches")),
     ("L1 clock, deposits, finality", ("_l1_clock", "on_l1_block", "update_finality",
                                       "include_deposits")),
-    ("embedded L1 in-process (py-evm, eth-tester)", ("eth_tester", "/eth/", "l1_stub/chain.py",
+    ("embedded L1 in-process (py-evm, eth-tester)", ("eth_tester/", "(eth/", "l1_stub/chain.py",
                                                      "l1_stub/server.py")),
-    ("L1 JSON-RPC client (web3, requests)", ("web3/", "requests/", "urllib3/")),
+    ("L1 JSON-RPC client (web3, requests)", ("web3/", "requests/", "urllib3/",
+                                             "l1_stub/process.py")),
     ("JSON-RPC parsing/dispatch", ("jsonrpcserver", "node/server.py", "json/")),
     ("HTTP server (hypercorn, h11)", ("hypercorn", "h11")),
     ("trio scheduler and I/O", ("trio/",)),
@@ -496,7 +504,7 @@ PROFILE_CATEGORIES = [  # first match wins, so the specific ones come first
 
 
 def summarize_profile(path: str) -> dict[str, float]:
-    """Share of the node's busy samples per category (py-spy raw output)."""
+    """Share of the node's GIL-holding samples per category (py-spy raw output)."""
     counts: dict[str, int] = {}
     l1_any = total = 0
     for line in Path(path).read_text().splitlines():
@@ -507,11 +515,11 @@ def summarize_profile(path: str) -> dict[str, float]:
         name = next((c for c, keys in PROFILE_CATEGORIES if any(k in stack for k in keys)),
                     "other")
         counts[name] = counts.get(name, 0) + int(n)
-        if any(k in stack for k in ("web3/", "requests/", "eth_tester", "/eth/", "l1_stub/")):
+        if any(k in stack for k in ("web3/", "requests/", "eth_tester/", "(eth/", "l1_stub/")):
             l1_any += int(n)
     shares = {c: round(100 * n / total, 1) for c, n in sorted(counts.items(),
                                                                key=lambda kv: -kv[1])}
-    print(f"  node profile ({total} busy samples at 50 Hz; % of busy samples):")
+    print(f"  node profile ({total} samples of the thread holding the GIL at 50 Hz, %):")
     for c, share in shares.items():
         print(f"    {share:5.1f}%  {c}")
     print(f"    ({100 * l1_any / max(1, total):.1f}% of busy samples are in L1 code or L1 calls)")
