@@ -219,7 +219,7 @@ def client_main(spec: dict[str, Any], start: Any, out: Any) -> None:
         bodies = [json.dumps(_req(1, p)).encode() for pair in pairs for p in pair]
     out.put(("ready", spec["name"], None))
     start.wait()
-    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=120)
+    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=60)
     end = time.monotonic() + spec["duration"]
     fills = sent = errors = 0
     first_error = None
@@ -232,7 +232,7 @@ def client_main(spec: dict[str, Any], start: Any, out: Any) -> None:
             errors += 1
             first_error = first_error or repr(exc)
             conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=120)
+            conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=60)
             continue
         for r in reply if isinstance(reply, list) else [reply]:
             sent += 1
@@ -256,28 +256,37 @@ def probe_main(spec: dict[str, Any], start: Any, out: Any) -> None:
              for m, t in _pair_bodies(domain, maker, taker, count, spec["salt0"])]
     out.put(("ready", spec["name"], None))
     start.wait()
-    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=120)
+    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
     end = time.monotonic() + spec["duration"]
     latencies: list[float] = []
     errors = 0
+    first_error = None
     for i, (mbody, tbody) in enumerate(pairs):
         t_next = end - spec["duration"] + i * spec["interval"]
         if t_next >= end:
             break
         time.sleep(max(0.0, t_next - time.monotonic()))
-        _post(conn, mbody)
-        t_send = time.monotonic()
-        r = _post(conn, tbody)
-        if "error" in r or not r["result"]["fills"]:
+        try:
+            _post(conn, mbody)
+            t_send = time.monotonic()
+            r = _post(conn, tbody)
+            if "error" in r or not r["result"]["fills"]:
+                errors += 1
+                continue
+            tx = r["result"]["fills"][0]["txHash"]
+            poll = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "l2_getTransactionReceipt",
+                               "params": [tx]}).encode()
+            while _post(conn, poll).get("result") is None:
+                time.sleep(0.005)
+        except (OSError, http.client.HTTPException) as exc:  # incl. a request left unanswered
             errors += 1
+            first_error = first_error or repr(exc)
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
             continue
-        tx = r["result"]["fills"][0]["txHash"]
-        poll = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "l2_getTransactionReceipt",
-                           "params": [tx]}).encode()
-        while _post(conn, poll).get("result") is None:
-            time.sleep(0.005)
         latencies.append(time.monotonic() - t_send)
-    out.put(("done", spec["name"], {"latencies": latencies, "errors": errors}))
+    out.put(("done", spec["name"], {"latencies": latencies, "errors": errors,
+                                    "first_error": first_error}))
 
 
 class Rpc:
@@ -419,11 +428,25 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     cpu = [round(cpu_seconds(p) - c, 1) for p, c in zip(pids, cpu0, strict=True)]
     load = os.getloadavg()[0]
     results = {}
+    import queue
+
     for _ in procs:
-        kind, who, data = out.get(timeout=600)
+        try:
+            kind, who, data = out.get(timeout=duration + 180)
+        except queue.Empty:
+            break
         results[who] = data
+    missing = ({f"c{i}" for i in range(processes)} | {"probe"}) - set(results)
+    if missing:
+        print(f"  note: no report from {sorted(missing)} (stuck on an unanswered request)")
+    for i in range(processes):
+        results.setdefault(f"c{i}", {"fills": 0, "requests": 0, "errors": 1,
+                                     "first_error": "no report", "ran_out": False})
+    results.setdefault("probe", {"latencies": [], "errors": 1, "first_error": "no report"})
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
     if spy is not None:
         spy.wait(timeout=120)
     # after the window: wait for L1 to hold every block sealed in it
@@ -476,6 +499,9 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
               f"load average {load:.1f} on {os.cpu_count()} CPUs")
     if figures["errors"]:
         print(f"  {figures['errors']} errors, first: {figures['first_error']}")
+    if results["probe"]["errors"]:
+        print(f"  latency probe: {results['probe']['errors']} errors, first: "
+              f"{results['probe'].get('first_error')}")
     if figures["clients_ran_out"]:
         print("  note: clients ran out of pre-signed orders (raise --max-rate): a lower bound")
     print(f"  soft confirmation (taker sent -> fill in a sealed block, {len(lat)} probes): "
