@@ -277,8 +277,10 @@ def probe_main(spec: dict[str, Any], start: Any, out: Any) -> None:
             poll = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "l2_getTransactionReceipt",
                                "params": [tx]}).encode()
             while _post(conn, poll).get("result") is None:
+                if time.monotonic() - t_send > 30:
+                    raise TimeoutError(f"fill {tx} not in a sealed block after 30 s")
                 time.sleep(0.005)
-        except (OSError, http.client.HTTPException) as exc:  # incl. a request left unanswered
+        except (OSError, http.client.HTTPException) as exc:  # incl. unanswered, TimeoutError
             errors += 1
             first_error = first_error or repr(exc)
             conn.close()
@@ -424,9 +426,17 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     time.sleep(duration)
     head1 = int(rpc("eth_blockNumber"), 16)
     safe1 = _safe_head(rpc)
-    window = time.monotonic() - t0
+    batch1 = rpc("l2_getBatch", "latest")
+    t_end = time.monotonic()
+    window = t_end - t0
     cpu = [round(cpu_seconds(p) - c, 1) for p, c in zip(pids, cpu0, strict=True)]
     load = os.getloadavg()[0]
+    # after the window: how long until L1 holds every block sealed in it
+    safe = safe1
+    while safe < head1 and time.monotonic() - t_end < catch_up:
+        time.sleep(0.25)
+        safe = _safe_head(rpc)
+    lag = time.monotonic() - t_end if safe >= head1 else None
     results = {}
     import queue
 
@@ -449,14 +459,20 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
             p.kill()
     if spy is not None:
         spy.wait(timeout=120)
-    # after the window: wait for L1 to hold every block sealed in it
+    time.sleep(duration)
+    head1 = int(rpc("eth_blockNumber"), 16)
+    safe1 = _safe_head(rpc)
+    batch1 = rpc("l2_getBatch", "latest")
     t_end = time.monotonic()
+    window = t_end - t0
+    cpu = [round(cpu_seconds(p) - c, 1) for p, c in zip(pids, cpu0, strict=True)]
+    load = os.getloadavg()[0]
+    # after the window: how long until L1 holds every block sealed in it
     safe = safe1
     while safe < head1 and time.monotonic() - t_end < catch_up:
         time.sleep(0.25)
         safe = _safe_head(rpc)
     lag = time.monotonic() - t_end if safe >= head1 else None
-    batch1 = rpc("l2_getBatch", "latest")
     sealed = _fills_in_blocks(rpc, head0 + 1, head1)
     on_l1 = _fills_in_blocks(rpc, max(head0, safe0) + 1, min(safe1, head1))
     clients = [results[f"c{i}"] for i in range(processes)]
