@@ -326,7 +326,8 @@ def _batch_index(batch: dict[str, Any] | None) -> int:
 
 
 def _safe_head(rpc: Rpc) -> int:
-    return _quantity(rpc("l2_syncStatus")["safe_l2"]["number"])
+    # not l2_syncStatus: it makes blocking L1 calls on the node's event loop
+    return _quantity(rpc("l2_getBlockByNumber", "safe", False)["number"])
 
 
 def peak_rss_mb(pid: int) -> float:
