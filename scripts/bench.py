@@ -299,7 +299,7 @@ class Rpc:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
     def __call__(self, method: str, *params: Any) -> Any:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
@@ -308,7 +308,7 @@ class Rpc:
             r = _post(self.conn, body)
         except (OSError, http.client.HTTPException):  # the server closed an idle connection
             self.conn.close()
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
             r = _post(self.conn, body)
         if "error" in r:
             raise RuntimeError(f"{method}: {r['error']}")
@@ -428,6 +428,9 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     t0 = time.monotonic()
     start.set()
     time.sleep(duration)
+    # a fresh connection: the node has been seen to read a request on a connection
+    # kept idle under load and never answer it (then a 10 s timeout and a retry)
+    rpc = Rpc(port)
     head1 = int(rpc("eth_blockNumber"), 16)
     safe1 = _safe_head(rpc)
     batch1 = rpc("l2_getBatch", "latest")
@@ -464,6 +467,9 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     if spy is not None:
         spy.wait(timeout=120)
     time.sleep(duration)
+    # a fresh connection: the node has been seen to read a request on a connection
+    # kept idle under load and never answer it (then a 10 s timeout and a retry)
+    rpc = Rpc(port)
     head1 = int(rpc("eth_blockNumber"), 16)
     safe1 = _safe_head(rpc)
     batch1 = rpc("l2_getBatch", "latest")
