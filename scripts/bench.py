@@ -466,23 +466,6 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
             p.kill()
     if spy is not None:
         spy.wait(timeout=120)
-    time.sleep(duration)
-    # a fresh connection: the node has been seen to read a request on a connection
-    # kept idle under load and never answer it (then a 10 s timeout and a retry)
-    rpc = Rpc(port)
-    head1 = int(rpc("eth_blockNumber"), 16)
-    safe1 = _safe_head(rpc)
-    batch1 = rpc("l2_getBatch", "latest")
-    t_end = time.monotonic()
-    window = t_end - t0
-    cpu = [round(cpu_seconds(p) - c, 1) for p, c in zip(pids, cpu0, strict=True)]
-    load = os.getloadavg()[0]
-    # after the window: how long until L1 holds every block sealed in it
-    safe = safe1
-    while safe < head1 and time.monotonic() - t_end < catch_up:
-        time.sleep(0.25)
-        safe = _safe_head(rpc)
-    lag = time.monotonic() - t_end if safe >= head1 else None
     sealed = _fills_in_blocks(rpc, head0 + 1, head1)
     on_l1 = _fills_in_blocks(rpc, max(head0, safe0) + 1, min(safe1, head1))
     clients = [results[f"c{i}"] for i in range(processes)]
