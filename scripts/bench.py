@@ -428,8 +428,7 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     t0 = time.monotonic()
     start.set()
     time.sleep(duration)
-    # a fresh connection: the node has been seen to read a request on a connection
-    # kept idle under load and never answer it (then a 10 s timeout and a retry)
+    # a fresh connection (the idle one may have been closed), 10 s timeout and one retry
     rpc = Rpc(port)
     head1 = int(rpc("eth_blockNumber"), 16)
     safe1 = _safe_head(rpc)
