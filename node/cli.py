@@ -96,12 +96,16 @@ def main() -> None:
 @click.option("--no-devnet-controls", is_flag=True,
               help="Refuse devnet_* on the L2 port and time warps (evm_increaseTime, "
                    "evm_setNextBlockTimestamp, anvil_*) on the L1 port.")
+@click.option("--l1", "l1_mode", type=click.Choice(["process", "in-process"]), default="process",
+              show_default=True,
+              help="Run the embedded L1 as its own child process, or inside the node's process "
+                   "(shares the node's interpreter lock: slower under load).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: float,
            batch_interval: float, l1_block_time: float, genesis_path: str | None,
            max_block_txs: int, preset: str | None, challenge_window: int | None,
            inclusion_window: int | None, escape_delay: int | None, sequencer_key: str | None,
-           no_devnet_controls: bool, verbose: bool) -> None:
+           no_devnet_controls: bool, l1_mode: str, verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
 
@@ -122,7 +126,8 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         escape_delay=escape_delay,
                         sequencer_key=_parse_key(sequencer_key, "--sequencer-key")
                         if sequencer_key else None,
-                        devnet_controls=not no_devnet_controls)
+                        devnet_controls=not no_devnet_controls,
+                        l1_process=l1_mode == "process")
     try:
         node = Node(config)
     except ValueError as exc:  # DatadirMismatch, a bad genesis or key
@@ -576,6 +581,15 @@ def escape(account: int | None, private_key: str | None, rpc: str, l1_rpc: str |
     _emit(as_json, r.__dict__, [("froze the Rollup; " if r.froze else "")
                                 + f"escaped {r.amount / 10**6} USDC to {r.account}",
                                 f"L1 tx {r.l1_tx}"])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def l1(args: tuple[str, ...]) -> None:
+    """Run the embedded L1 alone as a JSON-RPC node (like anvil); see `derivnet l1 --help`."""
+    from l1_stub.__main__ import main as l1_main
+
+    sys.exit(l1_main(list(args), prog="derivnet l1"))
 
 
 if __name__ == "__main__":  # pragma: no cover

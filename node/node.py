@@ -15,7 +15,9 @@ batch does not stall RPC answers. The L1 views the node needs (head,
 batch counts, frozen...) are read once per L1 block into ``l1_snapshot``.
 Every loop survives L1 errors: it logs, keeps the error visible in
 ``l2_syncStatus`` (``batcher_error``, ``l1_errors``) and retries with
-exponential backoff.
+exponential backoff. The embedded L1 runs in a child process
+(``l1_stub.process.L1Process``, serving ``l1_port`` itself);
+``NodeConfig.l1_process=False`` keeps it in this process.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ class NodeConfig:
     sequencer_key: bytes | None = None  # None: the dev account that genesis names
     devnet_controls: bool = True  # devnet_* on L2, time warps on L1
     serve_l1: bool = True
+    # the L1 in a child process serving l1_port (l1_stub.process); False (or
+    # serve_l1=False): an in-process EmbeddedL1, for tests that build a Node
+    l1_process: bool = True
     censor_deposits: bool = False
     batcher_enabled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +128,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         from l1_stub.chain import EmbeddedL1
         from l1_stub.client import Deployment, RollupClient, deploy
+        from l1_stub.process import L1Process
 
         self.config = config
         self.db: KeyValueDB
@@ -139,9 +145,15 @@ class Node:
             raise
         self.genesis: Genesis = parse_genesis(genesis_json)
         l1_dir = os.path.join(config.datadir, "l1") if config.datadir else None
-        self.l1 = EmbeddedL1(chain_id=self.genesis.l1_chain_id, datadir=l1_dir,
-                             **self._l1_kwargs())
-        self.l1.devnet_controls = config.devnet_controls
+        self.l1: EmbeddedL1 | L1Process
+        if config.l1_process and config.serve_l1 and not self._l1_kwargs():
+            extra = () if config.devnet_controls else ("--no-devnet-controls",)
+            self.l1 = L1Process(host=config.host, port=config.l1_port, datadir=l1_dir,
+                                chain_id=self.genesis.l1_chain_id, extra_args=extra)
+        else:
+            self.l1 = EmbeddedL1(chain_id=self.genesis.l1_chain_id, datadir=l1_dir,
+                                 **self._l1_kwargs())
+            self.l1.devnet_controls = config.devnet_controls
         try:
             self.sequencer_key = self._sequencer_key()
             if stored is None and l1_dir is not None and self.l1.head()[0] > 0:
@@ -298,7 +310,9 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
-            if self.config.serve_l1:
+            from l1_stub.process import L1Process
+
+            if self.config.serve_l1 and not isinstance(self.l1, L1Process):  # else the child serves
                 from l1_stub.server import serve_l1
 
                 await nursery.start(serve_l1, self.l1, self.config.host, self.config.l1_port)

@@ -1,146 +1,695 @@
-"""derivnet benchmarks (run through scripts/bench).
+"""derivnet benchmarks (run through scripts/bench); the figures of issue 6.
 
-1. In-process settlement: the tape repeated to >= 100,000 fills, signed up
-   front, then applied through the STF with a Merkle root per block; prints
-   fills/s (signature checks included: every fill carries two new orders).
-2. JSON-RPC: a devnet process on free ports; pre-signed maker/taker order
-   pairs sent in JSON-RPC batch requests; prints orders/s.
+1. In-process settlement: fills between ``--accounts`` distinct traders
+   (default 10,000; tape prices and sizes), signed up front (not timed), then
+   applied through the STF with a Merkle root per block, blocks cut as the
+   Rollup's batch limits allow (131,072 bytes incl. the 18-byte block header,
+   4,096 steps). fills/s with signature recovery serial in the STF, and with
+   ``--workers`` recovery processes pipelined one block ahead.
+2. End to end: a ``derivnet devnet`` process (L1 in its own child process,
+   ``--block-time 0.25``); pre-signed maker (GTC) + taker (IOC) order pairs
+   sent over JSON-RPC for ``--duration`` seconds by concurrent client
+   PROCESSES, once as JSON-RPC batch requests (``--clients`` processes,
+   ``--batch-pairs`` pairs per request) and once as single requests over
+   ``--connections`` connections (one process each). Reports fills acked per
+   second, fills sealed in L2 blocks during the window, fills on L1 (in
+   posted batches, the safe head) by the end of the window, and how long
+   after the window the L1 needed to catch up.
+3. Soft-confirmation latency: during each end-to-end run a probe process
+   sends a taker order every ``--probe-interval`` s and times it until its
+   fill is in a sealed block (polling ``l2_getTransactionReceipt``): p50/p99.
+4. Peak RSS (VmHWM) of the node process and of its L1 child.
+
+``--json`` prints every figure as one JSON object at the end; the plain
+output ends with a ``figures`` block (one ``name: value`` per line).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import http.client
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from node.crypto import ZERO_HASH  # noqa: E402
+from node.crypto import ZERO_HASH, keccak  # noqa: E402
 from node.db import MemoryDB  # noqa: E402
 from node.eip712 import Domain  # noqa: E402
 from node.genesis import load_genesis  # noqa: E402
 from node.replay import read_tape  # noqa: E402
-from node.sigverify import Prefetcher, clear_memo, fill_signatures  # noqa: E402
-from node.signing import Signer, dev_keys  # noqa: E402
+from node.signing import Signer  # noqa: E402
 from node.smt import SparseMerkleTree  # noqa: E402
 from node.state import State  # noqa: E402
 from node.stf import apply_transaction  # noqa: E402
-from node.transactions import Deposit, Fill, Order  # noqa: E402
+from node.sigverify import Prefetcher, clear_memo, fill_signatures  # noqa: E402
+from node.transactions import Deposit, Fill, Order, encode_tx  # noqa: E402
 
 TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
 EXPIRY = 2**40
+BLOCK_HEADER_BYTES = 18
+MARKET = 1  # ETH-USD: price in cents, size in 0.0001 ETH
+PRICE = 166_600  # the genesis oracle price
 
 
-def signed_fills(domain: Domain, count: int, takers: int = 4) -> tuple[list[Fill], list[Signer]]:
-    """``count`` fills following the tape (repeated), maker = dev account 3."""
-    keys = dev_keys(10)
-    maker = Signer(keys[3])
-    taker_signers = [Signer(keys[4 + i]) for i in range(takers)]
+def rollup_limits() -> tuple[int, int]:
+    """(MAX_BATCH_BYTES, MAX_STEPS) of the Rollup contract's source."""
+    src = (ROOT / "l1_stub" / "contracts" / "Rollup.vy").read_text()
+    get = lambda name: int(re.search(rf"^{name}: .*= (\d+)", src, re.M).group(1))  # noqa: E731
+    return get("MAX_BATCH_BYTES"), get("MAX_STEPS")
+
+
+def trader_key(i: int) -> bytes:
+    """Deterministic private key of bench trader ``i`` (never a dev account)."""
+    return keccak(b"derivnet-bench-trader" + i.to_bytes(8, "big"))
+
+
+# ------------------------------------------------------------- in-process
+
+def _sign_chunk(args: tuple[int, bytes, list[tuple[int, int, bool, int, int, int]]]) -> list[bytes]:
+    chain_id, rollup, jobs = args
+    domain = Domain(chain_id, rollup)
+    out = []
+    for key_index, _, is_buy, price, size, salt in jobs:
+        s = Signer(trader_key(key_index))
+        out.append(s.sign_order(domain, Order(s.address, MARKET, is_buy, price, size, salt,
+                                              EXPIRY))[1])
+    return out
+
+
+def signed_fills(domain: Domain, count: int, accounts: int,
+                 workers: int) -> tuple[list[Fill], list[bytes]]:
+    """``count`` fills along the tape (repeated); fill i is between traders
+    2i and 2i+1 (mod ``accounts``). Returns (fills, trader addresses)."""
+    addresses = [Signer(trader_key(i)).address for i in range(accounts)]
     tape = read_tape(str(TAPE), 2, 4)
-    fills = []
+    jobs = []
     for i in range(count):
         t = tape[i % len(tape)]
-        taker = taker_signers[i % takers]
-        m = Order(maker.address, 1, not t.taker_buys, t.price, t.size, 2 * i, EXPIRY)
-        k = Order(taker.address, 1, t.taker_buys, t.price, t.size, 2 * i + 1, EXPIRY)
-        fills.append(Fill(m, maker.sign_order(domain, m)[1], k, taker.sign_order(domain, k)[1],
-                          t.size, t.price))
-    return fills, [maker, *taker_signers]
+        m, k = (2 * i) % accounts, (2 * i + 1) % accounts
+        jobs.append((m, 0, not t.taker_buys, t.price, t.size, i))
+        jobs.append((k, 0, t.taker_buys, t.price, t.size, i))
+    chunk = 2_000
+    parts = [(domain.chain_id, domain.verifying_contract, jobs[i:i + chunk])
+             for i in range(0, len(jobs), chunk)]
+    if workers > 1 and len(parts) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            sigs = [s for part in pool.map(_sign_chunk, parts) for s in part]
+    else:
+        sigs = [s for part in map(_sign_chunk, parts) for s in part]
+    fills = []
+    for i in range(count):
+        mj, kj = jobs[2 * i], jobs[2 * i + 1]
+        m = Order(addresses[mj[0]], MARKET, mj[2], mj[3], mj[4], mj[5], EXPIRY)
+        k = Order(addresses[kj[0]], MARKET, kj[2], kj[3], kj[4], kj[5], EXPIRY)
+        fills.append(Fill(m, sigs[2 * i], k, sigs[2 * i + 1], mj[4], mj[3]))
+    return fills, addresses
 
 
-def bench_stf(fills_target: int, block_fills: int, workers: int) -> float:
+def cut_blocks(fills: list[Fill], max_bytes: int, max_steps: int) -> list[list[Fill]]:
+    """Consecutive blocks as a block builder that honours the batch limits cuts them."""
+    blocks: list[list[Fill]] = [[]]
+    size = BLOCK_HEADER_BYTES
+    for f in fills:
+        n = len(encode_tx(f))
+        if blocks[-1] and (size + n > max_bytes or len(blocks[-1]) + 1 > max_steps):
+            blocks.append([])
+            size = BLOCK_HEADER_BYTES
+        blocks[-1].append(f)
+        size += n
+    return blocks
+
+
+def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict[str, Any]:
     genesis = load_genesis()
     domain = Domain(genesis.l2_chain_id, bytes.fromhex("e7f1725E7734CE288F8367e1Bb143E90bb3F0512"))
+    max_bytes, max_steps = rollup_limits()
     t0 = time.perf_counter()
-    fills, accounts = signed_fills(domain, fills_target)
-    print(f"signed {len(fills):,} fills in {time.perf_counter() - t0:.1f} s (not timed)")
-    tree = SparseMerkleTree(MemoryDB())
-    state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
-    for i, who in enumerate(accounts):
-        apply_transaction(state, Deposit(i, who.address, 10**15), 0, domain)
-    state.commit()
-    now = 1_700_000_000
-    clear_memo()
-    blocks = [fills[i:i + block_fills] for i in range(0, len(fills), block_fills)]
-    prefetcher = Prefetcher(workers) if workers else None
-    if prefetcher is not None:  # warm the worker processes up (not timed)
-        Prefetcher.collect(prefetcher.submit([(b"\x00" * 32, b"\x00" * 65)] * workers))
-    gc.collect()
-    t0 = time.perf_counter()
-    jobs = prefetcher.submit(fill_signatures(domain, blocks[0])) if prefetcher else []
-    for k, block in enumerate(blocks):
-        if prefetcher is not None:
-            Prefetcher.collect(jobs)  # signatures of block k are in the memo
-            if k + 1 < len(blocks):  # recover block k+1 while block k executes
-                jobs = prefetcher.submit(fill_signatures(domain, blocks[k + 1]))
-        for f in block:
-            apply_transaction(state, f, now, domain)
+    fills, addresses = signed_fills(domain, fills_target, accounts, os.cpu_count() or 1)
+    blocks = cut_blocks(fills, max_bytes, max_steps)
+    biggest = max(BLOCK_HEADER_BYTES + sum(len(encode_tx(f)) for f in b) for b in blocks)
+    print(f"in-process: signed {len(fills):,} fills between {accounts:,} traders in "
+          f"{time.perf_counter() - t0:.1f} s (not timed); {len(blocks)} blocks of <= "
+          f"{max(len(b) for b in blocks)} fills, largest {biggest:,} bytes "
+          f"(batch limits {max_bytes:,} bytes / {max_steps:,} steps)")
+    rates: dict[str, Any] = {"fills": len(fills), "accounts": accounts, "blocks": len(blocks),
+                             "largest_block_bytes": biggest}
+    for workers in workers_list:
+        tree = SparseMerkleTree(MemoryDB())
+        state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
+        for i, who in enumerate(addresses):
+            apply_transaction(state, Deposit(i, who, 10**13), 0, domain)
         state.commit()
-    dt = time.perf_counter() - t0
-    if prefetcher is not None:
-        prefetcher.close()
-    rate = len(fills) / dt
-    how = f"signatures recovered on {workers} worker processes" if workers else "serial"
-    print(f"STF + Merkle root per block ({how}): {len(fills):,} fills in {len(blocks)} "
-          f"blocks of {block_fills} in {dt:.2f} s = {rate:,.0f} fills/s")
-    return rate
+        clear_memo()
+        prefetcher = Prefetcher(workers) if workers else None
+        if prefetcher is not None:  # warm the worker processes up (not timed)
+            Prefetcher.collect(prefetcher.submit([(b"\x00" * 32, b"\x00" * 65)] * workers))
+        gc.collect()
+        now = 1_700_000_000
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        jobs = prefetcher.submit(fill_signatures(domain, blocks[0])) if prefetcher else []
+        for k, block in enumerate(blocks):
+            if prefetcher is not None:
+                Prefetcher.collect(jobs)  # signatures of block k are in the memo
+                if k + 1 < len(blocks):  # recover block k+1 while block k executes
+                    jobs = prefetcher.submit(fill_signatures(domain, blocks[k + 1]))
+            for f in block:
+                apply_transaction(state, f, now, domain)
+            state.commit()
+        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        if prefetcher is not None:
+            prefetcher.close()
+        rate = len(fills) / dt
+        how = f"signatures on {workers} worker processes" if workers else "serial signatures"
+        print(f"  STF + Merkle root per block, {how}: {len(fills):,} fills in {dt:.2f} s "
+              f"= {rate:,.0f} fills/s ({len(fills) / cpu:,.0f} per CPU-second of this process; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        key = "serial" if not workers else f"workers_{workers}"
+        rates[key] = round(rate)
+        rates[f"{key}_per_cpu_s"] = round(len(fills) / cpu)
+    return rates
 
 
-def bench_rpc(pairs: int, batch: int) -> float:
+# ------------------------------------------------------------- end to end
+
+def _post(conn: http.client.HTTPConnection, body: bytes) -> Any:
+    conn.request("POST", "/", body, {"content-type": "application/json"})
+    return json.loads(conn.getresponse().read())
+
+
+def _pair_bodies(domain: Domain, maker: Signer, taker: Signer, count: int,
+                 salt0: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    from node.client import order_params
+
+    out = []
+    for i in range(count):
+        m = Order(maker.address, MARKET, False, PRICE, 1, salt0 + i, EXPIRY)
+        k = Order(taker.address, MARKET, True, PRICE, 1, salt0 + i, EXPIRY)
+        out.append((order_params(m, maker.sign_order(domain, m)[1], "GTC"),
+                    order_params(k, taker.sign_order(domain, k)[1], "IOC")))
+    return out
+
+
+def _req(i: int, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": i, "method": "l2_sendOrder", "params": [params]}
+
+
+def client_main(spec: dict[str, Any], start: Any, out: Any) -> None:
+    """One load client process: pre-signs its pairs, waits for ``start``,
+    sends for ``spec['duration']`` s, reports counts to ``out``."""
+    domain = Domain(spec["chain_id"], bytes.fromhex(spec["rollup"]))
+    maker, taker = Signer(trader_key(spec["maker"])), Signer(trader_key(spec["taker"]))
+    pairs = _pair_bodies(domain, maker, taker, spec["pairs"], spec["salt0"])
+    k = spec["batch_pairs"]
+    if k:  # JSON-RPC batch requests of k pairs
+        bodies = [json.dumps([_req(j, p) for j, pair in enumerate(pairs[i:i + k]) for p in pair])
+                  .encode() for i in range(0, len(pairs), k)]
+    else:  # single requests, maker then taker
+        bodies = [json.dumps(_req(1, p)).encode() for pair in pairs for p in pair]
+    out.put(("ready", spec["name"], None))
+    start.wait()
+    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=60)
+    end = time.monotonic() + spec["duration"]
+    fills = sent = errors = in_window = 0
+    first_error = None
+    for body in bodies:
+        if time.monotonic() >= end:
+            break
+        try:
+            reply = _post(conn, body)
+        except (OSError, http.client.HTTPException) as exc:
+            errors += 1
+            first_error = first_error or repr(exc)
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=60)
+            continue
+        for r in reply if isinstance(reply, list) else [reply]:
+            sent += 1
+            if "error" in r:
+                errors += 1
+                first_error = first_error or r["error"].get("message")
+            else:
+                fills += len(r["result"]["fills"])
+        if time.monotonic() <= end:
+            in_window = fills
+    ran_out = time.monotonic() < end
+    out.put(("done", spec["name"], {"fills": fills, "fills_in_window": in_window,
+                                    "requests": sent, "errors": errors,
+                                    "first_error": first_error, "ran_out": ran_out}))
+
+
+def probe_main(spec: dict[str, Any], start: Any, out: Any) -> None:
+    """Latency probe: a maker, then a timed taker every ``interval`` s; the
+    latency ends when ``l2_getTransactionReceipt`` of its fill answers."""
+    domain = Domain(spec["chain_id"], bytes.fromhex(spec["rollup"]))
+    maker, taker = Signer(trader_key(spec["maker"])), Signer(trader_key(spec["taker"]))
+    count = int(spec["duration"] / spec["interval"]) + 2
+    pairs = [(json.dumps(_req(1, m)).encode(), json.dumps(_req(2, t)).encode())
+             for m, t in _pair_bodies(domain, maker, taker, count, spec["salt0"])]
+    out.put(("ready", spec["name"], None))
+    start.wait()
+    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
+    end = time.monotonic() + spec["duration"]
+    latencies: list[float] = []
+    errors = 0
+    first_error = None
+    for i, (mbody, tbody) in enumerate(pairs):
+        t_next = end - spec["duration"] + i * spec["interval"]
+        if max(t_next, time.monotonic()) >= end:  # (a busy node makes probes late)
+            break
+        time.sleep(max(0.0, t_next - time.monotonic()))
+        try:
+            _post(conn, mbody)
+            t_send = time.monotonic()
+            r = _post(conn, tbody)
+            if "error" in r or not r["result"]["fills"]:
+                errors += 1
+                continue
+            tx = r["result"]["fills"][0]["txHash"]
+            poll = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "l2_getTransactionReceipt",
+                               "params": [tx]}).encode()
+            while _post(conn, poll).get("result") is None:
+                if time.monotonic() - t_send > 30:
+                    raise TimeoutError(f"fill {tx} not in a sealed block after 30 s")
+                time.sleep(0.005)
+        except (OSError, http.client.HTTPException) as exc:  # incl. unanswered, TimeoutError
+            errors += 1
+            first_error = first_error or repr(exc)
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
+            continue
+        latencies.append(time.monotonic() - t_send)
+    out.put(("done", spec["name"], {"latencies": latencies, "errors": errors,
+                                    "first_error": first_error}))
+
+
+class Rpc:
+    """Minimal JSON-RPC client of the node for the bench's own reads."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def __call__(self, method: str, *params: Any) -> Any:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": list(params)}).encode()
+        try:
+            r = _post(self.conn, body)
+        except (OSError, http.client.HTTPException):  # the server closed an idle connection
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            r = _post(self.conn, body)
+        if "error" in r:
+            raise RuntimeError(f"{method}: {r['error']}")
+        return r["result"]
+
+
+def _fills_in_blocks(rpc: Rpc, first: int, last: int) -> int:
+    return sum(len(rpc("l2_getBlockByNumber", hex(n), True)["fills"])
+               for n in range(first, last + 1))
+
+
+def _quantity(v: Any) -> int:
+    return int(v, 16) if isinstance(v, str) else int(v)
+
+
+def _batch_index(batch: dict[str, Any] | None) -> int:
+    return -1 if batch is None else _quantity(batch["index"])
+
+
+def _safe_head(rpc: Rpc) -> int:
+    # not l2_syncStatus: it makes blocking L1 calls on the node's event loop
+    return _quantity(rpc("l2_getBlockByNumber", "safe", False)["number"])
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of ``pid`` in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (seconds)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except OSError:
+                continue
+    return kids
+
+
+def fund(node_url: str, l1_url: str, traders: list[int], amount: int) -> None:
+    """Dev account 3 mints USDC on L1 and deposits ``amount`` to each trader's
+    L2 account; waits until the node has included every deposit."""
+    from l1_stub.client import connect, wait_receipt
+    from node.client import L2Client
+    from node.replay import FAUCET_CAP
+    from node.signing import dev_keys
+    from node.wallet import rollup_client
+
+    funder = dev_keys(4)[3]
+    with L2Client(node_url) as client, connect(l1_url) as w3:
+        rollup = rollup_client(client, w3)
+        total = amount * len(traders)
+        hashes = [rollup.faucet(funder, min(FAUCET_CAP, total - i))
+                  for i in range(0, total, FAUCET_CAP)]
+        hashes.append(rollup.approve(funder, total))
+        hashes += [rollup.deposit(funder, Signer(trader_key(t)).address, amount) for t in traders]
+        for h in hashes:
+            wait_receipt(w3, h, timeout=300)
+        deadline = time.monotonic() + 300
+        for t in traders:
+            while int(client.get_account(Signer(trader_key(t)).address, "pending")
+                      ["collateral"]) < amount:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("bench deposits did not reach L2")
+                time.sleep(0.2)
+
+
+def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pairs: int,
+             duration: float, max_rate: float, first_trader: int, salt0: int,
+             probe_interval: float, catch_up: float, profile: tuple[int, str] | None = None,
+             pids: tuple[int, ...] = ()) -> dict[str, Any]:
+    """One end-to-end run; returns its figures (see the module docstring)."""
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    base = {"chain_id": domain.chain_id, "rollup": domain.verifying_contract.hex(), "port": port,
+            "duration": duration, "salt0": salt0}
+    pairs = int(math.ceil(max_rate * duration / processes)) + batch_pairs
+    procs = [ctx.Process(target=client_main, args=(
+        {**base, "name": f"c{i}", "maker": first_trader + 2 * i, "taker": first_trader + 2 * i + 1,
+         "pairs": pairs, "batch_pairs": batch_pairs}, start, out)) for i in range(processes)]
+    probe_trader = first_trader + 2 * processes
+    procs.append(ctx.Process(target=probe_main, args=(
+        {**base, "name": "probe", "maker": probe_trader, "taker": probe_trader + 1,
+         "interval": probe_interval}, start, out)))
+    for p in procs:
+        p.start()
+    for _ in procs:
+        kind, who, _ = out.get(timeout=600)
+        assert kind == "ready", who
+    rpc = Rpc(port)  # after the clients' signing: a fresh connection
+    head0 = int(rpc("eth_blockNumber"), 16)
+    safe0 = _safe_head(rpc)
+    batch0 = rpc("l2_getBatch", "latest")
+    spy = None
+    if profile is not None:  # py-spy on the node for the window (collapsed stacks)
+        import subprocess
+
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                                str(profile[0]), "-d", str(max(1, int(duration))), "-r", "50", "--gil",
+                                "-f", "raw", "-o", profile[1]],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu0 = [cpu_seconds(p) for p in pids]
+    t0 = time.monotonic()
+    start.set()
+    time.sleep(duration)
+    # a fresh connection (the idle one may have been closed), 10 s timeout and one retry
+    rpc = Rpc(port)
+    head1 = int(rpc("eth_blockNumber"), 16)
+    safe1 = _safe_head(rpc)
+    batch1 = rpc("l2_getBatch", "latest")
+    t_end = time.monotonic()
+    window = t_end - t0
+    cpu = [round(cpu_seconds(p) - c, 1) for p, c in zip(pids, cpu0, strict=True)]
+    load = os.getloadavg()[0]
+    # after the window: how long until L1 holds every block sealed in it
+    safe = safe1
+    while safe < head1 and time.monotonic() - t_end < catch_up:
+        time.sleep(0.25)
+        safe = _safe_head(rpc)
+    lag = time.monotonic() - t_end if safe >= head1 else None
+    results = {}
+    import queue
+
+    for _ in procs:
+        try:
+            kind, who, data = out.get(timeout=duration + 180)
+        except queue.Empty:
+            break
+        results[who] = data
+    missing = ({f"c{i}" for i in range(processes)} | {"probe"}) - set(results)
+    if missing:
+        print(f"  note: no report from {sorted(missing)} (stuck on an unanswered request)")
+    for i in range(processes):
+        results.setdefault(f"c{i}", {"fills": 0, "requests": 0, "errors": 1,
+                                     "first_error": "no report", "ran_out": False})
+    results.setdefault("probe", {"latencies": [], "errors": 1, "first_error": "no report"})
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+    if spy is not None:
+        spy.wait(timeout=120)
+    sealed = _fills_in_blocks(rpc, head0 + 1, head1)
+    on_l1 = _fills_in_blocks(rpc, max(head0, safe0) + 1, min(safe1, head1))
+    clients = [results[f"c{i}"] for i in range(processes)]
+    acked = sum(c["fills"] for c in clients)
+    acked_in_window = sum(c.get("fills_in_window", 0) for c in clients)
+    lat = sorted(results["probe"]["latencies"])
+    q = (lambda p: round(1000 * lat[min(len(lat) - 1, int(p * len(lat)))], 1)) if lat else None
+    figures = {
+        "mode": name, "processes": processes, "pairs_per_request": batch_pairs or None,
+        "duration_s": duration, "node_answered_after_s": round(window, 2),
+        "fills_acked": acked, "fills_acked_in_window": acked_in_window,
+        "fills_per_s": round(acked_in_window / duration), "fills_sealed_in_window": sealed,
+        "sealed_fills_per_s": round(sealed / window),
+        "fills_on_l1_in_window": on_l1, "l1_fills_per_s": round(on_l1 / window),
+        "l2_blocks": head1 - head0,
+        "batches": _batch_index(batch1) - _batch_index(batch0),
+        "l1_catch_up_s": None if lag is None else round(lag, 1),
+        "errors": sum(c["errors"] for c in clients),
+        "first_error": next((c["first_error"] for c in clients if c["first_error"]), None),
+        "clients_ran_out": any(c["ran_out"] for c in clients),
+        "latency_samples": len(lat),
+        "soft_confirmation_p50_ms": q(0.50) if q else None,
+        "soft_confirmation_p99_ms": q(0.99) if q else None,
+        "latency_mean_ms": round(1000 * statistics.fmean(lat), 1) if lat else None,
+        "cpu_s": dict(zip(("node", "l1"), cpu, strict=False)),
+        "fills_per_node_cpu_s": round(acked / cpu[0]) if cpu and cpu[0] else None,
+        "load_average": round(load, 1),
+    }
+    how = (f"JSON-RPC batches of {batch_pairs} pairs from {processes} client processes"
+           if batch_pairs else f"single requests over {processes} connections (1 process each)")
+    print(f"end-to-end, {how}, {duration:.0f} s (the node answered the bench's first read "
+          f"after it at {window:.1f} s):")
+    print(f"  {acked_in_window:,} fills acked in the window = {figures['fills_per_s']:,} fills/s "
+          f"({acked:,} with the requests in flight at its end); sealed in L2 blocks "
+          f"by {window:.1f} s {sealed:,} ({figures['sealed_fills_per_s']:,}/s, "
+          f"{figures['l2_blocks']} blocks); on L1 by its end {on_l1:,} "
+          f"({figures['l1_fills_per_s']:,}/s) in {figures['batches']} batches; L1 caught up "
+          + (f"{lag:.1f} s after the window" if lag is not None
+             else f"NOT within {catch_up:.0f} s (safe head {safe} < {head1})"))
+    if cpu:
+        print(f"  CPU used in the window: node {cpu[0]} s"
+              + (f", its L1 process {cpu[1]} s" if len(cpu) > 1 else "")
+              + f" ({figures['fills_per_node_cpu_s']} fills per node CPU-second); "
+              f"load average {load:.1f} on {os.cpu_count()} CPUs")
+    if figures["errors"]:
+        print(f"  {figures['errors']} errors, first: {figures['first_error']}")
+    if results["probe"]["errors"]:
+        print(f"  latency probe: {results['probe']['errors']} errors, first: "
+              f"{results['probe'].get('first_error')}")
+    if figures["clients_ran_out"]:
+        print("  note: clients ran out of pre-signed orders (raise --max-rate): a lower bound")
+    print(f"  soft confirmation (taker sent -> fill in a sealed block, {len(lat)} probes): "
+          f"p50 {figures['soft_confirmation_p50_ms']} ms, "
+          f"p99 {figures['soft_confirmation_p99_ms']} ms")
+    return figures
+
+
+PROFILE_CATEGORIES = [  # first match wins, so the specific ones come first
+    ("l2_sendOrder (validate, match, STF, journal)", ("l2_sendOrder",)),
+    ("l2_getTransactionReceipt (latency probe)", ("l2_getTransactionReceipt",)),
+    ("l2_syncStatus and other reads", ("l2_syncStatus", "l2_getBlock", "l2_getBatch",
+                                       "l2_getAccount", "eth_blockNumber")),
+    ("block sealing (seal, SMT commit, store)", ("seal (",)),
+    ("batcher (plan, post, receipts)", ("post_batch", "plan_batch", "sync_batches")),
+    ("L1 clock, deposits, finality", ("_l1_clock", "on_l1_block", "update_finality",
+                                      "include_deposits")),
+    ("embedded L1 in-process (py-evm, eth-tester)", ("eth_tester/", "(eth/", "l1_stub/chain.py",
+                                                     "l1_stub/server.py")),
+    ("L1 JSON-RPC client (web3, requests)", ("web3/", "requests/", "urllib3/",
+                                             "l1_stub/process.py")),
+    ("JSON-RPC parsing/dispatch", ("jsonrpcserver", "node/server.py", "json/")),
+    ("HTTP server (hypercorn, h11)", ("hypercorn", "h11")),
+    ("trio scheduler and I/O", ("trio/",)),
+]
+
+
+def summarize_profile(path: str) -> dict[str, float]:
+    """Share of the node's GIL-holding samples per category (py-spy raw output)."""
+    counts: dict[str, int] = {}
+    l1_any = total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        name = next((c for c, keys in PROFILE_CATEGORIES if any(k in stack for k in keys)),
+                    "other")
+        counts[name] = counts.get(name, 0) + int(n)
+        if any(k in stack for k in ("web3/", "requests/", "eth_tester/", "(eth/", "l1_stub/")):
+            l1_any += int(n)
+    shares = {c: round(100 * n / total, 1) for c, n in sorted(counts.items(),
+                                                               key=lambda kv: -kv[1])}
+    print(f"  node profile ({total} samples of the thread holding the GIL at 50 Hz, %):")
+    for c, share in shares.items():
+        print(f"    {share:5.1f}%  {c}")
+    print(f"    ({100 * l1_any / max(1, total):.1f}% of busy samples are in L1 code or L1 calls)")
+    return shares
+
+
+def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
-    from l1_stub.client import connect
-    from node.client import L2Client, order_params
-    from node.replay import MAKER_FUNDING, fund_accounts
     sys.path.insert(0, str(ROOT / "tests"))
     from devnet_process import DevnetProcess  # type: ignore[import-not-found]
 
+    max_bytes, _ = rollup_limits()
+    fill_bytes = 261
+    max_block_txs = a.max_block_txs or (min(max_bytes, 120_000) - BLOCK_HEADER_BYTES) // fill_bytes
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        node = DevnetProcess(None, Path(tmp) / "devnet.log",
-                             **{"--block-time": "0.25", "--batch-interval": "2"})
-        node.start()
+        node = DevnetProcess(Path(tmp) / "data" if a.datadir else None, Path(tmp) / "devnet.log",
+                             **{"--block-time": str(a.block_time),
+                                "--batch-interval": str(a.batch_interval),
+                                "--l1-block-time": str(a.l1_block_time),
+                                "--max-block-txs": str(max_block_txs),
+                                "--l1": "in-process" if a.l1_in_process else "process"})
+        t0 = time.perf_counter()
+        node.start(timeout=300)
+        print(f"devnet up in {time.perf_counter() - t0:.1f} s (block time {a.block_time} s, "
+              f"batch interval {a.batch_interval} s, L1 block time {a.l1_block_time} s, "
+              f"max {max_block_txs} txs per block)")
         try:
-            with L2Client(node.url) as client, connect(node.l1_url) as w3:
-                fills, accounts = signed_fills(client.domain, pairs)
-                fund_accounts(client, w3, [(a, MAKER_FUNDING) for a in accounts], 120)
-                requests = []
-                for f in fills:
-                    requests.append(("l2_sendOrder", [order_params(f.maker, f.maker_signature)]))
-                    requests.append(("l2_sendOrder",
-                                     [order_params(f.taker, f.taker_signature, "IOC")]))
-                t0 = time.perf_counter()
-                errors = 0
-                for i in range(0, len(requests), batch):
-                    for r in client.batch(requests[i:i + batch]):
-                        errors += isinstance(r, Exception)
-                dt = time.perf_counter() - t0
+            rpc = Rpc(node.port)
+            cfg = rpc("l2_rollupConfig")
+            domain = Domain(int(cfg["l2_chain_id"]), bytes.fromhex(cfg["rollup_address"][2:]))
+            runs = [("batch", a.clients, a.batch_pairs, a.max_rate_batch),
+                    ("single", a.connections, 0, a.max_rate_single)]
+            traders = sum(2 * n + 2 for _, n, _, _ in runs)
+            t0 = time.perf_counter()
+            fund(node.url, node.l1_url, list(range(traders)), 10**12)
+            print(f"funded {traders} traders through L1 deposits in "
+                  f"{time.perf_counter() - t0:.1f} s")
+            assert node.proc is not None
+            pids = [node.proc.pid] + [p for p in _children(node.proc.pid)
+                                      if "l1_stub" in Path(f"/proc/{p}/cmdline").read_text()]
+            first = 0
+            for name, n, k, rate in runs:
+                out[name] = run_load(name, node.port, domain, processes=n, batch_pairs=k,
+                                     duration=a.duration, max_rate=rate, first_trader=first,
+                                     salt0=1, probe_interval=a.probe_interval,
+                                     catch_up=a.catch_up,
+                                     profile=(node.proc.pid, f"{a.profile}.{name}")
+                                     if a.profile and node.proc else None,
+                                     pids=tuple(pids))
+                first += 2 * n + 2
+                if a.profile and Path(f"{a.profile}.{name}").exists():
+                    out[name]["profile"] = summarize_profile(f"{a.profile}.{name}")
+            l1_pids = pids[1:]
+            out["node_peak_rss_mb"] = round(peak_rss_mb(node.proc.pid), 1)
+            out["l1_peak_rss_mb"] = round(sum(peak_rss_mb(p) for p in l1_pids), 1)
+            print(f"peak RSS: node {out['node_peak_rss_mb']} MB, its L1 process "
+                  f"{out['l1_peak_rss_mb'] if l1_pids else '(in-process)'} MB")
         finally:
             node.stop()
-    rate = len(requests) / dt
-    print(f"JSON-RPC l2_sendOrder: {len(requests):,} orders ({pairs:,} fills) in batches of "
-          f"{batch} in {dt:.2f} s = {rate:,.0f} orders/s ({errors} errors)")
-    return rate
+    return out
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fills", type=int, default=100_000)
-    p.add_argument("--block-fills", type=int, default=2_500,
-                   help="fills per block (2,500 = 10,000 fills/s at 250 ms blocks)")
-    p.add_argument("--rpc-pairs", type=int, default=10_000)
-    p.add_argument("--rpc-batch", type=int, default=200)
+    p = argparse.ArgumentParser(description="derivnet benchmarks: the figures of issue 6 "
+                                "(see scripts/bench.py's docstring)")
+    p.add_argument("--fills", type=int, default=100_000, help="in-process fills")
+    p.add_argument("--accounts", type=int, default=10_000, help="in-process distinct traders")
     p.add_argument("--workers", type=int, default=2,
-                   help="signature-recovery processes (0: recover serially in the STF)")
-    p.add_argument("--skip-rpc", action="store_true")
+                   help="in-process signature-recovery processes (0: serial only)")
+    p.add_argument("--duration", type=float, default=60.0,
+                   help="seconds of each end-to-end run (e.g. 10 for a quick check)")
+    p.add_argument("--clients", type=int, default=4, help="client processes, batch run")
+    p.add_argument("--batch-pairs", type=int, default=100,
+                   help="maker+taker pairs per JSON-RPC batch request")
+    p.add_argument("--connections", type=int, default=8, help="connections, single-request run")
+    p.add_argument("--max-rate-batch", type=float, default=5_000,
+                   help="fills/s the batch clients pre-sign for (not a throttle)")
+    p.add_argument("--max-rate-single", type=float, default=2_000,
+                   help="fills/s the single-request clients pre-sign for (not a throttle)")
+    p.add_argument("--probe-interval", type=float, default=0.1,
+                   help="seconds between latency probes")
+    p.add_argument("--block-time", type=float, default=0.25)
+    p.add_argument("--batch-interval", type=float, default=2.0)
+    p.add_argument("--l1-block-time", type=float, default=1.0)
+    p.add_argument("--max-block-txs", type=int, default=0,
+                   help="devnet --max-block-txs (0: as many fills as a 120,000-byte batch holds)")
+    p.add_argument("--catch-up", type=float, default=120.0,
+                   help="seconds to wait after a run for L1 to hold every sealed block")
+    p.add_argument("--datadir", action="store_true", help="run the devnet on a LevelDB datadir")
+    p.add_argument("--l1-in-process", action="store_true",
+                   help="devnet --l1-in-process (the L1 inside the node's process: 'before')")
+    p.add_argument("--profile", metavar="FILE", default=None,
+                   help="record the node with py-spy (collapsed stacks) during each run: "
+                        "FILE.batch, FILE.single")
+    p.add_argument("--skip-in-process", action="store_true")
+    p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     a = p.parse_args()
-    bench_stf(a.fills, a.block_fills, 0)
-    if a.workers:
-        bench_stf(a.fills, a.block_fills, a.workers)
-    if not a.skip_rpc:
-        bench_rpc(a.rpc_pairs, a.rpc_batch)
+    figures: dict[str, Any] = {}
+    if not a.skip_in_process:
+        workers = [0] + ([a.workers] if a.workers else [])
+        figures["in_process"] = bench_stf(a.fills, a.accounts, workers)
+    if not a.skip_e2e:
+        figures.update(bench_e2e(a))
+    print("figures")
+    flat = {}
+    if "in_process" in figures:
+        ip = figures["in_process"]
+        flat["in_process_fills_per_s"] = max(v for k, v in ip.items()
+                                             if k == "serial" or (k.startswith("workers")
+                                                                  and not k.endswith("cpu_s")))
+        flat["in_process_fills_per_cpu_s"] = max(v for k, v in ip.items() if k.endswith("cpu_s"))
+        flat["in_process_accounts"] = ip["accounts"]
+        flat["in_process_largest_block_bytes"] = ip["largest_block_bytes"]
+    for mode in ("batch", "single"):
+        if mode in figures:
+            f = figures[mode]
+            flat[f"e2e_{mode}_fills_per_s"] = f["fills_per_s"]
+            flat[f"e2e_{mode}_l1_fills_per_s"] = f["l1_fills_per_s"]
+            flat[f"e2e_{mode}_l1_catch_up_s"] = f["l1_catch_up_s"]
+            flat[f"e2e_{mode}_fills_per_node_cpu_s"] = f["fills_per_node_cpu_s"]
+            flat[f"soft_confirmation_{mode}_p50_ms"] = f["soft_confirmation_p50_ms"]
+            flat[f"soft_confirmation_{mode}_p99_ms"] = f["soft_confirmation_p99_ms"]
+    for key in ("node_peak_rss_mb", "l1_peak_rss_mb"):
+        if key in figures:
+            flat[key] = figures[key]
+    for k, v in flat.items():
+        print(f"  {k}: {v}")
+    if a.json:
+        print(json.dumps({"figures": flat, **figures}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""Smoke test of scripts/bench: a couple of seconds of every benchmark, and
+every figure of issue 6 printed (in-process fills/s with distinct traders and
+batch-sized blocks, end-to-end fills/s with batches and with single requests,
+soft-confirmation latency p50/p99, peak RSS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FIGURES = [
+    "in_process_fills_per_s", "in_process_accounts", "in_process_largest_block_bytes",
+    "e2e_batch_fills_per_s", "e2e_batch_l1_fills_per_s", "e2e_batch_l1_catch_up_s",
+    "soft_confirmation_batch_p50_ms", "soft_confirmation_batch_p99_ms",
+    "e2e_single_fills_per_s", "e2e_single_l1_fills_per_s", "e2e_single_l1_catch_up_s",
+    "soft_confirmation_single_p50_ms", "soft_confirmation_single_p99_ms",
+    "node_peak_rss_mb", "l1_peak_rss_mb",
+]
+
+
+def test_bench_prints_every_figure() -> None:
+    cmd = [sys.executable, "scripts/bench.py", "--fills", "600", "--accounts", "1000",
+           "--duration", "2", "--clients", "2", "--batch-pairs", "20", "--connections", "2",
+           "--max-rate-batch", "400", "--max-rate-single", "200", "--probe-interval", "0.2",
+           "--catch-up", "60", "--json"]
+    out = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    for name in FIGURES:
+        assert f"  {name}: " in text, (name, text)
+    figures = json.loads(text.strip().splitlines()[-1])["figures"]
+    assert set(FIGURES) <= set(figures)
+    assert figures["in_process_accounts"] == 1000
+    assert figures["in_process_largest_block_bytes"] <= 131_072
+    assert figures["in_process_fills_per_s"] > 0
+    assert figures["e2e_batch_fills_per_s"] > 0 and figures["e2e_single_fills_per_s"] > 0
+    for mode in ("batch", "single"):
+        p50, p99 = figures[f"soft_confirmation_{mode}_p50_ms"], figures[f"soft_confirmation_{mode}_p99_ms"]
+        assert p50 is not None and p99 is not None and 0 < p50 <= p99
+        assert figures[f"e2e_{mode}_l1_catch_up_s"] is not None  # every sealed block reached L1
+    assert figures["node_peak_rss_mb"] > 0 and figures["l1_peak_rss_mb"] > 0
