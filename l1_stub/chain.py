@@ -425,9 +425,10 @@ class L1Provider(EthereumTesterProvider):
 
         def anvil_mine(_tester: Any, params: Any) -> None:
             # anvil_mine([blocks=1, interval_seconds=None])
-            require_controls("anvil_mine")
             blocks = _int_param(params, 0, "blocks", 1)
             interval = _int_param(params, 1, "interval", 0)
+            if interval:  # mining alone stays open: the node's L1 clock mines this way
+                require_controls("anvil_mine with an interval")
             if not 1 <= blocks <= MAX_MINE_BLOCKS:
                 raise InvalidParams(f"blocks: expected 1..{MAX_MINE_BLOCKS}, got {blocks}")
             if interval:

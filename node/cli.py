@@ -95,7 +95,8 @@ def main() -> None:
                    "genesis names).")
 @click.option("--no-devnet-controls", is_flag=True,
               help="Refuse devnet_* on the L2 port and time warps (evm_increaseTime, "
-                   "evm_setNextBlockTimestamp, anvil_*) on the L1 port.")
+                   "evm_setNextBlockTimestamp, evm_mine/anvil_mine with a timestamp or "
+                   "interval, evm_setAutomine) on the L1 port.")
 @click.option("--l1", "l1_mode", type=click.Choice(["process", "in-process"]), default="process",
               show_default=True,
               help="Run the embedded L1 as its own child process, or inside the node's process "

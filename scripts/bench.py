@@ -570,9 +570,8 @@ def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "tests"))
     from devnet_process import DevnetProcess  # type: ignore[import-not-found]
 
-    max_bytes, _ = rollup_limits()
-    fill_bytes = 261
-    max_block_txs = a.max_block_txs or (min(max_bytes, 120_000) - BLOCK_HEADER_BYTES) // fill_bytes
+    # 0: the node seals by the Rollup's own batch limits (bytes and steps)
+    max_block_txs = a.max_block_txs or 65535
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         node = DevnetProcess(Path(tmp) / "data" if a.datadir else None, Path(tmp) / "devnet.log",
@@ -645,7 +644,8 @@ def main() -> None:
     p.add_argument("--batch-interval", type=float, default=2.0)
     p.add_argument("--l1-block-time", type=float, default=1.0)
     p.add_argument("--max-block-txs", type=int, default=0,
-                   help="devnet --max-block-txs (0: as many fills as a 120,000-byte batch holds)")
+                   help="devnet --max-block-txs (0: no count limit; blocks are still sealed "
+                        "before they would outgrow one L1 batch)")
     p.add_argument("--catch-up", type=float, default=120.0,
                    help="seconds to wait after a run for L1 to hold every sealed block")
     p.add_argument("--datadir", action="store_true", help="run the devnet on a LevelDB datadir")

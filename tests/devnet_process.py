@@ -57,6 +57,7 @@ class DevnetProcess:
         with httpx.Client(timeout=1.0) as http:  # one client: each new one loads the CA certs
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
+                    self._log.close()
                     raise RuntimeError(f"devnet exited early:\n{self.log_path.read_text()}")
                 try:
                     http.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
@@ -64,6 +65,7 @@ class DevnetProcess:
                     return
                 except httpx.HTTPError:
                     time.sleep(0.1)
+        self.stop()
         raise TimeoutError(f"devnet did not answer in {timeout} s:\n{self.log_path.read_text()}")
 
     def kill9(self) -> None:

@@ -182,7 +182,7 @@ def test_no_devnet_controls(tmp_path: Path) -> None:
         assert reply["error"]["code"] == -32601
         for method, params in (("evm_increaseTime", [100]),
                                ("evm_setNextBlockTimestamp", [2**31]),
-                               ("anvil_mine", [5])):
+                               ("anvil_mine", [5, 100])):
             reply = call(devnet.l1_url, method, params)
             assert "error" in reply and "disabled" in reply["error"]["message"], reply
         assert "result" in call(devnet.url, "eth_blockNumber", [])
