@@ -208,6 +208,15 @@ class _Backend(PyEVMBackend):
             chain = chain_class(db)
         self.chain = chain
 
+    # -- calls ---------------------------------------------------------
+
+    def _max_available_gas(self) -> int:
+        """Gas of an eth_call that names none: the block gas limit, as geth
+        and anvil give. eth-tester gives what is left in the pending block, so
+        one transaction that fills a block made every view call fail
+        ("Message.gas cannot be negative") until the next block was mined."""
+        return int(self.chain.get_block().header.gas_limit)
+
     # -- pending block -------------------------------------------------
 
     def _pending_has_transactions(self) -> bool:

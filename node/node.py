@@ -683,10 +683,17 @@ class Node:
             batch = latest.to_json()
             record = snap.latest_batch
             if record is None or record.index != latest.index:  # landed after the snapshot
-                record = self.rollup.get_batch(latest.index)
-            batch["l1Timestamp"] = record.l1_timestamp
-            batch["finalizableAt"] = record.l1_timestamp + window
-            batch["secondsToFinality"] = max(0, record.l1_timestamp + window - ts)
+                try:
+                    record = self.rollup.get_batch(latest.index)
+                except Exception as exc:  # L1 busy or down: answer without the timing
+                    log.debug("l2_syncStatus: reading batch %d from L1: %s", latest.index, exc)
+                    record = None
+            if record is not None:
+                batch["l1Timestamp"] = record.l1_timestamp
+                batch["finalizableAt"] = record.l1_timestamp + window
+                batch["secondsToFinality"] = max(0, record.l1_timestamp + window - ts)
+            else:
+                batch["l1Timestamp"] = batch["finalizableAt"] = batch["secondsToFinality"] = None
             batch["status"] = self.batch_status(latest.index)
         return {
             "current_l1": l1_ref,

@@ -631,3 +631,17 @@ def test_warps_are_bounded_and_an_out_of_range_offset_is_dropped_on_reopen(tmp_p
         _transfer(l1, 1, 2)
         number = l1.mine()
         assert l1.head()[0] == number and l1.head()[1] <= time.time() + 5
+
+
+def test_view_calls_work_while_the_pending_block_is_full() -> None:
+    """eth_call without gas gets the block gas limit (as on geth/anvil), not
+    what the pending block has left: one transaction that fills the pending
+    block must not make the node's views fail until the next block."""
+    with EmbeddedL1() as l1:
+        w3 = l1.w3
+        dep = deploy(w3, l1.dev_keys[0], l1.dev_accounts[0], b"\x11" * 32, 901, mine=l1.mine)
+        rollup = RollupClient(w3, dep)
+        gas_limit = int(w3.eth.get_block("latest")["gasLimit"])
+        send_transaction(w3, l1.dev_keys[7], to=None, data=b"\xfe", gas=gas_limit)
+        assert rollup.batch_count() == 0 and rollup.frozen() is False
+        assert rollup.snapshot().batch_count == 0
