@@ -97,8 +97,19 @@ class L2Client:
             raise RpcError(e["code"], e["message"], e.get("data"))
         return reply["result"]
 
+    # the node answers a batch of more than 1,000 requests with one error
+    # (node.server.MAX_BATCH); longer lists go out as several batches
+    MAX_BATCH = 1000
+
     def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        """A JSON-RPC batch; returns results or RpcError instances, in order."""
+        """A JSON-RPC batch; returns results or RpcError instances, in order.
+        More than MAX_BATCH calls are sent as consecutive batches. Raises
+        RpcError if the node refuses the batch as a whole."""
+        if len(calls) > self.MAX_BATCH:
+            out: list[Any] = []
+            for start in range(0, len(calls), self.MAX_BATCH):
+                out += self.batch(calls[start:start + self.MAX_BATCH])
+            return out
         if not calls:
             return []
         first = next(self._ids)
@@ -109,8 +120,11 @@ class L2Client:
         for _ in range(len(calls) - 1):
             next(self._ids)
         replies = self._post(payload)
+        if isinstance(replies, dict):  # one error for the whole batch
+            e = replies.get("error") or {"code": -32603, "message": str(replies)}
+            raise RpcError(e["code"], e["message"], e.get("data"))
         by_id = {r["id"]: r for r in replies}
-        out: list[Any] = []
+        out = []
         for i in range(len(calls)):
             r = by_id[first + i]
             if "error" in r:

@@ -29,7 +29,7 @@ from websockets.sync.client import connect as ws_connect
 
 from l1_stub.chain import MAX_TIMESTAMP, EmbeddedL1
 from l1_stub.server import handle_payload, rpc_call
-from node.client import order_params
+from node.client import L2Client, order_params
 from node.node import Node, NodeConfig
 from node.server import MAX_BATCH, MAX_DEPTH, MAX_REQUEST_BYTES, FrameError, decode_frame
 from node.signing import Signer, dev_keys
@@ -438,6 +438,8 @@ def test_devnet_process_survives_hostile_input(tmp_path: Path) -> None:
                 _ws(url, " " * (MAX_REQUEST_BYTES + 10))
         out = _post(dev.url, _rpc("devnet_setCensorDeposits", "false")).json()
         assert out["error"]["code"] == -32602
+        with L2Client(dev.url) as client:  # the client splits what the node would refuse
+            assert len(client.batch([("eth_blockNumber", [])] * 2500)) == 2500
         for port in (dev.port, dev.l1_port):  # a WebSocket frame before the 101 answer
             assert _early_ws_frame(port).startswith(b"HTTP/1.1 400")
         # the process is alive, both ports answer, and L2 blocks and L1 time move on
