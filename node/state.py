@@ -26,6 +26,8 @@ SYSTEM_TYPES = ["uint64", "uint64", "address", "address", "address"]
 SYMBOLS_TYPES = ["(uint32,bytes16)[]"]
 WITHDRAWAL_TYPES = ["uint64", "address", "address", "uint128"]
 
+_OFFSET_0x60 = (0x60).to_bytes(32, "big")
+
 MARKETS_KEY = keccak(b"\x02")
 SYSTEM_KEY = keccak(b"\x04")
 SYMBOLS_KEY = keccak(b"\x06")
@@ -81,15 +83,44 @@ class Account:
         return Account(self.collateral, self.nonce, tuple(rest))
 
     def encode(self) -> bytes:
-        return abi_encode(
-            ACCOUNT_TYPES,
-            [self.collateral, self.nonce, [(p.market, p.size, p.cost) for p in self.positions]],
-        )
+        """``abi.encode(int256 collateral, uint64 nonce, (uint32,int128,int256)[])``
+        byte for byte (the hot path of every commit, so by hand rather than
+        eth_abi; tests/test_encoding.py checks it against eth_abi). Raises
+        OverflowError for a field out of its ABI type's range."""
+        n = len(self.positions)
+        if not 0 <= self.nonce < 1 << 64:
+            raise OverflowError("account nonce out of uint64 range")
+        parts = [
+            self.collateral.to_bytes(32, "big", signed=True),
+            self.nonce.to_bytes(32, "big"),
+            _OFFSET_0x60,
+            n.to_bytes(32, "big"),
+        ]
+        for p in self.positions:
+            if not 0 <= p.market < 1 << 32 or not -(1 << 127) <= p.size < 1 << 127:
+                raise OverflowError("position market or size out of range")
+            parts.append(p.market.to_bytes(32, "big"))
+            parts.append(p.size.to_bytes(32, "big", signed=True))
+            parts.append(p.cost.to_bytes(32, "big", signed=True))
+        return b"".join(parts)
 
     @classmethod
     def decode(cls, data: bytes) -> Account:
-        collateral, nonce, positions = abi_decode(ACCOUNT_TYPES, data)
-        return cls(collateral, nonce, tuple(Position(*p) for p in positions))
+        """Inverse of ``encode``; raises ValueError on a malformed value."""
+        if len(data) < 128 or data[64:96] != _OFFSET_0x60:
+            raise ValueError("not an account leaf")
+        n = int.from_bytes(data[96:128], "big")
+        if len(data) != 128 + 96 * n:
+            raise ValueError("account leaf length does not match its positions")
+        positions = []
+        for off in range(128, 128 + 96 * n, 96):
+            positions.append(Position(
+                int.from_bytes(data[off:off + 32], "big"),
+                int.from_bytes(data[off + 32:off + 64], "big", signed=True),
+                int.from_bytes(data[off + 64:off + 96], "big", signed=True),
+            ))
+        return cls(int.from_bytes(data[0:32], "big", signed=True),
+                   int.from_bytes(data[32:64], "big"), tuple(positions))
 
 
 @dataclass(frozen=True, slots=True)

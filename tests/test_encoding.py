@@ -158,3 +158,38 @@ def test_block_round_trip_and_hash() -> None:
     block = Block(make_header(1, g.hash, 5, 6, txs, receipts, keccak(b"r2")), txs, receipts)
     again = Block.decode(block.encode())
     assert again == block and again.hash == block.hash != g.hash
+
+
+_INT256 = st.integers(-(2**255), 2**255 - 1)
+
+
+@given(
+    collateral=_INT256,
+    nonce=st.integers(0, 2**64 - 1),
+    positions=st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(-(2**127), 2**127 - 1), _INT256),
+        max_size=6,
+    ),
+)
+def test_account_leaf_encoding_matches_eth_abi(collateral, nonce, positions) -> None:
+    """The hand-written account leaf codec is byte-for-byte eth_abi's."""
+    from eth_abi import encode as abi_encode
+
+    from node.state import ACCOUNT_TYPES, Account, Position
+
+    acc = Account(collateral, nonce, tuple(Position(*p) for p in positions))
+    raw = acc.encode()
+    assert raw == abi_encode(ACCOUNT_TYPES, [collateral, nonce, positions])
+    assert Account.decode(raw) == acc
+    assert abi_decode(ACCOUNT_TYPES, raw) == (collateral, nonce, tuple(positions))
+
+
+def test_account_leaf_encoding_refuses_out_of_range() -> None:
+    from node.state import Account, Position
+
+    for acc in (Account(2**255), Account(0, 2**64), Account(0, 0, (Position(2**32, 1, 1),)),
+                Account(0, 0, (Position(1, 2**127, 1),)), Account(0, 0, (Position(1, 1, -(2**255) - 1),))):
+        with pytest.raises(OverflowError):
+            acc.encode()
+    with pytest.raises(ValueError):
+        Account.decode(Account(1, 1, (Position(1, 1, 1),)).encode()[:-1])
