@@ -1,0 +1,173 @@
+"""A batch's execution trace: the state root after every step, honest or with
+an injected fault.
+
+A *step* is one transaction of a batch, in order across its blocks, with its
+block's timestamp (docs/protocol.md "Batches": the step leaf is
+``keccak(timestamp u64 || encoded tx)``). Step ``i`` (from 0) takes the state
+root after ``i`` steps to the root after ``i + 1``; a transaction that fails
+a rule is a no-op, as in a block. ``BatchTrace.roots[i]`` is the root after
+``i`` steps, so ``roots[0]`` is the batch's pre-state root (the previous
+batch's state root) and ``roots[-1]`` the root the batch should post.
+
+Both dispute parties use a trace: the challenger's is honest, the defender's
+is whatever its proposer executed. ``Fault`` is the menu of dishonest
+proposers of issue 7 item 6 (``devnet_injectFault``): the trace applies the
+fault once, at the first step from ``from_step`` on where it applies, so the
+roots before that step are honest and every root after it is wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from node.batch import BatchBlock
+from node.eip712 import Domain
+from node.exceptions import InvalidTransaction
+from node.state import State, Withdrawal
+from node.stf import apply_transaction
+from node.transactions import Deposit, Fill, OraclePrice, decode_tx
+
+# where a forged withdrawal pays (an address nobody holds a key for)
+FORGED_RECIPIENT = bytes.fromhex("00000000000000000000000000000000000bad00")
+FORGED_AMOUNT = 1_000_000_000  # 1,000 USDC in base units
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a batch: its block's timestamp (unix s) and the encoded
+    transaction (type byte + body)."""
+
+    timestamp: int
+    tx: bytes
+
+    def leaf_preimage(self) -> bytes:
+        """``timestamp u64 || encoded tx``, hashed into the batch commitment."""
+        return self.timestamp.to_bytes(8, "big") + self.tx
+
+
+def batch_steps(blocks: Sequence[BatchBlock]) -> list[Step]:
+    """The steps of a batch's blocks, in order."""
+    return [Step(b.timestamp, tx) for b in blocks for tx in b.txs]
+
+
+class Fault(enum.Enum):
+    """What a dishonest proposer gets wrong (issue 7 item 6)."""
+
+    FILL_COLLATERAL = "fill-collateral"  # a fill credits the maker one base unit too much
+    SKIP_DEPOSIT = "skip-deposit"  # a deposit is treated as a no-op
+    FORGED_WITHDRAWAL = "forged-withdrawal"  # a withdrawal nobody signed appears
+    ORACLE_PRICE = "oracle-price"  # an oracle price is written one unit too high
+    LAST_STEP = "last-step"  # only the root after the last step is wrong
+    FAILED_VALID_TX = "failed-valid-tx"  # a transaction that applies is treated as failed
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        """``Fault`` from its name (``fill-collateral`` ...); raises ValueError
+        listing the kinds."""
+        for kind in cls:
+            if kind.value == text:
+                return kind
+        raise ValueError(f"unknown fault kind {text!r}; kinds: {', '.join(k.value for k in cls)}")
+
+
+def _apply(state: State, step: Step, domain: Domain) -> bool:
+    """Apply one step; True if the transaction applied, False if it was a no-op."""
+    try:
+        apply_transaction(state, decode_tx(step.tx), step.timestamp, domain)
+    except InvalidTransaction:
+        return False
+    return True
+
+
+def _faulty_apply(state: State, step: Step, domain: Domain, fault: Fault, last: bool) -> bool:
+    """Apply ``step`` with ``fault`` if the fault applies to it; returns True
+    if it did (the state then holds the wrong post-state), False if the step
+    was applied honestly."""
+    tx = decode_tx(step.tx)
+    if fault is Fault.SKIP_DEPOSIT and isinstance(tx, Deposit):
+        return True  # not applied at all
+    if fault is Fault.FAILED_VALID_TX:
+        if _apply(State(state.tree, state.root), step, domain):
+            return True  # it applies honestly: leave the state as it was
+        return False  # it fails honestly too: a no-op either way
+    applied = _apply(state, step, domain)
+    if fault is Fault.FILL_COLLATERAL and applied and isinstance(tx, Fill):
+        acc = state.account(tx.maker.account)
+        state.set_account(tx.maker.account, replace(acc, collateral=acc.collateral + 1))
+        return True
+    if fault is Fault.ORACLE_PRICE and applied and isinstance(tx, OraclePrice):
+        market = state.markets[tx.market]
+        state.set_market(replace(market, oracle_price=market.oracle_price + 1))
+        return True
+    if fault is Fault.FORGED_WITHDRAWAL:
+        system = state.system
+        state.add_withdrawal(Withdrawal(system.withdrawal_count, FORGED_RECIPIENT,
+                                        FORGED_RECIPIENT, FORGED_AMOUNT))
+        return True
+    if fault is Fault.LAST_STEP and last:
+        fee = state.system.fee_account
+        acc = state.account(fee)
+        state.set_account(fee, replace(acc, collateral=acc.collateral + 1))
+        return True
+    return False
+
+
+class BatchTrace:
+    """State roots of one batch, step by step.
+
+    ``state`` is a State at the batch's pre-state root on a tree the caller
+    owns (the trace commits into it without flushing). ``roots`` has
+    ``len(steps) + 1`` entries. With ``fault`` the first applicable step at
+    index >= ``from_step`` is executed wrongly (``fault_step``; None if no
+    step qualified, and the trace is then honest).
+    """
+
+    def __init__(self, state: State, steps: Sequence[Step], domain: Domain,
+                 fault: Fault | None = None, from_step: int = 0) -> None:
+        self.steps = list(steps)
+        self.domain = domain
+        self.tree = state.tree
+        self.fault = fault
+        self.fault_step: int | None = None
+        self.roots: list[bytes] = [state.commit()]
+        for i, step in enumerate(self.steps):
+            if fault is not None and self.fault_step is None and i >= from_step:
+                if _faulty_apply(state, step, domain, fault, last=i == len(self.steps) - 1):
+                    self.fault_step = i
+            else:
+                _apply(state, step, domain)
+            self.roots.append(state.commit())
+
+    @property
+    def post_root(self) -> bytes:
+        """The root after the last step (the one to post)."""
+        return self.roots[-1]
+
+    def state_before(self, step: int) -> State:
+        """A fresh State at the root before ``step`` (for a one-step witness)."""
+        if not 0 <= step < len(self.steps):
+            raise IndexError(f"step {step} not in 0..{len(self.steps) - 1}")
+        return State(self.tree, self.roots[step])
+
+
+def first_disagreement(points: Sequence[int], claimed: Sequence[bytes], trace: BatchTrace) -> int:
+    """The segment a challenger picks in one dissection round.
+
+    ``points`` are the step counts ``p_0 < p_1 < ... < p_m`` of the current
+    range (``p_0 = lo``, ``p_m = hi``) and ``claimed[j]`` the defender's root
+    after ``p_j`` steps; the root at ``p_0`` is agreed and the one at ``p_m``
+    disputed. Returns the first ``j`` with ``claimed[j + 1]`` != the trace's
+    root, so that segment ``[p_j, p_j+1]`` starts agreed and ends disputed.
+    Raises ValueError if the trace agrees with every point (nothing to
+    dispute) or disagrees at ``p_0``.
+    """
+    if len(points) != len(claimed) or len(points) < 2:
+        raise ValueError("points and claimed roots must pair up, at least two")
+    if trace.roots[points[0]] != claimed[0]:
+        raise ValueError(f"the range starts at a root the trace disputes (step {points[0]})")
+    for j in range(len(points) - 1):
+        if trace.roots[points[j + 1]] != claimed[j + 1]:
+            return j
+    raise ValueError("the trace agrees with every claimed root")
