@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from node.node import NodeConfig
+from prover.trace import Fault
 
 
 class _Group(click.Group):
@@ -101,12 +102,17 @@ def main() -> None:
               show_default=True,
               help="Run the embedded L1 as its own child process, or inside the node's process "
                    "(shares the node's interpreter lock: slower under load).")
+@click.option("--faulty-proposer", type=click.Choice([k.value for k in Fault]), default=None,
+              help="Dishonest proposer for dispute testing: the first batch with a step this "
+                   "fault applies to is posted with a wrong state root (devnet_injectFault arms "
+                   "one at run time).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: float,
            batch_interval: float, l1_block_time: float, genesis_path: str | None,
            max_block_txs: int, preset: str | None, challenge_window: int | None,
            inclusion_window: int | None, escape_delay: int | None, sequencer_key: str | None,
-           no_devnet_controls: bool, l1_mode: str, verbose: bool) -> None:
+           no_devnet_controls: bool, l1_mode: str, faulty_proposer: str | None,
+           verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
 
@@ -128,7 +134,7 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         sequencer_key=_parse_key(sequencer_key, "--sequencer-key")
                         if sequencer_key else None,
                         devnet_controls=not no_devnet_controls,
-                        l1_process=l1_mode == "process")
+                        l1_process=l1_mode == "process", faulty_proposer=faulty_proposer)
     try:
         node = Node(config)
     except ValueError as exc:  # DatadirMismatch, a bad genesis or key

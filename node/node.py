@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,10 @@ from node.genesis import Genesis, parse_genesis
 from node.rpc import L2Api, hexb, hexq, methods
 from node.server import JsonRpcApp, serve_jsonrpc
 from node.smt import SparseMerkleTree
+from node.batch import decode_batch
+from node.state import State
 from node.transactions import Deposit
+from prover.trace import BatchTrace, Fault, batch_steps
 from sequencer.batcher import batch_byte_cap, batch_info, plan_batch
 from sequencer.sequencer import Sequencer
 
@@ -118,6 +121,7 @@ class NodeConfig:
     # serve_l1=False): an in-process EmbeddedL1, for tests that build a Node
     l1_process: bool = True
     censor_deposits: bool = False
+    faulty_proposer: str | None = None  # a prover.trace.Fault kind: the next batch's root is wrong
     batcher_enabled: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -217,6 +221,13 @@ class Node:
                          for name in ("mine", "snapshot", "deposits", "finalize")}
         self._last_batch_l1_time = 0  # L1 timestamp of the last batch this node landed
         self.heartbeats = 0
+        # dishonest proposer on demand (devnet_injectFault, --faulty-proposer):
+        # (kind, from step) armed for the next batch with an applicable step;
+        # the wrong traces posted, by batch index, for the defender
+        self.armed_fault: tuple[Fault, int] | None = (
+            (Fault.parse(config.faulty_proposer), 0) if config.faulty_proposer else None)
+        self.fault_traces: dict[int, BatchTrace] = {}
+        self._faults_sent: dict[int, BatchTrace] = {}  # by first L2 block, until landed
         self.l1_send_lock = trio.Lock()
         self.api = L2Api(self)
         from node.streams import StreamHub
@@ -528,6 +539,11 @@ class Node:
                 planned = plan_batch(self.chain, first, max_bytes, max_steps, head)
                 if planned is None:
                     break
+                trace = None
+                if self.armed_fault is not None:
+                    trace = await trio.to_thread.run_sync(self._faulty_trace, planned)
+                    if trace is not None:
+                        planned = replace(planned, state_root=trace.post_root)
                 try:
                     tx = await trio.to_thread.run_sync(
                         rollup.submit_batch, self.sequencer_key, planned.data,
@@ -538,6 +554,8 @@ class Node:
                     # wait for the batches already sent, then report
                     return sent, None if is_gas_limit_error(exc) else exc
                 sent.append((planned, bytes(tx)))
+                if trace is not None:
+                    self._record_fault(planned, trace)
                 if not planned.full:
                     break
                 expected = await trio.to_thread.run_sync(rollup.next_l2_block, "pending")
@@ -572,6 +590,10 @@ class Node:
                 raise RuntimeError(f"batch {index} landed for L2 block {first_on_l1}, "
                                    f"planned for {planned.first_block}")
             info = batch_info(planned, index, int(receipt["blockNumber"]), tx)
+            faulty = self._faults_sent.pop(planned.first_block, None)
+            if faulty is not None:
+                self.fault_traces[index] = faulty
+                self.armed_fault = None
             self.chain.record_batch(info)
             self.gas_used_total += int(receipt["gasUsed"])
             self.calldata_bytes_total += len(planned.data)
@@ -603,6 +625,29 @@ class Node:
 
     def batch_status(self, index: int) -> str:
         return "finalized" if index < self.finalized_batch_count else "safe"
+
+    # -- dishonest proposer (issue 7 item 6) ------------------------------
+    def _faulty_trace(self, planned: Any) -> BatchTrace | None:
+        """The armed fault's trace of ``planned`` (None if no step of it
+        qualifies: the batch goes out honest and the fault stays armed).
+        Re-executes the batch on a scratch tree from its pre-state root."""
+        assert self.armed_fault is not None
+        kind, from_step = self.armed_fault
+        pre_root = self.chain.block(planned.first_block - 1).header.state_root
+        state = State(self.chain.tree.scratch(), pre_root)
+        trace = BatchTrace(state, batch_steps(decode_batch(planned.data)), self.chain.domain,
+                           fault=kind, from_step=from_step)
+        if trace.fault_step is None or trace.post_root == planned.state_root:
+            return None
+        return trace
+
+    def _record_fault(self, planned: Any, trace: BatchTrace) -> None:
+        """A faulty batch was sent: keep its trace until it lands (then the
+        fault is disarmed; a batch that fails is planned with it again)."""
+        self._faults_sent[planned.first_block] = trace
+        log.warning("faulty proposer: the batch of L2 blocks %d..%d goes out with a wrong state "
+                    "root (%s at step %s)", planned.first_block, planned.last_block,
+                    trace.fault.value if trace.fault else "?", trace.fault_step)
 
     # -- devnet controls -------------------------------------------------
     def devnet_methods(self) -> dict[str, Any]:
@@ -643,7 +688,28 @@ class Node:
             self.config.batcher_enabled = parse_bool(on, "on")
             return self.config.batcher_enabled
 
+        def inject_fault(spec: Any) -> dict[str, Any]:
+            """Make the proposer post a wrong state root for the next batch
+            that has a step the fault applies to: ``{kind, step?}`` with kind
+            one of prover.trace.Fault (fill-collateral, skip-deposit,
+            forged-withdrawal, oracle-price, last-step, failed-valid-tx) and
+            step the first step index of the batch it may apply at (default
+            0). -32602 for an unknown kind or a bad step."""
+            if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
+                raise bad_params("expected {kind, step?}")
+            unknown = set(spec) - {"kind", "step"}
+            if unknown:
+                raise bad_params(f"unknown fields: {', '.join(sorted(unknown))}")
+            try:
+                kind = Fault.parse(spec["kind"])
+            except ValueError as exc:
+                raise bad_params(str(exc)) from None
+            step = parse_uint(spec.get("step", 0), "step")
+            self.armed_fault = (kind, step)
+            return {"kind": kind.value, "step": hexq(step)}
+
         return {
+            "devnet_injectFault": inject_fault,
             "devnet_increaseTime": increase_time,
             "devnet_mine": mine,
             "devnet_setCensorDeposits": set_censor_deposits,

@@ -173,6 +173,10 @@ class SparseMerkleTree:
     the flat-index entries (present or absent keys) kept in memory in front
     of the persisted index (unflushed index changes are always kept).
 
+    ``index=False`` makes a scratch tree over another tree's database: no
+    flat index (reads walk the nodes), writes pending in memory, never to be
+    flushed (``scratch()``); provers use it to re-execute old blocks.
+
     One tree object should own a database: ``get`` at the indexed root reads
     the persisted index, which another object on the same database may move
     to another root (``flush`` notices that and steps back, but reads in
@@ -180,7 +184,8 @@ class SparseMerkleTree:
     """
 
     def __init__(
-        self, db: KeyValueDB, cache_size: int = 1_000_000, index_cache_size: int = 500_000
+        self, db: KeyValueDB, cache_size: int = 1_000_000, index_cache_size: int = 500_000,
+        index: bool = True,
     ) -> None:
         self._db = db
         self._cache_size = cache_size
@@ -199,7 +204,9 @@ class SparseMerkleTree:
         self._index_flushed: dict[bytes, bytes | None] = {}
         self._index_cache: dict[bytes, bytes | None] = {}
         self._index_rewrite = False
-        self._disk_root: bytes | None = self._stored_index_root()
+        # index=False: a scratch tree over another tree's database (never
+        # flushed; reads walk the nodes, writes stay pending in memory)
+        self._disk_root: bytes | None = self._stored_index_root() if index else None
         self._indexed_root: bytes | None = self._disk_root
 
     def _stored_index_root(self) -> bytes | None:
@@ -261,6 +268,11 @@ class SparseMerkleTree:
             if len(self._value_cache) > self._cache_size // 4:
                 self._trim()
         return value
+
+    def scratch(self) -> SparseMerkleTree:
+        """A scratch tree over this tree's database: sees every flushed node,
+        keeps its own writes in memory, never moves this tree's index."""
+        return SparseMerkleTree(self._db, cache_size=self._cache_size, index=False)
 
     def flush(self, batch: KeyValueWriter) -> None:
         """Write every pending node and value, and the flat index changes with

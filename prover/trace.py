@@ -58,7 +58,7 @@ class Fault(enum.Enum):
     FILL_COLLATERAL = "fill-collateral"  # a fill credits the maker one base unit too much
     SKIP_DEPOSIT = "skip-deposit"  # a deposit is treated as a no-op
     FORGED_WITHDRAWAL = "forged-withdrawal"  # a withdrawal nobody signed appears
-    ORACLE_PRICE = "oracle-price"  # an oracle price is written one unit too high
+    ORACLE_PRICE = "oracle-price"  # oracle prices of a market are written one unit too high
     LAST_STEP = "last-step"  # only the root after the last step is wrong
     FAILED_VALID_TX = "failed-valid-tx"  # a transaction that applies is treated as failed
 
@@ -89,7 +89,8 @@ def _faulty_apply(state: State, step: Step, domain: Domain, fault: Fault, last: 
     if fault is Fault.SKIP_DEPOSIT and isinstance(tx, Deposit):
         return True  # not applied at all
     if fault is Fault.FAILED_VALID_TX:
-        if _apply(State(state.tree, state.root), step, domain):
+        # an oracle price is left out: a later price may overwrite it
+        if not isinstance(tx, OraclePrice) and _apply(State(state.tree, state.root), step, domain):
             return True  # it applies honestly: leave the state as it was
         return False  # it fails honestly too: a no-op either way
     applied = _apply(state, step, domain)
@@ -105,6 +106,7 @@ def _faulty_apply(state: State, step: Step, domain: Domain, fault: Fault, last: 
         system = state.system
         state.add_withdrawal(Withdrawal(system.withdrawal_count, FORGED_RECIPIENT,
                                         FORGED_RECIPIENT, FORGED_AMOUNT))
+        state.set_system(replace(system, withdrawal_count=system.withdrawal_count + 1))
         return True
     if fault is Fault.LAST_STEP and last:
         fee = state.system.fee_account
@@ -112,6 +114,17 @@ def _faulty_apply(state: State, step: Step, domain: Domain, fault: Fault, last: 
         state.set_account(fee, replace(acc, collateral=acc.collateral + 1))
         return True
     return False
+
+
+def _skew_oracle(state: State, step: Step, market_id: int) -> None:
+    """After an ORACLE_PRICE fault: every later price of the same market is
+    written one unit too high as well (a consistent bug, so the wrong price
+    is not overwritten by an honest one within the batch)."""
+    tx = decode_tx(step.tx)
+    if isinstance(tx, OraclePrice) and tx.market == market_id:
+        market = state.markets[market_id]
+        if market.oracle_time == tx.timestamp and market.oracle_price == tx.price:  # it applied
+            state.set_market(replace(market, oracle_price=market.oracle_price + 1))
 
 
 class BatchTrace:
@@ -136,8 +149,11 @@ class BatchTrace:
             if fault is not None and self.fault_step is None and i >= from_step:
                 if _faulty_apply(state, step, domain, fault, last=i == len(self.steps) - 1):
                     self.fault_step = i
+                    skewed = decode_tx(step.tx)
             else:
                 _apply(state, step, domain)
+                if self.fault_step is not None and fault is Fault.ORACLE_PRICE:
+                    _skew_oracle(state, step, skewed.market)  # type: ignore[attr-defined]
             self.roots.append(state.commit())
 
     @property

@@ -724,3 +724,21 @@ def test_rebuild_index_for_a_store_without_one() -> None:
     tree = SparseMerkleTree(db)
     assert tree.indexed_root == later
     assert tree.get(later, b"\x01" * 32) is None
+
+
+def test_scratch_tree_reads_flushed_nodes_and_never_moves_the_index() -> None:
+    from node.db import MemoryDB
+
+    db = MemoryDB()
+    tree = SparseMerkleTree(db)
+    k1, k2 = keccak(b"a"), keccak(b"b")
+    root = tree.update(EMPTY_ROOT, {k1: b"one"})
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    scratch = tree.scratch()
+    assert scratch.get(root, k1) == b"one"
+    other = scratch.update(root, {k2: b"two", k1: b"uno"})  # at the indexed root
+    assert scratch.get(other, k2) == b"two"
+    assert tree.indexed_root == root and tree.get(root, k1) == b"one"
+    assert SparseMerkleTree(db).get(root, k1) == b"one"  # nothing written
+    assert db.get(NODE_PREFIX + other) is None  # the scratch writes stay in memory

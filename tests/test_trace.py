@@ -113,3 +113,12 @@ def test_first_disagreement_finds_the_faulty_segment() -> None:
         first_disagreement(points, [honest.roots[p] for p in points], honest)
     with pytest.raises(ValueError, match="starts"):
         first_disagreement([3, 7], [faulty.roots[7], faulty.roots[7]], honest)
+
+
+def test_oracle_fault_is_not_overwritten_by_a_later_price() -> None:
+    more = steps()[:4] + [Step(NOW, encode_tx(ORACLE.oracle_price(DOMAIN, 1, 171000, NOW + 1)))]
+    honest = BatchTrace(pre_state(), more, DOMAIN)
+    faulty = BatchTrace(pre_state(), more, DOMAIN, fault=Fault.ORACLE_PRICE)
+    assert faulty.fault_step == 3
+    assert faulty.roots[4] != honest.roots[4] and faulty.post_root != honest.post_root
+    assert faulty.state_before(4).markets[1].oracle_price == 170001
