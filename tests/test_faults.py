@@ -8,7 +8,7 @@ import pytest
 import trio
 from jsonrpcserver.exceptions import JsonRpcError
 
-from node.batch import decode_batch
+from node.batch import BatchBlock
 from node.node import Node, NodeConfig
 from node.signing import Signer, dev_keys
 from node.state import State
@@ -54,12 +54,10 @@ def test_injected_fault_posts_a_wrong_root_and_keeps_its_trace() -> None:
         assert trace.post_root == posted.state_root and len(trace.roots) == 4
         # the honest re-execution agrees with the trace up to the faulty step
         info = node.chain.batch(0)
-        data = b"".join([])  # the steps come from the node's own blocks
         blocks = [node.chain.block(n) for n in range(info.first_block, info.last_block + 1)]
-        steps = [s for b in blocks for s in batch_steps(
-            decode_batch(b.header.timestamp.to_bytes(8, "big") + b.header.l1_origin.to_bytes(8, "big")
-                         + len(b.txs).to_bytes(2, "big") + b"".join(b.txs)))]
-        assert data == b"" and len(steps) == 3
+        steps = batch_steps([BatchBlock(b.header.timestamp, b.header.l1_origin, b.txs)
+                             for b in blocks])
+        assert len(steps) == 3
         pre = node.chain.block(info.first_block - 1).header.state_root
         honest = BatchTrace(State(node.chain.tree.scratch(), pre), steps, domain)
         assert honest.post_root == honest_root
