@@ -259,6 +259,29 @@ class Chain:
                 batch.put(b"bb:" + _u64(n), _u64(info.index))
             batch.put(_SAFE, _u64(info.index))
 
+    def rollback_batches(self, count: int) -> list[BatchInfo]:
+        """Forget every batch with index >= ``count`` (deleted on L1 after a
+        lost dispute): their blocks are unsafe again, to be posted anew. The
+        blocks themselves stay. Returns the forgotten batches, oldest first."""
+        latest = self.latest_batch()
+        gone: list[BatchInfo] = []
+        if latest is None or latest.index < count:
+            return gone
+        with self.db.write_batch() as batch:
+            for index in range(count, latest.index + 1):
+                info = self.batch(index)
+                if info is None:
+                    continue
+                gone.append(info)
+                batch.delete(b"B:" + _u64(index))
+                for n in range(info.first_block, info.last_block + 1):
+                    batch.delete(b"bb:" + _u64(n))
+            if count > 0:
+                batch.put(_SAFE, _u64(count - 1))
+            else:
+                batch.delete(_SAFE)
+        return gone
+
     def batch(self, index: int) -> BatchInfo | None:
         raw = self.db.get(b"B:" + _u64(index))
         return BatchInfo.from_json(json.loads(raw)) if raw is not None else None

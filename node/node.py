@@ -366,6 +366,7 @@ class Node:
         """After an L1 block: refresh the L1 snapshot, move the L1 origin,
         include deposits, finalize batches. Each duty survives L1 errors."""
         await self._guarded("snapshot", self.refresh_l1)
+        await self._guarded("snapshot", self.check_deletions)
         await self._guarded("deposits", self.include_deposits)
         await self._guarded("finalize", self.update_finality)
 
@@ -379,6 +380,33 @@ class Node:
         if snap.frozen and not self.sequencer.frozen:
             log.warning("the Rollup is frozen: the sequencer refuses new orders and withdrawals")
         self.sequencer.frozen = snap.frozen
+
+    async def check_deletions(self) -> None:
+        """Recovery after a lost dispute (docs/protocol.md "Disputes"): if L1
+        holds fewer batches than the store, the later ones were deleted; the
+        store forgets them, so their blocks are unsafe again and the batcher
+        posts them anew from the Rollup's ``next_l2_block``. The node's own
+        blocks were executed honestly (a faulty proposer only posts a wrong
+        root), so re-executing them gives the same blocks: they keep their
+        numbers, hashes and receipts."""
+        latest = self.chain.latest_batch()
+        if latest is None or self.l1_snapshot.batch_count > latest.index:
+            return  # nothing deleted (no L1 call on this path)
+        async with self.l1_send_lock:
+            count = await trio.to_thread.run_sync(self.rollup.batch_count)
+            latest = self.chain.latest_batch()
+            if latest is None or count > latest.index:
+                return  # landed after the snapshot
+            gone = self.chain.rollback_batches(count)
+        for info in gone:
+            self.fault_traces.pop(info.index, None)
+        if gone:
+            self.batches_deleted += len(gone)
+            log.warning("batches %d..%d were deleted on L1 (a lost dispute): L2 blocks %d..%d are "
+                        "unsafe again and will be posted anew", gone[0].index, gone[-1].index,
+                        gone[0].first_block, gone[-1].last_block)
+
+    batches_deleted: int = 0
 
     async def update_finality(self) -> None:
         """Proposer duty: finalize every batch whose challenge window has passed
@@ -784,6 +812,9 @@ class Node:
             "l1_errors": {name: r.to_json() for name, r in self.l1_retry.items()
                           if r.error is not None},
             "batches_posted": self.batches_posted,
+            "batches_deleted": self.batches_deleted,
+            "faulty_proposer": ({"kind": self.armed_fault[0].value, "step": self.armed_fault[1]}
+                                if self.armed_fault else None),
             "heartbeats": self.heartbeats,
             "batch_limits": {"bytes": self.batch_limits[0], "steps": self.batch_limits[1]},
         }

@@ -84,3 +84,29 @@ def test_fault_waits_for_a_batch_it_applies_to() -> None:
         assert node.armed_fault == (Fault.SKIP_DEPOSIT, 0) and node.fault_traces == {}
     finally:
         node.close()
+
+
+def test_chain_forgets_deleted_batches() -> None:
+    """Recovery's store side: batches deleted on L1 are forgotten, their
+    blocks are unsafe again, the blocks themselves stay."""
+    from node.chain import BatchInfo, Chain
+    from node.db import MemoryDB
+    from node.genesis import load_genesis
+    from tests.test_sequencer import DOMAIN
+
+    db = MemoryDB()
+    Chain.initialize(db, load_genesis().leaves(), {"test": 1})
+    chain = Chain(db, DOMAIN)
+    for n in range(1, 7):
+        chain.apply_block(1_700_000_000 + n, n, [])
+    z = b"\x00" * 32
+    for index, (first, last) in enumerate([(1, 2), (3, 4), (5, 6)]):
+        chain.record_batch(BatchInfo(index, first, last, z, z, index, z, 0))
+    assert chain.safe_head == 6
+    assert chain.rollback_batches(3) == []
+    gone = chain.rollback_batches(1)
+    assert [g.index for g in gone] == [1, 2]
+    assert chain.safe_head == 2 and chain.batch(1) is None and chain.batch_of_block(3) is None
+    assert chain.batch_of_block(2) == 0 and chain.head.number == 6
+    assert [g.index for g in chain.rollback_batches(0)] == [0]
+    assert chain.safe_head == 0 and chain.latest_batch() is None
