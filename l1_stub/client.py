@@ -725,8 +725,18 @@ class RollupClient:
         return int(self.rollup.functions.escape_delay().call())
 
     def windows(self) -> SettlementWindows:
-        """The deployment's settlement windows."""
-        return SettlementWindows(self.challenge_window(), self.inclusion_window(), self.escape_delay())
+        """The deployment's settlement windows and dispute parameters (from
+        the Rollup and its DisputeGame)."""
+        game_abi, _ = load_contract("DisputeGame")
+        game = self.w3.eth.contract(address=self.dispute_game_address(), abi=game_abi).functions
+        return SettlementWindows(
+            self.challenge_window(), self.inclusion_window(), self.escape_delay(),
+            dissection_degree=int(game.dissection_degree().call()),
+            clock=int(game.clock_seconds().call()),
+            challenger_bond=int(game.challenger_bond().call()),
+            proposer_bond=self.proposer_bond(),
+            max_drift=self.max_drift(),
+        )
 
     def last_batch_timestamp(self) -> int:
         """L1 timestamp of the latest batch (of the deployment if none)."""

@@ -30,7 +30,7 @@ VOID: constant(uint8) = 4  # the batch was deleted by another game: bonds refund
 DEFENDER: constant(uint8) = 0
 CHALLENGER: constant(uint8) = 1
 
-# share of a lost bond that is burned: 1/BURN_DIVISOR, sent to address(0)
+# share of a lost bond that is burned: 1/BURN_DIVISOR, kept unspendable here
 BURN_DIVISOR: constant(uint256) = 3
 
 EIP712_DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
@@ -273,9 +273,10 @@ def _defender_wins(game_id: uint256, g: Game):
 
 @internal
 def _burn(amount: uint256):
-    if amount != 0:
-        self.burned += amount
-        raw_call(empty(address), b"", value=amount)
+    # burned wei stay in this contract, unspendable (no function pays out
+    # `burned`): on a devnet address(0) is the block coinbase, so sending
+    # there would mix burns with fees
+    self.burned += amount
 
 
 # ---------------------------------------------------------------- moves
