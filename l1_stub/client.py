@@ -60,6 +60,8 @@ GAS_PER_SIBLING = 2_000
 GAS_FREEZE_BASE = 200_000
 GAS_FREEZE_PER_BATCH = 10_000
 GAS_RECLAIM = 150_000
+GAS_INITIALIZE = 200_000
+GAS_CLAIM_BONDS = 100_000
 
 
 def batch_gas_limit(batch_data_len: int) -> int:
@@ -67,17 +69,28 @@ def batch_gas_limit(batch_data_len: int) -> int:
     return GAS_BATCH_BASE + GAS_BATCH_PER_BYTE * batch_data_len
 
 
+ETHER = 10**18
+
+
 @dataclass(frozen=True)
 class SettlementWindows:
-    """Settlement timing of a Rollup deployment, seconds of L1 time
-    (docs/protocol.md "Settlement (L1)"): a batch is final
-    ``challenge_window`` after it was posted; a deposit must be consumed
-    within ``inclusion_window``; anyone may freeze the rollup after
-    ``escape_delay`` without a batch."""
+    """Settlement timing and dispute parameters of a Rollup deployment
+    (docs/protocol.md "Settlement (L1)", "Disputes (L1)"). Seconds of L1
+    time: a batch is final ``challenge_window`` after it was posted; a
+    deposit must be consumed within ``inclusion_window``; anyone may freeze
+    the rollup after ``escape_delay`` without a batch; each dispute party has
+    ``clock`` seconds in total; an L2 block may be at most ``max_drift``
+    ahead of L1. ``dissection_degree`` is k of the n-ary dissection (2..16);
+    bonds are wei. Iterating gives the three windows only."""
 
     challenge_window: int
     inclusion_window: int
     escape_delay: int
+    dissection_degree: int = 16
+    clock: int = 30
+    challenger_bond: int = ETHER // 10
+    proposer_bond: int = ETHER // 10
+    max_drift: int = 300
 
     def __iter__(self) -> Iterator[int]:
         return iter((self.challenge_window, self.inclusion_window, self.escape_delay))
@@ -87,9 +100,15 @@ DAY = 86_400
 PRESETS: dict[str, SettlementWindows] = {
     "devnet": SettlementWindows(challenge_window=60, inclusion_window=30, escape_delay=120),
     "mainnet": SettlementWindows(
-        challenge_window=7 * DAY, inclusion_window=12 * 3600, escape_delay=7 * DAY
+        challenge_window=7 * DAY, inclusion_window=12 * 3600, escape_delay=7 * DAY,
+        clock=7 * DAY // 2, challenger_bond=ETHER, proposer_bond=ETHER, max_drift=1800,
     ),
 }
+# what deploy() checks (the contracts enforce the degree range too)
+DISSECTION_DEGREES = range(2, 17)
+# a placeholder prover address for deployments without a one-step prover
+# contract (no code there: every prove() reverts)
+NO_PROVER = "0x000000000000000000000000000000000000dEaD"
 
 
 class TransactionReverted(RuntimeError):
@@ -112,6 +131,7 @@ class Deployment:
     rollup: str
     deploy_block: int
     chain_id: int
+    dispute_game: str = ""  # "" = read Rollup.dispute_game()
 
 
 @dataclass(frozen=True)
@@ -262,10 +282,12 @@ def _send_once(w3: Web3, key: bytes, *, to: str | None, data: bytes, gas: int, v
     return w3.eth.send_raw_transaction(signed.raw_transaction)
 
 
-def send_call(w3: Web3, key: bytes, fn: Any, *, gas: int, nonce: int | None = None) -> HexBytes:
-    """Send the bound contract function ``fn`` (``contract.functions.f(args)``)."""
+def send_call(w3: Web3, key: bytes, fn: Any, *, gas: int, nonce: int | None = None,
+              value: int = 0) -> HexBytes:
+    """Send the bound contract function ``fn`` (``contract.functions.f(args)``)
+    with ``value`` wei."""
     data = HexBytes(fn._encode_transaction_data())
-    return send_transaction(w3, key, to=fn.address, data=data, gas=gas, nonce=nonce)
+    return send_transaction(w3, key, to=fn.address, data=data, gas=gas, nonce=nonce, value=value)
 
 
 def revert_reason(w3: Web3, receipt: Any) -> str:
@@ -351,26 +373,52 @@ def deploy(
     challenge_window: int = PRESETS["devnet"].challenge_window,
     inclusion_window: int = PRESETS["devnet"].inclusion_window,
     escape_delay: int = PRESETS["devnet"].escape_delay,
+    dissection_degree: int = PRESETS["devnet"].dissection_degree,
+    clock: int = PRESETS["devnet"].clock,
+    challenger_bond: int = PRESETS["devnet"].challenger_bond,
+    proposer_bond: int = PRESETS["devnet"].proposer_bond,
+    max_drift: int = PRESETS["devnet"].max_drift,
+    prover: str | None = None,
 ) -> Deployment:
-    """Deploy USDC, then the Rollup bound to it; waits for both receipts
+    """Deploy USDC, the one-step prover, the DisputeGame, the Rollup bound to
+    them, then ``DisputeGame.initialize(rollup)``; waits for every receipt
     (calling ``mine`` on a manual-mining chain). ``rollup_overrides``
     changes the Rollup's compile-time limits (MAX_BATCH_BYTES, MAX_STEPS,
-    MAX_FINALIZE_ON_FREEZE). The settlement windows (seconds) default to
-    ``PRESETS["devnet"]``; pass ``**asdict(PRESETS["mainnet"])`` for the
-    mainnet values."""
+    MAX_FINALIZE_ON_FREEZE). The settlement windows and dispute parameters
+    default to ``PRESETS["devnet"]``; pass ``**asdict(PRESETS["mainnet"])``
+    for the mainnet values. ``prover``: the one-step prover's address; None
+    deploys OneStepFill + OneStepProver when this build has them, else
+    uses NO_PROVER. Raises ValueError for a value out of range."""
     if len(genesis_state_root) != 32:
         raise ValueError("genesis_state_root must be 32 bytes")
     for name, value in (
         ("challenge_window", challenge_window),
         ("inclusion_window", inclusion_window),
         ("escape_delay", escape_delay),
+        ("max_drift", max_drift),
     ):
         if not 0 <= int(value) < 2**64:
             raise ValueError(f"{name} must be a non-negative number of seconds")
+    if not 0 < int(clock) < 2**64:
+        raise ValueError("clock must be a positive number of seconds")
+    if int(dissection_degree) not in DISSECTION_DEGREES:
+        raise ValueError("dissection_degree must be 2..16")
+    for name, value in (("challenger_bond", challenger_bond), ("proposer_bond", proposer_bond)):
+        if not 0 <= int(value) < 2**128:
+            raise ValueError(f"{name} must be a non-negative amount of wei")
     nonce = w3.eth.get_transaction_count(_address_of(deployer_key), "pending")
     usdc_hash = send_deploy(w3, deployer_key, "USDC", nonce=nonce)
     usdc_receipt = wait_receipt(w3, usdc_hash, mine, timeout=timeout)
     usdc = usdc_receipt["contractAddress"]
+    nonce += 1
+    if prover is None:
+        prover, nonce = _deploy_prover(w3, deployer_key, nonce, mine, timeout)
+    game_hash = send_deploy(
+        w3, deployer_key, "DisputeGame",
+        (to_checksum_address(prover), int(dissection_degree), int(clock), int(challenger_bond)),
+        nonce=nonce,
+    )
+    game = wait_receipt(w3, game_hash, mine, timeout=timeout)["contractAddress"]
     rollup_hash = send_deploy(
         w3,
         deployer_key,
@@ -383,17 +431,41 @@ def deploy(
             int(challenge_window),
             int(inclusion_window),
             int(escape_delay),
+            game,
+            int(proposer_bond),
+            int(max_drift),
         ),
         nonce=nonce + 1,
         overrides=rollup_overrides,
     )
     rollup_receipt = wait_receipt(w3, rollup_hash, mine, timeout=timeout)
+    rollup = rollup_receipt["contractAddress"]
+    game_abi, _ = load_contract("DisputeGame")
+    init = w3.eth.contract(address=game, abi=game_abi).functions.initialize(rollup)
+    wait_receipt(w3, send_call(w3, deployer_key, init, gas=GAS_INITIALIZE, nonce=nonce + 2),
+                 mine, timeout=timeout)
     return Deployment(
         usdc=to_checksum_address(usdc),
-        rollup=to_checksum_address(rollup_receipt["contractAddress"]),
+        rollup=to_checksum_address(rollup),
         deploy_block=int(rollup_receipt["blockNumber"]),
         chain_id=int(w3.eth.chain_id),
+        dispute_game=to_checksum_address(game),
     )
+
+
+def _deploy_prover(w3: Web3, key: bytes, nonce: int, mine: MineFn | None,
+                   timeout: float) -> tuple[str, int]:
+    """Deploy OneStepFill then OneStepProver(fill) if this build has them;
+    returns (prover address, next nonce). Without them: (NO_PROVER, nonce)."""
+    from l1_stub.contracts import CONTRACT_NAMES
+
+    if "OneStepProver" not in CONTRACT_NAMES or "OneStepFill" not in CONTRACT_NAMES:
+        return NO_PROVER, nonce
+    fill = wait_receipt(w3, send_deploy(w3, key, "OneStepFill", nonce=nonce), mine,
+                        timeout=timeout)["contractAddress"]
+    prover = wait_receipt(w3, send_deploy(w3, key, "OneStepProver", (fill,), nonce=nonce + 1),
+                          mine, timeout=timeout)["contractAddress"]
+    return prover, nonce + 2
 
 
 # ---------------------------------------------------------------- client
@@ -417,6 +489,7 @@ class RollupClient:
         rollup_abi, _ = load_contract("Rollup")
         self.usdc = w3.eth.contract(address=deployment.usdc, abi=usdc_abi)
         self.rollup = w3.eth.contract(address=deployment.rollup, abi=rollup_abi)
+        self._proposer_bond: int | None = None
 
     # -- USDC ------------------------------------------------------------
 
@@ -508,11 +581,44 @@ class RollupClient:
         raises ContractLogicError (with the named reason) instead of being
         mined as a failed transaction."""
         fn = self.rollup.functions.submitBatch(bytes(batch_data), bytes(state_root), deposit_end)
+        bond = self.proposer_bond()
         if preflight:
-            fn.call({"from": _address_of(key)}, block_identifier="pending")
+            fn.call({"from": _address_of(key), "value": bond}, block_identifier="pending")
         return send_call(
-            self.w3, key, fn, gas=gas if gas is not None else batch_gas_limit(len(batch_data))
+            self.w3, key, fn, gas=gas if gas is not None else batch_gas_limit(len(batch_data)),
+            value=bond,
         )
+
+    def proposer_bond(self) -> int:
+        """Wei each submitBatch must carry (immutable: read once)."""
+        if self._proposer_bond is None:
+            self._proposer_bond = int(self.rollup.functions.proposer_bond().call())
+        return self._proposer_bond
+
+    def dispute_game_address(self) -> str:
+        """The DisputeGame this Rollup defers to (immutable)."""
+        if self.deployment.dispute_game:
+            return self.deployment.dispute_game
+        return to_checksum_address(self.rollup.functions.dispute_game().call())
+
+    def batch_id(self, index: int, block: int | str = "latest") -> int:
+        """Unique id of batch ``index`` (0: no such batch)."""
+        return int(self.rollup.functions.batch_id(index).call(block_identifier=block))
+
+    def last_l2_timestamp(self) -> int:
+        """Timestamp of the latest posted L2 block (0 before any batch)."""
+        return int(self.rollup.functions.last_l2_timestamp().call())
+
+    def max_drift(self) -> int:
+        return int(self.rollup.functions.max_drift().call())
+
+    def sequencer_bonds(self) -> int:
+        """Proposer bonds (wei) the sequencer may claim with claim_bonds."""
+        return int(self.rollup.functions.sequencer_bonds().call())
+
+    def claim_bonds(self, key: bytes) -> HexBytes:
+        """Send ``claimBonds()``: pays the sequencer its claimable bonds."""
+        return send_call(self.w3, key, self.rollup.functions.claimBonds(), gas=GAS_CLAIM_BONDS)
 
     def snapshot(self) -> L1Snapshot:
         """The L1 head block and the Rollup's views at it (see L1Snapshot):
@@ -619,8 +725,18 @@ class RollupClient:
         return int(self.rollup.functions.escape_delay().call())
 
     def windows(self) -> SettlementWindows:
-        """The deployment's settlement windows."""
-        return SettlementWindows(self.challenge_window(), self.inclusion_window(), self.escape_delay())
+        """The deployment's settlement windows and dispute parameters (from
+        the Rollup and its DisputeGame)."""
+        game_abi, _ = load_contract("DisputeGame")
+        game = self.w3.eth.contract(address=self.dispute_game_address(), abi=game_abi).functions
+        return SettlementWindows(
+            self.challenge_window(), self.inclusion_window(), self.escape_delay(),
+            dissection_degree=int(game.dissection_degree().call()),
+            clock=int(game.clock_seconds().call()),
+            challenger_bond=int(game.challenger_bond().call()),
+            proposer_bond=self.proposer_bond(),
+            max_drift=self.max_drift(),
+        )
 
     def last_batch_timestamp(self) -> int:
         """L1 timestamp of the latest batch (of the deployment if none)."""

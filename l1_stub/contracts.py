@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
-CONTRACT_NAMES = ("USDC", "Rollup")
+CONTRACT_NAMES = ("USDC", "Rollup", "DisputeGame")
+# contracts that only tests deploy (tests/contracts/, e.g. the dispute game's
+# test machine): compiled on demand by name, never in write_abis
+TEST_CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "tests" / "contracts"
+TEST_CONTRACT_NAMES = ("TestMachine",)
 EVM_VERSION = "cancun"
 
 _lock = threading.Lock()
@@ -54,6 +58,8 @@ class CompiledContract:
 
 def source_path(name: str) -> Path:
     """Path of the Vyper source of contract ``name``."""
+    if name in TEST_CONTRACT_NAMES:
+        return TEST_CONTRACTS_DIR / f"{name}.vy"
     if name not in CONTRACT_NAMES:
         raise KeyError(f"unknown contract {name!r}; known: {', '.join(CONTRACT_NAMES)}")
     return CONTRACTS_DIR / f"{name}.vy"

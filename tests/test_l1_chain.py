@@ -485,7 +485,7 @@ def test_datadir_survives_close_and_reopen(tmp_path):
     for tx in (c.faucet(key, 10**9), c.approve(key, 10**9), c.deposit(key, to, 10**6)):
         wait_receipt(w3, tx, l1.mine)
     clock.now += 12
-    batch = encode_batch([BatchBlock(1_800_000_000, 1, ()), BatchBlock(1_800_000_001, 1, ())])
+    batch = encode_batch([BatchBlock(1_700_000_000, 1, ()), BatchBlock(1_700_000_001, 1, ())])
     wait_receipt(w3, c.submit_batch(l1.dev_keys[0], batch, b"\x22" * 32, 0), l1.mine)
     wait_receipt(w3, _transfer(l1, 5, 6, 12345), l1.mine)
     assert l1.increase_time(3_600) == 3_600

@@ -289,9 +289,9 @@ def test_submit_batch_all_tx_types(env: Env):
     env.fund_and_deposit(3, alice, 250 * USDC_UNIT)
     env.fund_and_deposit(4, bob, 75 * USDC_UNIT)
     batch, blocks = batch_of(
-        (1_800_000_000, [oracle_tx(), deposit_tx(0, alice, 250 * USDC_UNIT), fill_tx()]),
-        (1_800_000_001, []),
-        (1_800_000_002, [deposit_tx(1, bob, 75 * USDC_UNIT), withdraw_tx(), fill_tx(1),
+        (1_700_000_000, [oracle_tx(), deposit_tx(0, alice, 250 * USDC_UNIT), fill_tx()]),
+        (1_700_000_001, []),
+        (1_700_000_002, [deposit_tx(1, bob, 75 * USDC_UNIT), withdraw_tx(), fill_tx(1),
                          list_market_tx()]),
     )
     assert decode_batch(batch) == blocks
@@ -343,7 +343,7 @@ def test_submit_batch_all_tx_types(env: Env):
 def test_commitment_padding_matches_python(env: Env, steps: int):
     txs = [oracle_tx(i) if i % 3 else withdraw_tx(i) for i in range(steps)]
     # spread over blocks so leaves carry different timestamps
-    blocks_in = [(1_800_000_000 + j, txs[j * 4 : (j + 1) * 4]) for j in range((steps + 3) // 4)]
+    blocks_in = [(1_700_000_000 + j, txs[j * 4 : (j + 1) * 4]) for j in range((steps + 3) // 4)]
     batch, blocks = batch_of(*blocks_in)
     env.submit(batch, deposit_end=0)
     record = env.client.get_batch(0)
@@ -353,7 +353,7 @@ def test_commitment_padding_matches_python(env: Env, steps: int):
 
 
 def test_batch_of_only_empty_blocks_commits_zero_root(env: Env):
-    batch, blocks = batch_of((1_800_000_000, []), (1_800_000_001, []))
+    batch, blocks = batch_of((1_700_000_000, []), (1_700_000_001, []))
     env.submit(batch, deposit_end=0)
     record = env.client.get_batch(0)
     assert record.tx_root == b"\x00" * 32 == batch_commitment(blocks)
@@ -365,7 +365,7 @@ def test_batch_of_only_empty_blocks_commits_zero_root(env: Env):
 
 
 def test_only_sequencer(env: Env):
-    batch, _ = batch_of((1_800_000_000, [fill_tx()]))
+    batch, _ = batch_of((1_700_000_000, [fill_tx()]))
     reverts_with(lambda: env.preflight(batch, 0, sender=1), "rollup: only sequencer")
     # the client's preflight raises the same error before sending
     with pytest.raises(ContractLogicError, match="rollup: only sequencer"):
@@ -379,7 +379,7 @@ def test_only_sequencer(env: Env):
 
 def test_malformed_batches(env: Env):
     fill = fill_tx()
-    header = (1_800_000_000).to_bytes(8, "big") + (3).to_bytes(8, "big")
+    header = (1_700_000_000).to_bytes(8, "big") + (3).to_bytes(8, "big")
     reverts_with(lambda: env.preflight(b"", 0), "batch: empty")
     # unknown type byte (0x00 and 0x06)
     for bad in (b"\x00", b"\x06"):
@@ -394,7 +394,7 @@ def test_malformed_batches(env: Env):
     batch = header + (2).to_bytes(2, "big") + fill
     reverts_with(lambda: env.preflight(batch, 0), "batch: truncated")
     # trailing garbage shorter than a block header
-    batch, _ = batch_of((1_800_000_000, [fill]))
+    batch, _ = batch_of((1_700_000_000, [fill]))
     reverts_with(lambda: env.preflight(batch + b"\x01\x02", 0), "batch: truncated")
     # each truncation of every tx type
     for tx in (fill_tx(), oracle_tx(), withdraw_tx(), deposit_tx(0, b"\x01" * 20, 5),
@@ -413,7 +413,7 @@ def test_deposit_ordering_rules(env: Env):
     alice, bob = keccak(b"alice")[:20], keccak(b"bob")[:20]
     env.fund_and_deposit(3, alice, 100)
     env.fund_and_deposit(4, bob, 200)
-    ts = 1_800_000_000
+    ts = 1_700_000_000
 
     def batch(*txs: bytes) -> bytes:
         return batch_of((ts, [oracle_tx(), *txs]))[0]
@@ -464,10 +464,10 @@ def test_too_many_steps():
     # first, so use a Rollup compiled with a small MAX_STEPS
     env = _make_env(MAX_STEPS=8)
     assert env.client.max_steps() == 8
-    ok, blocks = batch_of((1_800_000_000, [oracle_tx(i) for i in range(5)]), (1_800_000_001, [fill_tx()] * 3))
+    ok, blocks = batch_of((1_700_000_000, [oracle_tx(i) for i in range(5)]), (1_700_000_001, [fill_tx()] * 3))
     env.submit(ok, deposit_end=0)
     assert env.client.get_batch(0).tx_root == batch_commitment(blocks)
-    bad, _ = batch_of((1_800_000_000, [oracle_tx(i) for i in range(5)]), (1_800_000_001, [fill_tx()] * 4))
+    bad, _ = batch_of((1_700_000_001, [oracle_tx(i) for i in range(5)]), (1_700_000_002, [fill_tx()] * 4))
     reverts_with(lambda: env.preflight(bad, 0), "batch: too many steps")
 
 
@@ -477,7 +477,7 @@ def test_overrides_and_abi_export(tmp_path):
     with pytest.raises(KeyError):
         compile_contract("Rollup", {"MERKLE_DEPTH": 3})
     paths = write_abis(tmp_path)
-    assert set(paths) == {"USDC", "Rollup"}
+    assert set(paths) == {"USDC", "Rollup", "DisputeGame"}
     import json
 
     rollup_abi = json.loads(paths["Rollup"].read_text())
@@ -498,7 +498,9 @@ def test_gas_per_fill(env: Env, capsys):
     results = {}
     for n in (1, 100, 400):
         txs = [fill_tx(i) for i in range(n)]
-        blocks_in = [(1_800_000_000 + j, txs[j * 50 : (j + 1) * 50]) for j in range((n + 49) // 50)]
+        # block timestamps never decrease across the batches
+        blocks_in = [(1_700_000_000 + 10 * n + j, txs[j * 50 : (j + 1) * 50])
+                     for j in range((n + 49) // 50)]
         batch, blocks = batch_of(*blocks_in)
         receipt = env.submit(batch, deposit_end=0)
         assert env.client.get_batch(env.client.batch_count() - 1).tx_root == batch_commitment(blocks)

@@ -57,7 +57,7 @@ from tests.test_l1_contracts import batch_of, deploy_rollup, deposit_tx, oracle_
 GENESIS_ROOT = keccak(b"derivnet genesis")
 L2_CHAIN_ID = 901
 USDC = 10**6
-TS = 1_800_000_000  # L2 block timestamp in the posted batches (unchecked)
+TS = 1_700_000_000  # L2 block timestamp in the posted batches (behind L1 time)
 
 GENESIS = load_genesis()
 ETH = GENESIS.market_by_symbol("ETH-USD")
@@ -260,6 +260,16 @@ def env() -> Env:
     return make_env()
 
 
+def bare_game(w3, key: bytes) -> tuple[str, int, int]:
+    """(dispute game, proposer bond, max drift) Rollup constructor arguments:
+    a DisputeGame nobody opens games on (no prover, no bond), for Rollups
+    deployed by hand."""
+    from l1_stub.client import NO_PROVER
+
+    receipt = wait_receipt(w3, send_deploy(w3, key, "DisputeGame", (NO_PROVER, 2, 30, 0)))
+    return receipt["contractAddress"], 0, 300
+
+
 def fund_rollup(env: Env, amount: int, user: int = 9) -> None:
     """Give the Rollup USDC without a deposit (escape tests pay from it)."""
     while amount > 0:
@@ -350,7 +360,8 @@ def test_forced_inclusion_of_overdue_deposits(env: Env):
     # inclusion_window (30 s) after the deposit the sequencer must include it
     env.mine_at(t_dep + 29)
     data, _ = env.batch(upto=0)
-    r.submitBatch(data, keccak(b"b"), 0).call({"from": env.addr(0)})  # t_dep+29 < t_dep+30
+    r.submitBatch(data, keccak(b"b"), 0).call(  # t_dep+29 < t_dep+30
+        {"from": env.addr(0), "value": c.proposer_bond()})
     env.mine_at(t_dep + 30)
     env.reverts(r.submitBatch(data, keccak(b"b"), 0), "batch: deposit inclusion overdue", sender=0)
     # sent anyway, it fails on chain with the same reason
@@ -763,7 +774,8 @@ def test_escape_matches_node_margin(shared_l1, rows, prices):
     state = state_of(accounts, markets=markets)
     key = l1.dev_keys[0]
     receipt = wait_receipt(l1.w3, send_deploy(
-        l1.w3, key, "Rollup", (usdc, l1.dev_accounts[0], GENESIS_ROOT, L2_CHAIN_ID, 0, 30, 0)
+        l1.w3, key, "Rollup",
+        (usdc, l1.dev_accounts[0], GENESIS_ROOT, L2_CHAIN_ID, 0, 30, 0, *bare_game(l1.w3, key))
     ))
     d = Deployment(usdc, receipt["contractAddress"], receipt["blockNumber"], l1.chain_id)
     env = Env(l1, d, RollupClient(l1.w3, d))
@@ -823,12 +835,13 @@ def test_token_returning_false_and_constructor_checks():
 
     zero = "0x" + "00" * 20
     seq = l1.dev_accounts[0]
-    reverts_with(lambda: ctor(zero, seq, GENESIS_ROOT, 901, 0, 30, 0), "rollup: zero usdc")
-    reverts_with(lambda: ctor(token_addr, zero, GENESIS_ROOT, 901, 0, 30, 0),
+    game = bare_game(w3, key)
+    reverts_with(lambda: ctor(zero, seq, GENESIS_ROOT, 901, 0, 30, 0, *game), "rollup: zero usdc")
+    reverts_with(lambda: ctor(token_addr, zero, GENESIS_ROOT, 901, 0, 30, 0, *game),
                  "rollup: zero sequencer")
 
     receipt = wait_receipt(w3, send_deploy(
-        w3, key, "Rollup", (token_addr, l1.dev_accounts[0], GENESIS_ROOT, 901, 0, 30, 0)
+        w3, key, "Rollup", (token_addr, l1.dev_accounts[0], GENESIS_ROOT, 901, 0, 30, 0, *game)
     ))
     d = Deployment(token_addr, receipt["contractAddress"], receipt["blockNumber"], l1.chain_id)
     env = Env(l1, d, RollupClient(w3, d))
@@ -906,6 +919,7 @@ def test_every_rollup_revert_reason_is_tested():
     reasons = set(re.findall(r'"([a-z_]+: [^"\n]+)"', source))
     assert len(reasons) >= 30, sorted(reasons)
     tests = Path(__file__).parent
-    text = (tests / "test_l1_contracts.py").read_text() + Path(__file__).read_text()
+    text = "".join((tests / name).read_text() for name in (
+        "test_l1_contracts.py", "test_settlement_contracts.py", "test_dispute_game.py"))
     missing = sorted(r for r in reasons if f'"{r}"' not in text)
     assert not missing, missing

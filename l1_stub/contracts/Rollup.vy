@@ -11,6 +11,11 @@
 
 from ethereum.ercs import IERC20
 
+
+# the dispute game (l1_stub/contracts/DisputeGame.vy) as the Rollup sees it
+interface DisputeGame:
+    def unresolved(batch_id: uint256) -> uint256: view
+
 # ---------------------------------------------------------------- limits
 
 # largest batch_data accepted (calldata bound of submitBatch)
@@ -139,6 +144,14 @@ event Escaped:
     account: indexed(address)
     amount: uint256
 
+event BatchesDeleted:
+    index: indexed(uint256)
+    batch_id: indexed(uint256)
+    batch_count: uint256
+
+event BondsClaimed:
+    amount: uint256
+
 event DepositReclaimed:
     index: indexed(uint256)
     sender: indexed(address)
@@ -155,6 +168,10 @@ challenge_window: public(immutable(uint256))
 inclusion_window: public(immutable(uint256))
 escape_delay: public(immutable(uint256))
 deploy_timestamp: public(immutable(uint256))
+# disputes (docs/protocol.md "Disputes (L1)")
+dispute_game: public(immutable(address))
+proposer_bond: public(immutable(uint256))  # wei per batch
+max_drift: public(immutable(uint256))  # seconds an L2 block may be ahead of L1
 
 # deposit queue
 deposit_count: public(uint256)
@@ -167,6 +184,13 @@ _deposit_info: HashMap[uint256, uint256]
 # written once per batch)
 _progress: uint256
 _batches: HashMap[uint256, StoredBatch]
+# per batch index: batch_id << 128 | timestamp of its last L2 block (ids
+# count from 1 and are never reused, so a deleted batch's id stays dead)
+_batch_extra: HashMap[uint256, uint256]
+last_batch_id: public(uint256)
+# proposer bonds the sequencer may claim (of final batches and of batches
+# deleted after a disputed one), wei
+sequencer_bonds: public(uint256)
 
 # settlement
 finalized_batch_count: public(uint256)
@@ -190,9 +214,13 @@ def __init__(
     challenge_window_seconds: uint256,
     inclusion_window_seconds: uint256,
     escape_delay_seconds: uint256,
+    dispute_game_address: address,
+    proposer_bond_wei: uint256,
+    max_drift_seconds: uint256,
 ):
     assert usdc_token != empty(address), "rollup: zero usdc"
     assert sequencer_address != empty(address), "rollup: zero sequencer"
+    assert dispute_game_address != empty(address), "rollup: zero dispute game"
     usdc = IERC20(usdc_token)
     sequencer = sequencer_address
     genesis_state_root = genesis_root
@@ -201,6 +229,9 @@ def __init__(
     inclusion_window = inclusion_window_seconds
     escape_delay = escape_delay_seconds
     deploy_timestamp = block.timestamp
+    dispute_game = dispute_game_address
+    proposer_bond = proposer_bond_wei
+    max_drift = max_drift_seconds
     # no batches, next L2 block is 1 (block 0 is genesis), no deposits consumed
     self._progress = 1 << 64
 
@@ -246,6 +277,7 @@ def deposit(to: address, amount: uint256):
 
 # ---------------------------------------------------------------- batches
 
+@payable
 @external
 def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit_end: uint64):
     """
@@ -253,6 +285,9 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
     @dev Splits batch_data on chain, checks that its Deposit transactions are
          exactly the next deposit queue entries and commits to the Merkle
          root of the step leaves keccak256(timestamp u64 || encoded tx).
+         Block timestamps must not decrease (across batches too) nor be
+         ahead of block.timestamp + max_drift. msg.value is the proposer
+         bond (exactly proposer_bond wei).
     """
     assert msg.sender == sequencer, "rollup: only sequencer"
     assert not self.frozen, "rollup: frozen"
@@ -263,6 +298,10 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
     index: uint256 = progress >> 128
     first_block: uint256 = (progress >> 64) & MASK64
     start: uint256 = progress & MASK64
+    # timestamp of the latest L2 block posted so far (0 before any batch)
+    last_ts: uint256 = 0
+    if index != 0:
+        last_ts = self._batch_extra[index - 1] & MASK64
 
     # deposit queue cursor; queue length and running hash load lazily
     pos: uint256 = start
@@ -282,6 +321,8 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
         assert p + BLOCK_HEADER_BYTES <= n, "batch: truncated"
         ts: bytes8 = convert(slice(batch_data, p, 8), bytes8)
         count: uint256 = convert(slice(batch_data, p + 16, 2), uint256)
+        assert convert(ts, uint256) >= last_ts, "batch: timestamp decreasing"
+        last_ts = convert(ts, uint256)
         p += BLOCK_HEADER_BYTES
         blocks += 1
 
@@ -347,6 +388,10 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
         assert (self._deposit_info[pos] >> 128) + inclusion_window > block.timestamp, \
             "batch: deposit inclusion overdue"
 
+    # timestamps are non-decreasing, so the last one is the largest
+    assert last_ts <= block.timestamp + max_drift, "batch: timestamp ahead of L1"
+    assert msg.value == proposer_bond, "batch: wrong bond"
+
     # commitment: Merkle root of the leaves padded with zero leaves to the
     # next power of two (docs/protocol.md "Merkle root of a list")
     tx_root: bytes32 = empty(bytes32)
@@ -379,6 +424,9 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
         | steps
     )
     self._batches[index] = StoredBatch(tx_root=tx_root, state_root=state_root, meta=meta)
+    batch_id: uint256 = self.last_batch_id + 1
+    self.last_batch_id = batch_id
+    self._batch_extra[index] = (batch_id << 128) | last_ts
     self._progress = ((index + 1) << 128) | ((first_block + blocks) << 64) | pos
     log BatchSubmitted(
         index=index,
@@ -488,10 +536,18 @@ def _last_batch_timestamp() -> uint256:
 @view
 @internal
 def _window_passed(index: uint256) -> bool:
-    # the challenge window of batch `index` (which must exist) has passed.
-    # Disputes (a later issue) hook in here: a batch under an open or
-    # successful challenge is not finalizable.
-    return block.timestamp >= (self._batches[index].meta >> 192) + challenge_window
+    # the challenge window of batch `index` (which must exist) has passed
+    # and no dispute against it is unresolved (a won dispute deletes it)
+    if block.timestamp < (self._batches[index].meta >> 192) + challenge_window:
+        return False
+    return self._undisputed(index)
+
+
+@view
+@internal
+def _undisputed(index: uint256) -> bool:
+    # no dispute against batch `index` is unresolved
+    return staticcall DisputeGame(dispute_game).unresolved(self._batch_extra[index] >> 128) == 0
 
 
 @view
@@ -530,8 +586,11 @@ def finalizeBatch(index: uint256):
     finalized: uint256 = self.finalized_batch_count
     assert index >= finalized, "finalize: already final"
     assert index == finalized, "finalize: out of order"
-    assert self._window_passed(index), "finalize: challenge window open"
+    assert block.timestamp >= (self._batches[index].meta >> 192) + challenge_window, \
+        "finalize: challenge window open"
+    assert self._undisputed(index), "finalize: dispute unresolved"
     self.finalized_batch_count = index + 1
+    self._refund_bonds(proposer_bond)
     log BatchFinalized(index=index, state_root=self._batches[index].state_root)
 
 
@@ -542,6 +601,92 @@ def latest_finalized_state_root() -> bytes32:
     @notice State root of the latest final batch (genesis root before any).
     """
     return self._finalized_root(self.finalized_batch_count)
+
+
+# ---------------------------------------------------------------- disputes
+
+@view
+@external
+def batch_id(index: uint256) -> uint256:
+    """
+    @notice Unique id of batch `index` (ids count from 1, never reused), or 0
+            if there is no batch `index`.
+    """
+    if index >= self._progress >> 128:
+        return 0
+    return self._batch_extra[index] >> 128
+
+
+@view
+@external
+def start_root(index: uint256) -> bytes32:
+    """
+    @notice The agreed state root before batch `index`: the state root of
+            batch index - 1, the genesis root for batch 0.
+    """
+    return self._finalized_root(index)
+
+
+@view
+@external
+def last_l2_timestamp() -> uint256:
+    """
+    @notice Timestamp of the latest posted L2 block (0 before any batch): the
+            next batch's blocks may not be older.
+    """
+    count: uint256 = self._progress >> 128
+    if count == 0:
+        return 0
+    return self._batch_extra[count - 1] & MASK64
+
+
+@external
+def deleteBatches(index: uint256, batch_id: uint256) -> uint256:
+    """
+    @notice Called by the dispute game when a challenger wins against batch
+            `index` (id `batch_id`): deletes it and every later batch in O(1)
+            (batch count, next L2 block and deposit position roll back to the
+            end of batch index - 1), sends the batch's proposer bond to the
+            game and returns it (wei). The later batches' bonds become
+            claimable by the sequencer (claimBonds).
+    """
+    assert msg.sender == dispute_game, "rollup: only dispute game"
+    count: uint256 = self._progress >> 128
+    assert index < count and self._batch_extra[index] >> 128 == batch_id, "rollup: no such batch"
+    # never final: finality needs every game against the batch resolved
+    meta: uint256 = self._batches[index].meta
+    deposits: uint256 = 0
+    if index != 0:
+        deposits = (self._batches[index - 1].meta >> 64) & MASK64
+    self._progress = (index << 128) | (((meta >> 128) & MASK64) << 64) | deposits
+    self.sequencer_bonds += (count - index - 1) * proposer_bond
+    log BatchesDeleted(index=index, batch_id=batch_id, batch_count=count)
+    if proposer_bond != 0:
+        raw_call(msg.sender, b"", value=proposer_bond)
+    return proposer_bond
+
+
+@internal
+def _refund_bonds(amount: uint256):
+    # proposer bonds of final batches go back to the sequencer at once; a
+    # sequencer that refuses ether (a contract) claims them with claimBonds
+    if amount == 0:
+        return
+    if not raw_call(sequencer, b"", value=amount, gas=50000, revert_on_failure=False):
+        self.sequencer_bonds += amount
+
+
+@external
+def claimBonds():
+    """
+    @notice Pay the sequencer its claimable proposer bonds (anyone may call;
+            the money always goes to the sequencer).
+    """
+    amount: uint256 = self.sequencer_bonds
+    self.sequencer_bonds = 0
+    if amount != 0:
+        raw_call(sequencer, b"", value=amount)
+    log BondsClaimed(amount=amount)
 
 
 # ---------------------------------------------------------------- proofs
@@ -646,7 +791,9 @@ def freeze():
         finalized += 1
     assert finalized == count or not self._window_passed(finalized), \
         "freeze: too many unfinalized batches"
+    refund: uint256 = (finalized - self.finalized_batch_count) * proposer_bond
     self.finalized_batch_count = finalized
+    self._refund_bonds(refund)
     root: bytes32 = self._finalized_root(finalized)
     deposit_end: uint256 = 0
     if finalized != 0:
