@@ -36,14 +36,14 @@ class SignatureError(ValueError):
 def recover_address(digest: bytes, signature: bytes) -> bytes:
     """Recover the 20-byte address that signed the 32-byte ``digest``.
 
-    ``signature`` is ``r(32) || s(32) || v(1)`` with v in {27, 28} (or {0, 1})
-    and low s (EIP-2). Raises SignatureError if it cannot be recovered.
+    ``signature`` is ``r(32) || s(32) || v(1)`` with v in {27, 28} exactly
+    (docs/protocol.md "EIP-712": 0/1 and EIP-155 values are refused, as the
+    one-step verifier's ``ecrecover`` refuses them) and low s (EIP-2).
+    Raises SignatureError if it cannot be recovered.
     """
     if len(signature) != 65:
         raise SignatureError("signature must be 65 bytes")
-    v = signature[64]
-    if v >= 27:
-        v -= 27
+    v = signature[64] - 27
     if v not in (0, 1):
         raise SignatureError("signature v must be 27 or 28")
     r = int.from_bytes(signature[0:32], "big")

@@ -126,9 +126,9 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
     pay, receive = notional(market, size, price)
     maker_fee = fee(pay if maker.is_buy else receive, market.maker_fee_ppm)
     taker_fee = fee(pay if taker.is_buy else receive, market.taker_fee_ppm)
-    markets = state.markets
 
     new: dict[bytes, Account] = {}
+    grows: dict[str, bool] = {}
     for order, charge in ((maker, maker_fee), (taker, taker_fee)):
         acc = state.account(order.account)
         old = acc.position(market.id)
@@ -139,23 +139,28 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
             pos = trade_position(old, market.id, -size, -receive)
             cash = receive
         updated = Account(acc.collateral + cash - charge, acc.nonce, acc.positions)
-        updated = updated.with_position(pos)
-        new[order.account] = updated
+        new[order.account] = updated.with_position(pos)
         old_size = old.size if old else 0
         reduces_only = abs(pos.size) < abs(old_size) and (pos.size == 0 or (pos.size > 0) == (old_size > 0))
-        if not reduces_only:
-            have = equity(updated, markets)
-            need = initial_margin(updated, markets)
-            if have < need:
-                role = "maker" if order is maker else "taker"
-                raise err.InsufficientMargin(
-                    f"{role} equity {have} below initial margin {need} after the fill", role=role
-                )
+        grows["maker" if order is maker else "taker"] = not reduces_only
 
+    # fees and rounding dust reach the fee account before the margin checks
+    # (docs/protocol.md rule order), so a fee account that trades counts its
+    # own income from this fill
     fee_account = state.system.fee_account
     income = maker_fee + taker_fee + (pay - receive)
     fee_acc = new.get(fee_account) or state.account(fee_account)
     new[fee_account] = Account(fee_acc.collateral + income, fee_acc.nonce, fee_acc.positions)
+
+    markets = state.markets
+    for role, order in (("maker", maker), ("taker", taker)):
+        if grows[role]:
+            after = new[order.account]
+            have, need = equity(after, markets), initial_margin(after, markets)
+            if have < need:
+                raise err.InsufficientMargin(
+                    f"{role} equity {have} below initial margin {need} after the fill", role=role
+                )
 
     for address, acc in new.items():
         state.set_account(address, acc)

@@ -144,6 +144,59 @@ def test_bad_signature_bytes_rejected(state: State) -> None:
     assert_unchanged(state, replace(f, taker_signature=high_s), err.InvalidOrderSignature)
 
 
+def test_signature_v_must_be_27_or_28(state: State) -> None:
+    """docs/protocol.md "EIP-712": v in {27, 28}; the 0/1 form of the same
+    signature is refused (the one-step verifier's ecrecover refuses it too)."""
+    f = fill(order(ALICE, False, 100, 10), order(BOB, True, 100, 10))
+    for sig_field in ("maker_signature", "taker_signature"):
+        sig = getattr(f, sig_field)
+        assert sig[64] in (27, 28)
+        for v in (sig[64] - 27, 29, 0x25):
+            assert_unchanged(state, replace(f, **{sig_field: sig[:64] + bytes([v])}),
+                             err.InvalidOrderSignature)
+    apply_transaction(state, f, NOW, DOMAIN)
+
+
+def test_fee_account_margin_counts_its_own_fee_income() -> None:
+    """Rule order (docs/protocol.md): cash, fee and position updates, then the
+    margin checks, so a fee account that takes a fill is checked with the
+    fee income of that same fill credited."""
+    carol = Signer(keccak(b"carol"))
+    genesis = replace(GENESIS, oracle=ORACLE.address, fee_account=carol.address)
+    signers = {ALICE.address: ALICE, carol.address: carol}
+
+    def run(collateral: int) -> State:
+        tree = SparseMerkleTree(MemoryDB())
+        st = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
+        fund(st, (ALICE, 10_000_000_000), (carol, collateral))
+        maker = order(ALICE, False, 166600, 10_000)
+        taker = Order(carol.address, ETH, True, 166600, 10_000, 1, NOW + 60)
+        tx = Fill(maker, ALICE.sign_order(DOMAIN, maker)[1], taker,
+                  signers[carol.address].sign_order(DOMAIN, taker)[1], 10_000, 166600)
+        apply_transaction(st, tx, NOW, DOMAIN)
+        return st
+
+    lo, hi = 0, 1_000_000_000  # the smallest collateral that lets carol buy 1 ETH
+    while lo < hi:
+        mid = (lo + hi) // 2
+        try:
+            run(mid)
+            hi = mid
+        except err.InsufficientMargin:
+            lo = mid + 1
+    st = run(lo)
+    after = st.account(carol.address)
+    maker_fee = -(-1666_000_000 * 200 // 1_000_000)
+    taker_fee = -(-1666_000_000 * 500 // 1_000_000)
+    assert after.collateral == lo - 1666_000_000 - taker_fee + maker_fee + taker_fee
+    need = initial_margin(after, st.markets)
+    assert equity(after, st.markets) >= need
+    # without this fill's fee income the same account would be under margin
+    assert equity(after, st.markets) - (maker_fee + taker_fee) < need
+    with pytest.raises(err.InsufficientMargin, match="taker"):
+        run(lo - 1)
+
+
 def test_initial_margin_checked_for_maker_and_taker(state: State) -> None:
     # 10,000 USDC at 10% initial margin carries 100,000 USDC of notional: ~60 ETH.
     big = 70 * 10_000
@@ -239,3 +292,53 @@ def test_state_root_is_deterministic() -> None:
                           NOW, DOMAIN)
         roots.append(s.commit())
     assert roots[0] == roots[1] != ZERO_HASH
+
+
+def test_genesis_state_is_three_leaves() -> None:
+    """docs/protocol.md "Genesis state": markets, symbols, system; no accounts."""
+    from node.smt_reference import reference_root
+    from node.state import MARKETS_KEY, SYMBOLS_KEY, SYSTEM_KEY, decode_markets
+
+    leaves = GENESIS.leaves()
+    assert set(leaves) == {MARKETS_KEY, SYMBOLS_KEY, SYSTEM_KEY}
+    assert all(m.oracle_time == 0 for m in decode_markets(leaves[MARKETS_KEY]).values())
+    tree = SparseMerkleTree(MemoryDB())
+    assert tree.update(ZERO_HASH, leaves) == reference_root(leaves)
+    state = State(tree, tree.update(ZERO_HASH, leaves))
+    system = state.system
+    assert (system.next_deposit, system.withdrawal_count) == (0, 0)
+    assert (system.oracle, system.fee_account, system.admin) == (
+        GENESIS.oracle, GENESIS.fee_account, GENESIS.admin)
+
+
+def test_account_leaf_is_a_parameter_list() -> None:
+    """Leaf values are abi.encode(a, b, c): collateral first, then nonce, then
+    the positions offset 0x60 (no head word for the list as a whole)."""
+    from node.state import Account, Position
+
+    raw = Account(-5, 7, (Position(1, 3, -9),)).encode()
+    assert int.from_bytes(raw[0:32], "big", signed=True) == -5
+    assert int.from_bytes(raw[32:64], "big") == 7
+    assert int.from_bytes(raw[64:96], "big") == 0x60
+    assert int.from_bytes(raw[96:128], "big") == 1  # one position
+
+
+def test_fill_writes_five_leaves_even_with_zero_fee_credit() -> None:
+    """A fill with no fees and no rounding dust still writes (creates) the
+    fee account's leaf: exactly five leaves per successful fill."""
+    from node.state import Market, account_key
+
+    zero_fee = Market(7, 0, 0, 1, 1, 100_000, 50_000, 0, 0, 100, 0)
+    genesis = replace(GENESIS, oracle=ORACLE.address,
+                      markets=GENESIS.markets + (type(GENESIS.markets[0])("ZERO-FEE", zero_fee),))
+    tree = SparseMerkleTree(MemoryDB())
+    st = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
+    fund(st, (ALICE, 1_000_000_000), (BOB, 1_000_000_000))
+    st.commit()
+    assert account_key(FEE) not in st.dirty_items()
+    tx = fill(order(ALICE, False, 100, 5, market=7), order(BOB, True, 100, 5, market=7))
+    apply_transaction(st, tx, NOW, DOMAIN)
+    written = st.dirty_items()
+    assert len(written) == 5 and account_key(FEE) in written
+    fee_acc = st.account(FEE)
+    assert (fee_acc.collateral, fee_acc.nonce, fee_acc.positions) == (0, 0, ())
