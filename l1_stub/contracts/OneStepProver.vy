@@ -1,0 +1,622 @@
+# pragma version 0.4.3
+"""
+@title derivnet one-step prover
+@notice Re-executes one L2 transaction (one step of a batch) against a
+        pre-state root and returns the post-state root, from one shared
+        sparse Merkle multiproof of every leaf the step reads or writes
+        (docs/protocol.md "One-step proof"). Deposit, OraclePrice, Withdraw
+        and ListMarket are re-executed here; a Fill is decoded and checked
+        by OneStepFill (constructor argument). A transaction that fails any
+        rule of the state transition function (docs/protocol.md "State
+        transition rules") is a no-op: the post-state root is pre_root.
+"""
+
+import smt
+
+# ---------------------------------------------------------------- constants
+
+MAX_WITNESS: public(constant(uint256)) = 65536
+MAX_TX_BYTES: constant(uint256) = 261
+
+# leaf bounds, as in Rollup.vy (docs/protocol.md "State")
+MAX_MARKETS: constant(uint256) = 64
+MAX_POSITIONS: constant(uint256) = MAX_MARKETS
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 3 * 32 * MAX_POSITIONS
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 11 * 32 * MAX_MARKETS
+SYMBOLS_LEAF_BYTES: constant(uint256) = 2 * 32 + 2 * 32 * MAX_MARKETS
+SYSTEM_LEAF_BYTES: constant(uint256) = 5 * 32
+WITHDRAWAL_LEAF_BYTES: constant(uint256) = 4 * 32
+ORDER_LEAF_BYTES: constant(uint256) = 32
+
+# transaction types and encoded sizes (docs/protocol.md "Transactions")
+TX_DEPOSIT: constant(uint256) = 1
+TX_FILL: constant(uint256) = 2
+TX_ORACLE_PRICE: constant(uint256) = 3
+TX_WITHDRAW: constant(uint256) = 4
+TX_LIST_MARKET: constant(uint256) = 5
+DEPOSIT_TX_BYTES: constant(uint256) = 45
+FILL_TX_BYTES: constant(uint256) = 261
+ORACLE_PRICE_TX_BYTES: constant(uint256) = 86
+WITHDRAW_TX_BYTES: constant(uint256) = 130
+LIST_MARKET_TX_BYTES: constant(uint256) = 128
+
+# EIP-712 (docs/protocol.md "EIP-712")
+ORACLE_PRICE_TYPEHASH: constant(bytes32) = keccak256("OraclePrice(uint32 market,uint64 price,uint64 timestamp)")
+WITHDRAW_TYPEHASH: constant(bytes32) = keccak256(
+    "Withdraw(address account,address recipient,uint128 amount,uint64 nonce)"
+)
+LIST_MARKET_TYPEHASH: constant(bytes32) = keccak256(
+    "ListMarket(uint32 market,bytes16 symbol,uint8 priceDecimals,uint8 sizeDecimals,uint64 tickSize,uint64 stepSize,uint32 initialMarginPpm,uint32 maintenanceMarginPpm,uint32 makerFeePpm,uint32 takerFeePpm,uint64 oraclePrice)"
+)
+SECP256K1_N: constant(uint256) = 115792089237316195423570985008687907852837564279074904382605163141518161494337
+HALF_N: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
+
+# state keys (docs/protocol.md "State")
+MARKETS_KEY: constant(bytes32) = keccak256(b"\x02")
+SYSTEM_KEY: constant(bytes32) = keccak256(b"\x04")
+SYMBOLS_KEY: constant(bytes32) = keccak256(b"\x06")
+
+PPM: constant(uint256) = 10**6
+MAX_DECIMALS: constant(uint256) = 18
+# 10**76 is the largest power of ten in an int256; every |size * price| and
+# |size| * price * ppm (< 2**223 < 10**68) rounds the same for any divisor
+# past 10**68
+MAX_POW10: constant(uint256) = 62
+MASK64: constant(uint256) = 2**64 - 1
+MASK128: constant(uint256) = 2**128 - 1
+
+# ---------------------------------------------------------------- types
+
+struct Position:
+    market: uint32
+    size: int128
+    cost: int256
+
+struct Market:
+    id: uint32
+    price_decimals: uint8
+    size_decimals: uint8
+    tick_size: uint64
+    step_size: uint64
+    imf_ppm: uint32
+    mmf_ppm: uint32
+    maker_fee_ppm: uint32
+    taker_fee_ppm: uint32
+    oracle_price: uint64
+    oracle_time: uint64
+
+struct Symbol:
+    id: uint32
+    symbol: bytes16
+
+# the leaves of one step: tree key, value hash before and after
+struct Slot:
+    key: uint256
+    old: bytes32
+    new: bytes32
+
+interface OneStepFill:
+    def order_hashes(encoded_tx: Bytes[FILL_TX_BYTES], domain_separator: bytes32) -> (bytes32, bytes32): pure
+    def transition(
+        encoded_tx: Bytes[FILL_TX_BYTES], timestamp: uint64, domain_separator: bytes32, fee_account: address,
+        maker_account: Bytes[ACCOUNT_LEAF_BYTES], taker_account: Bytes[ACCOUNT_LEAF_BYTES],
+        fee_account_leaf: Bytes[ACCOUNT_LEAF_BYTES], maker_filled: Bytes[ORDER_LEAF_BYTES],
+        taker_filled: Bytes[ORDER_LEAF_BYTES], markets: Bytes[MARKETS_LEAF_BYTES]
+    ) -> (bool, Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
+          Bytes[ORDER_LEAF_BYTES], Bytes[ORDER_LEAF_BYTES]): pure
+
+FILL: public(immutable(address))
+
+
+@deploy
+def __init__(fill: address):
+    """
+    @param fill The OneStepFill contract (Fill transition).
+    """
+    FILL = fill
+
+
+# ---------------------------------------------------------------- helpers
+
+@pure
+@internal
+def _uint(txp: Bytes[MAX_TX_BYTES + 32], offset: uint256, size: uint256) -> uint256:
+    """
+    @dev The `size`-byte big-endian integer at `offset` of the zero-padded tx.
+    """
+    return convert(extract32(txp, offset), uint256) >> (256 - 8 * size)
+
+
+@pure
+@internal
+def _address(txp: Bytes[MAX_TX_BYTES + 32], offset: uint256) -> address:
+    return convert(convert(self._uint(txp, offset, 20), uint160), address)
+
+
+@pure
+@internal
+def _signer(txp: Bytes[MAX_TX_BYTES + 32], offset: uint256, digest: bytes32) -> address:
+    """
+    @dev The signer of `digest` by the 65-byte signature r | s | v at
+         `offset`; empty(address) unless v is 27 or 28, 0 < r < n and
+         0 < s <= n / 2 (EIP-2), or if ecrecover fails.
+    """
+    r: uint256 = self._uint(txp, offset, 32)
+    s: uint256 = self._uint(txp, offset + 32, 32)
+    v: uint256 = self._uint(txp, offset + 64, 1)
+    if v != 27 and v != 28:
+        return empty(address)
+    if r == 0 or r >= SECP256K1_N or s == 0 or s > HALF_N:
+        return empty(address)
+    return ecrecover(digest, v, r, s)
+
+
+@pure
+@internal
+def _digest(domain_separator: bytes32, struct_hash: bytes32) -> bytes32:
+    return keccak256(concat(b"\x19\x01", domain_separator, struct_hash))
+
+
+@pure
+@internal
+def _key(prefix: bytes1, addr: address) -> uint256:
+    return convert(keccak256(concat(prefix, convert(addr, bytes20))), uint256)
+
+
+@pure
+@internal
+def _hash(leaf: Bytes[MARKETS_LEAF_BYTES]) -> bytes32:
+    """
+    @dev The value hash of a leaf: keccak256(value); empty(bytes32) for an
+         absent leaf (empty bytes).
+    """
+    if len(leaf) == 0:
+        return empty(bytes32)
+    return keccak256(leaf)
+
+
+@pure
+@internal
+def _system_word(system: Bytes[SYSTEM_LEAF_BYTES], index: uint256) -> uint256:
+    assert len(system) == SYSTEM_LEAF_BYTES, "osp: no system leaf"
+    return convert(extract32(system, 32 * index), uint256)
+
+
+@pure
+@internal
+def _system_with(system: Bytes[SYSTEM_LEAF_BYTES], index: uint256, word: uint256) -> bytes32:
+    """
+    @dev The hash of the system leaf with word `index` (0 next_deposit,
+         1 withdrawal_count) set to `word`.
+    """
+    if index == 0:
+        return keccak256(concat(convert(word, bytes32), slice(system, 32, 128)))
+    return keccak256(concat(slice(system, 0, 32), convert(word, bytes32), slice(system, 64, 96)))
+
+
+@pure
+@internal
+def _markets(leaf: Bytes[MARKETS_LEAF_BYTES]) -> DynArray[Market, MAX_MARKETS]:
+    if len(leaf) == 0:
+        return []
+    return abi_decode(leaf, DynArray[Market, MAX_MARKETS])
+
+
+@pure
+@internal
+def _pow10(e: uint256) -> uint256:
+    return 10 ** min(e, MAX_POW10)
+
+
+@pure
+@internal
+def _position_value(size: int128, market: Market) -> int256:
+    """
+    @dev floor(size * oracle_price * 10**6 / 10**(pd + sd)), toward -infinity
+         (node/margin.py position_value).
+    """
+    raw: int256 = convert(size, int256) * convert(market.oracle_price, int256)
+    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
+    if decimals <= 6:
+        return raw * convert(10 ** (6 - decimals), int256)
+    divisor: int256 = convert(self._pow10(decimals - 6), int256)
+    q: int256 = raw // divisor
+    if raw < 0 and q * divisor != raw:
+        q -= 1
+    return q
+
+
+@pure
+@internal
+def _initial_margin(size: int128, market: Market) -> uint256:
+    """
+    @dev ceil(|size| * oracle_price * imf_ppm / (10**(pd + sd - 6) * 10**6))
+         (node/margin.py margin_requirement).
+    """
+    raw: uint256 = convert(abs(convert(size, int256)), uint256) * convert(market.oracle_price, uint256) \
+        * convert(market.imf_ppm, uint256)
+    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
+    divisor: uint256 = PPM
+    if decimals <= 6:
+        raw = raw * 10 ** (6 - decimals)
+    else:
+        divisor = self._pow10(decimals - 6) * PPM
+    return (raw + divisor - 1) // divisor
+
+
+@pure
+@internal
+def _free_collateral(collateral: int256, positions: DynArray[Position, MAX_POSITIONS],
+                     markets: DynArray[Market, MAX_MARKETS]) -> int256:
+    """
+    @dev equity - initial margin at oracle prices; positions and markets are
+         both sorted by market id (node/margin.py free_collateral).
+    """
+    free: int256 = collateral
+    m: uint256 = 0
+    for p: Position in positions:
+        for _k: uint256 in range(MAX_MARKETS):
+            if m == len(markets) or markets[m].id >= p.market:
+                break
+            m += 1
+        assert m < len(markets) and markets[m].id == p.market, "osp: position in an unknown market"
+        free += self._position_value(p.size, markets[m])
+        free -= convert(self._initial_margin(p.size, markets[m]), int256)
+    return free
+
+
+@pure
+@internal
+def _symbol_ok(symbol: uint256) -> bool:
+    """
+    @dev bytes16 `symbol` (as the top 16 bytes of a word): 1-16 bytes of
+         A-Z 0-9 _ . / - starting with A-Z, then only zero bytes.
+    """
+    ended: bool = False
+    for i: uint256 in range(16):
+        c: uint256 = (symbol >> (248 - 8 * i)) & 255
+        if c == 0:
+            if i == 0:
+                return False
+            ended = True
+            continue
+        if ended:
+            return False
+        upper: bool = c >= 65 and c <= 90
+        if i == 0:
+            if not upper:
+                return False
+            continue
+        if not (upper or (c >= 48 and c <= 57) or c == 95 or c == 46 or c == 47 or c == 45):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- rules
+
+@pure
+@internal
+def _deposit(txp: Bytes[MAX_TX_BYTES + 32], system: Bytes[SYSTEM_LEAF_BYTES],
+             account: Bytes[ACCOUNT_LEAF_BYTES]) -> (bool, bytes32, bytes32):
+    """
+    @dev Deposit rule: index == system.next_deposit; credits amount.
+         Returns (ok, new system hash, new account hash).
+    """
+    index: uint256 = self._uint(txp, 1, 8)
+    amount: uint256 = self._uint(txp, 29, 16)
+    next_deposit: uint256 = self._system_word(system, 0)
+    if index != next_deposit:
+        return False, empty(bytes32), empty(bytes32)
+    new_account: bytes32 = empty(bytes32)
+    if len(account) == 0:
+        # abi_encode(amount, 0, []): collateral | nonce | offset 0x60 | length 0
+        new_account = keccak256(concat(convert(amount, bytes32), empty(bytes32), convert(96, bytes32),
+                                       empty(bytes32)))
+    else:
+        collateral: int256 = convert(extract32(account, 0), int256) + convert(amount, int256)
+        new_account = keccak256(concat(convert(collateral, bytes32),
+                                       slice(account, 32, len(account) - 32)))
+    return True, self._system_with(system, 0, next_deposit + 1), new_account
+
+
+@pure
+@internal
+def _oracle_price(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32,
+                  system: Bytes[SYSTEM_LEAF_BYTES], markets_leaf: Bytes[MARKETS_LEAF_BYTES]) -> (bool, bytes32):
+    """
+    @dev OraclePrice rules (InvalidOracleSignature, UnknownMarket,
+         InvalidPrice, StaleOraclePrice). Returns (ok, new markets hash).
+    """
+    market: uint256 = self._uint(txp, 1, 4)
+    price: uint256 = self._uint(txp, 5, 8)
+    timestamp: uint256 = self._uint(txp, 13, 8)
+    digest: bytes32 = self._digest(domain_separator, keccak256(abi_encode(
+        ORACLE_PRICE_TYPEHASH, market, price, timestamp)))
+    oracle: address = convert(convert(self._system_word(system, 2), uint160), address)
+    signer: address = self._signer(txp, 21, digest)
+    if signer == empty(address) or signer != oracle:
+        return False, empty(bytes32)
+    markets: DynArray[Market, MAX_MARKETS] = self._markets(markets_leaf)
+    for i: uint256 in range(len(markets), bound=MAX_MARKETS):
+        if convert(markets[i].id, uint256) == market:
+            if price == 0 or timestamp <= convert(markets[i].oracle_time, uint256):
+                return False, empty(bytes32)
+            markets[i].oracle_price = convert(price, uint64)
+            markets[i].oracle_time = convert(timestamp, uint64)
+            return True, keccak256(abi_encode(markets))
+    return False, empty(bytes32)
+
+
+@pure
+@internal
+def _withdraw(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
+              markets_leaf: Bytes[MARKETS_LEAF_BYTES], account_leaf: Bytes[ACCOUNT_LEAF_BYTES]
+              ) -> (bool, bytes32, bytes32, bytes32):
+    """
+    @dev Withdraw rules (InvalidWithdrawSignature, InvalidNonce, ZeroAmount,
+         InsufficientFreeCollateral). Returns (ok, new system hash, new
+         account hash, new withdrawal leaf hash).
+    """
+    account: address = self._address(txp, 1)
+    recipient: address = self._address(txp, 21)
+    amount: uint256 = self._uint(txp, 41, 16)
+    nonce: uint256 = self._uint(txp, 57, 8)
+    digest: bytes32 = self._digest(domain_separator, keccak256(abi_encode(
+        WITHDRAW_TYPEHASH, account, recipient, amount, nonce)))
+    signer: address = self._signer(txp, 65, digest)
+    if signer == empty(address) or signer != account:
+        return False, empty(bytes32), empty(bytes32), empty(bytes32)
+    collateral: int256 = 0
+    account_nonce: uint64 = 0
+    positions: DynArray[Position, MAX_POSITIONS] = []
+    if len(account_leaf) != 0:
+        collateral, account_nonce, positions = abi_decode(
+            account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS]))
+    if nonce != convert(account_nonce, uint256) or amount == 0:
+        return False, empty(bytes32), empty(bytes32), empty(bytes32)
+    free: int256 = self._free_collateral(collateral, positions, self._markets(markets_leaf))
+    if convert(amount, int256) > free:
+        return False, empty(bytes32), empty(bytes32), empty(bytes32)
+    count: uint256 = self._system_word(system, 1)
+    new_account: bytes32 = keccak256(abi_encode(
+        collateral - convert(amount, int256), account_nonce + 1, positions))
+    new_withdrawal: bytes32 = keccak256(abi_encode(
+        convert(count, uint64), account, recipient, convert(amount, uint128)))
+    return True, self._system_with(system, 1, count + 1), new_account, new_withdrawal
+
+
+@pure
+@internal
+def _list_market(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
+                 markets_leaf: Bytes[MARKETS_LEAF_BYTES], symbols_leaf: Bytes[SYMBOLS_LEAF_BYTES]
+                 ) -> (bool, bytes32, bytes32):
+    """
+    @dev ListMarket rules (InvalidAdminSignature, MarketAlreadyListed,
+         TooManyMarkets, InvalidSymbol, DuplicateSymbol,
+         InvalidMarketDecimals, InvalidTickStep, InvalidMarginFraction,
+         InvalidFee, InvalidPrice). Returns (ok, new markets hash, new
+         symbols hash).
+    """
+    new: Market = Market(
+        id=convert(self._uint(txp, 1, 4), uint32),
+        price_decimals=convert(self._uint(txp, 21, 1), uint8),
+        size_decimals=convert(self._uint(txp, 22, 1), uint8),
+        tick_size=convert(self._uint(txp, 23, 8), uint64),
+        step_size=convert(self._uint(txp, 31, 8), uint64),
+        imf_ppm=convert(self._uint(txp, 39, 4), uint32),
+        mmf_ppm=convert(self._uint(txp, 43, 4), uint32),
+        maker_fee_ppm=convert(self._uint(txp, 47, 4), uint32),
+        taker_fee_ppm=convert(self._uint(txp, 51, 4), uint32),
+        oracle_price=convert(self._uint(txp, 55, 8), uint64),
+        oracle_time=0,
+    )
+    # bytes16 symbol: the top 16 bytes of the word at offset 5
+    symbol_word: uint256 = self._uint(txp, 5, 16) << 128
+    struct_hash: bytes32 = keccak256(abi_encode(
+        LIST_MARKET_TYPEHASH, new.id, symbol_word, new.price_decimals, new.size_decimals,
+        new.tick_size, new.step_size, new.imf_ppm, new.mmf_ppm, new.maker_fee_ppm,
+        new.taker_fee_ppm, new.oracle_price))
+    admin: address = convert(convert(self._system_word(system, 4), uint160), address)
+    signer: address = self._signer(txp, 63, self._digest(domain_separator, struct_hash))
+    if signer == empty(address) or signer != admin:
+        return False, empty(bytes32), empty(bytes32)
+    markets: DynArray[Market, MAX_MARKETS] = self._markets(markets_leaf)
+    if len(markets) >= MAX_MARKETS or not self._symbol_ok(symbol_word):
+        return False, empty(bytes32), empty(bytes32)
+    if convert(new.price_decimals, uint256) > MAX_DECIMALS or convert(new.size_decimals, uint256) > MAX_DECIMALS:
+        return False, empty(bytes32), empty(bytes32)
+    if new.tick_size == 0 or new.step_size == 0 or new.oracle_price == 0:
+        return False, empty(bytes32), empty(bytes32)
+    if new.mmf_ppm == 0 or new.mmf_ppm > new.imf_ppm or convert(new.imf_ppm, uint256) > PPM:
+        return False, empty(bytes32), empty(bytes32)
+    if convert(new.maker_fee_ppm, uint256) > PPM or convert(new.taker_fee_ppm, uint256) > PPM:
+        return False, empty(bytes32), empty(bytes32)
+    symbols: DynArray[Symbol, MAX_MARKETS] = []
+    if len(symbols_leaf) != 0:
+        symbols = abi_decode(symbols_leaf, DynArray[Symbol, MAX_MARKETS])
+    symbol: bytes16 = convert(slice(convert(symbol_word, bytes32), 0, 16), bytes16)
+    for s: Symbol in symbols:
+        if s.symbol == symbol:
+            return False, empty(bytes32), empty(bytes32)
+    # insert in id order; an id already listed fails
+    new_markets: DynArray[Market, MAX_MARKETS] = []
+    placed: bool = False
+    for mk: Market in markets:
+        if mk.id == new.id:
+            return False, empty(bytes32), empty(bytes32)
+        if not placed and mk.id > new.id:
+            new_markets.append(new)
+            placed = True
+        new_markets.append(mk)
+    if not placed:
+        new_markets.append(new)
+    new_symbols: DynArray[Symbol, MAX_MARKETS] = []
+    placed = False
+    for s: Symbol in symbols:
+        if not placed and s.id > new.id:
+            new_symbols.append(Symbol(id=new.id, symbol=symbol))
+            placed = True
+        new_symbols.append(s)
+    if not placed:
+        new_symbols.append(Symbol(id=new.id, symbol=symbol))
+    return True, keccak256(abi_encode(new_markets)), keccak256(abi_encode(new_symbols))
+
+
+# ---------------------------------------------------------------- the step
+
+@pure
+@internal
+def _root_after(pre_root: bytes32, slots: DynArray[Slot, 7], tree: Bytes[smt.MAX_TREE_BYTES]) -> bytes32:
+    """
+    @dev Sort the slots by key (equal keys: one leaf read twice, whose old
+         and new values must agree), check the multiproof against pre_root
+         and return the root after the new values.
+    """
+    keys: DynArray[uint256, smt.MAX_KEYS] = []
+    olds: DynArray[bytes32, smt.MAX_KEYS] = []
+    news: DynArray[bytes32, smt.MAX_KEYS] = []
+    taken: uint256 = 0  # bit i: slot i placed
+    for _r: uint256 in range(7):
+        best: uint256 = len(slots)
+        for i: uint256 in range(len(slots), bound=7):
+            if (taken >> i) & 1 == 0 and (best == len(slots) or slots[i].key < slots[best].key):
+                best = i
+        if best == len(slots):
+            break
+        taken |= 1 << best
+        slot: Slot = slots[best]
+        n: uint256 = len(keys)
+        if n > 0 and keys[n - 1] == slot.key:
+            assert olds[n - 1] == slot.old and news[n - 1] == slot.new, "osp: aliased leaves differ"
+            continue
+        keys.append(slot.key)
+        olds.append(slot.old)
+        news.append(slot.new)
+    old_root: bytes32 = empty(bytes32)
+    new_root: bytes32 = empty(bytes32)
+    old_root, new_root = smt.roots(tree, keys, olds, news)
+    assert old_root == pre_root, "osp: witness does not prove the pre-state root"
+    return new_root
+
+
+@view
+@external
+def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES], domain_separator: bytes32,
+               witness: Bytes[MAX_WITNESS]) -> bytes32:
+    """
+    @notice The post-state root of applying `encoded_tx` (one encoded transaction,
+            docs/protocol.md "Transactions") at block `timestamp` to the
+            state `pre_root`; pre_root itself if the transaction fails a
+            rule of the state transition function.
+    @param domain_separator The L2 EIP-712 domain separator.
+    @param witness abi.encode(bytes value_1, ..., bytes value_n, bytes tree):
+           the pre-state values of the type's leaf slots and their shared
+           multiproof (docs/protocol.md "One-step proof").
+    @dev Reverts "osp: bad tx" for an unknown type or a wrong length, and
+         "osp: ..." for a witness that does not prove against pre_root.
+    """
+    size: uint256 = len(encoded_tx)
+    assert size > 0, "osp: bad tx"
+    txp: Bytes[MAX_TX_BYTES + 32] = concat(encoded_tx, empty(bytes32))
+    kind: uint256 = self._uint(txp, 0, 1)
+    system: Bytes[SYSTEM_LEAF_BYTES] = b""
+    markets: Bytes[MARKETS_LEAF_BYTES] = b""
+    account: Bytes[ACCOUNT_LEAF_BYTES] = b""
+    tree: Bytes[smt.MAX_TREE_BYTES] = b""
+    slots: DynArray[Slot, 7] = []
+    ok: bool = False
+    new_system: bytes32 = empty(bytes32)
+    new_account: bytes32 = empty(bytes32)
+
+    if kind == TX_DEPOSIT:
+        assert size == DEPOSIT_TX_BYTES, "osp: bad tx"
+        system, account, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
+        ok, new_system, new_account = self._deposit(txp, system, account)
+        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=self._hash(system), new=new_system))
+        slots.append(Slot(key=self._key(0x01, self._address(txp, 9)), old=self._hash(account), new=new_account))
+
+    elif kind == TX_ORACLE_PRICE:
+        assert size == ORACLE_PRICE_TX_BYTES, "osp: bad tx"
+        system, markets, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
+        new_markets: bytes32 = empty(bytes32)
+        ok, new_markets = self._oracle_price(txp, domain_separator, system, markets)
+        old_system: bytes32 = self._hash(system)
+        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
+        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets))
+
+    elif kind == TX_WITHDRAW:
+        assert size == WITHDRAW_TX_BYTES, "osp: bad tx"
+        withdrawal: Bytes[WITHDRAWAL_LEAF_BYTES] = b""
+        system, markets, account, withdrawal, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
+                      Bytes[WITHDRAWAL_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
+        new_withdrawal: bytes32 = empty(bytes32)
+        ok, new_system, new_account, new_withdrawal = self._withdraw(
+            txp, domain_separator, system, markets, account)
+        count: uint256 = self._system_word(system, 1)
+        old_markets: bytes32 = self._hash(markets)
+        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=self._hash(system), new=new_system))
+        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets))
+        slots.append(Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash(account), new=new_account))
+        slots.append(Slot(key=convert(keccak256(concat(b"\x05", convert(convert(count, uint64), bytes8))), uint256),
+                          old=self._hash(withdrawal), new=new_withdrawal))
+
+    elif kind == TX_LIST_MARKET:
+        assert size == LIST_MARKET_TX_BYTES, "osp: bad tx"
+        symbols: Bytes[SYMBOLS_LEAF_BYTES] = b""
+        system, markets, symbols, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[SYMBOLS_LEAF_BYTES],
+                      Bytes[smt.MAX_TREE_BYTES]))
+        new_markets_hash: bytes32 = empty(bytes32)
+        new_symbols: bytes32 = empty(bytes32)
+        ok, new_markets_hash, new_symbols = self._list_market(txp, domain_separator, system, markets, symbols)
+        system_hash: bytes32 = self._hash(system)
+        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=system_hash, new=system_hash))
+        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets_hash))
+        slots.append(Slot(key=convert(SYMBOLS_KEY, uint256), old=self._hash(symbols), new=new_symbols))
+
+    elif kind == TX_FILL:
+        assert size == FILL_TX_BYTES, "osp: bad tx"
+        taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        fee: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        maker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        taker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        system, markets, account, taker, fee, maker_filled, taker_filled, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
+                      Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ORDER_LEAF_BYTES],
+                      Bytes[ORDER_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
+        fee_account: address = convert(convert(self._system_word(system, 3), uint160), address)
+        maker_hash: bytes32 = empty(bytes32)
+        taker_hash: bytes32 = empty(bytes32)
+        maker_hash, taker_hash = staticcall OneStepFill(FILL).order_hashes(encoded_tx, domain_separator)
+        new_taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        new_fee: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        new_maker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        new_taker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        new_maker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        ok, new_maker, new_taker, new_fee, new_maker_filled, new_taker_filled = staticcall OneStepFill(FILL).transition(
+            encoded_tx, timestamp, domain_separator, fee_account, account, taker, fee, maker_filled, taker_filled, markets)
+        old_system: bytes32 = self._hash(system)
+        old_markets: bytes32 = self._hash(markets)
+        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
+        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets))
+        slots.append(Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash(account),
+                          new=self._hash(new_maker)))
+        slots.append(Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash(taker),
+                          new=self._hash(new_taker)))
+        slots.append(Slot(key=self._key(0x01, fee_account), old=self._hash(fee), new=self._hash(new_fee)))
+        slots.append(Slot(key=convert(keccak256(concat(b"\x03", maker_hash)), uint256),
+                          old=self._hash(maker_filled), new=self._hash(new_maker_filled)))
+        slots.append(Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256),
+                          old=self._hash(taker_filled), new=self._hash(new_taker_filled)))
+
+    else:
+        raise "osp: bad tx"
+
+    if not ok:
+        # a failed rule: no-op, but the witness must still prove the values read
+        for i: uint256 in range(len(slots), bound=7):
+            slots[i].new = slots[i].old
+    return self._root_after(pre_root, slots, tree)

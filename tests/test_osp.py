@@ -1,0 +1,451 @@
+"""One-step prover (l1_stub/contracts/OneStepProver.vy, smt.vy) against the
+Python STF and tree: for every transaction type, valid and invalid
+transactions give the same post-state root from ``node.stf`` +
+``State.commit`` (a failed transaction: the pre-state root) and from
+``prove_step`` with the witness of ``prover.witness.step_witness``.
+
+Default run: about 200 hypothesis steps; ``DERIVNET_SLOW=1`` runs 2,000
+and ``DERIVNET_OSP_STEPS=N`` sets the count. Gas per type is printed (run
+with ``-s``) and held below 1M.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from l1_stub.chain import EmbeddedL1
+from node import exceptions as err
+from node.crypto import SECP256K1_N, ZERO_HASH, keccak
+from node.db import MemoryDB
+from node.eip712 import Domain
+from node.genesis import load_genesis
+from node.margin import free_collateral
+from node.signing import Signer
+from node.smt import EMPTY_ROOT, SparseMerkleTree
+from node.state import Account, Market, Position, State, account_key, symbol_bytes
+from node.stf import apply_transaction
+from node.transactions import Deposit, Fill, ListMarket, Order, Transaction, encode_tx
+from prover.osp import (
+    OneStepProverClient,
+    ProofReverted,
+    compile_with_imports,
+    deploy_compiled,
+    deploy_prover,
+    fill_available,
+)
+from prover.witness import step_witness, tree_witness
+
+DOMAIN = Domain(901, bytes.fromhex("5FbDB2315678afecb367f032d93F642f64180aa3"))
+NOW = 1_700_000_000
+GENESIS = load_genesis()
+ORACLE = Signer(keccak(b"oracle"))
+ADMIN = Signer(keccak(b"admin"))
+USERS = [Signer(keccak(b"user %d" % i)) for i in range(6)]
+STRANGER = Signer(keccak(b"stranger"))
+ETH, BTC = 1, 2
+SLOW = os.environ.get("DERIVNET_SLOW") == "1"
+STEPS = int(os.environ.get("DERIVNET_OSP_STEPS", "2000" if SLOW else "200"))
+STEPS_PER_EXAMPLE = 20
+HARNESS = Path(__file__).parent / "contracts" / "SmtHarness.vy"
+GAS: dict[str, int] = {}
+
+
+@dataclass
+class Env:
+    l1: EmbeddedL1
+    prover: OneStepProverClient
+
+
+@pytest.fixture(scope="module")
+def env() -> Env:
+    l1 = EmbeddedL1(auto_mine=True)
+    deployment = deploy_prover(l1.w3, l1.dev_keys[0])
+    return Env(l1, OneStepProverClient(l1.w3, deployment.prover))
+
+
+def new_state() -> State:
+    """Genesis (ETH-USD, BTC-USD) with our oracle and admin keys, and funded
+    users 0-3; user 1 and 2 hold positions (so free collateral counts margin)."""
+    genesis = replace(GENESIS, oracle=ORACLE.address, admin=ADMIN.address)
+    tree = SparseMerkleTree(MemoryDB())
+    state = State(tree, tree.update(EMPTY_ROOT, genesis.leaves()))
+    for i, who in enumerate(USERS[:4]):
+        apply_transaction(state, Deposit(i, who.address, 1_000_000_000), NOW, DOMAIN)
+    state.set_account(USERS[1].address, Account(500_000_000, 0, (
+        Position(ETH, 2_000, -333_200), Position(BTC, -3_000, 70_500_000))))
+    state.set_account(USERS[2].address, Account(-100_000_000, 0, (Position(BTC, 500, 1_000),)))
+    state.commit()
+    return state
+
+
+def python_root(state: State, tx: Transaction, timestamp: int) -> tuple[bytes, str]:
+    """(post-state root, rule name or "ok") by the Python STF."""
+    scratch = State(state.tree, state.root)
+    try:
+        apply_transaction(scratch, tx, timestamp, DOMAIN)
+    except err.InvalidTransaction as exc:
+        return state.root, type(exc).__name__
+    return scratch.commit(), "ok"
+
+
+def check_step(env: Env, state: State, tx: Transaction, timestamp: int = NOW) -> str:
+    """Assert prove_step == the Python STF on ``tx``; move ``state`` to the
+    post-state; returns the rule that failed or "ok"."""
+    expected, outcome = python_root(state, tx, timestamp)
+    witness = step_witness(state, tx, timestamp, DOMAIN)
+    got = env.prover.prove_step(state.root, timestamp, tx, DOMAIN, witness)
+    assert got == expected, f"{type(tx).__name__} ({outcome}): prover root differs"
+    state.root = expected
+    state.clear_cache()
+    return outcome
+
+
+# ---------------------------------------------------------------- signatures
+
+def low_v(sig: bytes) -> bytes:
+    """The same signature with v in {0, 1} (invalid by the spec)."""
+    return sig[:64] + bytes([sig[64] - 27])
+
+
+def high_s(sig: bytes) -> bytes:
+    """The malleable twin (n - s, other v): recovers the same signer, but
+    EIP-2 forbids it."""
+    s = int.from_bytes(sig[32:64], "big")
+    return sig[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - sig[64]])
+
+
+def bad_r(sig: bytes) -> bytes:
+    return b"\x00" * 32 + sig[32:]
+
+
+SIG_MUTATIONS: dict[str, Callable[[bytes], bytes]] = {
+    "v01": low_v, "high_s": high_s, "zero_r": bad_r, "v29": lambda s: s[:64] + b"\x1d",
+}
+
+
+def oracle_tx(market: int, price: int, ts: int, signer: Signer = ORACLE):
+    return signer.oracle_price(DOMAIN, market, price, ts)
+
+
+def withdraw_tx(who: Signer, amount: int, nonce: int, signer: Signer | None = None):
+    tx = (signer or who).withdraw(DOMAIN, keccak(b"recipient")[:20], amount, nonce)
+    return replace(tx, account=who.address) if signer else tx
+
+
+def listing(market: int, symbol: str | bytes = "SOL-USD", signer: Signer = ADMIN,
+            **fields: object) -> ListMarket:
+    raw = symbol if isinstance(symbol, bytes) else symbol_bytes(symbol)
+    base = dict(market=market, symbol=raw,
+                price_decimals=3, size_decimals=2, tick_size=1, step_size=1, imf_ppm=100_000,
+                mmf_ppm=50_000, maker_fee_ppm=200, taker_fee_ppm=500, oracle_price=150_000,
+                signature=b"\x00" * 65)
+    base.update(fields)
+    return signer.list_market(DOMAIN, ListMarket(**base))  # type: ignore[arg-type]
+
+
+def free(state: State, who: Signer) -> int:
+    return free_collateral(state.account(who.address), state.markets)
+
+
+def resign(tx, mutate: Callable[[bytes], bytes]):
+    return replace(tx, signature=mutate(tx.signature))
+
+
+# ---------------------------------------------------------------- every rule
+
+
+def rule_cases() -> list[tuple[str, Callable[[State], Transaction], str]]:
+    """(name, tx from the state, expected outcome) for every rule of the
+    four types, valid transactions included."""
+    u0, u1, fresh = USERS[0], USERS[1], USERS[5]
+    cases: list[tuple[str, Callable[[State], Transaction], str]] = [
+        ("deposit first (insert)", lambda s: Deposit(s.system.next_deposit, fresh.address, 5), "ok"),
+        ("deposit again", lambda s: Deposit(s.system.next_deposit, u0.address, 7), "ok"),
+        ("deposit to fee account", lambda s: Deposit(s.system.next_deposit, s.system.fee_account, 1),
+         "ok"),
+        ("deposit out of order", lambda s: Deposit(s.system.next_deposit + 1, u0.address, 7),
+         "DepositOutOfOrder"),
+        ("deposit replayed", lambda s: Deposit(s.system.next_deposit - 1, u0.address, 7),
+         "DepositOutOfOrder"),
+        ("oracle", lambda s: oracle_tx(ETH, 170_000, NOW), "ok"),
+        ("oracle wrong signer", lambda s: oracle_tx(ETH, 170_000, NOW, STRANGER),
+         "InvalidOracleSignature"),
+        ("oracle unknown market", lambda s: oracle_tx(77, 170_000, NOW), "UnknownMarket"),
+        ("oracle zero price", lambda s: oracle_tx(ETH, 0, NOW), "InvalidPrice"),
+        ("oracle stale", lambda s: oracle_tx(ETH, 1, 0), "StaleOraclePrice"),
+        ("withdraw", lambda s: withdraw_tx(u0, 1_000, 0), "ok"),
+        ("withdraw with positions", lambda s: withdraw_tx(u1, 1_000, 0), "ok"),
+        ("withdraw wrong signer", lambda s: withdraw_tx(u0, 1_000, 0, signer=STRANGER),
+         "InvalidWithdrawSignature"),
+        ("withdraw bad nonce", lambda s: withdraw_tx(u0, 1_000, 3), "InvalidNonce"),
+        ("withdraw zero", lambda s: withdraw_tx(u0, 0, 0), "ZeroAmount"),
+        ("withdraw too much", lambda s: withdraw_tx(u0, 1_000_000_001, 0),
+         "InsufficientFreeCollateral"),
+        ("withdraw all free collateral", lambda s: withdraw_tx(u1, free(s, u1), 0), "ok"),
+        ("withdraw above free collateral", lambda s: withdraw_tx(u1, free(s, u1) + 1, 0),
+         "InsufficientFreeCollateral"),
+        ("withdraw negative collateral", lambda s: withdraw_tx(USERS[2], free(s, USERS[2]), 0),
+         "ok"),
+        ("withdraw absent account", lambda s: withdraw_tx(fresh, 1, 0),
+         "InsufficientFreeCollateral"),
+        ("list", lambda s: listing(3), "ok"),
+        ("list below others", lambda s: listing(0, "AAA"), "ok"),
+        ("list wrong signer", lambda s: listing(3, signer=STRANGER), "InvalidAdminSignature"),
+        ("list listed id", lambda s: listing(ETH), "MarketAlreadyListed"),
+        ("list bad symbol", lambda s: listing(3, "sol"), "InvalidSymbol"),
+        ("list symbol digit first", lambda s: listing(3, "1INCH"), "InvalidSymbol"),
+        ("list symbol hole", lambda s: listing(3, b"A\x00B".ljust(16, b"\x00")),
+         "InvalidSymbol"),
+        ("list empty symbol", lambda s: listing(3, b"\x00" * 16), "InvalidSymbol"),
+        ("list duplicate symbol", lambda s: listing(3, "ETH-USD"), "DuplicateSymbol"),
+        ("list decimals", lambda s: listing(3, price_decimals=19), "InvalidMarketDecimals"),
+        ("list size decimals", lambda s: listing(3, size_decimals=19), "InvalidMarketDecimals"),
+        ("list zero tick", lambda s: listing(3, tick_size=0), "InvalidTickStep"),
+        ("list zero step", lambda s: listing(3, step_size=0), "InvalidTickStep"),
+        ("list zero mmf", lambda s: listing(3, mmf_ppm=0), "InvalidMarginFraction"),
+        ("list mmf > imf", lambda s: listing(3, mmf_ppm=200_000), "InvalidMarginFraction"),
+        ("list imf > 1", lambda s: listing(3, imf_ppm=1_000_001, mmf_ppm=1),
+         "InvalidMarginFraction"),
+        ("list maker fee", lambda s: listing(3, maker_fee_ppm=1_000_001), "InvalidFee"),
+        ("list taker fee", lambda s: listing(3, taker_fee_ppm=1_000_001), "InvalidFee"),
+        ("list zero price", lambda s: listing(3, oracle_price=0), "InvalidPrice"),
+    ]
+    for name, mutate in SIG_MUTATIONS.items():
+        cases.append((f"oracle sig {name}", lambda s, m=mutate: resign(oracle_tx(ETH, 1, NOW), m),
+                      "InvalidOracleSignature"))
+        cases.append((f"withdraw sig {name}",
+                      lambda s, m=mutate: resign(withdraw_tx(u0, 1, 0), m),
+                      "InvalidWithdrawSignature"))
+        cases.append((f"list sig {name}", lambda s, m=mutate: resign(listing(3), m),
+                      "InvalidAdminSignature"))
+    return cases
+
+
+@pytest.mark.parametrize("name,make,outcome", rule_cases(), ids=[c[0] for c in rule_cases()])
+def test_every_rule(env: Env, name: str, make: Callable[[State], Transaction], outcome: str) -> None:
+    state = new_state()
+    assert check_step(env, state, make(state)) == outcome
+
+
+def test_too_many_markets(env: Env) -> None:
+    state = new_state()
+    for market_id in range(3, 65):
+        state.set_market(Market(market_id, 2, 2, 1, 1, 100_000, 50_000, 0, 0, 100, 0))
+        state.set_symbol(market_id, symbol_bytes(f"M{market_id}"))
+    state.commit()
+    assert len(state.markets) == 64
+    assert check_step(env, state, listing(65)) == "TooManyMarkets"
+    assert check_step(env, state, oracle_tx(64, 5, NOW)) == "ok"
+
+
+def test_chained_steps_and_gas(env: Env) -> None:
+    """A short chain through every type; gas of prove_step per type < 1M."""
+    state = new_state()
+    steps = [
+        ("Deposit", Deposit(state.system.next_deposit, USERS[4].address, 10**9)),
+        ("OraclePrice", oracle_tx(ETH, 170_000, NOW)),
+        ("Withdraw", withdraw_tx(USERS[1], 1_000, 0)),
+        ("ListMarket", listing(3)),
+    ]
+    for name, tx in steps:
+        witness = step_witness(state, tx, NOW, DOMAIN)
+        gas = env.prover.gas(state.root, NOW, tx, DOMAIN, witness)
+        GAS[name] = gas
+        print(f"prove_step {name}: {gas} gas, witness {len(witness)} bytes")
+        assert gas < 1_000_000
+        assert check_step(env, state, tx) == "ok"
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_witness_for_another_root_reverts(env: Env) -> None:
+    state = new_state()
+    other = new_state()
+    apply_transaction(other, Deposit(other.system.next_deposit, USERS[0].address, 1), NOW, DOMAIN)
+    other.commit()
+    tx = Deposit(state.system.next_deposit, USERS[0].address, 5)
+    witness = step_witness(other, tx, NOW, DOMAIN)
+    with pytest.raises(ProofReverted, match="osp: "):
+        env.prover.prove_step(state.root, NOW, tx, DOMAIN, witness)
+    # a failing transaction still needs a witness of its pre-state
+    bad = Deposit(state.system.next_deposit + 5, USERS[0].address, 5)
+    with pytest.raises(ProofReverted, match="osp: "):
+        env.prover.prove_step(state.root, NOW, bad, DOMAIN, step_witness(other, bad, NOW, DOMAIN))
+
+
+def test_forged_leaf_value_reverts(env: Env) -> None:
+    """A witness claiming another value for a leaf (here: a richer account)
+    does not prove against the root."""
+    from eth_abi import decode, encode
+
+    state = new_state()
+    tx = withdraw_tx(USERS[0], 2_000_000_000, 0)
+    assert python_root(state, tx, NOW)[1] == "InsufficientFreeCollateral"
+    parts = list(decode(["bytes"] * 5, step_witness(state, tx, NOW, DOMAIN)))
+    parts[2] = Account(5_000_000_000, 0, ()).encode()
+    with pytest.raises(ProofReverted, match="osp: leaf value does not match"):
+        env.prover.prove_step(state.root, NOW, tx, DOMAIN, encode(["bytes"] * 5, parts))
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x09" + b"\x00" * 44, encode_tx(Deposit(0, b"\x01" * 20, 1))[:-1],
+                                 encode_tx(Deposit(0, b"\x01" * 20, 1)) + b"\x00"])
+def test_bad_tx_reverts(env: Env, raw: bytes) -> None:
+    state = new_state()
+    witness = step_witness(state, Deposit(0, b"\x01" * 20, 1), NOW, DOMAIN)
+    with pytest.raises(ProofReverted, match="osp: bad tx"):
+        env.prover.prove_step(state.root, NOW, raw, DOMAIN, witness)
+
+
+# ---------------------------------------------------------------- differential
+
+
+def _sign_variant(data: st.DataObject, tx):
+    choice = data.draw(st.sampled_from(["ok"] * 6 + list(SIG_MUTATIONS)))
+    return tx if choice == "ok" else resign(tx, SIG_MUTATIONS[choice])
+
+
+def draw_tx(data: st.DataObject, state: State) -> Transaction:
+    """A transaction for ``state``: mostly valid, with every rule's failure
+    drawn now and then."""
+    kind = data.draw(st.sampled_from(["deposit", "oracle", "withdraw", "list"]))
+    who = data.draw(st.sampled_from(USERS))
+    markets = state.markets
+    if kind == "deposit":
+        index = state.system.next_deposit + data.draw(st.sampled_from([0, 0, 0, 0, 1, -1]))
+        return Deposit(max(index, 0), who.address, data.draw(st.integers(0, 10**12)))
+    if kind == "oracle":
+        market = data.draw(st.sampled_from([*markets, 99]))
+        last = markets[market].oracle_time if market in markets else 0
+        ts = last + data.draw(st.integers(-2, 100))
+        price = data.draw(st.sampled_from([0, 1, 2**64 - 1]) | st.integers(1, 10**9))
+        signer = data.draw(st.sampled_from([ORACLE] * 5 + [STRANGER]))
+        return _sign_variant(data, oracle_tx(market, price, max(ts, 0), signer))
+    if kind == "withdraw":
+        acc = state.account(who.address)
+        nonce = acc.nonce + data.draw(st.sampled_from([0, 0, 0, 1]))
+        amount = data.draw(st.sampled_from([0, 1, max(acc.collateral, 1)]) | st.integers(1, 10**9))
+        signer = data.draw(st.sampled_from([who] * 5 + [STRANGER]))
+        return _sign_variant(data, withdraw_tx(who, amount, nonce, signer=signer))
+    existing = sorted(markets)
+    market = data.draw(st.sampled_from([max(existing) + 1, max(existing) + 7, 0, *existing]))
+    symbol = data.draw(st.sampled_from(["X", "NEW-USD", "ETH-USD", "bad", "A.B/C_D-1"])
+                       | st.text("ABZ09-_", min_size=1, max_size=16))
+    fields = dict(
+        price_decimals=data.draw(st.integers(0, 19)), size_decimals=data.draw(st.integers(0, 19)),
+        tick_size=data.draw(st.integers(0, 3)), step_size=data.draw(st.integers(0, 3)),
+        imf_ppm=data.draw(st.sampled_from([100_000, 1_000_000, 1_000_001, 0])),
+        mmf_ppm=data.draw(st.sampled_from([50_000, 100_000, 0, 2_000_000])),
+        maker_fee_ppm=data.draw(st.sampled_from([0, 200, 10**6, 10**6 + 1])),
+        taker_fee_ppm=data.draw(st.sampled_from([0, 500, 10**6 + 1])),
+        oracle_price=data.draw(st.sampled_from([0, 1, 10**9])),
+    )
+    signer = data.draw(st.sampled_from([ADMIN] * 5 + [STRANGER]))
+    return _sign_variant(data, listing(market, symbol, signer, **fields))
+
+
+@settings(max_examples=max(1, STEPS // STEPS_PER_EXAMPLE), suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_differential(env: Env, data: st.DataObject) -> None:
+    state = new_state()
+    timestamp = NOW
+    for _ in range(STEPS_PER_EXAMPLE):
+        timestamp += data.draw(st.integers(0, 5))
+        check_step(env, state, draw_tx(data, state), timestamp)
+
+
+# ---------------------------------------------------------------- the tree alone
+
+
+@pytest.fixture(scope="module")
+def harness(env: Env):
+    return deploy_compiled(env.l1.w3, env.l1.dev_keys[0], compile_with_imports(HARNESS))
+
+
+def _near(key: bytes, bit: int) -> bytes:
+    return (int.from_bytes(key, "big") ^ (1 << (255 - bit))).to_bytes(32, "big")
+
+
+@settings(max_examples=40 if not SLOW else 400, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_multiproof_inserts_splits_updates_deletes(harness, data: st.DataObject) -> None:
+    """smt.roots against node.smt on random trees and up to 7 keys written
+    at once: inserts into empty subtrees, splits of single-leaf subtrees
+    (keys that share long prefixes), updates, deletes that collapse."""
+    keys32 = st.binary(min_size=32, max_size=32)
+    base = data.draw(st.lists(keys32, max_size=40, unique=True))
+    if base and data.draw(st.booleans()):
+        base += [_near(base[0], b) for b in data.draw(st.lists(st.integers(0, 255), max_size=4))]
+    tree = SparseMerkleTree(MemoryDB())
+    root = tree.update(EMPTY_ROOT, {k: keccak(k)[:5] for k in base})
+    pool = base + [_near(k, b) for k in base[:5] for b in (2, 30, 255)]
+    touched = data.draw(st.lists(st.sampled_from(pool) | keys32 if pool else keys32,
+                                 min_size=1, max_size=7, unique=True))
+    ops = [data.draw(st.sampled_from(["write", "write", "delete", "read"])) for _ in touched]
+    items = {k: (None if op == "delete" else keccak(k + b"new")[:9])
+             for k, op in zip(touched, ops) if op != "read"}
+    keys = sorted(touched)
+    old = [tree.get(root, k) for k in keys]
+    witness = tree_witness(tree, root, keys, deletes=[k for k, v in items.items() if v is None])
+    new_root = tree.update(root, items)
+    old_hashes = [keccak(v) if v is not None else ZERO_HASH for v in old]
+    new_hashes = []
+    for k, h in zip(keys, old_hashes):
+        if k in items:
+            h = keccak(items[k]) if items[k] is not None else ZERO_HASH  # type: ignore[arg-type]
+        new_hashes.append(h)
+    got_old, got_new = harness.functions.roots(
+        witness, [int.from_bytes(k, "big") for k in keys], old_hashes, new_hashes).call()
+    assert got_old == root
+    assert got_new == new_root
+
+
+# ---------------------------------------------------------------- Fill
+
+
+FILL_SKIP = pytest.mark.skipif(not fill_available(), reason="needs OneStepFill (fill branch)")
+
+
+def _fill(maker: Signer, taker: Signer, maker_buys: bool, size: int, price: int,
+          taker_price: int | None = None, market: int = ETH, expiry: int = NOW + 60) -> Fill:
+    mo = Order(maker.address, market, maker_buys, price, size, 1, expiry)
+    to = Order(taker.address, market, not maker_buys, price if taker_price is None else taker_price,
+               size, 2, expiry)
+    return Fill(mo, maker.sign_order(DOMAIN, mo)[1], to, taker.sign_order(DOMAIN, to)[1], size, price)
+
+
+@FILL_SKIP
+def test_fill_steps_and_gas(env: Env) -> None:
+    state = new_state()
+    u0, u3 = USERS[0], USERS[3]
+    fee = state.system.fee_account
+    tx = _fill(u0, u3, True, 1_000, 166_600)
+    witness = step_witness(state, tx, NOW, DOMAIN)
+    gas = env.prover.gas(state.root, NOW, tx, DOMAIN, witness)
+    GAS["Fill"] = gas
+    print(f"prove_step Fill: {gas} gas, witness {len(witness)} bytes")
+    assert check_step(env, state, tx) == "ok"
+    assert check_step(env, state, tx) == "Overfill"
+    assert check_step(env, state, _fill(u0, u3, True, 1_000, 166_600, 166_700)) == "ok"
+    assert check_step(env, state, _fill(u0, u3, True, 1_000, 166_600, expiry=NOW)) == "OrderExpired"
+    assert check_step(env, state, _fill(u0, u0, True, 1_000, 166_600)) == "SelfTrade"
+    assert check_step(env, state, _fill(u0, u3, True, 10**9, 166_600)) == "InsufficientMargin"
+    bad = _fill(u0, u3, True, 7, 166_600)
+    assert check_step(env, state, replace(bad, maker_signature=low_v(bad.maker_signature))) \
+        == "InvalidOrderSignature"
+    assert check_step(env, state, replace(bad, taker_signature=high_s(bad.taker_signature))) \
+        == "InvalidOrderSignature"
+    # the fee account trades: its leaf is maker and fee account at once
+    apply_transaction(state, Deposit(state.system.next_deposit, fee, 10**9), NOW, DOMAIN)
+    state.commit()
+    fee_signer = next((s for s in USERS if s.address == fee), None)
+    if fee_signer is not None:  # pragma: no cover - genesis fee account is a dev key
+        assert check_step(env, state, _fill(fee_signer, u3, False, 10, 166_600)) == "ok"
+    assert account_key(fee) != account_key(u0.address)
