@@ -19,8 +19,9 @@ from typing import Any
 from node.blocks import Block, Receipt, genesis_block, make_header
 from node.crypto import ZERO_HASH
 from node.db import KeyValueDB, PrefixedBatch, PrefixedDB
+from node.derive import execute_txs
 from node.eip712 import Domain, order_hash
-from node.exceptions import InvalidBlock, InvalidTransaction
+from node.exceptions import InvalidBlock
 from node.smt import SparseMerkleTree
 from node.state import State
 from node.stf import apply_transaction
@@ -201,21 +202,14 @@ class Chain:
 
     def apply_block(self, timestamp: int, l1_origin: int, txs: Iterable[bytes]) -> Block:
         """Execute and store a whole block (e.g. derived from L1); a
-        transaction that breaks a rule is a no-op with a failed receipt."""
+        transaction that breaks a rule (or does not decode) is a no-op with a
+        failed receipt (``node.derive.execute_txs``)."""
         if self.pending_txs:
             raise InvalidBlock("apply_block with pending sequencer transactions")
         if timestamp < self.head.header.timestamp:
             raise InvalidBlock("block timestamp goes backwards")
         encoded = tuple(txs)
-        receipts = []
-        for raw in encoded:
-            h = tx_hash(raw)
-            try:
-                apply_transaction(self.state, decode_tx(raw), timestamp, self.domain)
-            except InvalidTransaction as exc:
-                receipts.append(Receipt(h, False, exc.rule, str(exc)))
-            else:
-                receipts.append(Receipt(h, True))
+        receipts = execute_txs(self.state, timestamp, encoded, self.domain)
         root = self.state.commit()
         return self._store(timestamp, l1_origin, encoded, tuple(receipts), root)
 
@@ -249,6 +243,58 @@ class Chain:
             batch.put(_HEAD, _u64(number))
         self.head = block
         return block
+
+    def rollback(self, number: int) -> list[Block]:
+        """Drop every block after ``number`` (and the batch records that end
+        after it): the head becomes block ``number`` and the pending state its
+        state (pending transactions dropped). One atomic batch; the tree keeps
+        its nodes (content-addressed), its flat index moves to the new head.
+        Returns the dropped blocks, oldest first. Raises KeyError if there is
+        no block ``number``."""
+        target = self.block(number)
+        dropped = [self.block(n) for n in range(number + 1, self.head.number + 1)]
+        root = target.header.state_root
+        count_at_target = State(self.tree, root).system.withdrawal_count
+        count_at_head = self.head_state().system.withdrawal_count
+        if dropped:
+            self.tree.rebuild_index(root)
+        with self.db.write_batch() as batch:
+            for block in dropped:
+                n = _u64(block.number)
+                batch.delete(_block_key(block.number))
+                batch.delete(b"h:" + block.hash)
+                batch.delete(b"bb:" + n)
+                if self.db.get(b"r:" + block.header.state_root) == n:
+                    batch.delete(b"r:" + block.header.state_root)
+                for i, r in enumerate(block.receipts):
+                    loc = self.db.get(b"t:" + r.tx_hash)
+                    if loc is not None and loc[:8] == n:
+                        batch.delete(b"t:" + r.tx_hash)
+                    if r.success and block.txs[i][0] == TX_FILL:
+                        fill = decode_tx(block.txs[i])
+                        for order in (fill.maker, fill.taker):  # type: ignore[union-attr]
+                            batch.delete(b"o:" + order_hash(self.domain, order) + r.tx_hash)
+            for wid in range(count_at_target, count_at_head):
+                batch.delete(b"w:" + _u64(wid))
+            safe = None
+            for key, raw in self.db.iterate(b"B:"):
+                info = BatchInfo.from_json(json.loads(raw))
+                if info.last_block > number:
+                    batch.delete(key)
+                elif safe is None or info.index > safe:
+                    safe = info.index
+            if safe is None:
+                batch.delete(_SAFE)
+            else:
+                batch.put(_SAFE, _u64(safe))
+            self.tree.flush(PrefixedBatch(batch, b"s:"))
+            batch.put(_HEAD, _u64(number))
+        self.head = target
+        self.state = State(self.tree, root)
+        self.pending_txs = []
+        self.pending_receipts = []
+        self.pending_timestamp = target.header.timestamp
+        return dropped
 
     # -- batches (safe head) ---------------------------------------------
     def record_batch(self, info: BatchInfo) -> None:

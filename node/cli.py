@@ -590,6 +590,51 @@ def escape(account: int | None, private_key: str | None, rpc: str, l1_rpc: str |
                                 f"L1 tx {r.l1_tx}"])
 
 
+@main.command()
+@click.option("--l1-rpc", required=True, help="L1 JSON-RPC URL (the devnet's L1, e.g. "
+              "http://127.0.0.1:8546): the only source the replica reads.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8547, show_default=True, type=click.IntRange(1, 65535),
+              help="The replica's read-only L2 JSON-RPC port.")
+@click.option("--datadir", default=None, type=click.Path(file_okay=False),
+              help="Where the derived chain is stored (LevelDB); a restart resumes from it. "
+                   "Omit to keep it in memory.")
+@click.option("--genesis", "genesis_path", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="The devnet's genesis file (default: the packaged node/genesis.json); "
+                   "its state root must equal the Rollup's genesis root.")
+@click.option("--rollup", default=None,
+              help="Rollup contract address (default: the first Rollup the genesis sequencer "
+                   "created on L1).")
+@click.option("--poll-interval", default=0.5, show_default=True,
+              type=click.FloatRange(0.05, 3600), help="Seconds between L1 polls.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
+def replica(l1_rpc: str, host: str, port: int, datadir: str | None, genesis_path: str | None,
+            rollup: str | None, poll_interval: float, verbose: bool) -> None:
+    """Derive the L2 chain from L1 alone and serve it read-only over JSON-RPC."""
+    from node.replica import ReplicaConfig, ReplicaError, run_replica
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ReplicaConfig(l1_rpc=l1_rpc, host=host, port=port, datadir=datadir,
+                           genesis_path=genesis_path, rollup=rollup, poll_interval=poll_interval)
+
+    def ready(r: Any) -> None:
+        click.echo(f"derivnet replica ready: L2 JSON-RPC http://{host}:{port} (read-only), "
+                   f"L1 {l1_rpc}, Rollup {r.deployment.rollup}, derived L2 block "
+                   f"{r.chain.head.number}" + (f", datadir {datadir}" if datadir else ""))
+        sys.stdout.flush()
+
+    try:
+        run_replica(config, ready)
+    except ReplicaError as exc:
+        raise click.ClickException(str(exc)) from None
+    except BaseException as exc:
+        if not _is_interrupt(exc):
+            raise
+        click.echo("stopped")
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def l1(args: tuple[str, ...]) -> None:

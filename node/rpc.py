@@ -481,7 +481,11 @@ class L2Api:
             info = chain.batch(parse_uint(index, "index"))
         if info is None:
             return None
-        return {**batch_json(info), "status": self.node.batch_status(info.index)}
+        out = {**batch_json(info), "status": self.node.batch_status(info.index)}
+        if info.last_block <= chain.head.number:  # this node's own root after the batch
+            derived = chain.block(info.last_block).header.state_root
+            out.update(derivedStateRoot=hexb(derived), matches=derived == info.state_root)
+        return out
 
     def l2_getProof(self, address: Any, tag: Any = "latest") -> dict[str, Any]:
         addr = parse_address(address)

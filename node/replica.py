@@ -1,0 +1,601 @@
+"""The replica: an L2 node that derives the chain from L1 alone and serves it
+read-only over JSON-RPC (docs/protocol.md, "Derivation (replica)").
+
+``derivnet replica --l1-rpc URL`` runs one ``Replica``. It needs nothing
+from the sequencer: the genesis file (the devnet default unless
+``--genesis``) gives the genesis state, whose root must equal the Rollup's
+``genesis_state_root`` (else it refuses to start); the Rollup is the first
+contract the genesis sequencer created on L1 (unless ``--rollup``). Then
+it follows L1: every ``poll_interval`` seconds it reads the Rollup's views
+at the L1 head, rolls back batches that L1 deleted, reads new
+``BatchSubmitted`` calldata and ``DepositQueued`` entries, and derives the
+new batches with ``node.derive`` into a ``Chain`` store (LevelDB in the
+datadir, so a restart resumes). L1 reads run in a worker thread;
+derivation runs on the trio loop one batch at a time, so JSON-RPC reads
+always see whole blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.chain import BatchInfo, Chain
+from node.crypto import ZERO_HASH, keccak
+from node.datadir import read_genesis_json
+from node.db import KeyValueDB, LevelDB, MemoryDB
+from node.derive import (
+    DerivationError,
+    PostedBatch,
+    QueuedDeposit,
+    Step,
+    batch_steps,
+    check_timestamps,
+    split_batch,
+    state_at_step,
+    step_roots,
+)
+from node.eip712 import Domain
+from node.genesis import Genesis, parse_genesis
+from node.rpc import L2Api, RpcError, hexb, methods
+from node.server import JsonRpcApp, serve_jsonrpc
+from node.smt import SparseMerkleTree
+from node.state import State
+
+log = logging.getLogger("derivnet.replica")
+
+METHOD_NOT_SUPPORTED = -32004  # EIP-1474 "method not supported"
+READ_ONLY = ("l2_sendOrder", "l2_cancelOrder", "l2_sendOraclePrice", "l2_sendWithdraw",
+             "l2_sendListMarket", "l2_getOrderBook")
+MAX_ROLLUP_NONCE = 64  # nonces of the genesis sequencer searched for the Rollup
+
+_DEPOSIT = b"R:d:"  # queue index u64 -> account(20) | amount u128
+_DEPOSIT_SCAN = b"R:dscan"  # last L1 block whose DepositQueued logs are stored
+
+
+class ReplicaError(ValueError):
+    """The replica cannot start: L1 has no Rollup for this genesis, the genesis
+    root or chain ids differ from L1's, or the datadir belongs to another chain."""
+
+
+@dataclass
+class ReplicaConfig:
+    """Flags of ``derivnet replica`` (times in seconds)."""
+
+    l1_rpc: str
+    host: str = "127.0.0.1"
+    port: int = 8547
+    datadir: str | None = None
+    genesis_path: str | None = None
+    rollup: str | None = None  # None: found from the genesis sequencer's creations
+    poll_interval: float = 0.5
+
+
+def create_address(sender: bytes, nonce: int) -> bytes:
+    """The address of the contract ``sender`` creates with ``nonce`` (CREATE)."""
+    import rlp
+
+    return keccak(rlp.encode([sender, nonce]))[12:]
+
+
+def find_rollup(w3: Any, deployer: bytes, limit: int = MAX_ROLLUP_NONCE) -> str | None:
+    """The first contract ``deployer`` created (nonces 0..limit-1) that answers
+    as a Rollup (``genesis_state_root``, ``l2_chain_id``, ``usdc``); None if
+    there is none. The devnet deploys USDC then the Rollup from the genesis
+    sequencer's key, so this finds the devnet's Rollup."""
+    from l1_stub.contracts import load_contract
+
+    abi, _ = load_contract("Rollup")
+    sent = int(w3.eth.get_transaction_count(w3.to_checksum_address(deployer)))
+    for nonce in range(min(sent, limit)):
+        address = w3.to_checksum_address(create_address(deployer, nonce))
+        if not w3.eth.get_code(address):
+            continue
+        contract = w3.eth.contract(address=address, abi=abi)
+        try:
+            contract.functions.genesis_state_root().call()
+            contract.functions.l2_chain_id().call()
+            contract.functions.usdc().call()
+        except Exception:  # noqa: BLE001 - not a Rollup (USDC, something else)
+            continue
+        return str(address)
+    return None
+
+
+def deploy_block_of(w3: Any, address: str, head: int) -> int:
+    """The L1 block in which ``address`` got its code (binary search over
+    ``eth_getCode`` at past blocks); 0 if the L1 node cannot answer for past
+    blocks."""
+    try:
+        if not w3.eth.get_code(address, block_identifier=0):
+            lo, hi = 0, head  # no code at lo, code at hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if w3.eth.get_code(address, block_identifier=mid):
+                    hi = mid
+                else:
+                    lo = mid
+            return hi
+    except Exception:  # noqa: BLE001 - no archive state: scan logs from block 0
+        pass
+    return 0
+
+
+class Replica:
+    """One replica process's state: L1 connection, chain store, JSON-RPC app.
+    Construct (raises ReplicaError), then ``await run()``; ``sync()`` does
+    one round of following L1 synchronously (tests, benchmarks)."""
+
+    def __init__(self, config: ReplicaConfig) -> None:
+        from l1_stub.client import Deployment, RollupClient, connect
+
+        self.config = config
+        self._exit = ExitStack()
+        self.db: KeyValueDB
+        if config.datadir:
+            Path(config.datadir).mkdir(parents=True, exist_ok=True)
+            self.db = LevelDB(os.path.join(config.datadir, "replica"))
+        else:
+            self.db = MemoryDB()
+        self._exit.callback(self.db.close)
+        try:
+            self.w3 = self._exit.enter_context(connect(config.l1_rpc))
+            stored = Chain.stored_config(self.db)
+            genesis_json = self._genesis_json(stored)
+            self.genesis: Genesis = parse_genesis(genesis_json)
+            leaves = self.genesis.leaves()
+            root = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, leaves)
+            if stored is None:
+                stored = self._discover(genesis_json, root)
+                Chain.initialize(self.db, leaves, stored)
+            elif stored["genesisStateRoot"] != hexb(root):
+                raise ReplicaError("the datadir holds another chain (genesis root differs)")
+            self.stored_config = stored
+            self.deployment = Deployment(stored["usdc"], stored["rollup"],
+                                         stored["deployBlock"], stored["l1ChainId"])
+            self.rollup = RollupClient(self.w3, self.deployment)
+            on_l1 = self.rollup.genesis_state_root()
+            if on_l1 != root:
+                raise ReplicaError(
+                    f"the genesis file gives state root {hexb(root)} but the Rollup at "
+                    f"{stored['rollup']} was deployed with {hexb(on_l1)}: pass the devnet's "
+                    "genesis file with --genesis")
+            self.domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
+            self.chain = Chain(self.db, self.domain)
+        except BaseException:
+            self._exit.close()
+            raise
+        self.deposits: dict[int, QueuedDeposit] = {
+            int.from_bytes(k[len(_DEPOSIT):], "big"): QueuedDeposit(
+                int.from_bytes(k[len(_DEPOSIT):], "big"), v[:20], int.from_bytes(v[20:], "big"))
+            for k, v in self.db.iterate(_DEPOSIT)
+        }
+        self.l1_snapshot: Any = None
+        self.finalized_batch_count = 0
+        self.error: str | None = None  # the last derivation / L1 error, until a round succeeds
+        self.rollbacks = 0
+        self.mismatched: list[int] = []
+        self._resume()
+        self.api = ReplicaApi(self)
+        self.app = JsonRpcApp(methods(self.api))
+        self.started_at = time.time()
+
+    # -- set-up ----------------------------------------------------------
+    def _genesis_json(self, stored: dict[str, Any] | None) -> dict[str, Any]:
+        given = read_genesis_json(self.config.genesis_path) if self.config.genesis_path else None
+        if stored is None:
+            return given if given is not None else read_genesis_json(None)
+        if given is not None and given != stored["genesis"]:
+            raise ReplicaError("--genesis differs from the genesis the datadir was created with")
+        return dict(stored["genesis"])
+
+    def _discover(self, genesis_json: dict[str, Any], root: bytes) -> dict[str, Any]:
+        """The stored config of a new datadir, read from L1: the Rollup (flag or
+        search), its USDC and deployment block; checks the chain ids."""
+        w3 = self.w3
+        l1_chain_id = int(w3.eth.chain_id)
+        if l1_chain_id != self.genesis.l1_chain_id:
+            raise ReplicaError(f"the L1 node's chain id is {l1_chain_id}, the genesis file "
+                               f"says {self.genesis.l1_chain_id}")
+        rollup = self.config.rollup or find_rollup(w3, self.genesis.sequencer)
+        if rollup is None:
+            raise ReplicaError(
+                f"no Rollup contract created by the genesis sequencer "
+                f"0x{self.genesis.sequencer.hex()} on L1 {self.config.l1_rpc} "
+                "(pass --rollup ADDRESS, or the devnet's --genesis file)")
+        from l1_stub.contracts import load_contract
+
+        rollup = w3.to_checksum_address(rollup)
+        contract = w3.eth.contract(address=rollup, abi=load_contract("Rollup")[0])
+        l2_chain_id = int(contract.functions.l2_chain_id().call())
+        if l2_chain_id != self.genesis.l2_chain_id:
+            raise ReplicaError(f"the Rollup's L2 chain id is {l2_chain_id}, the genesis file "
+                               f"says {self.genesis.l2_chain_id}")
+        return {
+            "replica": True,
+            "genesis": genesis_json,
+            "genesisStateRoot": hexb(root),
+            "l1ChainId": l1_chain_id,
+            "l2ChainId": l2_chain_id,
+            "rollup": rollup,
+            "usdc": w3.to_checksum_address(contract.functions.usdc().call()),
+            "deployBlock": deploy_block_of(w3, rollup, int(w3.eth.block_number)),
+        }
+
+    def _resume(self) -> None:
+        """After a crash between a batch's blocks and its record: drop the
+        blocks past the last recorded batch (they are derived again)."""
+        safe = self.chain.safe_head
+        if self.chain.head.number > safe:
+            log.info("dropping L2 blocks %d..%d of an unfinished batch",
+                     safe + 1, self.chain.head.number)
+            self.chain.rollback(safe)
+
+    def close(self) -> None:
+        self._exit.close()
+
+    # -- following L1 ------------------------------------------------------
+    def read_l1(self) -> dict[str, Any]:
+        """One consistent read of L1 at its head (blocking I/O): the Rollup
+        snapshot, the records of the stored batches that must be checked for
+        deletion, new deposit entries and new batch submissions."""
+        snap = self.rollup.snapshot()
+        at = snap.number
+        latest = self.chain.latest_batch()
+        derived = latest.index + 1 if latest else 0
+        # what L1 says about our latest batch (and earlier ones if it changed)
+        changed_from = None
+        records: dict[int, Any] = {}
+        i = min(derived, snap.batch_count) - 1
+        while i >= 0:
+            info = self.chain.batch(i)
+            record = self.rollup.get_batch(i, at)
+            records[i] = record
+            if info is not None and (record.tx_root, record.state_root) == (
+                    info.tx_root, info.state_root):
+                break
+            changed_from = i
+            i -= 1
+        if derived > snap.batch_count and changed_from is None:
+            changed_from = snap.batch_count
+        survivors = changed_from if changed_from is not None else derived
+        deposits = self._read_deposits(snap.deposit_count, at)
+        submissions: list[PostedBatch] = []
+        if snap.batch_count > survivors:
+            start = self.deployment.deploy_block
+            last = self.chain.batch(survivors - 1) if survivors else None
+            if last is not None:
+                start = last.l1_block
+            submissions = self._read_batches(start, at, survivors)
+        return {"snapshot": snap, "survivors": survivors, "deposits": deposits,
+                "batches": submissions}
+
+    def _read_deposits(self, count: int, at: int) -> list[QueuedDeposit]:
+        if count <= len(self.deposits):
+            return []
+        raw = self.db.get(_DEPOSIT_SCAN)
+        start = int.from_bytes(raw, "big") + 1 if raw else self.deployment.deploy_block
+        logs = self.rollup.rollup.events.DepositQueued().get_logs(from_block=start, to_block=at)
+        out = []
+        for entry in logs:
+            args = entry["args"]
+            out.append(QueuedDeposit(int(args["index"]), bytes.fromhex(args["to"][2:]),
+                                     int(args["amount"])))
+        return out
+
+    def _read_batches(self, from_block: int, at: int, first_index: int) -> list[PostedBatch]:
+        """BatchSubmitted logs with their calldata from ``from_block`` to ``at``,
+        for indices >= ``first_index``; a deleted and re-posted index takes the
+        later submission."""
+        rollup = self.rollup.rollup
+        logs = rollup.events.BatchSubmitted().get_logs(from_block=from_block, to_block=at)
+        chosen: dict[int, Any] = {}
+        for entry in logs:
+            index = int(entry["args"]["index"])
+            if index < first_index:
+                continue
+            key = (int(entry["blockNumber"]), int(entry["logIndex"]))
+            if index not in chosen or key > chosen[index][0]:
+                chosen[index] = (key, entry)
+        out = []
+        for index in sorted(chosen):
+            entry = chosen[index][1]
+            args = entry["args"]
+            tx = self.w3.eth.get_transaction(entry["transactionHash"])
+            _fn, params = rollup.decode_function_input(tx["input"])
+            out.append(PostedBatch(
+                index=index, first_block=int(args["first_block"]),
+                batch_data=bytes(params["batch_data"]), state_root=bytes(args["state_root"]),
+                tx_root=bytes(args["tx_root"]), deposit_end=int(args["deposit_end"]),
+                l1_block=int(entry["blockNumber"]), l1_tx=bytes(entry["transactionHash"])))
+        return out
+
+    def store_deposits(self, entries: list[QueuedDeposit], scanned_to: int) -> None:
+        with self.db.write_batch() as batch:
+            for d in entries:
+                batch.put(_DEPOSIT + d.index.to_bytes(8, "big"),
+                          d.account + d.amount.to_bytes(16, "big"))
+                self.deposits[d.index] = d
+            batch.put(_DEPOSIT_SCAN, scanned_to.to_bytes(8, "big"))
+
+    def roll_back_to(self, survivors: int) -> None:
+        """Keep batches ``0..survivors-1``, drop later ones and their blocks."""
+        keep = self.chain.batch(survivors - 1) if survivors else None
+        number = keep.last_block if keep else 0
+        log.warning("L1 deleted batches from %d: rolling back to L2 block %d",
+                    survivors, number)
+        self.chain.rollback(number)
+        self.mismatched = [i for i in self.mismatched if i < survivors]
+        self.rollbacks += 1
+
+    def derive(self, batch: PostedBatch) -> bool:
+        """Derive and store one batch on the chain head; returns ``matches``.
+        Raises DerivationError (nothing stored) if L1's data does not derive."""
+        chain = self.chain
+        latest = chain.latest_batch()
+        if batch.index != (latest.index + 1 if latest else 0):
+            raise DerivationError(f"batch {batch.index} is not the next batch")
+        head = chain.head.header
+        if batch.first_block != head.number + 1:
+            raise DerivationError(f"batch {batch.index} starts at L2 block {batch.first_block}, "
+                                  f"the derived chain is at block {head.number}")
+        deposit_start = latest.deposit_end if latest else 0
+        blocks = split_batch(batch, self.deposits, deposit_start)
+        check_timestamps(blocks, head.timestamp)
+        for bb in blocks:
+            chain.apply_block(bb.timestamp, bb.l1_origin, bb.txs)
+        chain.record_batch(BatchInfo(batch.index, batch.first_block, chain.head.number,
+                                     batch.state_root, batch.tx_root, batch.l1_block,
+                                     batch.l1_tx, batch.deposit_end))
+        matches = chain.head.header.state_root == batch.state_root
+        if not matches:
+            self.mismatched.append(batch.index)
+            log.warning("batch %d: derived state root %s, L1 has %s", batch.index,
+                        hexb(chain.head.header.state_root), hexb(batch.state_root))
+        return matches
+
+    def _prepare(self, read: dict[str, Any]) -> None:
+        """The head part of a ``read_l1`` result: roll back batches L1 deleted,
+        store new deposit entries, adopt the L1 snapshot."""
+        latest = self.chain.latest_batch()
+        derived = latest.index + 1 if latest else 0
+        if read["survivors"] < derived:
+            self.roll_back_to(read["survivors"])
+        if read["deposits"]:
+            self.store_deposits(read["deposits"], read["snapshot"].number)
+        self.l1_snapshot = read["snapshot"]
+        self.finalized_batch_count = read["snapshot"].finalized_batch_count
+
+    def sync(self) -> int:
+        """One round of following L1, synchronously; returns the number of
+        batches derived. Raises DerivationError at a batch that does not
+        derive (the batches before it stay)."""
+        read = self.read_l1()
+        self._prepare(read)
+        for batch in read["batches"]:
+            self.derive(batch)
+        return len(read["batches"])
+
+    async def _follow(self) -> None:
+        """Poll L1 forever; errors are logged, kept in ``error`` and retried."""
+        from node.node import Backoff
+
+        retry = Backoff(self.config.poll_interval, 30.0)
+        while True:
+            try:
+                read = await trio.to_thread.run_sync(self.read_l1)
+                self._prepare(read)
+                for batch in read["batches"]:
+                    self.derive(batch)
+                    await trio.lowlevel.checkpoint()  # answer RPC between batches
+            except Exception as exc:  # keep serving; retry with backoff
+                delay = retry.failed(exc)
+                self.error = retry.error
+                log.warning("replica: %s (retry in %.1f s)", exc, delay)
+                await trio.sleep(delay)
+                continue
+            retry.succeeded()
+            self.error = None
+            await trio.sleep(self.config.poll_interval)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
+            nursery.start_soon(self._follow)
+            task_status.started()
+
+    # -- dispute support -----------------------------------------------------
+    def batch_pre_state(self, index: int) -> tuple[State, list[Step]]:
+        """A scratch ``State`` at the state root before batch ``index`` and the
+        batch's steps; the scratch state writes only to memory, never to the
+        store. Raises KeyError for a batch the replica has not derived."""
+        info = self.chain.batch(index)
+        if info is None:
+            raise KeyError(f"batch {index} is not derived")
+        pre_root = self.chain.block(info.first_block - 1).header.state_root
+        blocks = [self.chain.block(n) for n in range(info.first_block, info.last_block + 1)]
+        return State(scratch_tree(self.db), pre_root), batch_steps(blocks)
+
+    def step_roots(self, index: int, points: list[int]) -> list[bytes]:
+        """``node.derive.step_roots`` for batch ``index``: roots after ``p`` steps
+        for each point ``p`` (0 = the batch's pre-state root)."""
+        state, steps = self.batch_pre_state(index)
+        return step_roots(state, steps, points, self.domain)
+
+    def state_before_step(self, index: int, step: int) -> State:
+        """State just before step ``step`` (0-based) of batch ``index``, to build
+        a one-step witness from (``prover.witness.step_witness``)."""
+        state, steps = self.batch_pre_state(index)
+        return state_at_step(state, steps, step, self.domain)
+
+    # -- views (what L2Api asks of a node) -----------------------------------
+    def finalized_head(self) -> int:
+        if self.finalized_batch_count == 0:
+            return 0
+        info = self.chain.batch(self.finalized_batch_count - 1)
+        return min(info.last_block, self.chain.head.number) if info else 0
+
+    def batch_status(self, index: int) -> str:
+        return "finalized" if index < self.finalized_batch_count else "safe"
+
+    def block_status(self, number: int) -> str:
+        return "finalized" if number <= self.finalized_head() else "safe"
+
+    def sync_status(self) -> dict[str, Any]:
+        """Shaped like optimism_syncStatus where it applies, plus the replica's
+        derivation figures (``matches``: every derived batch matched L1)."""
+        snap = self.l1_snapshot
+        l1_ref = None if snap is None else {
+            "hash": hexb(snap.hash), "number": snap.number,
+            "parentHash": hexb(snap.parent_hash), "timestamp": snap.timestamp}
+        latest = self.chain.latest_batch()
+        batch = None
+        if latest is not None:
+            batch = {**latest.to_json(), "status": self.batch_status(latest.index),
+                     **self._derived_fields(latest)}
+        head = self.chain.head.number
+        return {
+            "replica": True,
+            "current_l1": l1_ref,
+            "head_l1": l1_ref,
+            "unsafe_l2": self._l2_ref(head),
+            "safe_l2": self._l2_ref(head),
+            "finalized_l2": self._l2_ref(self.finalized_head()),
+            "latest_batch": batch,
+            "derived_batches": latest.index + 1 if latest else 0,
+            "l1_batches": None if snap is None else snap.batch_count,
+            "finalized_batches": self.finalized_batch_count,
+            "mismatched_batches": list(self.mismatched),
+            "rollbacks": self.rollbacks,
+            "deposits_included": self.chain.head_state().system.next_deposit,
+            "frozen": None if snap is None else snap.frozen,
+            "error": self.error,
+        }
+
+    def _l2_ref(self, number: int) -> dict[str, Any]:
+        b = self.chain.block(number)
+        return {"hash": hexb(b.hash), "number": number, "parentHash": hexb(b.header.parent_hash),
+                "timestamp": b.header.timestamp, "l1origin": {"number": b.header.l1_origin}}
+
+    def _derived_fields(self, info: BatchInfo) -> dict[str, Any]:
+        derived = self.chain.block(info.last_block).header.state_root
+        return {"derivedStateRoot": hexb(derived), "matches": derived == info.state_root}
+
+    def rollup_config_json(self) -> dict[str, Any]:
+        """Like the node's l2_rollupConfig, from the datadir's config and L1."""
+        g = self.genesis
+        block0 = self.chain.block(0)
+        return {
+            "replica": True,
+            "genesis": {"l1": {"number": self.deployment.deploy_block},
+                        "l2": {"number": 0, "hash": hexb(block0.hash)},
+                        "state_root": hexb(block0.header.state_root)},
+            "l1_chain_id": g.l1_chain_id,
+            "l2_chain_id": g.l2_chain_id,
+            "rollup_address": self.deployment.rollup,
+            "usdc_address": self.deployment.usdc,
+            "l1_rpc_url": self.config.l1_rpc,
+            "poll_interval": self.config.poll_interval,
+            "sequencer": hexb(g.sequencer),
+            "oracle": hexb(g.oracle),
+            "fee_account": hexb(g.fee_account),
+            "admin": hexb(g.admin),
+            "markets": [{"id": m.market.id, "symbol": m.symbol} for m in g.markets],
+        }
+
+
+class ReplicaApi(L2Api):
+    """The node's read methods over the replica's chain; the write methods and
+    the order book (the sequencer's, not on L1) answer -32004. ``pending``
+    is the head (a replica has no pending block)."""
+
+    node: Replica  # type: ignore[assignment]
+
+    def __init__(self, replica: Replica) -> None:
+        super().__init__(replica)  # type: ignore[arg-type]
+        for name in READ_ONLY:
+            setattr(self, name, self._read_only(name))
+
+    @staticmethod
+    def _read_only(name: str) -> Any:
+        def refuse(*_args: Any) -> Any:
+            raise RpcError(METHOD_NOT_SUPPORTED,
+                           f"{name}: this is a read-only replica (derived from L1); send "
+                           "orders and transactions to the sequencer's node")
+
+        refuse.__name__ = name
+        return refuse
+
+    def _state(self, tag: Any) -> State:
+        return super()._state("latest" if tag == "pending" else tag)
+
+    def l2_getBlockByNumber(self, tag: Any = "latest", full: Any = True) -> dict[str, Any]:
+        return super().l2_getBlockByNumber("latest" if tag == "pending" else tag, full)
+
+
+def scratch_tree(db: KeyValueDB) -> SparseMerkleTree:
+    """A tree that reads the chain store's nodes (``s:`` prefix) and keeps its
+    own writes in memory, without the store's flat index: re-execution from
+    any past root that never touches the store."""
+    return SparseMerkleTree(_ReadThrough(db, b"s:"))
+
+
+class _ReadThrough:
+    """KeyValueDB over ``inner`` (keys under ``prefix``) with writes kept in
+    memory; hides the flat index (keys ``f``/``r``) so reads walk the tree."""
+
+    def __init__(self, inner: KeyValueDB, prefix: bytes) -> None:
+        self._inner = inner
+        self._prefix = prefix
+        self._mem = MemoryDB()
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._mem.get(key)
+        if value is not None or key[:1] in (b"f", b"r"):
+            return value
+        return self._inner.get(self._prefix + key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._mem.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._mem.delete(key)
+
+    def write_batch(self) -> Any:
+        return self._mem.write_batch()
+
+    def iterate(self, prefix: bytes) -> Any:
+        if prefix[:1] in (b"f", b"r"):
+            return self._mem.iterate(prefix)
+        raise NotImplementedError("iterate over a read-through tree store")
+
+    def close(self) -> None:
+        pass
+
+
+def run_replica(config: ReplicaConfig, ready: Any = None) -> None:
+    """Run a replica until interrupted (the ``derivnet replica`` command);
+    ``ready(replica)`` is called once it serves."""
+    replica = Replica(config)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(replica.run)
+            if ready is not None:
+                ready(replica)
+
+    try:
+        trio.run(main)
+    finally:
+        replica.close()
+
+
+__all__ = ["Replica", "ReplicaApi", "ReplicaConfig", "ReplicaError", "find_rollup",
+           "run_replica", "scratch_tree"]
