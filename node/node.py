@@ -43,7 +43,8 @@ from node.smt import SparseMerkleTree
 from node.batch import decode_batch
 from node.state import State
 from node.transactions import Deposit
-from prover.trace import BatchTrace, Fault, batch_steps
+from node.derive import batch_steps
+from prover.trace import BatchTrace, Fault
 from sequencer.batcher import batch_byte_cap, batch_info, plan_batch
 from sequencer.sequencer import Sequencer
 

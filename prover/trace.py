@@ -20,36 +20,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from node.batch import BatchBlock
+from node.derive import Step, execute_txs
 from node.eip712 import Domain
-from node.exceptions import InvalidTransaction
 from node.state import State, Withdrawal
-from node.stf import apply_transaction
-from node.transactions import Deposit, Fill, OraclePrice, decode_tx
+from node.transactions import DecodeError, Deposit, Fill, OraclePrice, Transaction, decode_tx
 
 # where a forged withdrawal pays (an address nobody holds a key for)
 FORGED_RECIPIENT = bytes.fromhex("00000000000000000000000000000000000bad00")
 FORGED_AMOUNT = 1_000_000_000  # 1,000 USDC in base units
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One step of a batch: its block's timestamp (unix s) and the encoded
-    transaction (type byte + body)."""
-
-    timestamp: int
-    tx: bytes
-
-    def leaf_preimage(self) -> bytes:
-        """``timestamp u64 || encoded tx``, hashed into the batch commitment."""
-        return self.timestamp.to_bytes(8, "big") + self.tx
-
-
-def batch_steps(blocks: Sequence[BatchBlock]) -> list[Step]:
-    """The steps of a batch's blocks, in order."""
-    return [Step(b.timestamp, tx) for b in blocks for tx in b.txs]
 
 
 class Fault(enum.Enum):
@@ -73,19 +53,25 @@ class Fault(enum.Enum):
 
 
 def _apply(state: State, step: Step, domain: Domain) -> bool:
-    """Apply one step; True if the transaction applied, False if it was a no-op."""
+    """Apply one step as a block does (node.derive.execute_txs: a broken rule
+    or an undecodable body is a no-op); True if the transaction applied."""
+    return execute_txs(state, step.timestamp, (step.tx,), domain)[0].success
+
+
+def _decoded(step: Step) -> Transaction | None:
     try:
-        apply_transaction(state, decode_tx(step.tx), step.timestamp, domain)
-    except InvalidTransaction:
-        return False
-    return True
+        return decode_tx(step.tx)
+    except DecodeError:
+        return None
 
 
 def _faulty_apply(state: State, step: Step, domain: Domain, fault: Fault, last: bool) -> bool:
     """Apply ``step`` with ``fault`` if the fault applies to it; returns True
     if it did (the state then holds the wrong post-state), False if the step
     was applied honestly."""
-    tx = decode_tx(step.tx)
+    tx = _decoded(step)
+    if tx is None:
+        return False  # a no-op either way
     if fault is Fault.SKIP_DEPOSIT and isinstance(tx, Deposit):
         return True  # not applied at all
     if fault is Fault.FAILED_VALID_TX:
@@ -120,7 +106,7 @@ def _skew_oracle(state: State, step: Step, market_id: int) -> None:
     """After an ORACLE_PRICE fault: every later price of the same market is
     written one unit too high as well (a consistent bug, so the wrong price
     is not overwritten by an honest one within the batch)."""
-    tx = decode_tx(step.tx)
+    tx = _decoded(step)
     if isinstance(tx, OraclePrice) and tx.market == market_id:
         market = state.markets[market_id]
         if market.oracle_time == tx.timestamp and market.oracle_price == tx.price:  # it applied
@@ -149,7 +135,7 @@ class BatchTrace:
             if fault is not None and self.fault_step is None and i >= from_step:
                 if _faulty_apply(state, step, domain, fault, last=i == len(self.steps) - 1):
                     self.fault_step = i
-                    skewed = decode_tx(step.tx)
+                    skewed = _decoded(step)
             else:
                 _apply(state, step, domain)
                 if self.fault_step is not None and fault is Fault.ORACLE_PRICE:
@@ -167,23 +153,3 @@ class BatchTrace:
             raise IndexError(f"step {step} not in 0..{len(self.steps) - 1}")
         return State(self.tree, self.roots[step])
 
-
-def first_disagreement(points: Sequence[int], claimed: Sequence[bytes], trace: BatchTrace) -> int:
-    """The segment a challenger picks in one dissection round.
-
-    ``points`` are the step counts ``p_0 < p_1 < ... < p_m`` of the current
-    range (``p_0 = lo``, ``p_m = hi``) and ``claimed[j]`` the defender's root
-    after ``p_j`` steps; the root at ``p_0`` is agreed and the one at ``p_m``
-    disputed. Returns the first ``j`` with ``claimed[j + 1]`` != the trace's
-    root, so that segment ``[p_j, p_j+1]`` starts agreed and ends disputed.
-    Raises ValueError if the trace agrees with every point (nothing to
-    dispute) or disagrees at ``p_0``.
-    """
-    if len(points) != len(claimed) or len(points) < 2:
-        raise ValueError("points and claimed roots must pair up, at least two")
-    if trace.roots[points[0]] != claimed[0]:
-        raise ValueError(f"the range starts at a root the trace disputes (step {points[0]})")
-    for j in range(len(points) - 1):
-        if trace.roots[points[j + 1]] != claimed[j + 1]:
-            return j
-    raise ValueError("the trace agrees with every claimed root")

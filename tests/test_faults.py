@@ -12,7 +12,8 @@ from node.batch import BatchBlock
 from node.node import Node, NodeConfig
 from node.signing import Signer, dev_keys
 from node.state import State
-from prover.trace import BatchTrace, Fault, batch_steps
+from node.derive import batch_steps
+from prover.trace import BatchTrace, Fault
 
 KEYS = dev_keys(2)
 

@@ -16,7 +16,8 @@ from node.state import State
 from node.stf import apply_transaction
 from node.exceptions import InvalidTransaction
 from node.transactions import Deposit, Fill, Order, decode_tx, encode_tx
-from prover.trace import BatchTrace, Fault, Step, first_disagreement
+from node.derive import Step
+from prover.trace import BatchTrace, Fault
 
 DOMAIN = Domain(901, bytes.fromhex("5FbDB2315678afecb367f032d93F642f64180aa3"))
 NOW = 1_700_000_000
@@ -101,18 +102,6 @@ def test_fault_parse() -> None:
     assert Fault.parse("skip-deposit") is Fault.SKIP_DEPOSIT
     with pytest.raises(ValueError, match="kinds: fill-collateral"):
         Fault.parse("nope")
-
-
-def test_first_disagreement_finds_the_faulty_segment() -> None:
-    honest = BatchTrace(pre_state(), steps(), DOMAIN)
-    faulty = BatchTrace(pre_state(), steps(), DOMAIN, fault=Fault.ORACLE_PRICE)  # wrong from step 3
-    points = [0, 2, 4, 7]
-    claimed = [faulty.roots[p] for p in points]
-    assert first_disagreement(points, claimed, honest) == 1  # [2, 4] holds step 3
-    with pytest.raises(ValueError, match="agrees"):
-        first_disagreement(points, [honest.roots[p] for p in points], honest)
-    with pytest.raises(ValueError, match="starts"):
-        first_disagreement([3, 7], [faulty.roots[7], faulty.roots[7]], honest)
 
 
 def test_oracle_fault_is_not_overwritten_by_a_later_price() -> None:
