@@ -1,0 +1,175 @@
+"""The challenger: proves wrong state roots wrong on L1, from L1 data alone
+(docs/protocol.md "Disputes (L1)").
+
+It runs a replica (``node.replica.Replica``: the chain derived from the
+Rollup's calldata and deposit queue) and, on each ``step()``:
+
+1. opens a game against the first batch whose posted state root differs
+   from the derived one, while that batch's challenge window is open (one
+   game per batch id at a time);
+2. plays each of its games: picks the first segment of the defender's
+   dissection whose end root differs from its own (its own roots come from
+   re-executing only that batch, ``prover.trace.BatchTrace``), and once a
+   single step is left proves it with the one-step prover; it calls
+   ``timeout`` when the defender's clock has run out and ``void`` on games
+   whose batch was deleted by another game;
+3. claims the bonds it has won.
+
+An honest challenger needs ``1 + ceil(log_k(steps)) + 1`` transactions per
+game (open, one pick per dissection round, the proof).
+
+``mode`` picks a dishonest variant for tests and demos (issue 7 item 6):
+``malicious`` disputes correct roots (it picks segment 0 and never proves,
+so it loses on its clock or to the defender's own proof), ``silent`` opens
+games and then never moves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from l1_stub.disputes import (
+    DisputeClient,
+    GameState,
+    Party,
+    Status,
+    pick_segment,
+    points,
+)
+from prover.trace import BatchTrace
+from sequencer.defender import Move, clock_expired, prove_step
+
+log = logging.getLogger("derivnet.challenger")
+
+MODES = ("honest", "malicious", "silent")
+
+
+class Challenger:
+    """Disputes and games of one challenger key over a replica.
+
+    ``replica`` must have synced (``replica.sync()``) before ``step()``;
+    ``ChallengerLoop`` (below) does both. Raises ValueError for an unknown
+    ``mode``."""
+
+    def __init__(self, replica: Any, disputes: DisputeClient, key: bytes,
+                 mode: str = "honest") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown challenger mode {mode!r}; modes: {', '.join(MODES)}")
+        self.replica = replica
+        self.rollup = replica.rollup
+        self.disputes = disputes
+        self.key = key
+        self.mode = mode
+        self.address = disputes.w3.eth.account.from_key(key).address
+        self.games: dict[int, int] = {}  # game id -> batch id, while active
+        self.disputed: set[int] = set()  # batch ids opened against
+        self.moves: list[Move] = []
+        self._traces: dict[tuple[int, bytes], BatchTrace] = {}
+
+    # -- traces --------------------------------------------------------------
+    def trace(self, index: int) -> BatchTrace:
+        """The honest trace of batch ``index`` as derived (cached per batch
+        and commitment). Raises KeyError if the replica has not derived it."""
+        info = self.replica.chain.batch(index)
+        if info is None:
+            raise KeyError(f"batch {index} is not derived")
+        key = (index, info.tx_root)
+        if key not in self._traces:
+            state, steps = self.replica.batch_pre_state(index)
+            self._traces[key] = BatchTrace(state, steps, self.replica.domain)
+        return self._traces[key]
+
+    # -- one round -------------------------------------------------------------
+    def step(self) -> list[Move]:
+        """Open what needs disputing, move in every own game, claim credits."""
+        sent: list[Move] = []
+        d = self.disputes
+        now = int(d.w3.eth.get_block("latest")["timestamp"])
+        target = self._target(now)
+        if target is not None:
+            before = d.game_count()
+            tx = bytes(d.open(self.key, target))
+            self._await(tx)
+            gid = before  # ids are sequential; find ours if another open raced
+            for candidate in range(before, d.game_count()):
+                g = d.get_game(candidate)
+                if g.challenger == self.address and g.batch_index == target:
+                    gid = candidate
+                    break
+            g = d.get_game(gid)
+            self.games[gid] = g.batch_id
+            self.disputed.add(g.batch_id)
+            log.warning("challenger: disputing batch %d (game %d)", target, gid)
+            sent.append(Move("open", gid, tx))
+        for gid in sorted(self.games):
+            g = d.get_game(gid)
+            if g.status != Status.ACTIVE:
+                del self.games[gid]
+                log.info("challenger: game %d over: %s", gid, g.status.name)
+                continue
+            move = self._move(gid, g, now)
+            if move is not None:
+                sent.append(move)
+        if d.credits(self.address) > 0:
+            sent.append(Move("claim", -1, bytes(d.claim(self.key))))
+        self.moves.extend(sent)
+        return sent
+
+    def _await(self, tx: bytes) -> None:
+        from l1_stub.client import TransactionReverted, revert_reason, wait_receipt
+
+        receipt = wait_receipt(self.disputes.w3, tx)
+        if receipt["status"] != 1:
+            raise TransactionReverted(receipt, revert_reason(self.disputes.w3, receipt))
+
+    def _target(self, now: int) -> int | None:
+        """The batch to open a game against now, if any."""
+        snap = self.replica.l1_snapshot
+        if snap is None or snap.frozen:
+            return None
+        window = self.rollup.challenge_window()
+        first = snap.finalized_batch_count
+        latest = self.replica.chain.latest_batch()
+        derived = latest.index + 1 if latest else 0
+        for index in range(first, derived):
+            info = self.replica.chain.batch(index)
+            wrong = info is not None and index in self.replica.mismatched
+            if self.mode == "honest" and not wrong:
+                continue
+            if self.mode != "honest" and wrong:
+                continue  # the dishonest modes dispute correct roots
+            record = self.rollup.get_batch(index)
+            if now >= record.l1_timestamp + window:
+                continue
+            if self.rollup.batch_id(index) in self.disputed:
+                if self.mode == "honest":
+                    return None  # our game on the first wrong batch is running
+                continue
+            return index
+        return None
+
+    def _move(self, gid: int, g: GameState, now: int) -> Move | None:
+        d = self.disputes
+        if self.rollup.batch_id(g.batch_index) != g.batch_id:
+            return Move("void", gid, bytes(d.void(self.key, gid)))
+        if g.turn == Party.DEFENDER:
+            if clock_expired(g, now):
+                return Move("timeout", gid, bytes(d.timeout(self.key, gid)))
+            return None
+        if self.mode == "silent":
+            return None
+        if g.single_step:
+            if self.mode == "malicious":
+                return None  # cannot win a proof against a correct root
+            trace = self.trace(g.batch_index)
+            log.info("challenger: proving step %d of batch %d (game %d)", g.lo, g.batch_index, gid)
+            return Move("prove", gid, prove_step(d, self.key, gid, trace, g.lo,
+                                                 self.replica.domain))
+        positions = points(g.lo, g.hi, d.degree())
+        if self.mode == "malicious":
+            segment = 0
+        else:
+            trace = self.trace(g.batch_index)
+            segment = pick_segment(d.points(gid), lambda p: trace.roots[p], positions)
+        return Move("pick", gid, bytes(d.pick(self.key, gid, segment)))
