@@ -106,13 +106,15 @@ def main() -> None:
               help="Dishonest proposer for dispute testing: the first batch with a step this "
                    "fault applies to is posted with a wrong state root (devnet_injectFault arms "
                    "one at run time).")
+@click.option("--silent-defender", is_flag=True,
+              help="Never answer a dispute (the proposer then loses every game on its clock).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: float,
            batch_interval: float, l1_block_time: float, genesis_path: str | None,
            max_block_txs: int, preset: str | None, challenge_window: int | None,
            inclusion_window: int | None, escape_delay: int | None, sequencer_key: str | None,
            no_devnet_controls: bool, l1_mode: str, faulty_proposer: str | None,
-           verbose: bool) -> None:
+           silent_defender: bool, verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
 
@@ -134,7 +136,8 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         sequencer_key=_parse_key(sequencer_key, "--sequencer-key")
                         if sequencer_key else None,
                         devnet_controls=not no_devnet_controls,
-                        l1_process=l1_mode == "process", faulty_proposer=faulty_proposer)
+                        l1_process=l1_mode == "process", faulty_proposer=faulty_proposer,
+                        silent_defender=silent_defender)
     try:
         node = Node(config)
     except ValueError as exc:  # DatadirMismatch, a bad genesis or key
@@ -627,6 +630,54 @@ def replica(l1_rpc: str, host: str, port: int, datadir: str | None, genesis_path
 
     try:
         run_replica(config, ready)
+    except ReplicaError as exc:
+        raise click.ClickException(str(exc)) from None
+    except BaseException as exc:
+        if not _is_interrupt(exc):
+            raise
+        click.echo("stopped")
+
+
+@main.command()
+@click.option("--l1-rpc", required=True, help="L1 JSON-RPC URL: the only source it reads.")
+@click.option("--key", "key_text", default=None,
+              help="The challenger's private key (pays bonds and gas; default: dev account 9).")
+@click.option("--mode", type=click.Choice(["honest", "malicious", "silent"]), default="honest",
+              show_default=True,
+              help="honest: dispute wrong roots and play to the end; malicious: dispute correct "
+                   "roots (it loses its bond); silent: open games, then never move.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8548, show_default=True, type=click.IntRange(1, 65535),
+              help="Its replica's read-only L2 JSON-RPC port.")
+@click.option("--datadir", default=None, type=click.Path(file_okay=False),
+              help="Where its replica stores the derived chain (default: in memory).")
+@click.option("--genesis", "genesis_path", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="The devnet's genesis file (default: the packaged node/genesis.json).")
+@click.option("--poll-interval", default=0.5, show_default=True,
+              type=click.FloatRange(0.05, 3600), help="Seconds between rounds.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
+def challenger(l1_rpc: str, key_text: str | None, mode: str, host: str, port: int,
+               datadir: str | None, genesis_path: str | None, poll_interval: float,
+               verbose: bool) -> None:
+    """Watch the Rollup from L1 data alone and dispute every wrong state root."""
+    from node.replica import ReplicaConfig, ReplicaError
+    from node.signing import dev_keys
+    from prover.challenger import run_challenger
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key = _parse_key(key_text, "--key") if key_text else dev_keys(10)[9]
+    config = ReplicaConfig(l1_rpc=l1_rpc, host=host, port=port, datadir=datadir,
+                           genesis_path=genesis_path, poll_interval=poll_interval)
+
+    def ready(c: Any) -> None:
+        click.echo(f"derivnet challenger ready ({mode}): {c.address}, L1 {l1_rpc}, Rollup "
+                   f"{c.replica.deployment.rollup}; replica JSON-RPC http://{host}:{port}")
+        sys.stdout.flush()
+
+    try:
+        run_challenger(config, key, mode, ready)
     except ReplicaError as exc:
         raise click.ClickException(str(exc)) from None
     except BaseException as exc:

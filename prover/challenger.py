@@ -173,3 +173,60 @@ class Challenger:
             trace = self.trace(g.batch_index)
             segment = pick_segment(d.points(gid), lambda p: trace.roots[p], positions)
         return Move("pick", gid, bytes(d.pick(self.key, gid, segment)))
+
+
+async def follow_and_challenge(replica: Any, challenger: Challenger, interval: float) -> None:
+    """Follow L1 with ``replica`` and let ``challenger`` move after each
+    round, forever; L1 reads and moves run in a worker thread, derivation on
+    the trio loop (so the replica's JSON-RPC sees whole blocks). Errors are
+    logged and retried with backoff."""
+    import trio
+
+    from node.node import Backoff
+
+    retry = Backoff(interval, 30.0)
+    while True:
+        try:
+            read = await trio.to_thread.run_sync(replica.read_l1)
+            replica._prepare(read)
+            for batch in read["batches"]:
+                replica.derive(batch)
+                await trio.lowlevel.checkpoint()
+            moves = await trio.to_thread.run_sync(challenger.step)
+        except Exception as exc:  # keep going: L1 down, a move reverted...
+            delay = retry.failed(exc)
+            replica.error = retry.error
+            log.warning("challenger: %s (retry in %.1f s)", exc, delay)
+            await trio.sleep(delay)
+            continue
+        retry.succeeded()
+        replica.error = None
+        for move in moves:
+            log.info("challenger: %s in game %d (tx 0x%s)", move.kind, move.game, move.tx.hex())
+        await trio.sleep(interval)
+
+
+def run_challenger(config: Any, key: bytes, mode: str = "honest", ready: Any = None) -> None:
+    """The ``derivnet challenger`` process: a replica (serving its read-only
+    JSON-RPC) and a challenger with ``key`` playing every game it opens.
+    ``ready(challenger)`` is called once it serves."""
+    import trio
+
+    from node.replica import Replica
+    from node.server import serve_jsonrpc
+
+    replica = Replica(config)
+    try:
+        challenger = Challenger(replica, DisputeClient(replica.w3, replica.deployment), key, mode)
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_jsonrpc, replica.app, config.host, config.port)
+                nursery.start_soon(follow_and_challenge, replica, challenger,
+                                   config.poll_interval)
+                if ready is not None:
+                    ready(challenger)
+
+        trio.run(main)
+    finally:
+        replica.close()
