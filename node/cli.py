@@ -638,6 +638,60 @@ def replica(l1_rpc: str, host: str, port: int, datadir: str | None, genesis_path
         click.echo("stopped")
 
 
+def _node_call(rpc: str, method: str, *params: Any) -> Any:
+    """One L2 JSON-RPC call for a CLI command; ClickException on a dead node
+    or an error answer."""
+    import httpx
+
+    from node.client import L2Client, RpcError
+
+    try:
+        with L2Client(rpc) as client:
+            return client.call(method, *params)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"no node answering at {rpc}: {exc}") from None
+    except RpcError as exc:
+        raise click.ClickException(f"{method}: {exc}") from None
+
+
+@main.command()
+@click.option("--rpc", default="http://127.0.0.1:8545", show_default=True, help="L2 JSON-RPC URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def disputes(rpc: str, as_json: bool) -> None:
+    """List the dispute games (l2_getDisputes)."""
+    import json
+
+    games = _node_call(rpc, "l2_getDisputes")
+    if as_json:
+        click.echo(json.dumps(games, indent=2))
+        return
+    if not games:
+        click.echo("no disputes")
+        return
+    click.echo(f"{'id':>4}  {'batch':>5}  {'status':<15} {'turn':<10} {'range':<15} challenger")
+    for g in games:
+        rng = f"{int(g['lo'], 16)}..{int(g['hi'], 16)}"
+        click.echo(f"{int(g['id'], 16):>4}  {int(g['batchIndex'], 16):>5}  {g['status']:<15} "
+                   f"{g['turn']:<10} {rng:<15} {g['challenger']}")
+
+
+@main.command()
+@click.argument("game_id", type=click.IntRange(0, 2**64 - 1))
+@click.option("--rpc", default="http://127.0.0.1:8545", show_default=True, help="L2 JSON-RPC URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (l2_getDispute).")
+def dispute(game_id: int, rpc: str, as_json: bool) -> None:
+    """Show one dispute game: range tree, both parties' roots, clocks, bonds,
+    every move with its L1 transaction and gas, and the verdict."""
+    import json
+
+    from prover.inspect import render
+
+    game = _node_call(rpc, "l2_getDispute", hex(game_id))
+    if game is None:
+        raise click.ClickException(f"no dispute {game_id}")
+    click.echo(json.dumps(game, indent=2) if as_json else render(game))
+
+
 @main.command()
 @click.option("--l1-rpc", required=True, help="L1 JSON-RPC URL: the only source it reads.")
 @click.option("--key", "key_text", default=None,

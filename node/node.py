@@ -674,6 +674,11 @@ class Node:
 
     _defender: Defender | None = None
 
+    @property
+    def dispute_client(self) -> Any:
+        """The DisputeGame bindings (l1_stub.disputes.DisputeClient)."""
+        return self.defender.disputes
+
     def batch_trace(self, index: int) -> BatchTrace:
         """The trace this proposer stands by for batch ``index``: the faulty
         one it posted, or the honest re-execution of its own blocks.

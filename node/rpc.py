@@ -487,6 +487,33 @@ class L2Api:
             out.update(derivedStateRoot=hexb(derived), matches=derived == info.state_root)
         return out
 
+    def l2_getDispute(self, game_id: Any) -> dict[str, Any] | None:
+        """A dispute game with its history (prover.inspect.dispute_json);
+        null for an id that does not exist."""
+        from prover.inspect import dispute_json
+
+        gid = parse_uint(game_id, "id")
+        try:
+            return dispute_json(self._disputes(), gid)
+        except IndexError:
+            return None
+
+    l2_getDispute.blocking = True  # type: ignore[attr-defined]  # L1 reads: off the trio loop
+
+    def l2_getDisputes(self) -> list[dict[str, Any]]:
+        """Every dispute game, one summary each (prover.inspect.list_json)."""
+        from prover.inspect import list_json
+
+        return list_json(self._disputes())
+
+    l2_getDisputes.blocking = True  # type: ignore[attr-defined]
+
+    def _disputes(self) -> Any:
+        client = getattr(self.node, "dispute_client", None)
+        if client is None:
+            raise JsonRpcError(-32601, "Method not found: this node has no dispute game")
+        return client
+
     def l2_getProof(self, address: Any, tag: Any = "latest") -> dict[str, Any]:
         addr = parse_address(address)
         n = self._block_number(tag)
