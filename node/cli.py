@@ -91,6 +91,20 @@ def main() -> None:
 @click.option("--escape-delay", type=click.IntRange(0, 2**32), default=None,
               help="Seconds without a batch after which anyone can freeze the Rollup "
                    "(overrides the preset).")
+@click.option("--dissection-degree", type=click.IntRange(2, 16), default=None,
+              help="Roots per dispute move + 1 (k of the n-ary dissection, 2..16; default 16; "
+                   "2 is plain bisection).")
+@click.option("--clock", type=click.IntRange(1, 2**32), default=None,
+              help="Seconds of L1 time each dispute party has in total (chess clock; devnet "
+                   "30, mainnet 3.5 days).")
+@click.option("--challenger-bond", type=click.IntRange(0, 2**128 - 1), default=None,
+              help="Wei a challenger posts to open a dispute (devnet 0.1 ether).")
+@click.option("--proposer-bond", type=click.IntRange(0, 2**128 - 1), default=None,
+              help="Wei the sequencer posts with each batch, refunded at finality "
+                   "(devnet 0.1 ether).")
+@click.option("--max-drift", type=click.IntRange(0, 2**32), default=None,
+              help="Seconds an L2 block timestamp may be ahead of its batch's L1 block "
+                   "(devnet 300, mainnet 1800).")
 @click.option("--sequencer-key", default=None,
               help="Hex private key of the genesis sequencer (default: the dev account that "
                    "genesis names).")
@@ -112,7 +126,9 @@ def main() -> None:
 def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: float,
            batch_interval: float, l1_block_time: float, genesis_path: str | None,
            max_block_txs: int, preset: str | None, challenge_window: int | None,
-           inclusion_window: int | None, escape_delay: int | None, sequencer_key: str | None,
+           inclusion_window: int | None, escape_delay: int | None,
+           dissection_degree: int | None, clock: int | None, challenger_bond: int | None,
+           proposer_bond: int | None, max_drift: int | None, sequencer_key: str | None,
            no_devnet_controls: bool, l1_mode: str, faulty_proposer: str | None,
            silent_defender: bool, verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
@@ -132,7 +148,9 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         l1_block_time=l1_block_time, genesis_path=genesis_path,
                         max_block_txs=max_block_txs, preset=preset,
                         challenge_window=challenge_window, inclusion_window=inclusion_window,
-                        escape_delay=escape_delay,
+                        escape_delay=escape_delay, dissection_degree=dissection_degree,
+                        clock=clock, challenger_bond=challenger_bond,
+                        proposer_bond=proposer_bond, max_drift=max_drift,
                         sequencer_key=_parse_key(sequencer_key, "--sequencer-key")
                         if sequencer_key else None,
                         devnet_controls=not no_devnet_controls,

@@ -22,13 +22,18 @@ class DatadirMismatch(ValueError):
 
 
 WINDOW_KEYS = ("challenge_window", "inclusion_window", "escape_delay")
+# dispute parameters, fixed at deployment like the windows (DisputeGame and
+# Rollup constructors): degree k, party clock s, bonds wei, max drift s
+DISPUTE_KEYS = ("dissection_degree", "clock", "challenger_bond", "proposer_bond", "max_drift")
+DEPLOY_KEYS = WINDOW_KEYS + DISPUTE_KEYS
 
 
 @dataclass(frozen=True)
 class Requested:
     """What the command line asks for; None = not given (take the stored value).
 
-    ``genesis``: the genesis JSON object (None: not given); windows in seconds.
+    ``genesis``: the genesis JSON object (None: not given); windows, clock
+    and max drift in seconds, bonds in wei.
     """
 
     genesis: dict[str, Any] | None
@@ -36,6 +41,11 @@ class Requested:
     challenge_window: int | None
     inclusion_window: int | None
     escape_delay: int | None
+    dissection_degree: int | None = None
+    clock: int | None = None
+    challenger_bond: int | None = None
+    proposer_bond: int | None = None
+    max_drift: int | None = None
 
 
 def read_genesis_json(path: str | Path | None) -> dict[str, Any]:
@@ -56,21 +66,27 @@ def read_genesis_json(path: str | Path | None) -> dict[str, Any]:
 
 
 def resolve_windows(requested: Requested) -> dict[str, int]:
-    """Settlement windows of a new datadir: the preset (default devnet), then flags.
+    """Settlement windows and dispute parameters of a new datadir: the preset
+    (default devnet), then flags (``DEPLOY_KEYS``, the keyword arguments of
+    ``l1_stub.client.deploy``).
 
-    Raises ValueError for an unknown preset or a negative window."""
-    from l1_stub.client import PRESETS
+    Raises ValueError for an unknown preset or a value out of range."""
+    from l1_stub.client import DISSECTION_DEGREES, PRESETS
 
     preset = requested.preset or "devnet"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; one of {sorted(PRESETS)}")
     p = PRESETS[preset]
     out = {}
-    for key in WINDOW_KEYS:
+    for key in DEPLOY_KEYS:
         value = getattr(requested, key)
         out[key] = getattr(p, key) if value is None else int(value)
         if out[key] < 0:
-            raise ValueError(f"{key} must be >= 0 seconds")
+            raise ValueError(f"{key} must be >= 0")
+    if out["dissection_degree"] not in DISSECTION_DEGREES:
+        raise ValueError("dissection_degree must be 2..16")
+    if out["clock"] == 0:
+        raise ValueError("clock must be >= 1 second")
     return out
 
 
@@ -92,15 +108,17 @@ def check_restart(stored: dict[str, Any], requested: Requested) -> None:
             "restart without --preset or use a new --datadir"
         )
     asked = resolve_windows(requested) if requested.preset is not None else {}
-    for key in WINDOW_KEYS:
+    for key in DEPLOY_KEYS:
         value = getattr(requested, key)
         if value is None and key not in asked:
             continue
         want = int(value) if value is not None else asked[key]
         if key in stored and int(stored[key]) != want:
             flag = "--" + key.replace("_", "-")
+            unit = " wei" if key.endswith("_bond") else "" if key == "dissection_degree" else " s"
             raise DatadirMismatch(
-                f"the datadir's Rollup was deployed with {key} {stored[key]} s, not {want} s "
+                f"the datadir's Rollup was deployed with {key} {stored[key]}{unit}, not "
+                f"{want}{unit} "
                 f"({flag} or --preset); the contract cannot change it: restart without the "
                 "flag or use a new --datadir"
             )

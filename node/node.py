@@ -35,7 +35,14 @@ from node.chain import Chain
 from node.crypto import ZERO_HASH
 from node.db import KeyValueDB, LevelDB, MemoryDB
 from node.eip712 import Domain
-from node.datadir import DatadirMismatch, Requested, check_restart, read_genesis_json, resolve_windows
+from node.datadir import (
+    DISPUTE_KEYS,
+    DatadirMismatch,
+    Requested,
+    check_restart,
+    read_genesis_json,
+    resolve_windows,
+)
 from node.genesis import Genesis, parse_genesis
 from node.rpc import L2Api, hexb, hexq, methods
 from node.server import JsonRpcApp, serve_jsonrpc
@@ -116,6 +123,12 @@ class NodeConfig:
     challenge_window: int | None = None
     inclusion_window: int | None = None
     escape_delay: int | None = None
+    # dispute parameters (None: the datadir's, or the preset's for a new one)
+    dissection_degree: int | None = None
+    clock: int | None = None  # seconds per party
+    challenger_bond: int | None = None  # wei
+    proposer_bond: int | None = None  # wei
+    max_drift: int | None = None  # seconds
     sequencer_key: bytes | None = None  # None: the dev account that genesis names
     devnet_controls: bool = True  # devnet_* on L2, time warps on L1
     serve_l1: bool = True
@@ -244,7 +257,8 @@ class Node:
     def _requested(self, genesis_json: dict[str, Any] | None) -> Requested:
         c = self.config
         return Requested(genesis_json, c.preset, c.challenge_window, c.inclusion_window,
-                         c.escape_delay)
+                         c.escape_delay, c.dissection_degree, c.clock, c.challenger_bond,
+                         c.proposer_bond, c.max_drift)
 
     def _resolve_genesis(self, stored: dict[str, Any] | None) -> dict[str, Any]:
         """The genesis JSON to run: --genesis, else the datadir's, else the
@@ -893,6 +907,7 @@ class Node:
             "challenge_window": self.stored_config.get("challenge_window"),
             "inclusion_window": self.stored_config.get("inclusion_window"),
             "escape_delay": self.stored_config.get("escape_delay"),
+            **{k: self.stored_config.get(k) for k in DISPUTE_KEYS},
             "rollup_address": self.deployment.rollup,
             "usdc_address": self.deployment.usdc,
             "abi_dir": str(next(iter(self.abi_files.values())).parent),

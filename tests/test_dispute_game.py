@@ -700,3 +700,64 @@ def test_whole_game_on_1000_steps(degree: int):
     print(f"\n1000-step game, k={degree}: challenger {played.challenger_txs} txs "
           f"(bound {bound}), {played.challenger_gas} gas; defender {played.defender_txs} txs; "
           f"whole game {played.gas} gas")
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_datadir_keeps_dispute_parameters():
+    from node.datadir import DatadirMismatch, Requested, check_restart, resolve_windows
+
+    base = Requested(None, None, None, None, None)
+    devnet = resolve_windows(base)
+    assert (devnet["dissection_degree"], devnet["clock"], devnet["max_drift"]) == (16, 30, 300)
+    assert devnet["challenger_bond"] == devnet["proposer_bond"] == ETHER // 10
+    mainnet = resolve_windows(Requested(None, "mainnet", None, None, None))
+    assert (mainnet["clock"], mainnet["max_drift"]) == (302_400, 1800)
+    asked = resolve_windows(Requested(None, None, None, None, None, dissection_degree=2, clock=5,
+                                      challenger_bond=7, proposer_bond=0, max_drift=60))
+    assert {k: asked[k] for k in ("dissection_degree", "clock", "challenger_bond",
+                                  "proposer_bond", "max_drift")} == {
+        "dissection_degree": 2, "clock": 5, "challenger_bond": 7, "proposer_bond": 0,
+        "max_drift": 60}
+    for bad in ({"dissection_degree": 1}, {"dissection_degree": 17}, {"clock": 0},
+                {"max_drift": -1}):
+        with pytest.raises(ValueError):
+            resolve_windows(Requested(None, None, None, None, None, **bad))
+    check_restart(asked, Requested(None, None, None, None, None, clock=5))
+    with pytest.raises(DatadirMismatch, match="proposer_bond 0 wei, not 1 wei"):
+        check_restart(asked, Requested(None, None, None, None, None, proposer_bond=1))
+    with pytest.raises(DatadirMismatch, match="dissection_degree 2, not 16"):
+        check_restart(asked, Requested(None, "devnet", None, None, None))
+
+
+def test_cli_dispute_flags_are_validated():
+    from click.testing import CliRunner
+
+    from node.cli import main
+
+    runner = CliRunner()
+    help_text = runner.invoke(main, ["devnet", "--help"]).output
+    for flag in ("--dissection-degree", "--clock", "--challenger-bond", "--proposer-bond",
+                 "--max-drift"):
+        assert flag in help_text
+    for args in (["--dissection-degree", "1"], ["--dissection-degree", "17"], ["--clock", "0"],
+                 ["--max-drift", "-1"], ["--proposer-bond", "-1"]):
+        result = runner.invoke(main, ["devnet", *args])
+        assert result.exit_code == 2 and "Invalid value" in result.output, result.output
+
+
+def test_every_dispute_revert_reason_is_tested():
+    """Every reason string in DisputeGame.vy occurs in this file."""
+    from pathlib import Path
+
+    from l1_stub.contracts import CONTRACTS_DIR
+
+    import re
+
+    source = (CONTRACTS_DIR / "DisputeGame.vy").read_text()
+    reasons = set(re.findall(r'"(dispute: [^"\n]+)"', source))
+    assert len(reasons) >= 25, sorted(reasons)
+    text = Path(__file__).read_text()
+    missing = sorted(r for r in reasons if text.count(f'"{r}"') < 1)
+    assert not missing, missing

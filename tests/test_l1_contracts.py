@@ -321,7 +321,7 @@ def test_submit_batch_all_tx_types(env: Env):
 
     # a second batch continues the block numbers and may consume no deposits
     root2 = keccak(b"root 2")
-    batch2, blocks2 = batch_of((1_800_000_005, [fill_tx(2)]), (1_800_000_006, [oracle_tx(1)]))
+    batch2, blocks2 = batch_of((1_700_000_005, [fill_tx(2)]), (1_700_000_006, [oracle_tx(1)]))
     env.submit(batch2, deposit_end=2, state_root=root2)
     record2 = c.get_batch(1)
     assert (record2.first_block, record2.block_count, record2.step_count) == (4, 2, 2)
