@@ -56,7 +56,7 @@ READ_ONLY = ("l2_sendOrder", "l2_cancelOrder", "l2_sendOraclePrice", "l2_sendWit
              "l2_sendListMarket", "l2_getOrderBook")
 MAX_ROLLUP_NONCE = 64  # nonces of the genesis sequencer searched for the Rollup
 
-_DEPOSIT = b"R:d:"  # queue index u64 -> account(20) | amount u128
+_DEPOSIT = b"R:d:"  # queue index u64 -> account(20) | amount u128 | running hash
 _DEPOSIT_SCAN = b"R:dscan"  # last L1 block whose DepositQueued logs are stored
 
 
@@ -172,11 +172,13 @@ class Replica:
         except BaseException:
             self._exit.close()
             raise
-        self.deposits: dict[int, QueuedDeposit] = {
-            int.from_bytes(k[len(_DEPOSIT):], "big"): QueuedDeposit(
-                int.from_bytes(k[len(_DEPOSIT):], "big"), v[:20], int.from_bytes(v[20:], "big"))
-            for k, v in self.db.iterate(_DEPOSIT)
-        }
+        self.deposits: dict[int, QueuedDeposit] = {}
+        self._deposit_hashes: dict[int, bytes] = {}
+        for key, value in self.db.iterate(_DEPOSIT):
+            index = int.from_bytes(key[len(_DEPOSIT):], "big")
+            self.deposits[index] = QueuedDeposit(index, value[:20],
+                                                 int.from_bytes(value[20:36], "big"))
+            self._deposit_hashes[index] = value[36:]
         self.l1_snapshot: Any = None
         self.finalized_batch_count = 0
         self.error: str | None = None  # the last derivation / L1 error, until a round succeeds
@@ -266,7 +268,11 @@ class Replica:
         if derived > snap.batch_count and changed_from is None:
             changed_from = snap.batch_count
         survivors = changed_from if changed_from is not None else derived
-        deposits = self._read_deposits(snap.deposit_count, at)
+        known = len(self.deposits)
+        reset = known > 0 and (snap.deposit_count < known or bytes(
+            self.rollup.rollup.functions.deposit_hashes(known - 1).call(block_identifier=at))
+            != self._deposit_hashes.get(known - 1))
+        deposits = self._read_deposits(snap.deposit_count, at, reset)
         submissions: list[PostedBatch] = []
         if snap.batch_count > survivors:
             start = self.deployment.deploy_block
@@ -275,19 +281,23 @@ class Replica:
                 start = last.l1_block
             submissions = self._read_batches(start, at, survivors)
         return {"snapshot": snap, "survivors": survivors, "deposits": deposits,
-                "batches": submissions}
+                "reset_deposits": reset, "batches": submissions}
 
-    def _read_deposits(self, count: int, at: int) -> list[QueuedDeposit]:
-        if count <= len(self.deposits):
+    def _read_deposits(self, count: int, at: int,
+                       reset: bool) -> list[tuple[QueuedDeposit, bytes]]:
+        """New deposit queue entries (with their running hashes) from the
+        DepositQueued logs up to L1 block ``at``; all of them if ``reset``
+        (L1's queue is not the one stored: a re-org or another chain)."""
+        if count <= len(self.deposits) and not reset:
             return []
-        raw = self.db.get(_DEPOSIT_SCAN)
+        raw = None if reset else self.db.get(_DEPOSIT_SCAN)
         start = int.from_bytes(raw, "big") + 1 if raw else self.deployment.deploy_block
         logs = self.rollup.rollup.events.DepositQueued().get_logs(from_block=start, to_block=at)
         out = []
         for entry in logs:
             args = entry["args"]
-            out.append(QueuedDeposit(int(args["index"]), bytes.fromhex(args["to"][2:]),
-                                     int(args["amount"])))
+            out.append((QueuedDeposit(int(args["index"]), bytes.fromhex(args["to"][2:]),
+                                      int(args["amount"])), bytes(args["running_hash"])))
         return out
 
     def _read_batches(self, from_block: int, at: int, first_index: int) -> list[PostedBatch]:
@@ -317,12 +327,21 @@ class Replica:
                 l1_block=int(entry["blockNumber"]), l1_tx=bytes(entry["transactionHash"])))
         return out
 
-    def store_deposits(self, entries: list[QueuedDeposit], scanned_to: int) -> None:
+    def store_deposits(self, entries: list[tuple[QueuedDeposit, bytes]], scanned_to: int,
+                       reset: bool = False) -> None:
+        """Keep deposit queue entries (and running hashes) in the store; with
+        ``reset`` first forget every stored entry."""
         with self.db.write_batch() as batch:
-            for d in entries:
+            if reset:
+                for key, _ in self.db.iterate(_DEPOSIT):
+                    batch.delete(key)
+                self.deposits.clear()
+                self._deposit_hashes.clear()
+            for d, running_hash in entries:
                 batch.put(_DEPOSIT + d.index.to_bytes(8, "big"),
-                          d.account + d.amount.to_bytes(16, "big"))
+                          d.account + d.amount.to_bytes(16, "big") + running_hash)
                 self.deposits[d.index] = d
+                self._deposit_hashes[d.index] = running_hash
             batch.put(_DEPOSIT_SCAN, scanned_to.to_bytes(8, "big"))
 
     def roll_back_to(self, survivors: int) -> None:
@@ -368,8 +387,9 @@ class Replica:
         derived = latest.index + 1 if latest else 0
         if read["survivors"] < derived:
             self.roll_back_to(read["survivors"])
-        if read["deposits"]:
-            self.store_deposits(read["deposits"], read["snapshot"].number)
+        if read["deposits"] or read["reset_deposits"]:
+            self.store_deposits(read["deposits"], read["snapshot"].number,
+                                read["reset_deposits"])
         self.l1_snapshot = read["snapshot"]
         self.finalized_batch_count = read["snapshot"].finalized_batch_count
 

@@ -225,3 +225,238 @@ def test_chain_rollback_and_re_derive() -> None:
         chain.apply_block(block.header.timestamp, block.header.l1_origin, block.txs)
     assert chain.head.hash == head.hash
     assert chain.withdrawal_block(0) == 4
+
+
+# ------------------------------------------------------------------ replica process
+
+class ReplicaProcess:
+    """``python -m node.cli replica`` on a free port, given only an L1 URL."""
+
+    def __init__(self, l1_url: str, datadir: Path, log: Path, *extra: str) -> None:
+        self.l1_url = l1_url
+        self.datadir = datadir
+        self.log_path = log
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        cmd = [sys.executable, "-m", "node.cli", "replica", "--l1-rpc", self.l1_url,
+               "--port", str(self.port), "--datadir", str(self.datadir),
+               "--poll-interval", "0.2", *self.extra]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    self._log.close()
+                    raise RuntimeError(f"replica exited early:\n{self.log_path.read_text()}")
+                try:
+                    http.post(self.url, json={"jsonrpc": "2.0", "id": 1,
+                                              "method": "eth_chainId", "params": []})
+                    return
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"replica did not answer in {timeout} s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(2)  # SIGINT
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self._log.close()
+
+
+_HTTP = httpx.Client(timeout=30)  # one client: each new one loads the CA certs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_http() -> Any:
+    yield
+    _HTTP.close()
+
+
+def rpc(url: str, method: str, *params: Any) -> Any:
+    r = _HTTP.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                              "params": list(params)}).json()
+    if "error" in r:
+        raise RuntimeError(r["error"])
+    return r["result"]
+
+
+def settle(node_url: str, timeout: float = 60.0) -> int:
+    """Wait until every node block is in a batch on L1; returns the batch count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = rpc(node_url, "l2_syncStatus")
+        if s["pending_txs"] == 0 and s["safe_l2"]["number"] == s["unsafe_l2"]["number"] \
+                and s["latest_batch"] is not None:
+            return int(s["latest_batch"]["index"]) + 1
+        time.sleep(0.2)
+    raise TimeoutError("the node did not post every block")
+
+
+def caught_up(replica_url: str, batches: int, timeout: float = 120.0) -> dict[str, Any]:
+    """Wait until the replica derived ``batches`` batches; its sync status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = rpc(replica_url, "l2_syncStatus")
+        if s["derived_batches"] >= batches:
+            return s
+        time.sleep(0.2)
+    raise TimeoutError(f"replica did not reach batch {batches}: {s}")
+
+
+def same_chain(node_url: str, replica_url: str, batches: int, accounts: list[str]) -> None:
+    """Every batch matches (and equals the node's record), every block and
+    account equals the node's."""
+    last = 0
+    for i in range(batches):
+        mine = rpc(replica_url, "l2_getBatch", i)
+        theirs = rpc(node_url, "l2_getBatch", i)
+        assert mine["matches"] is True, mine
+        mine.pop("status"), theirs.pop("status")
+        assert mine == theirs
+        last = int(mine["lastBlock"], 16)
+    for n in range(last + 1):
+        mine = rpc(replica_url, "l2_getBlockByNumber", hex(n), True)
+        theirs = rpc(node_url, "l2_getBlockByNumber", hex(n), True)
+        mine.pop("status"), theirs.pop("status")
+        assert mine == theirs
+    tag = hex(last)
+    for a in accounts:
+        assert rpc(replica_url, "l2_getAccount", a, tag) == rpc(node_url, "l2_getAccount", a, tag)
+    assert rpc(replica_url, "l2_getMarkets", tag) == rpc(node_url, "l2_getMarkets", tag)
+
+
+def traffic(node_url: str, l1_url: str, rounds: int, deposits: int = 2,
+            list_market: bool = False, withdraw: bool = False) -> list[str]:
+    """``deposits`` L1 deposits (maker, then taker), an oracle price, ``rounds``
+    fills, optionally a ListMarket with a fill on it and a withdrawal;
+    returns the accounts touched."""
+    from l1_stub.client import connect
+    from node.client import L2Client
+    from node.wallet import deposit
+
+    keys = dev_keys(6)
+    admin, oracle, maker, taker = (Signer(keys[i]) for i in (0, 1, 3, 4))
+    with L2Client(node_url) as c, connect(l1_url) as w3:
+        for who in (maker, taker)[:deposits]:
+            deposit(c, w3, who, 10**10)
+        c.send_oracle_price(oracle, "ETH-USD", 166_600 + rounds)
+        for i in range(rounds):
+            c.send_order(maker, "ETH-USD", i % 2 == 0, 166_600 + i, 10_000)
+            c.send_order(taker, "ETH-USD", i % 2 == 1, 166_600 + i, 10_000, "IOC")
+        if list_market:
+            from node.markets import list_market_params
+
+            tx = admin.list_market(c.domain, list_market_tx(7, "SHIB-ETH", Scales(12, 0),
+                                                            104_138_125))
+            c.call("l2_sendListMarket", list_market_params(tx))
+            c.send_order(maker, 7, False, 104_138_125, 5_000)
+            c.send_order(taker, 7, True, 104_138_125, 5_000, "IOC")
+        if withdraw:
+            c.withdraw(taker, 10**6)
+        fee = c.config["fee_account"]
+    return ["0x" + maker.address.hex(), "0x" + taker.address.hex(), fee]
+
+
+def refuses_another_genesis(l1_url: str, tmp_path: Path) -> None:
+    """A genesis file whose root is not the Rollup's: the replica will not start."""
+    from node.datadir import read_genesis_json
+    from node.replica import Replica, ReplicaConfig, ReplicaError
+
+    other = read_genesis_json(None)
+    other["markets"][0]["takerFeePpm"] = 1
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    with pytest.raises(ReplicaError, match="pass the devnet's genesis file"):
+        Replica(ReplicaConfig(l1_rpc=l1_url, genesis_path=str(path)))
+
+
+def test_replica_process_derives_the_devnet_from_l1_alone(tmp_path: Path) -> None:
+    node = DevnetProcess(None, tmp_path / "devnet.log")
+    node.start()
+    replica = ReplicaProcess(node.l1_url, tmp_path / "replica", tmp_path / "replica.log")
+    try:
+        accounts = traffic(node.url, node.l1_url, 6, list_market=True, withdraw=True)
+        batches = settle(node.url)
+        refuses_another_genesis(node.l1_url, tmp_path)
+        replica.start()
+        status = caught_up(replica.url, batches)
+        assert status["mismatched_batches"] == [] and status["error"] is None
+        same_chain(node.url, replica.url, batches, accounts)
+        # read-only: writes and the book answer -32004
+        for method in ("l2_sendOrder", "l2_sendWithdraw", "l2_getOrderBook"):
+            r = _HTTP.post(replica.url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                              "params": [{}]}).json()
+            assert r["error"]["code"] == -32004 and "read-only replica" in r["error"]["message"]
+        head = rpc(replica.url, "eth_blockNumber")
+
+        # restart: it resumes from its datadir (head at once), then follows new batches
+        replica.stop()
+        traffic(node.url, node.l1_url, 3, deposits=0)
+        replica.start()
+        ready = [line for line in replica.log_path.read_text().splitlines()
+                 if "derivnet replica ready" in line]
+        assert f"derived L2 block {int(head, 16)}" in ready[-1]
+        batches = settle(node.url)
+        caught_up(replica.url, batches)
+        same_chain(node.url, replica.url, batches, accounts)
+
+        # L1 history replaced under the replica (a fresh devnet on the same L1
+        # port: the Rollup at the same address, other batches and deposits):
+        # it rolls back to the last batch L1 still has and derives the new ones
+        node.stop()
+        node = DevnetProcess(None, tmp_path / "devnet2.log")
+        node.l1_port = int(replica.l1_url.rsplit(":", 1)[1])
+        node.start()
+        accounts = traffic(node.url, node.l1_url, 0, deposits=1)
+        batches = settle(node.url)
+        deadline = time.monotonic() + 120
+        while True:
+            status = rpc(replica.url, "l2_syncStatus")
+            if status["rollbacks"] >= 1 and status["derived_batches"] == batches and \
+                    status["latest_batch"]["stateRoot"] == rpc(node.url, "l2_getBatch",
+                                                               batches - 1)["stateRoot"]:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        same_chain(node.url, replica.url, batches, accounts)
+    finally:
+        replica.stop()
+        node.stop()
+
+
+@pytest.mark.skipif(not SLOW, reason="set DERIVNET_SLOW=1 (the whole tape, ~2 min)")
+def test_replica_matches_every_batch_of_the_tape(tmp_path: Path) -> None:
+    from node.replay import ReplayOptions, run_replay
+
+    node = DevnetProcess(None, tmp_path / "devnet.log")
+    node.start()
+    replica = ReplicaProcess(node.l1_url, tmp_path / "replica", tmp_path / "replica.log")
+    try:
+        summary = run_replay(ReplayOptions(tape=str(TAPE), rpc=node.url, progress=False))
+        assert summary["fills"] == 1000 and summary["rootsMatch"]
+        batches = settle(node.url)
+        replica.start()
+        status = caught_up(replica.url, batches, timeout=300)
+        assert status["mismatched_batches"] == []
+        for i in range(batches):
+            mine = rpc(replica.url, "l2_getBatch", i)
+            assert mine["matches"] is True
+            assert mine["derivedStateRoot"] == rpc(node.url, "l2_getBatch", i)["derivedStateRoot"]
+    finally:
+        replica.stop()
+        node.stop()
