@@ -34,7 +34,7 @@ MineFn = Callable[[], Any]
 DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei
 
 # the Rollup's creation uses ~3.2M (14.3 KB of runtime code)
-GAS_DEPLOY = 5_000_000
+GAS_DEPLOY = 8_000_000  # a 24,576-byte contract costs ~5M to create (200 gas per code byte)
 GAS_FAUCET = 100_000
 GAS_APPROVE = 100_000
 GAS_TRANSFER = 100_000

@@ -38,7 +38,7 @@ from l1_stub.disputes import (
     points,
 )
 from prover.trace import BatchTrace
-from sequencer.defender import Move, clock_expired, prove_step
+from sequencer.defender import Move, MoveGuard, clock_expired, prove_step
 
 log = logging.getLogger("derivnet.challenger")
 
@@ -66,6 +66,7 @@ class Challenger:
         self.disputed: set[int] = set()  # batch ids opened against
         self.moves: list[Move] = []
         self._traces: dict[tuple[int, bytes], BatchTrace] = {}
+        self.guard = MoveGuard()
 
     # -- traces --------------------------------------------------------------
     def trace(self, index: int) -> BatchTrace:
@@ -108,8 +109,11 @@ class Challenger:
                 del self.games[gid]
                 log.info("challenger: game %d over: %s", gid, g.status.name)
                 continue
+            if self.guard.pending(gid, g):
+                continue
             move = self._move(gid, g, now)
             if move is not None:
+                self.guard.sent(gid, g)
                 sent.append(move)
         if d.credits(self.address) > 0:
             sent.append(Move("claim", -1, bytes(d.claim(self.key))))
@@ -132,7 +136,8 @@ class Challenger:
         first = snap.finalized_batch_count
         latest = self.replica.chain.latest_batch()
         derived = latest.index + 1 if latest else 0
-        for index in range(first, derived):
+        on_l1 = self.rollup.batch_count()  # fresh: a game may have deleted batches since the sync
+        for index in range(first, min(derived, on_l1)):
             info = self.replica.chain.batch(index)
             wrong = info is not None and index in self.replica.mismatched
             if self.mode == "honest" and not wrong:

@@ -68,6 +68,37 @@ def clock_expired(g: GameState, now: int) -> bool:
     return now - g.last_move > left
 
 
+RESEND_AFTER = 30.0  # seconds a move may stay unmined before it is sent again
+
+
+class MoveGuard:
+    """Sends at most one move per game position: after a move the game's
+    (status, lo, hi, turn) is remembered and no move is sent for it again
+    until it changes (the move was mined) or ``RESEND_AFTER`` seconds pass
+    (it was dropped). Keeps a party's L1 transaction count minimal without
+    waiting for receipts."""
+
+    def __init__(self) -> None:
+        self._sent: dict[int, tuple[tuple[int, int, int, int], float]] = {}
+
+    @staticmethod
+    def _position(g: GameState) -> tuple[int, int, int, int]:
+        return (int(g.status), g.lo, g.hi, int(g.turn))
+
+    def pending(self, gid: int, g: GameState) -> bool:
+        """True if a move for this exact position was sent and may still land."""
+        import time
+
+        sent = self._sent.get(gid)
+        return (sent is not None and sent[0] == self._position(g)
+                and time.monotonic() - sent[1] < RESEND_AFTER)
+
+    def sent(self, gid: int, g: GameState) -> None:
+        import time
+
+        self._sent[gid] = (self._position(g), time.monotonic())
+
+
 class Defender:
     """Moves for the defender (the sequencer key ``key``).
 
@@ -90,6 +121,7 @@ class Defender:
         self.first_active = 0  # every game below it is over
         self.address = disputes.w3.eth.account.from_key(key).address
         self.moves: list[Move] = []
+        self.guard = MoveGuard()
 
     def step(self) -> list[Move]:
         """One pass over the active games; returns the moves sent."""
@@ -104,8 +136,11 @@ class Defender:
                 continue
             if still_active is None:
                 still_active = gid
+            if self.guard.pending(gid, g):
+                continue
             move = self._move(gid, g, now)
             if move is not None:
+                self.guard.sent(gid, g)
                 sent.append(move)
         self.first_active = count if still_active is None else still_active
         credit = d.credits(self.address)

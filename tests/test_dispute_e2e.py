@@ -82,7 +82,7 @@ def test_wrong_oracle_root_is_disputed_deleted_and_reposted(make_devnet) -> None
             assert game.status == Status.CHALLENGER_WON and game.batch_index == bad
             own = [m for m in challenger.moves if m.game == 0]
             degree = disputes.degree()
-            assert len(own) <= math.ceil(math.log(max(steps, 2), degree)) + 2
+            assert len(own) <= math.ceil(math.log(max(steps, 2), degree)) + 2, (own, steps, degree)
             assert [m.kind for m in own][0] == "open" and own[-1].kind in ("prove", "timeout")
             # the node re-posts honestly; the replica re-derives and everything matches
             deadline = time.monotonic() + 90
