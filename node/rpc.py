@@ -596,10 +596,14 @@ class L2Api:
         if index is not None:
             info = chain.batch(index)
             assert info is not None
-            proof = chain.tree.prove(info.state_root, withdrawal_key(wid))
+            own = chain.block(info.last_block).header.state_root
             out["batch"] = hexq(index)
             out["stateRoot"] = hexb(info.state_root)
-            out["proof"] = proof.to_json()
+            if own == info.state_root:
+                out["proof"] = chain.tree.prove(own, withdrawal_key(wid)).to_json()
+            else:  # a wrong root was posted (a faulty proposer): no proof until it is replaced
+                out["proof"] = None
+                out["batchRootMatches"] = False
         return out
 
     def l2_getEscapeProof(self, address: Any) -> dict[str, Any]:

@@ -177,6 +177,9 @@ def finish_withdrawal(client: L2Client, w3: Any, signer: Signer, withdrawal_id: 
         progress(f"withdrawal #{wid} is already paid on L1", 1.0)
         return result
     progress(f"withdrawal #{wid}: finalizing on L1", 1.0)
+    if w.get("proof") is None:
+        raise LookupError(f"withdrawal #{wid}: batch {batch} was posted with a state root this "
+                          "node does not hold (a faulty proposer): it cannot be proven there")
     siblings = [bytes.fromhex(x[2:]) for x in w["proof"]["siblings"]]
     tx = rollup.finalize_withdrawal(signer.private_key, batch, wid,
                                     w["account"], w["recipient"], amount, siblings)

@@ -82,7 +82,7 @@ def dispute_json(disputes: DisputeClient, game_id: int, *, with_gas: bool = True
         "dissectionDegree": _hx(degree),
         "rounds": rounds,
         "moves": moves,
-        "gasUsed": _hx(sum(int(m["gasUsed"], 16) for m in moves)),
+        "gasUsed": _hx(sum({m["l1Tx"]: int(m["gasUsed"], 16) for m in moves}.values())),
     }
 
 
