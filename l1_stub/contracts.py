@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
-CONTRACT_NAMES = ("USDC", "Rollup")
+CONTRACT_NAMES = ("USDC", "Rollup", "OneStepFill")
 EVM_VERSION = "cancun"
 
 _lock = threading.Lock()
