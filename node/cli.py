@@ -714,10 +714,11 @@ def dispute(game_id: int, rpc: str, as_json: bool) -> None:
 @click.option("--l1-rpc", required=True, help="L1 JSON-RPC URL: the only source it reads.")
 @click.option("--key", "key_text", default=None,
               help="The challenger's private key (pays bonds and gas; default: dev account 9).")
-@click.option("--mode", type=click.Choice(["honest", "malicious", "silent"]), default="honest",
-              show_default=True,
+@click.option("--mode", type=click.Choice(["honest", "malicious", "colluding", "silent"]),
+              default="honest", show_default=True,
               help="honest: dispute wrong roots and play to the end; malicious: dispute correct "
-                   "roots (it loses its bond); silent: open games, then never move.")
+                   "roots (it loses its bond); colluding: dispute wrong roots and play to lose; "
+                   "silent: dispute wrong roots, then never move.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8548, show_default=True, type=click.IntRange(1, 65535),
               help="Its replica's read-only L2 JSON-RPC port.")

@@ -805,7 +805,16 @@ class Node:
             self.armed_fault = (kind, step)
             return {"kind": kind.value, "step": hexq(step)}
 
+        def set_defender(on: Any) -> bool:
+            """Let the defender answer disputes (true) or go silent (false: it
+            then loses every game on its clock)."""
+            self.config.silent_defender = not parse_bool(on, "on")
+            if self._defender is not None:
+                self._defender.silent = self.config.silent_defender
+            return not self.config.silent_defender
+
         return {
+            "devnet_setDefender": set_defender,
             "devnet_injectFault": inject_fault,
             "devnet_increaseTime": increase_time,
             "devnet_mine": mine,

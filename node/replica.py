@@ -279,7 +279,7 @@ class Replica:
             last = self.chain.batch(survivors - 1) if survivors else None
             if last is not None:
                 start = last.l1_block
-            submissions = self._read_batches(start, at, survivors)
+            submissions = self._read_batches(start, at, survivors, snap.batch_count)
         return {"snapshot": snap, "survivors": survivors, "deposits": deposits,
                 "reset_deposits": reset, "batches": submissions}
 
@@ -300,7 +300,8 @@ class Replica:
                                       int(args["amount"])), bytes(args["running_hash"])))
         return out
 
-    def _read_batches(self, from_block: int, at: int, first_index: int) -> list[PostedBatch]:
+    def _read_batches(self, from_block: int, at: int, first_index: int,
+                      count: int) -> list[PostedBatch]:
         """BatchSubmitted logs with their calldata from ``from_block`` to ``at``,
         for indices >= ``first_index``; a deleted and re-posted index takes the
         later submission."""
@@ -309,7 +310,7 @@ class Replica:
         chosen: dict[int, Any] = {}
         for entry in logs:
             index = int(entry["args"]["index"])
-            if index < first_index:
+            if not first_index <= index < count:  # >= count: deleted, not posted again yet
                 continue
             key = (int(entry["blockNumber"]), int(entry["logIndex"]))
             if index not in chosen or key > chosen[index][0]:

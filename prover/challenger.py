@@ -20,14 +20,19 @@ game (open, one pick per dissection round, the proof).
 
 ``mode`` picks a dishonest variant for tests and demos (issue 7 item 6):
 ``malicious`` disputes correct roots (it picks segment 0 and never proves,
-so it loses on its clock or to the defender's own proof), ``silent`` opens
-games and then never moves.
+so it loses on its clock or to the defender's own proof); ``colluding``
+disputes wrong roots but plays to lose the same way (a proposer's friend
+trying to shield a wrong root: another honest game still deletes it);
+``silent`` disputes wrong roots and then never moves (it loses on its
+clock).
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+from web3.exceptions import ContractLogicError
 
 from l1_stub.disputes import (
     DisputeClient,
@@ -42,7 +47,7 @@ from sequencer.defender import Move, MoveGuard, clock_expired, prove_step
 
 log = logging.getLogger("derivnet.challenger")
 
-MODES = ("honest", "malicious", "silent")
+MODES = ("honest", "malicious", "colluding", "silent")
 
 
 class Challenger:
@@ -140,15 +145,16 @@ class Challenger:
         for index in range(first, min(derived, on_l1)):
             info = self.replica.chain.batch(index)
             wrong = info is not None and index in self.replica.mismatched
-            if self.mode == "honest" and not wrong:
-                continue
-            if self.mode != "honest" and wrong:
-                continue  # the dishonest modes dispute correct roots
-            record = self.rollup.get_batch(index)
+            if (self.mode == "malicious") == wrong:
+                continue  # malicious disputes correct roots, every other mode wrong ones
+            try:
+                record = self.rollup.get_batch(index)
+            except ContractLogicError:  # deleted by a game since the count was read
+                return None
             if now >= record.l1_timestamp + window:
                 continue
             if self.rollup.batch_id(index) in self.disputed:
-                if self.mode == "honest":
+                if self.mode != "malicious":
                     return None  # our game on the first wrong batch is running
                 continue
             return index
@@ -165,14 +171,14 @@ class Challenger:
         if self.mode == "silent":
             return None
         if g.single_step:
-            if self.mode == "malicious":
-                return None  # cannot win a proof against a correct root
+            if self.mode in ("malicious", "colluding"):
+                return None  # plays to lose: never proves
             trace = self.trace(g.batch_index)
             log.info("challenger: proving step %d of batch %d (game %d)", g.lo, g.batch_index, gid)
             return Move("prove", gid, prove_step(d, self.key, gid, trace, g.lo,
                                                  self.replica.domain))
         positions = points(g.lo, g.hi, d.degree())
-        if self.mode == "malicious":
+        if self.mode in ("malicious", "colluding"):
             segment = 0
         else:
             trace = self.trace(g.batch_index)
