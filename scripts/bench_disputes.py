@@ -1,0 +1,141 @@
+"""Benchmark: the L1 transactions and gas of a whole dispute over a
+1,000-step batch, played with the real one-step prover (issue 7).
+
+An in-process L1 with the Rollup, the DisputeGame and the prover; one batch
+of ``steps`` oracle prices whose posted root comes from a faulty trace
+(``oracle-price`` from step ``fault_at`` on); a challenger and the defender
+play it to the end with the same logic as ``prover.challenger`` /
+``sequencer.defender`` (dissect with the posted trace, pick the first
+disagreeing segment, prove the step). Prints each party's transactions and
+gas; ``run()`` returns the figures.
+
+    .venv/bin/python scripts/bench_disputes.py [--steps 1000] [--fault-at 700]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from l1_stub.chain import EmbeddedL1  # noqa: E402
+from l1_stub.client import RollupClient, deploy, wait_receipt  # noqa: E402
+from l1_stub.disputes import (  # noqa: E402
+    DisputeClient,
+    Party,
+    Status,
+    inner_points,
+    pick_segment,
+    points,
+)
+from node.batch import BatchBlock, encode_batch  # noqa: E402
+from node.crypto import ZERO_HASH  # noqa: E402
+from node.db import MemoryDB  # noqa: E402
+from node.derive import batch_steps  # noqa: E402
+from node.eip712 import Domain  # noqa: E402
+from node.genesis import load_genesis  # noqa: E402
+from node.signing import Signer, dev_keys  # noqa: E402
+from node.smt import SparseMerkleTree  # noqa: E402
+from node.state import State  # noqa: E402
+from node.transactions import encode_tx  # noqa: E402
+from prover.trace import BatchTrace, Fault  # noqa: E402
+from sequencer.defender import prove_step  # noqa: E402
+
+
+def run(steps: int = 1000, fault_at: int = 700, quiet: bool = False) -> dict[str, Any]:
+    say = (lambda *a: None) if quiet else print  # noqa: E731
+    keys = dev_keys(10)
+    sequencer_key, challenger_key = keys[0], keys[9]
+    oracle = Signer(keys[1])
+    genesis = load_genesis()
+    l1 = EmbeddedL1(chain_id=genesis.l1_chain_id)
+    w3 = l1.w3
+    tree = SparseMerkleTree(MemoryDB())
+    root = tree.update(ZERO_HASH, genesis.leaves())
+    dep = deploy(w3, sequencer_key, "0x" + genesis.sequencer.hex(), root, genesis.l2_chain_id,
+                 mine=l1.mine)
+    rollup = RollupClient(w3, dep)
+    disputes = DisputeClient(w3, dep)
+    domain = Domain(genesis.l2_chain_id, bytes.fromhex(dep.rollup[2:]))
+    l1.mine()
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    txs = tuple(encode_tx(oracle.oracle_price(domain, 1, 166_600 + i, now - steps + i))
+                for i in range(steps))
+    block = BatchBlock(now - 1, 0, txs)
+    steps_list = batch_steps([block])
+    honest = BatchTrace(State(tree, root), steps_list, domain)
+    faulty = BatchTrace(State(tree, root), steps_list, domain, fault=Fault.ORACLE_PRICE,
+                        from_step=fault_at)
+    assert faulty.fault_step == fault_at
+    sent = rollup.submit_batch(sequencer_key, encode_batch([block]), faulty.post_root, 0)
+    l1.mine()
+    assert wait_receipt(w3, sent)["status"] == 1
+
+    gas = {"challenger": 0, "defender": 0}
+    count = {"challenger": 0, "defender": 0}
+
+    def mined(party: str, tx: Any) -> None:
+        l1.mine()
+        receipt = wait_receipt(w3, tx)
+        if receipt["status"] != 1:
+            raise RuntimeError(f"{party} move reverted")
+        gas[party] += int(receipt["gasUsed"])
+        count[party] += 1
+
+    t0 = time.perf_counter()
+    mined("challenger", disputes.open(challenger_key, 0))
+    degree = disputes.degree()
+    proof_gas = 0
+    while True:
+        g = disputes.get_game(0)
+        if g.status != Status.ACTIVE:
+            break
+        if g.turn == Party.DEFENDER:
+            roots = [faulty.roots[p] for p in inner_points(g.lo, g.hi, degree)]
+            mined("defender", disputes.dissect(sequencer_key, 0, roots))
+        elif g.single_step:
+            before = gas["challenger"]
+            mined("challenger", prove_step(disputes, challenger_key, 0, honest, g.lo, domain))
+            proof_gas = gas["challenger"] - before
+        else:
+            segment = pick_segment(disputes.points(0), lambda p: honest.roots[p],
+                                   points(g.lo, g.hi, degree))
+            mined("challenger", disputes.pick(challenger_key, 0, segment))
+    g = disputes.get_game(0)
+    seconds = time.perf_counter() - t0
+    bound = math.ceil(math.log(steps, degree)) + 2
+    say(f"dispute over a {steps:,}-step batch (fault at step {fault_at}, degree {degree}): "
+        f"{g.status.name.lower()}")
+    say(f"  challenger: {count['challenger']} transactions (bound ceil(log_k(steps)) + 2 = "
+        f"{bound}), {gas['challenger']:,} gas (the one-step proof {proof_gas:,})")
+    say(f"  defender:   {count['defender']} transactions, {gas['defender']:,} gas")
+    say(f"  whole game: {count['challenger'] + count['defender']} L1 transactions, "
+        f"{gas['challenger'] + gas['defender']:,} gas; played in {seconds:.1f} s")
+    return {
+        "dispute_steps": steps,
+        "dispute_winner": g.status.name.lower(),
+        "dispute_challenger_txs": count["challenger"],
+        "dispute_challenger_tx_bound": bound,
+        "dispute_defender_txs": count["defender"],
+        "dispute_total_txs": count["challenger"] + count["defender"],
+        "dispute_total_gas": gas["challenger"] + gas["defender"],
+        "dispute_step_proof_gas": proof_gas,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--fault-at", type=int, default=700)
+    a = p.parse_args()
+    run(a.steps, a.fault_at)
+
+
+if __name__ == "__main__":
+    main()
