@@ -614,7 +614,7 @@ def test_open_reverts_frozen_and_uninitialized():
     (("0x" + "00" * 20, 16, 30, 0), "dispute: zero prover"),
     (("0x" + "11" * 20, 1, 30, 0), "dispute: bad degree"),
     (("0x" + "11" * 20, 17, 30, 0), "dispute: bad degree"),
-    (("0x" + "11" * 20, 2, 0, 0), "dispute: zero clock"),
+    (("0x" + "11" * 20, 2, 0, 0), "dispute: bad clock"),
 ])
 def test_constructor_reverts(env: Env, args, reason: str):
     with pytest.raises(TransactionReverted) as info:
