@@ -24,9 +24,7 @@ from l1_stub.client import (
     RollupClient,
     TransactionReverted,
     deploy,
-    send_call,
     send_deploy,
-    send_transaction,
     wait_receipt,
 )
 from l1_stub.disputes import (
@@ -749,11 +747,10 @@ def test_cli_dispute_flags_are_validated():
 
 def test_every_dispute_revert_reason_is_tested():
     """Every reason string in DisputeGame.vy occurs in this file."""
+    import re
     from pathlib import Path
 
     from l1_stub.contracts import CONTRACTS_DIR
-
-    import re
 
     source = (CONTRACTS_DIR / "DisputeGame.vy").read_text()
     reasons = set(re.findall(r'"(dispute: [^"\n]+)"', source))
