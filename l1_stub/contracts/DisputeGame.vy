@@ -20,6 +20,9 @@ MAX_STEP_DEPTH: constant(uint256) = 32
 MAX_TX_BYTES: constant(uint256) = 261
 MAX_WITNESS: constant(uint256) = 65536
 
+MASK64: constant(uint256) = 2**64 - 1
+MASK128: constant(uint256) = 2**128 - 1
+
 # game status
 ACTIVE: constant(uint8) = 1
 CHALLENGER_WON: constant(uint8) = 2
@@ -205,10 +208,6 @@ def __default__():
 
 # ---------------------------------------------------------------- helpers
 
-MASK64: constant(uint256) = 2**64 - 1
-MASK128: constant(uint256) = 2**128 - 1
-
-
 @view
 @internal
 def _load(game_id: uint256) -> Game:
@@ -243,6 +242,7 @@ def _save(game_id: uint256, g: Game):
         | (convert(g.status, uint256) << 8) | convert(g.turn, uint256),
         clocks=(g.defender_clock << 128) | g.challenger_clock,
     )
+
 
 @pure
 @internal
