@@ -295,9 +295,17 @@ def test_challenger_wins_and_batch_is_deleted(env: Env):
     assert balance(env, env.addr(0)) == s_before + BOND_P and r["status"] == 1
     assert rc.sequencer_bonds() == 0
     env.reverts(env.game.game.functions.claim(), "dispute: nothing to claim", sender=1)
-    # events tell the whole story
-    kinds = [e.kind for e in env.game.history(game).events]
+    # events tell the whole story: the tree walked, the defender's roots
+    history = env.game.history(game, with_gas=True)
+    kinds = [e.kind for e in history.events]
     assert kinds[0] == "GameOpened" and kinds[-2:] == ["StepProved", "GameResolved"]
+    assert all(e.gas_used > 0 for e in history.events)
+    rounds = history.rounds(16)
+    assert [(r.lo, r.hi) for r in rounds] == [(0, 100), (37, 43)]
+    for r in rounds:
+        assert r.roots == [bad.claimed[p] for p in r.positions[1:-1]]
+        assert r.picked is not None
+        assert r.positions[r.picked] <= 37 < r.positions[r.picked + 1]
     assert later.index == 2
 
 
