@@ -100,12 +100,39 @@ class GameEvent:
     gas_used: int = 0
 
 
+@dataclass(frozen=True)
+class Round:
+    """One dissection of a game: the range ``[lo, hi]``, its points
+    (``points(lo, hi, k)``), the defender's roots at the inner points, and
+    the segment the challenger then picked (None: not yet, or never)."""
+
+    lo: int
+    hi: int
+    positions: list[int]
+    roots: list[bytes]
+    picked: int | None
+
+
 @dataclass
 class GameHistory:
     """Every event of one game in order, for the inspector."""
 
     game: int
     events: list[GameEvent] = field(default_factory=list)
+
+    def rounds(self, degree: int) -> list[Round]:
+        """The dissection tree walked by the game, rebuilt from the events
+        alone (``degree``: the game's dissection degree k)."""
+        out: list[Round] = []
+        for event in self.events:
+            if event.kind == "Dissected":
+                lo, hi = int(event.args["lo"]), int(event.args["hi"])
+                out.append(Round(lo, hi, points(lo, hi, degree), list(event.args["roots"]), None))
+            elif event.kind == "Picked" and out and out[-1].picked is None:
+                last = out[-1]
+                out[-1] = Round(last.lo, last.hi, last.positions, last.roots,
+                                int(event.args["segment"]))
+        return out
 
 
 # ---------------------------------------------------------------- arithmetic

@@ -201,12 +201,13 @@ class Node:
                 "l2ChainId": self.genesis.l2_chain_id,
                 "rollup": dep.rollup,
                 "usdc": dep.usdc,
+                "disputeGame": dep.dispute_game,
                 "deployBlock": dep.deploy_block,
                 "genesisStateRoot": hexb(root),
             }
             Chain.initialize(self.db, leaves, stored)
         self.deployment = Deployment(stored["usdc"], stored["rollup"], stored["deployBlock"],
-                                     stored["l1ChainId"])
+                                     stored["l1ChainId"], stored.get("disputeGame", ""))
         if not self.l1.w3.eth.get_code(stored["rollup"]):
             raise RuntimeError(
                 f"the L1 chain has no Rollup contract at {stored['rollup']}: the L2 store and "
@@ -919,6 +920,7 @@ class Node:
             **{k: self.stored_config.get(k) for k in DISPUTE_KEYS},
             "rollup_address": self.deployment.rollup,
             "usdc_address": self.deployment.usdc,
+            "dispute_game_address": self.deployment.dispute_game or None,
             "abi_dir": str(next(iter(self.abi_files.values())).parent),
             "abi_files": {name: str(path) for name, path in self.abi_files.items()},
             "l1_rpc_url": f"http://{self.config.host}:{self.config.l1_port}",

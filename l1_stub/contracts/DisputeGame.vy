@@ -20,6 +20,9 @@ MAX_STEP_DEPTH: constant(uint256) = 32
 MAX_TX_BYTES: constant(uint256) = 261
 MAX_WITNESS: constant(uint256) = 65536
 
+MASK64: constant(uint256) = 2**64 - 1
+MASK128: constant(uint256) = 2**128 - 1
+
 # game status
 ACTIVE: constant(uint8) = 1
 CHALLENGER_WON: constant(uint8) = 2
@@ -72,6 +75,7 @@ interface OneStepProver:
 
 # ---------------------------------------------------------------- types
 
+# what get_game returns
 struct Game:
     batch_index: uint256
     batch_id: uint256
@@ -86,6 +90,18 @@ struct Game:
     defender_clock: uint256  # seconds left
     challenger_clock: uint256
     last_move: uint256  # L1 timestamp of the last move (or of the opening)
+
+# what is stored per game: six slots (the bond is challenger_bond)
+# batch = batch_index << 128 | batch_id
+# state = lo << 192 | hi << 128 | last_move << 64 | status << 8 | turn
+# clocks = defender_clock << 128 | challenger_clock
+struct StoredGame:
+    batch: uint256
+    challenger: address
+    root_lo: bytes32
+    root_hi: bytes32
+    state: uint256
+    clocks: uint256
 
 # ---------------------------------------------------------------- events
 
@@ -140,7 +156,7 @@ defender: public(address)  # the Rollup's sequencer
 domain_separator: public(bytes32)
 
 game_count: public(uint256)
-_games: HashMap[uint256, Game]
+_games: HashMap[uint256, StoredGame]
 # game -> point j (1..segments-1) -> the defender's root at that point
 _points: HashMap[uint256, HashMap[uint256, bytes32]]
 # batch id -> number of its games still ACTIVE
@@ -156,7 +172,7 @@ def __init__(
 ):
     assert prover_address != empty(address), "dispute: zero prover"
     assert degree >= 2 and degree <= MAX_DEGREE, "dispute: bad degree"
-    assert clock != 0, "dispute: zero clock"
+    assert clock != 0 and clock < 2**64, "dispute: bad clock"
     prover = prover_address
     dissection_degree = degree
     clock_seconds = clock
@@ -192,6 +208,42 @@ def __default__():
 
 # ---------------------------------------------------------------- helpers
 
+@view
+@internal
+def _load(game_id: uint256) -> Game:
+    stored: StoredGame = self._games[game_id]
+    state: uint256 = stored.state
+    return Game(
+        batch_index=stored.batch >> 128,
+        batch_id=stored.batch & MASK128,
+        challenger=stored.challenger,
+        bond=challenger_bond,
+        lo=state >> 192,
+        hi=(state >> 128) & MASK64,
+        root_lo=stored.root_lo,
+        root_hi=stored.root_hi,
+        status=convert((state >> 8) & 255, uint8),
+        turn=convert(state & 255, uint8),
+        defender_clock=stored.clocks >> 128,
+        challenger_clock=stored.clocks & MASK128,
+        last_move=(state >> 64) & MASK64,
+    )
+
+
+@internal
+def _save(game_id: uint256, g: Game):
+    # rewriting an unchanged slot costs 100 gas (warm no-op)
+    self._games[game_id] = StoredGame(
+        batch=(g.batch_index << 128) | g.batch_id,
+        challenger=g.challenger,
+        root_lo=g.root_lo,
+        root_hi=g.root_hi,
+        state=(g.lo << 192) | (g.hi << 128) | (g.last_move << 64)
+        | (convert(g.status, uint256) << 8) | convert(g.turn, uint256),
+        clocks=(g.defender_clock << 128) | g.challenger_clock,
+    )
+
+
 @pure
 @internal
 def _point(lo: uint256, hi: uint256, j: uint256, segments: uint256) -> uint256:
@@ -210,7 +262,7 @@ def _segments(lo: uint256, hi: uint256) -> uint256:
 def _active(game_id: uint256) -> Game:
     # the game, which must be active and whose batch must still exist
     assert game_id < self.game_count, "dispute: no such game"
-    g: Game = self._games[game_id]
+    g: Game = self._load(game_id)
     assert g.status == ACTIVE, "dispute: game over"
     assert staticcall Rollup(self.rollup).batch_id(g.batch_index) == g.batch_id, \
         "dispute: batch gone"
@@ -230,24 +282,29 @@ def _clock_left(g: Game) -> uint256:
     return left - elapsed
 
 
+@view
 @internal
-def _charge(game_id: uint256, g: Game):
+def _charge(g: Game) -> Game:
     # end the mover's turn: charge it the time since the last move
+    out: Game = g
     elapsed: uint256 = block.timestamp - g.last_move
     if g.turn == DEFENDER:
         assert elapsed <= g.defender_clock, "dispute: clock expired"
-        self._games[game_id].defender_clock = g.defender_clock - elapsed
+        out.defender_clock = g.defender_clock - elapsed
     else:
         assert elapsed <= g.challenger_clock, "dispute: clock expired"
-        self._games[game_id].challenger_clock = g.challenger_clock - elapsed
-    self._games[game_id].last_move = block.timestamp
+        out.challenger_clock = g.challenger_clock - elapsed
+    out.last_move = block.timestamp
+    return out
 
 
 @internal
 def _challenger_wins(game_id: uint256, g: Game):
     # delete the batch (and every later one); the challenger gets its bond
     # back plus the proposer bond less the burned share
-    self._games[game_id].status = CHALLENGER_WON
+    done: Game = g
+    done.status = CHALLENGER_WON
+    self._save(game_id, done)
     self.unresolved[g.batch_id] -= 1
     proposer_bond: uint256 = extcall Rollup(self.rollup).deleteBatches(g.batch_index, g.batch_id)
     burn: uint256 = proposer_bond // BURN_DIVISOR
@@ -261,7 +318,9 @@ def _challenger_wins(game_id: uint256, g: Game):
 def _defender_wins(game_id: uint256, g: Game):
     # the batch stands; the defender gets the challenger's bond less the
     # burned share (the proposer bond stays with the batch)
-    self._games[game_id].status = DEFENDER_WON
+    done: Game = g
+    done.status = DEFENDER_WON
+    self._save(game_id, done)
     self.unresolved[g.batch_id] -= 1
     burn: uint256 = g.bond // BURN_DIVISOR
     paid: uint256 = g.bond - burn
@@ -324,7 +383,7 @@ def open(batch_index: uint256) -> uint256:
         challenger_clock=clock_seconds,
         last_move=block.timestamp,
     )
-    self._games[game_id] = g
+    self._save(game_id, g)
     self.unresolved[batch_id] += 1
     log GameOpened(
         game=game_id,
@@ -354,14 +413,15 @@ def dissect(game_id: uint256, roots: DynArray[bytes32, MAX_DEGREE - 1]):
     g: Game = self._active(game_id)
     assert msg.sender == self.defender, "dispute: only defender"
     assert g.turn == DEFENDER, "dispute: not defender's turn"
-    self._charge(game_id, g)
+    g = self._charge(g)
     segments: uint256 = self._segments(g.lo, g.hi)
     assert len(roots) == segments - 1, "dispute: wrong root count"
     for j: uint256 in range(MAX_DEGREE - 1):
         if j == len(roots):
             break
         self._points[game_id][j + 1] = roots[j]
-    self._games[game_id].turn = CHALLENGER
+    g.turn = CHALLENGER
+    self._save(game_id, g)
     log Dissected(game=game_id, lo=g.lo, hi=g.hi, roots=roots)
 
 
@@ -376,7 +436,7 @@ def pick(game_id: uint256, segment: uint256):
     assert msg.sender == g.challenger, "dispute: only challenger"
     assert g.turn == CHALLENGER, "dispute: not challenger's turn"
     assert g.hi - g.lo > 1, "dispute: single step"
-    self._charge(game_id, g)
+    g = self._charge(g)
     segments: uint256 = self._segments(g.lo, g.hi)
     assert segment < segments, "dispute: no such segment"
     root_lo: bytes32 = g.root_lo
@@ -387,12 +447,13 @@ def pick(game_id: uint256, segment: uint256):
         root_hi = self._points[game_id][segment + 1]
     lo: uint256 = self._point(g.lo, g.hi, segment, segments)
     hi: uint256 = self._point(g.lo, g.hi, segment + 1, segments)
-    self._games[game_id].lo = lo
-    self._games[game_id].hi = hi
-    self._games[game_id].root_lo = root_lo
-    self._games[game_id].root_hi = root_hi
+    g.lo = lo
+    g.hi = hi
+    g.root_lo = root_lo
+    g.root_hi = root_hi
     if hi - lo > 1:
-        self._games[game_id].turn = DEFENDER
+        g.turn = DEFENDER
+    self._save(game_id, g)
     log Picked(game=game_id, segment=segment, lo=lo, hi=hi)
 
 
@@ -468,11 +529,12 @@ def void(game_id: uint256):
             it or an earlier batch): the challenger's bond is refunded.
     """
     assert game_id < self.game_count, "dispute: no such game"
-    g: Game = self._games[game_id]
+    g: Game = self._load(game_id)
     assert g.status == ACTIVE, "dispute: game over"
     assert staticcall Rollup(self.rollup).batch_id(g.batch_index) != g.batch_id, \
         "dispute: batch exists"
-    self._games[game_id].status = VOID
+    g.status = VOID
+    self._save(game_id, g)
     self.unresolved[g.batch_id] -= 1
     self.credits[g.challenger] += g.bond
     log GameResolved(game=game_id, status=VOID, winner=g.challenger, paid=g.bond, burned=0)
@@ -496,7 +558,7 @@ def claim():
 @external
 def get_game(game_id: uint256) -> Game:
     assert game_id < self.game_count, "dispute: no such game"
-    return self._games[game_id]
+    return self._load(game_id)
 
 
 @view
@@ -508,7 +570,7 @@ def points(game_id: uint256) -> DynArray[bytes32, MAX_DEGREE + 1]:
             root_hi.
     """
     assert game_id < self.game_count, "dispute: no such game"
-    g: Game = self._games[game_id]
+    g: Game = self._load(game_id)
     out: DynArray[bytes32, MAX_DEGREE + 1] = [g.root_lo]
     if g.turn == CHALLENGER and g.hi - g.lo > 1:
         segments: uint256 = self._segments(g.lo, g.hi)
@@ -528,7 +590,7 @@ def clocks(game_id: uint256) -> (uint256, uint256):
             to move has its running time deducted.
     """
     assert game_id < self.game_count, "dispute: no such game"
-    g: Game = self._games[game_id]
+    g: Game = self._load(game_id)
     if g.status != ACTIVE:
         return g.defender_clock, g.challenger_clock
     if g.turn == DEFENDER:
