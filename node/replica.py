@@ -157,9 +157,9 @@ class Replica:
             self.genesis: Genesis = parse_genesis(genesis_json)
             leaves = self.genesis.leaves()
             root = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, leaves)
+            new = stored is None
             if stored is None:
                 stored = self._discover(genesis_json, root)
-                Chain.initialize(self.db, leaves, stored)
             elif stored["genesisStateRoot"] != hexb(root):
                 raise ReplicaError("the datadir holds another chain (genesis root differs)")
             self.stored_config = stored
@@ -172,6 +172,8 @@ class Replica:
                     f"the genesis file gives state root {hexb(root)} but the Rollup at "
                     f"{stored['rollup']} was deployed with {hexb(on_l1)}: pass the devnet's "
                     "genesis file with --genesis")
+            if new:
+                Chain.initialize(self.db, leaves, stored)
             self.domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
             self.chain = Chain(self.db, self.domain)
         except BaseException:
