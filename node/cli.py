@@ -629,16 +629,20 @@ def escape(account: int | None, private_key: str | None, rpc: str, l1_rpc: str |
                    "created on L1).")
 @click.option("--poll-interval", default=0.5, show_default=True,
               type=click.FloatRange(0.05, 3600), help="Seconds between L1 polls.")
+@click.option("--sig-workers", default=0, show_default=True, type=click.IntRange(0, 64),
+              help="Processes that recover the next batch's signatures while one executes "
+                   "(0: recover them in the STF).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def replica(l1_rpc: str, host: str, port: int, datadir: str | None, genesis_path: str | None,
-            rollup: str | None, poll_interval: float, verbose: bool) -> None:
+            rollup: str | None, poll_interval: float, sig_workers: int, verbose: bool) -> None:
     """Derive the L2 chain from L1 alone and serve it read-only over JSON-RPC."""
     from node.replica import ReplicaConfig, ReplicaError, run_replica
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ReplicaConfig(l1_rpc=l1_rpc, host=host, port=port, datadir=datadir,
-                           genesis_path=genesis_path, rollup=rollup, poll_interval=poll_interval)
+                           genesis_path=genesis_path, rollup=rollup, poll_interval=poll_interval,
+                           sig_workers=sig_workers)
 
     def ready(r: Any) -> None:
         click.echo(f"derivnet replica ready: L2 JSON-RPC http://{host}:{port} (read-only), "

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from node.batch import BLOCK_HEADER_BYTES, BatchBlock, batch_commitment
 from node.blocks import Block, BlockHeader, Receipt, make_header
+from node.crypto import keccak
 from node.eip712 import Domain
 from node.exceptions import InvalidBlock, InvalidTransaction
 from node.state import State
@@ -108,8 +109,6 @@ class Step:
 
     @property
     def leaf(self) -> bytes:
-        from node.crypto import keccak
-
         return keccak(self.timestamp.to_bytes(8, "big") + self.tx)
 
 

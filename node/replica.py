@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from node.derive import (
     batch_steps,
     check_timestamps,
     split_batch,
+    split_blocks,
     state_at_step,
     step_roots,
 )
@@ -46,8 +48,10 @@ from node.eip712 import Domain
 from node.genesis import Genesis, parse_genesis
 from node.rpc import L2Api, RpcError, hexb, methods
 from node.server import JsonRpcApp, serve_jsonrpc
+from node.sigverify import Prefetcher, fill_signatures
 from node.smt import SparseMerkleTree
 from node.state import State
+from node.transactions import TX_FILL, DecodeError, decode_tx
 
 log = logging.getLogger("derivnet.replica")
 
@@ -76,6 +80,7 @@ class ReplicaConfig:
     genesis_path: str | None = None
     rollup: str | None = None  # None: found from the genesis sequencer's creations
     poll_interval: float = 0.5
+    sig_workers: int = 0  # signature-recovery processes (0: recover in the STF)
 
 
 def create_address(sender: bytes, nonce: int) -> bytes:
@@ -152,9 +157,9 @@ class Replica:
             self.genesis: Genesis = parse_genesis(genesis_json)
             leaves = self.genesis.leaves()
             root = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, leaves)
+            new = stored is None
             if stored is None:
                 stored = self._discover(genesis_json, root)
-                Chain.initialize(self.db, leaves, stored)
             elif stored["genesisStateRoot"] != hexb(root):
                 raise ReplicaError("the datadir holds another chain (genesis root differs)")
             self.stored_config = stored
@@ -167,6 +172,8 @@ class Replica:
                     f"the genesis file gives state root {hexb(root)} but the Rollup at "
                     f"{stored['rollup']} was deployed with {hexb(on_l1)}: pass the devnet's "
                     "genesis file with --genesis")
+            if new:
+                Chain.initialize(self.db, leaves, stored)
             self.domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
             self.chain = Chain(self.db, self.domain)
         except BaseException:
@@ -185,6 +192,10 @@ class Replica:
         self.rollbacks = 0
         self.mismatched: list[int] = []
         self._resume()
+        self.prefetcher: Prefetcher | None = None
+        if config.sig_workers:
+            self.prefetcher = Prefetcher(config.sig_workers)
+            self._exit.callback(self.prefetcher.close)
         self.api = ReplicaApi(self)
         self.app = JsonRpcApp(methods(self.api))
         self.started_at = time.time()
@@ -254,12 +265,10 @@ class Replica:
         derived = latest.index + 1 if latest else 0
         # what L1 says about our latest batch (and earlier ones if it changed)
         changed_from = None
-        records: dict[int, Any] = {}
         i = min(derived, snap.batch_count) - 1
         while i >= 0:
             info = self.chain.batch(i)
             record = self.rollup.get_batch(i, at)
-            records[i] = record
             if info is not None and (record.tx_root, record.state_root) == (
                     info.tx_root, info.state_root):
                 break
@@ -272,61 +281,63 @@ class Replica:
         reset = known > 0 and (snap.deposit_count < known or bytes(
             self.rollup.rollup.functions.deposit_hashes(known - 1).call(block_identifier=at))
             != self._deposit_hashes.get(known - 1))
-        deposits = self._read_deposits(snap.deposit_count, at, reset)
-        submissions: list[PostedBatch] = []
+        starts = []
+        if reset or snap.deposit_count > known:
+            raw = None if reset else self.db.get(_DEPOSIT_SCAN)
+            starts.append(int.from_bytes(raw, "big") + 1 if raw else self.deployment.deploy_block)
         if snap.batch_count > survivors:
-            start = self.deployment.deploy_block
             last = self.chain.batch(survivors - 1) if survivors else None
-            if last is not None:
-                start = last.l1_block
-            submissions = self._read_batches(start, at, survivors, snap.batch_count)
+            starts.append(last.l1_block if last is not None else self.deployment.deploy_block)
+        deposits: list[tuple[QueuedDeposit, bytes]] = []
+        submissions: list[PostedBatch] = []
+        if starts:
+            deposits, submissions = self._read_logs(min(starts), at, survivors, snap.batch_count)
+            deposits = [d for d in deposits if reset or d[0].index >= known]
         return {"snapshot": snap, "survivors": survivors, "deposits": deposits,
                 "reset_deposits": reset, "batches": submissions}
 
-    def _read_deposits(self, count: int, at: int,
-                       reset: bool) -> list[tuple[QueuedDeposit, bytes]]:
-        """New deposit queue entries (with their running hashes) from the
-        DepositQueued logs up to L1 block ``at``; all of them if ``reset``
-        (L1's queue is not the one stored: a re-org or another chain)."""
-        if count <= len(self.deposits) and not reset:
-            return []
-        raw = None if reset else self.db.get(_DEPOSIT_SCAN)
-        start = int.from_bytes(raw, "big") + 1 if raw else self.deployment.deploy_block
-        logs = self.rollup.rollup.events.DepositQueued().get_logs(from_block=start, to_block=at)
-        out = []
-        for entry in logs:
-            args = entry["args"]
-            out.append((QueuedDeposit(int(args["index"]), bytes.fromhex(args["to"][2:]),
-                                      int(args["amount"])), bytes(args["running_hash"])))
-        return out
-
-    def _read_batches(self, from_block: int, at: int, first_index: int,
-                      count: int) -> list[PostedBatch]:
-        """BatchSubmitted logs with their calldata from ``from_block`` to ``at``,
-        for indices >= ``first_index``; a deleted and re-posted index takes the
-        later submission."""
+    def _read_logs(self, from_block: int, at: int, first_batch: int, batch_count: int
+                   ) -> tuple[list[tuple[QueuedDeposit, bytes]], list[PostedBatch]]:
+        """The Rollup's DepositQueued entries (with running hashes) and its
+        BatchSubmitted batches of index ``first_batch <= index < batch_count``
+        (with their calldata) in L1 blocks ``from_block..at``, from one
+        ``eth_getLogs``. An index deleted and posted again takes the later
+        submission; one deleted and not posted again (``>= batch_count``) is
+        left out."""
         rollup = self.rollup.rollup
-        logs = rollup.events.BatchSubmitted().get_logs(from_block=from_block, to_block=at)
+        deposit_event = rollup.events.DepositQueued
+        batch_event = rollup.events.BatchSubmitted
+        topics = {bytes.fromhex(deposit_event.topic[2:]): deposit_event,
+                  bytes.fromhex(batch_event.topic[2:]): batch_event}
+        logs = self.w3.eth.get_logs({"address": self.deployment.rollup,
+                                     "fromBlock": from_block, "toBlock": at})
+        deposits = []
         chosen: dict[int, Any] = {}
-        for entry in logs:
-            index = int(entry["args"]["index"])
-            if not first_index <= index < count:  # >= count: deleted, not posted again yet
-                continue
-            key = (int(entry["blockNumber"]), int(entry["logIndex"]))
-            if index not in chosen or key > chosen[index][0]:
-                chosen[index] = (key, entry)
-        out = []
+        for raw in logs:
+            event = topics.get(bytes(raw["topics"][0])) if raw["topics"] else None
+            if event is deposit_event:
+                args = deposit_event().process_log(raw)["args"]
+                deposits.append((QueuedDeposit(int(args["index"]), bytes.fromhex(args["to"][2:]),
+                                               int(args["amount"])), bytes(args["running_hash"])))
+            elif event is batch_event:
+                entry = batch_event().process_log(raw)
+                index = int(entry["args"]["index"])
+                key = (int(entry["blockNumber"]), int(entry["logIndex"]))
+                if first_batch <= index < batch_count and (
+                        index not in chosen or key > chosen[index][0]):
+                    chosen[index] = (key, entry)
+        batches = []
         for index in sorted(chosen):
             entry = chosen[index][1]
             args = entry["args"]
             tx = self.w3.eth.get_transaction(entry["transactionHash"])
             _fn, params = rollup.decode_function_input(tx["input"])
-            out.append(PostedBatch(
+            batches.append(PostedBatch(
                 index=index, first_block=int(args["first_block"]),
                 batch_data=bytes(params["batch_data"]), state_root=bytes(args["state_root"]),
                 tx_root=bytes(args["tx_root"]), deposit_end=int(args["deposit_end"]),
                 l1_block=int(entry["blockNumber"]), l1_tx=bytes(entry["transactionHash"])))
-        return out
+        return deposits, batches
 
     def store_deposits(self, entries: list[tuple[QueuedDeposit, bytes]], scanned_to: int,
                        reset: bool = False) -> None:
@@ -394,15 +405,43 @@ class Replica:
         self.l1_snapshot = read["snapshot"]
         self.finalized_batch_count = read["snapshot"].finalized_batch_count
 
+    def derive_batches(self, batches: list[PostedBatch]) -> Iterator[bool]:
+        """Derive ``batches`` in order, yielding ``matches`` after each one
+        (the caller may answer RPC in between). With ``sig_workers``, the
+        signatures of batch k+1 are recovered on worker processes while batch
+        k executes (``node.sigverify.Prefetcher``)."""
+        jobs = self._prefetch(batches[0]) if batches else []
+        for k, batch in enumerate(batches):
+            if self.prefetcher is not None:
+                Prefetcher.collect(jobs)
+                if k + 1 < len(batches):
+                    jobs = self._prefetch(batches[k + 1])
+            yield self.derive(batch)
+
+    def _prefetch(self, batch: PostedBatch) -> list[Any]:
+        if self.prefetcher is None:
+            return []
+        fills = []
+        for block in split_blocks(batch.batch_data):
+            for raw in block.txs:
+                if raw[0] == TX_FILL:
+                    try:
+                        fills.append(decode_tx(raw))
+                    except DecodeError:
+                        pass
+        return self.prefetcher.submit(fill_signatures(self.domain, fills))
+
+    def apply_read(self, read: dict[str, Any]) -> int:
+        """Apply one ``read_l1`` result (rollback, deposits, new batches);
+        returns the number of batches derived. Raises DerivationError at a
+        batch that does not derive (the batches before it stay)."""
+        self._prepare(read)
+        return sum(1 for _ in self.derive_batches(read["batches"]))
+
     def sync(self) -> int:
         """One round of following L1, synchronously; returns the number of
-        batches derived. Raises DerivationError at a batch that does not
-        derive (the batches before it stay)."""
-        read = self.read_l1()
-        self._prepare(read)
-        for batch in read["batches"]:
-            self.derive(batch)
-        return len(read["batches"])
+        batches derived (see ``apply_read``)."""
+        return self.apply_read(self.read_l1())
 
     async def _follow(self) -> None:
         """Poll L1 forever; errors are logged, kept in ``error`` and retried."""
@@ -413,8 +452,7 @@ class Replica:
             try:
                 read = await trio.to_thread.run_sync(self.read_l1)
                 self._prepare(read)
-                for batch in read["batches"]:
-                    self.derive(batch)
+                for _ in self.derive_batches(read["batches"]):
                     await trio.lowlevel.checkpoint()  # answer RPC between batches
             except Exception as exc:  # keep serving; retry with backoff
                 delay = retry.failed(exc)

@@ -19,6 +19,10 @@
    sends a taker order every ``--probe-interval`` s and times it until its
    fill is in a sealed block (polling ``l2_getTransactionReceipt``): p50/p99.
 4. Peak RSS (VmHWM) of the node process and of its L1 child.
+5. Replica derivation: ``--replica-fills`` fills posted as full batches to an
+   embedded L1 process, then derived from L1 data alone: in memory
+   (``node.derive.derive_chain``) and by a ``Replica`` given only the L1 URL
+   (calldata and deposit queue over JSON-RPC, chain stored in LevelDB).
 
 ``--json`` prints every figure as one JSON object at the end; the plain
 output ends with a ``figures`` block (one ``name: value`` per line).
@@ -179,6 +183,117 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
         rates[key] = round(rate)
         rates[f"{key}_per_cpu_s"] = round(len(fills) / cpu)
     return rates
+
+
+# ------------------------------------------------------------- replica
+
+def bench_replica(fills_target: int, accounts: int, sig_workers: int) -> dict[str, Any]:
+    """Replica derivation speed: ``fills_target`` fills between ``accounts``
+    traders (deposits from the L1 queue first) posted as full batches to an
+    embedded L1 process (not timed), then (1) ``node.derive.derive_chain``
+    in memory on the batch data and (2) a ``Replica`` that knows only the L1
+    URL reading every batch's calldata and the deposit queue over JSON-RPC,
+    deriving and storing the chain in LevelDB (timed: both figures)."""
+    import shutil
+    import tempfile
+
+    from l1_stub.client import RollupClient, deploy, wait_receipt
+    from l1_stub.process import L1Process
+    from node.batch import BatchBlock, batch_commitment, encode_batch
+    from node.blocks import genesis_block
+    from node.derive import PostedBatch, QueuedDeposit, derive_chain, execute_block
+    from node.replica import Replica, ReplicaConfig
+
+    genesis = load_genesis()
+    max_bytes, max_steps = rollup_limits()
+    tmp = tempfile.mkdtemp(prefix="derivnet-bench-replica-")
+    l1 = L1Process(port=0, chain_id=genesis.l1_chain_id)
+    try:
+        w3 = l1.w3
+        key = l1.dev_keys[0]  # the genesis sequencer (and deployer)
+        root0 = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, genesis.leaves())
+        dep = deploy(w3, key, "0x" + genesis.sequencer.hex(), root0, genesis.l2_chain_id,
+                     mine=l1.mine)
+        domain = Domain(genesis.l2_chain_id, bytes.fromhex(dep.rollup[2:]))
+        rollup = RollupClient(w3, dep)
+        t0 = time.perf_counter()
+        fills, addresses = signed_fills(domain, fills_target, accounts, os.cpu_count() or 1)
+        amount = 10**13
+        calls = ([lambda: rollup.faucet(key, amount)] * accounts  # faucet cap: 1e13 a call
+                 + [lambda: rollup.approve(key, amount * accounts)]
+                 + [lambda who=who: rollup.deposit(key, who, amount) for who in addresses])
+        for i in range(0, len(calls), 100):  # 100 txs per L1 block (block gas limit)
+            sent = [call() for call in calls[i:i + 100]]
+            l1.mine()
+            for h in sent:
+                assert wait_receipt(w3, h, l1.mine)["status"] == 1
+        queue = {i: QueuedDeposit(i, who, amount) for i, who in enumerate(addresses)}
+        now = int(w3.eth.get_block("latest")["timestamp"])
+        deposit_block = BatchBlock(now, 0, tuple(q.tx() for q in queue.values()))
+        blocks = [deposit_block] + [
+            BatchBlock(now, 0, tuple(encode_tx(f) for f in b))
+            for b in cut_blocks(fills, max_bytes, max_steps)]
+        # the sequencer's roots: execute once (not timed), then post one batch per block
+        tree = SparseMerkleTree(MemoryDB())
+        state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
+        parent = genesis_block(state.root).header
+        posted = []
+        for i, bb in enumerate(blocks):
+            parent = execute_block(state, parent, bb, domain).header
+            posted.append(PostedBatch(i, i + 1, encode_batch([bb]), parent.state_root,
+                                      batch_commitment([bb]),
+                                      accounts))
+        for b in posted:
+            h = rollup.submit_batch(key, b.batch_data, b.state_root, b.deposit_end)
+            receipt = wait_receipt(w3, h, l1.mine)
+            assert receipt["status"] == 1, f"batch {b.index} reverted"
+        print(f"replica: {len(fills):,} fills between {accounts:,} traders in {len(posted)} "
+              f"batches on L1 (set up in {time.perf_counter() - t0:.1f} s, not timed)")
+        out: dict[str, Any] = {"fills": len(fills), "batches": len(posted)}
+
+        clear_memo()
+        tree = SparseMerkleTree(MemoryDB())
+        state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
+        gc.collect()
+        t0 = time.perf_counter()
+        derived = derive_chain(state, genesis_block(state.root).header, posted, queue, domain)
+        dt = time.perf_counter() - t0
+        assert all(d.matches for d in derived)
+        out["in_memory_fills_per_s"] = round(len(fills) / dt)
+        print(f"  derive_chain in memory (split, commitment and deposit checks, STF, root per "
+              f"block): {len(fills):,} fills in {dt:.2f} s = "
+              f"{out['in_memory_fills_per_s']:,} fills/s (load average {os.getloadavg()[0]:.1f})")
+
+        for workers in sorted({0, sig_workers}):
+            clear_memo()
+            gc.collect()
+            t0 = time.perf_counter()
+            replica = Replica(ReplicaConfig(l1_rpc=l1.url, sig_workers=workers,
+                                            datadir=os.path.join(tmp, f"replica{workers}")))
+            try:
+                t1 = time.perf_counter()
+                read = replica.read_l1()
+                t2, cpu2 = time.perf_counter(), time.process_time()
+                count = replica.apply_read(read)
+                t3, cpu3 = time.perf_counter(), time.process_time()
+                assert count == len(posted) and not replica.mismatched
+            finally:
+                replica.close()
+            how = f"signatures on {workers} worker processes" if workers else "serial signatures"
+            key = "serial" if not workers else f"workers_{workers}"
+            out[f"derive_{key}"] = round(len(fills) / (t3 - t2))
+            out[f"from_l1_{key}"] = round(len(fills) / (t3 - t0))
+            out[f"derive_per_cpu_s_{key}"] = round(len(fills) / (cpu3 - cpu2))
+            print(f"  replica given the L1 URL, {how}: derive + store in LevelDB "
+                  f"{t3 - t2:.2f} s = {out[f'derive_{key}']:,} fills/s "
+                  f"({out[f'derive_per_cpu_s_{key}']:,} per CPU-second of this process; load "
+                  f"average {os.getloadavg()[0]:.1f}); with start-up "
+                  f"{t1 - t0:.2f} s and reading L1 {t2 - t1:.2f} s (eth_getLogs, calldata): "
+                  f"{out[f'from_l1_{key}']:,} fills/s")
+        return out
+    finally:
+        l1.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------- end to end
@@ -654,6 +769,10 @@ def main() -> None:
     p.add_argument("--profile", metavar="FILE", default=None,
                    help="record the node with py-spy (collapsed stacks) during each run: "
                         "FILE.batch, FILE.single")
+    p.add_argument("--replica-fills", type=int, default=20_000,
+                   help="fills the replica derives from L1 (0: skip)")
+    p.add_argument("--replica-accounts", type=int, default=1_000,
+                   help="distinct traders of the replica benchmark (one L1 deposit each)")
     p.add_argument("--skip-in-process", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
@@ -662,6 +781,8 @@ def main() -> None:
     if not a.skip_in_process:
         workers = [0] + ([a.workers] if a.workers else [])
         figures["in_process"] = bench_stf(a.fills, a.accounts, workers)
+    if a.replica_fills:
+        figures["replica"] = bench_replica(a.replica_fills, a.replica_accounts, a.workers)
     if not a.skip_e2e:
         figures.update(bench_e2e(a))
     print("figures")
@@ -674,6 +795,14 @@ def main() -> None:
         flat["in_process_fills_per_cpu_s"] = max(v for k, v in ip.items() if k.endswith("cpu_s"))
         flat["in_process_accounts"] = ip["accounts"]
         flat["in_process_largest_block_bytes"] = ip["largest_block_bytes"]
+    if "replica" in figures:
+        rp = figures["replica"]
+        flat["replica_derivation_fills_per_s"] = max(v for k, v in rp.items()
+                                                     if k.startswith("derive_")
+                                                     and "per_cpu" not in k)
+        flat["replica_from_l1_fills_per_s"] = max(v for k, v in rp.items()
+                                                  if k.startswith("from_l1_"))
+        flat["replica_derive_in_memory_fills_per_s"] = rp["in_memory_fills_per_s"]
     for mode in ("batch", "single"):
         if mode in figures:
             f = figures[mode]

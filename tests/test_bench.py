@@ -20,6 +20,7 @@ FIGURES = [
     "e2e_single_fills_per_s", "e2e_single_l1_fills_per_s", "e2e_single_l1_catch_up_s",
     "soft_confirmation_single_p50_ms", "soft_confirmation_single_p99_ms",
     "node_peak_rss_mb", "l1_peak_rss_mb",
+    "replica_derivation_fills_per_s", "replica_from_l1_fills_per_s",
 ]
 
 
@@ -27,7 +28,7 @@ def test_bench_prints_every_figure() -> None:
     cmd = [sys.executable, "scripts/bench.py", "--fills", "600", "--accounts", "1000",
            "--duration", "2", "--clients", "2", "--batch-pairs", "20", "--connections", "2",
            "--max-rate-batch", "400", "--max-rate-single", "200", "--probe-interval", "0.2",
-           "--catch-up", "60", "--json"]
+           "--catch-up", "60", "--replica-fills", "300", "--replica-accounts", "20", "--json"]
     out = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
