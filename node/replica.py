@@ -480,7 +480,7 @@ class Replica:
             raise KeyError(f"batch {index} is not derived")
         pre_root = self.chain.block(info.first_block - 1).header.state_root
         blocks = [self.chain.block(n) for n in range(info.first_block, info.last_block + 1)]
-        return State(scratch_tree(self.db), pre_root), batch_steps(blocks)
+        return State(self.chain.tree.scratch(), pre_root), batch_steps(blocks)
 
     def step_roots(self, index: int, points: list[int]) -> list[bytes]:
         """``node.derive.step_roots`` for batch ``index``: roots after ``p`` steps
@@ -599,46 +599,6 @@ class ReplicaApi(L2Api):
         return super().l2_getBlockByNumber("latest" if tag == "pending" else tag, full)
 
 
-def scratch_tree(db: KeyValueDB) -> SparseMerkleTree:
-    """A tree that reads the chain store's nodes (``s:`` prefix) and keeps its
-    own writes in memory, without the store's flat index: re-execution from
-    any past root that never touches the store."""
-    return SparseMerkleTree(_ReadThrough(db, b"s:"))
-
-
-class _ReadThrough:
-    """KeyValueDB over ``inner`` (keys under ``prefix``) with writes kept in
-    memory; hides the flat index (keys ``f``/``r``) so reads walk the tree."""
-
-    def __init__(self, inner: KeyValueDB, prefix: bytes) -> None:
-        self._inner = inner
-        self._prefix = prefix
-        self._mem = MemoryDB()
-
-    def get(self, key: bytes) -> bytes | None:
-        value = self._mem.get(key)
-        if value is not None or key[:1] in (b"f", b"r"):
-            return value
-        return self._inner.get(self._prefix + key)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._mem.put(key, value)
-
-    def delete(self, key: bytes) -> None:
-        self._mem.delete(key)
-
-    def write_batch(self) -> Any:
-        return self._mem.write_batch()
-
-    def iterate(self, prefix: bytes) -> Any:
-        if prefix[:1] in (b"f", b"r"):
-            return self._mem.iterate(prefix)
-        raise NotImplementedError("iterate over a read-through tree store")
-
-    def close(self) -> None:
-        pass
-
-
 def run_replica(config: ReplicaConfig, ready: Any = None) -> None:
     """Run a replica until interrupted (the ``derivnet replica`` command);
     ``ready(replica)`` is called once it serves."""
@@ -657,4 +617,4 @@ def run_replica(config: ReplicaConfig, ready: Any = None) -> None:
 
 
 __all__ = ["Replica", "ReplicaApi", "ReplicaConfig", "ReplicaError", "find_rollup",
-           "run_replica", "scratch_tree"]
+           "run_replica"]

@@ -204,17 +204,15 @@ def test_step_roots_re_execute_one_batch() -> None:
 def test_step_roots_from_the_store_write_nothing() -> None:
     """The replica re-executes a batch on a scratch tree over its store: the
     same roots, and the store is untouched."""
-    from node.replica import scratch_tree
-
     chain, batches = sample_chain()
     db = chain.db
     assert isinstance(db, MemoryDB)
     size = len(db)
     pre_root = chain.block(2).header.state_root
     steps = batch_steps([chain.block(n) for n in range(3, 6)])
-    roots = step_roots(State(scratch_tree(db), pre_root), steps, [0, 4], DOMAIN)
+    roots = step_roots(State(chain.tree.scratch(), pre_root), steps, [0, 4], DOMAIN)
     assert roots == [pre_root, batches[1].state_root]
-    state = state_at_step(State(scratch_tree(db), pre_root), steps, 2, DOMAIN)
+    state = state_at_step(State(chain.tree.scratch(), pre_root), steps, 2, DOMAIN)
     assert state.root == chain.block(3).header.state_root
     assert state.account(BOB.address) == chain.state_at(3).account(BOB.address)
     assert len(db) == size
