@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from l1_stub.disputes import DisputeClient, Party, Status, points
+from l1_stub.disputes import DisputeClient, Party, Status
 
 
 def _hx(n: int) -> str:
@@ -35,7 +35,6 @@ def dispute_json(disputes: DisputeClient, game_id: int, *, with_gas: bool = True
     degree = disputes.degree()
     history = disputes.history(game_id, with_gas=with_gas)
     moves: list[dict[str, Any]] = []
-    rounds: list[dict[str, Any]] = []
     opened: dict[str, Any] = {}
     for ev in history.events:
         a = ev.args
@@ -46,24 +45,23 @@ def dispute_json(disputes: DisputeClient, game_id: int, *, with_gas: bool = True
             move.update(stepCount=_hx(a["step_count"]), startRoot=_b(a["start_root"]),
                         claimedRoot=_b(a["claimed_root"]))
         elif ev.kind == "Dissected":
-            lo, hi = int(a["lo"]), int(a["hi"])
-            pts = points(lo, hi, degree)
-            move.update(lo=_hx(lo), hi=_hx(hi))
-            rounds.append({"lo": _hx(lo), "hi": _hx(hi),
-                           "points": [_hx(p) for p in pts],
-                           "defenderRoots": [_b(r) for r in a["roots"]],
-                           "picked": None})
+            move.update(lo=_hx(a["lo"]), hi=_hx(a["hi"]))
         elif ev.kind == "Picked":
             move.update(segment=_hx(a["segment"]), lo=_hx(a["lo"]), hi=_hx(a["hi"]))
-            if rounds:
-                rounds[-1]["picked"] = {"segment": _hx(a["segment"]), "lo": _hx(a["lo"]),
-                                        "hi": _hx(a["hi"])}
         elif ev.kind == "StepProved":
             move.update(step=_hx(a["step"]), postRoot=_b(a["post_root"]))
         elif ev.kind == "GameResolved":
             move.update(status=Status(int(a["status"])).name.lower(), winner=a["winner"],
                         paid=str(int(a["paid"])), burned=str(int(a["burned"])))
         moves.append(move)
+    rounds = []
+    for r in history.rounds(degree):
+        picked = None
+        if r.picked is not None:
+            picked = {"segment": _hx(r.picked), "lo": _hx(r.positions[r.picked]),
+                      "hi": _hx(r.positions[r.picked + 1])}
+        rounds.append({"lo": _hx(r.lo), "hi": _hx(r.hi), "points": [_hx(p) for p in r.positions],
+                       "defenderRoots": [_b(x) for x in r.roots], "picked": picked})
     return {
         "id": _hx(game_id),
         "batchIndex": _hx(g.batch_index),

@@ -191,6 +191,25 @@ def test_malicious_challenger_loses_and_the_batch_finalizes(harness) -> None:
         h.disputes.get_game(0)), what="the verdict")
     assert game.status == Status.DEFENDER_WON and game.challenger == liar.address
     assert h.disputes.credits(liar.address) == 0
+    # the inspector: over JSON-RPC and on the command line
+    shown = h.client.call("l2_getDispute", "0x0")
+    assert shown["status"] == "defender_won" and shown["challenger"] == liar.address
+    kinds = [m["kind"] for m in shown["moves"]]
+    assert kinds[0] == "GameOpened" and kinds[-1] == "GameResolved"
+    assert len(shown["rounds"]) == kinds.count("Dissected")  # none for a one-step batch
+    assert all(r["picked"]["segment"] == "0x0" for r in shown["rounds"])  # it always picks 0
+    assert int(shown["gasUsed"], 16) > 0
+    assert h.client.call("l2_getDispute", "0x5") is None
+    assert h.client.call("l2_getDisputes")[0]["status"] == "defender_won"
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "node.cli", "dispute", "0", "--rpc", h.dev.url],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "defender_won" in out and "GameResolved" in out
+    out = subprocess.run([sys.executable, "-m", "node.cli", "disputes", "--rpc", h.dev.url],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "defender_won" in out
     h.warp(quantity(h.client.config["challenge_window"]) + 1)
     h.play(lambda: h.rollup.finalized_batch_count() > game.batch_index, what="finality")
 
