@@ -307,48 +307,100 @@ def test_bad_tx_reverts(env: Env, raw: bytes) -> None:
 # ---------------------------------------------------------------- differential
 
 
-def _sign_variant(data: st.DataObject, tx):
-    choice = data.draw(st.sampled_from(["ok"] * 6 + list(SIG_MUTATIONS)))
-    return tx if choice == "ok" else resign(tx, SIG_MUTATIONS[choice])
+SIGNATURE_FAULTS = ["signer", *SIG_MUTATIONS]
+
+
+def _signed(data: st.DataObject, make: Callable[[Signer], Transaction], signer: Signer,
+            fault: str) -> Transaction:
+    """``make(key)``, with the signature fault ``fault`` (wrong key, or a
+    mutation of SIG_MUTATIONS) if it is one."""
+    if fault == "signer":
+        return make(STRANGER)
+    tx = make(signer)
+    return resign(tx, SIG_MUTATIONS[fault]) if fault in SIG_MUTATIONS else tx
+
+
+def _fault(data: st.DataObject, faults: list[str]) -> str:
+    """"none" half the time, else one of ``faults``."""
+    return data.draw(st.sampled_from(["none"] * len(faults) + faults))
+
+
+SYMBOLS = st.text("ABCXYZ", min_size=1, max_size=1).flatmap(
+    lambda first: st.text("ABZ09-_./", max_size=15).map(lambda rest: first + rest))
 
 
 def draw_tx(data: st.DataObject, state: State) -> Transaction:
-    """A transaction for ``state``: mostly valid, with every rule's failure
-    drawn now and then."""
+    """A transaction for ``state``: valid half the time, else with one
+    rule's failure (every rule of the type can be drawn)."""
     kind = data.draw(st.sampled_from(["deposit", "oracle", "withdraw", "list"]))
     who = data.draw(st.sampled_from(USERS))
     markets = state.markets
     if kind == "deposit":
-        index = state.system.next_deposit + data.draw(st.sampled_from([0, 0, 0, 0, 1, -1]))
+        fault = _fault(data, ["ahead", "behind"])
+        index = state.system.next_deposit + {"none": 0, "ahead": 1, "behind": -1}[fault]
         return Deposit(max(index, 0), who.address, data.draw(st.integers(0, 10**12)))
     if kind == "oracle":
-        market = data.draw(st.sampled_from([*markets, 99]))
-        last = markets[market].oracle_time if market in markets else 0
-        ts = last + data.draw(st.integers(-2, 100))
-        price = data.draw(st.sampled_from([0, 1, 2**64 - 1]) | st.integers(1, 10**9))
-        signer = data.draw(st.sampled_from([ORACLE] * 5 + [STRANGER]))
-        return _sign_variant(data, oracle_tx(market, price, max(ts, 0), signer))
+        fault = _fault(data, [*SIGNATURE_FAULTS, "market", "price", "stale"])
+        market = data.draw(st.sampled_from(sorted(markets)))
+        last = markets[market].oracle_time
+        ts = last + data.draw(st.integers(1, 100))
+        price = data.draw(st.sampled_from([1, 2**64 - 1]) | st.integers(1, 10**9))
+        if fault == "market":
+            market = max(markets) + data.draw(st.integers(1, 5))
+        elif fault == "price":
+            price = 0
+        elif fault == "stale":
+            ts = data.draw(st.integers(0, last))
+        return _signed(data, lambda k: oracle_tx(market, price, ts, k), ORACLE, fault)
     if kind == "withdraw":
+        fault = _fault(data, [*SIGNATURE_FAULTS, "nonce", "zero", "too much"])
         acc = state.account(who.address)
-        nonce = acc.nonce + data.draw(st.sampled_from([0, 0, 0, 1]))
-        amount = data.draw(st.sampled_from([0, 1, max(acc.collateral, 1)]) | st.integers(1, 10**9))
-        signer = data.draw(st.sampled_from([who] * 5 + [STRANGER]))
-        return _sign_variant(data, withdraw_tx(who, amount, nonce, signer=signer))
-    existing = sorted(markets)
-    market = data.draw(st.sampled_from([max(existing) + 1, max(existing) + 7, 0, *existing]))
-    symbol = data.draw(st.sampled_from(["X", "NEW-USD", "ETH-USD", "bad", "A.B/C_D-1"])
-                       | st.text("ABZ09-_", min_size=1, max_size=16))
-    fields = dict(
-        price_decimals=data.draw(st.integers(0, 19)), size_decimals=data.draw(st.integers(0, 19)),
-        tick_size=data.draw(st.integers(0, 3)), step_size=data.draw(st.integers(0, 3)),
-        imf_ppm=data.draw(st.sampled_from([100_000, 1_000_000, 1_000_001, 0])),
-        mmf_ppm=data.draw(st.sampled_from([50_000, 100_000, 0, 2_000_000])),
-        maker_fee_ppm=data.draw(st.sampled_from([0, 200, 10**6, 10**6 + 1])),
-        taker_fee_ppm=data.draw(st.sampled_from([0, 500, 10**6 + 1])),
-        oracle_price=data.draw(st.sampled_from([0, 1, 10**9])),
+        room = free(state, who)
+        amount = data.draw(st.integers(1, room)) if room >= 1 else 1
+        nonce = acc.nonce
+        if fault == "nonce":
+            nonce += data.draw(st.sampled_from([1, 2**32]))
+        elif fault == "zero":
+            amount = 0
+        elif fault == "too much":
+            amount = max(room, 0) + data.draw(st.integers(1, 10**6))
+        return _signed(data, lambda k: withdraw_tx(who, amount, nonce, signer=k), who, fault)
+    fault = _fault(data, [*SIGNATURE_FAULTS, "listed", "symbol", "duplicate", "decimals",
+                          "tickstep", "margin", "fee", "price"])
+    unused = [i for i in range(0, max(markets) + 3) if i not in markets]
+    market = data.draw(st.sampled_from(unused))
+    taken = {bytes(v) for v in state.symbols.values()}
+    symbol: str | bytes = data.draw(SYMBOLS.filter(lambda t: symbol_bytes(t) not in taken))
+    fields: dict[str, object] = dict(
+        price_decimals=data.draw(st.integers(0, 18)), size_decimals=data.draw(st.integers(0, 18)),
+        tick_size=data.draw(st.integers(1, 100)), step_size=data.draw(st.integers(1, 100)),
+        maker_fee_ppm=data.draw(st.integers(0, 10**6)), taker_fee_ppm=data.draw(st.integers(0, 10**6)),
+        oracle_price=data.draw(st.integers(1, 2**64 - 1)),
     )
-    signer = data.draw(st.sampled_from([ADMIN] * 5 + [STRANGER]))
-    return _sign_variant(data, listing(market, symbol, signer, **fields))
+    mmf = data.draw(st.integers(1, 10**6))
+    fields.update(mmf_ppm=mmf, imf_ppm=data.draw(st.integers(mmf, 10**6)))
+    if fault == "listed":
+        market = data.draw(st.sampled_from(sorted(markets)))
+    elif fault == "symbol":
+        symbol = data.draw(st.sampled_from([b"", b"a", b"1A", b"A B", b"A\x00B", b"A$", b"\xffA"]))
+        symbol = bytes(symbol).ljust(16, b"\x00")
+    elif fault == "duplicate":
+        symbol = data.draw(st.sampled_from(sorted(taken)))
+    elif fault == "decimals":
+        fields[data.draw(st.sampled_from(["price_decimals", "size_decimals"]))] = \
+            data.draw(st.integers(19, 255))
+    elif fault == "tickstep":
+        fields[data.draw(st.sampled_from(["tick_size", "step_size"]))] = 0
+    elif fault == "margin":
+        fields.update(data.draw(st.sampled_from([
+            {"mmf_ppm": 0}, {"mmf_ppm": mmf + 1, "imf_ppm": mmf},
+            {"imf_ppm": 10**6 + 1}, {"imf_ppm": 2**32 - 1, "mmf_ppm": 2**32 - 1}])))
+    elif fault == "fee":
+        fields[data.draw(st.sampled_from(["maker_fee_ppm", "taker_fee_ppm"]))] = \
+            data.draw(st.integers(10**6 + 1, 2**32 - 1))
+    elif fault == "price":
+        fields["oracle_price"] = 0
+    return _signed(data, lambda k: listing(market, symbol, k, **fields), ADMIN, fault)
 
 
 @settings(max_examples=max(1, STEPS // STEPS_PER_EXAMPLE), suppress_health_check=list(HealthCheck))
