@@ -466,10 +466,11 @@ FILL_SKIP = pytest.mark.skipif(not fill_available(), reason="needs OneStepFill (
 
 
 def _fill(maker: Signer, taker: Signer, maker_buys: bool, size: int, price: int,
-          taker_price: int | None = None, market: int = ETH, expiry: int = NOW + 60) -> Fill:
-    mo = Order(maker.address, market, maker_buys, price, size, 1, expiry)
+          taker_price: int | None = None, market: int = ETH, expiry: int = NOW + 60,
+          salt: int = 1) -> Fill:
+    mo = Order(maker.address, market, maker_buys, price, size, salt, expiry)
     to = Order(taker.address, market, not maker_buys, price if taker_price is None else taker_price,
-               size, 2, expiry)
+               size, salt + 1, expiry)
     return Fill(mo, maker.sign_order(DOMAIN, mo)[1], to, taker.sign_order(DOMAIN, to)[1], size, price)
 
 
@@ -485,7 +486,7 @@ def test_fill_steps_and_gas(env: Env) -> None:
     print(f"prove_step Fill: {gas} gas, witness {len(witness)} bytes")
     assert check_step(env, state, tx) == "ok"
     assert check_step(env, state, tx) == "Overfill"
-    assert check_step(env, state, _fill(u0, u3, True, 1_000, 166_600, 166_700)) == "ok"
+    assert check_step(env, state, _fill(u0, u3, True, 1_000, 166_600, 166_500, salt=5)) == "ok"
     assert check_step(env, state, _fill(u0, u3, True, 1_000, 166_600, expiry=NOW)) == "OrderExpired"
     assert check_step(env, state, _fill(u0, u0, True, 1_000, 166_600)) == "SelfTrade"
     assert check_step(env, state, _fill(u0, u3, True, 10**9, 166_600)) == "InsufficientMargin"

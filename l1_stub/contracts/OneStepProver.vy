@@ -471,6 +471,23 @@ def _list_market(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, syste
 
 @pure
 @internal
+def _tx_bytes(kind: uint256) -> uint256:
+    """
+    @dev The encoded size of a transaction of type `kind` but Fill; 0 for
+         an unknown type.
+    """
+    if kind == TX_DEPOSIT:
+        return DEPOSIT_TX_BYTES
+    if kind == TX_ORACLE_PRICE:
+        return ORACLE_PRICE_TX_BYTES
+    if kind == TX_WITHDRAW:
+        return WITHDRAW_TX_BYTES
+    if kind == TX_LIST_MARKET:
+        return LIST_MARKET_TX_BYTES
+    return 0
+
+@pure
+@internal
 def _sorted(slots: DynArray[Slot, 7]) -> (DynArray[uint256, smt.MAX_KEYS], DynArray[bytes32, smt.MAX_KEYS],
                                            DynArray[bytes32, smt.MAX_KEYS]):
     """
@@ -604,7 +621,18 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
             Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256), old=self._hash_word(taker_filled),
                  new=self._hash_word(new_taker_filled)),
         ]
-        return self._root_after(pre_root, ok, slots, tree)
+        # as _root_after, inline: one copy of the tree witness less
+        keys: DynArray[uint256, smt.MAX_KEYS] = []
+        olds: DynArray[bytes32, smt.MAX_KEYS] = []
+        news: DynArray[bytes32, smt.MAX_KEYS] = []
+        keys, olds, news = self._sorted(slots)
+        if not ok:
+            news = olds
+        old_root: bytes32 = empty(bytes32)
+        new_root: bytes32 = empty(bytes32)
+        old_root, new_root = smt.roots(tree, keys, olds, news)
+        assert old_root == pre_root, "osp: witness does not prove the pre-state root"
+        return new_root
     return staticcall OneStepProver(self).prove_state_step(pre_root, timestamp, encoded_tx, domain_separator, witness)
 
 
@@ -617,9 +645,10 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
             OraclePrice, Withdraw, ListMarket); same arguments and result.
     """
     size: uint256 = len(encoded_tx)
-    assert size > 0, "osp: bad tx"
     txp: Bytes[MAX_TX_BYTES + 32] = concat(encoded_tx, empty(bytes32))
     kind: uint256 = self._uint(txp, 0, 1)
+    expected: uint256 = self._tx_bytes(kind)
+    assert expected != 0 and size == expected, "osp: bad tx"
     system: Bytes[SYSTEM_LEAF_BYTES] = b""
     markets: Bytes[MARKETS_LEAF_BYTES] = b""
     account: Bytes[ACCOUNT_LEAF_BYTES] = b""
@@ -630,7 +659,6 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
     new_account: bytes32 = empty(bytes32)
 
     if kind == TX_DEPOSIT:
-        assert size == DEPOSIT_TX_BYTES, "osp: bad tx"
         system, account, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
         ok, new_system, new_account = self._deposit(txp, system, account)
@@ -638,7 +666,6 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         slots.append(Slot(key=self._key(0x01, self._address(txp, 9)), old=self._hash(account), new=new_account))
 
     elif kind == TX_ORACLE_PRICE:
-        assert size == ORACLE_PRICE_TX_BYTES, "osp: bad tx"
         system, markets, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
         new_markets: bytes32 = empty(bytes32)
@@ -648,7 +675,6 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets))
 
     elif kind == TX_WITHDRAW:
-        assert size == WITHDRAW_TX_BYTES, "osp: bad tx"
         withdrawal: Bytes[WITHDRAWAL_LEAF_BYTES] = b""
         system, markets, account, withdrawal, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
@@ -664,8 +690,7 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         slots.append(Slot(key=convert(keccak256(concat(b"\x05", convert(convert(count, uint64), bytes8))), uint256),
                           old=self._hash(withdrawal), new=new_withdrawal))
 
-    elif kind == TX_LIST_MARKET:
-        assert size == LIST_MARKET_TX_BYTES, "osp: bad tx"
+    else:  # TX_LIST_MARKET
         symbols: Bytes[SYMBOLS_LEAF_BYTES] = b""
         system, markets, symbols, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[SYMBOLS_LEAF_BYTES],
@@ -677,8 +702,5 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=system_hash, new=system_hash))
         slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets_hash))
         slots.append(Slot(key=convert(SYMBOLS_KEY, uint256), old=self._hash(symbols), new=new_symbols))
-
-    else:
-        raise "osp: bad tx"
 
     return self._root_after(pre_root, ok, slots, tree)
