@@ -21,15 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l1_stub.chain import EmbeddedL1
+from l1_stub.contracts import compile_contract
 from node import exceptions as err
 from node.crypto import SECP256K1_N, ZERO_HASH, keccak
 from node.db import MemoryDB
 from node.eip712 import Domain
 from node.genesis import load_genesis
 from node.margin import free_collateral
-from node.signing import Signer
+from node.signing import Signer, dev_keys
 from node.smt import EMPTY_ROOT, SparseMerkleTree
-from node.state import Account, Market, Position, State, account_key, symbol_bytes
+from node.state import Account, Market, Position, State, symbol_bytes
 from node.stf import apply_transaction
 from node.transactions import Deposit, Fill, ListMarket, Order, Transaction, encode_tx
 from prover.osp import (
@@ -261,6 +262,28 @@ def test_chained_steps_and_gas(env: Env) -> None:
         print(f"prove_step {name}: {gas} gas, witness {len(witness)} bytes")
         assert gas < 1_000_000
         assert check_step(env, state, tx) == "ok"
+
+
+def test_gas_at_the_leaf_bounds(env: Env) -> None:
+    """64 markets and an account with 63 positions: the largest leaves
+    (22.6 KB markets leaf) still prove, each type below 1M gas."""
+    state = new_state()
+    for market_id in range(3, 64):
+        state.set_market(Market(market_id, 2, 2, 1, 1, 100_000, 50_000, 0, 0, 100, 0))
+        state.set_symbol(market_id, symbol_bytes(f"M{market_id}"))
+    state.set_account(USERS[0].address, Account(
+        10**12, 0, tuple(Position(m, 5, 5) for m in range(1, 64))))
+    state.commit()
+    for name, tx in [("OraclePrice", oracle_tx(ETH, 170_000, NOW)),
+                     ("Withdraw", withdraw_tx(USERS[0], 1_000, 0)),
+                     ("ListMarket", listing(64)),
+                     ("Deposit", Deposit(state.system.next_deposit, USERS[0].address, 5))]:
+        witness = step_witness(state, tx, NOW, DOMAIN)
+        gas = env.prover.gas(state.root, NOW, tx, DOMAIN, witness)
+        print(f"prove_step {name} at the bounds: {gas} gas, witness {len(witness)} bytes")
+        assert gas < 1_000_000
+        scratch = State(state.tree, state.root)
+        assert check_step(env, scratch, tx) == "ok"
 
 
 # ---------------------------------------------------------------- bad input
@@ -496,9 +519,14 @@ def test_fill_steps_and_gas(env: Env) -> None:
     assert check_step(env, state, replace(bad, taker_signature=high_s(bad.taker_signature))) \
         == "InvalidOrderSignature"
     # the fee account trades: its leaf is maker and fee account at once
+    fee_signer = Signer(dev_keys()[2])
+    assert fee_signer.address == fee
     apply_transaction(state, Deposit(state.system.next_deposit, fee, 10**9), NOW, DOMAIN)
     state.commit()
-    fee_signer = next((s for s in USERS if s.address == fee), None)
-    if fee_signer is not None:  # pragma: no cover - genesis fee account is a dev key
-        assert check_step(env, state, _fill(fee_signer, u3, False, 10, 166_600)) == "ok"
-    assert account_key(fee) != account_key(u0.address)
+    assert check_step(env, state, _fill(fee_signer, u3, False, 10, 166_600, salt=9)) == "ok"
+    assert check_step(env, state, _fill(u3, fee_signer, False, 10, 166_600, salt=11)) == "ok"
+
+
+def test_prover_fits_eip170() -> None:
+    runtime = compile_contract("OneStepProver").bytecode_runtime
+    assert (len(runtime) - 2) // 2 <= 24_576
