@@ -50,6 +50,7 @@ ORACLE = Signer(keccak(b"oracle"))
 ADMIN = Signer(keccak(b"admin"))
 USERS = [Signer(keccak(b"user %d" % i)) for i in range(6)]
 STRANGER = Signer(keccak(b"stranger"))
+FEE_SIGNER = Signer(dev_keys()[2])  # the genesis fee account
 ETH, BTC = 1, 2
 SLOW = os.environ.get("DERIVNET_SLOW") == "1"
 STEPS = int(os.environ.get("DERIVNET_OSP_STEPS", "2000" if SLOW else "200"))
@@ -352,10 +353,71 @@ SYMBOLS = st.text("ABCXYZ", min_size=1, max_size=1).flatmap(
     lambda first: st.text("ABZ09-_./", max_size=15).map(lambda rest: first + rest))
 
 
-def draw_tx(data: st.DataObject, state: State) -> Transaction:
+def draw_fill(data: st.DataObject, state: State, timestamp: int) -> Fill:
+    """A Fill between funded users (the fee account among them), valid half
+    the time, else with one rule's failure."""
+    fault = _fault(data, ["sig", "expired", "same side", "self", "zero", "step", "tick", "price",
+                          "cross", "market", "mismatch", "overfill", "margin"])
+    traders = [*USERS[:4], FEE_SIGNER]
+    maker, taker = data.draw(st.permutations(traders))[:2]
+    if fault == "self":
+        taker = maker
+    markets = state.markets
+    market = markets[data.draw(st.sampled_from(sorted(markets)))]
+    tick, step = market.tick_size, market.step_size
+    top = (2**64 - 1) // tick * tick  # the highest price on the tick
+
+    def on_tick(p: int) -> int:
+        return min(max(p, tick), top)
+
+    price = on_tick((market.oracle_price // tick + data.draw(st.integers(-5, 5))) * tick)
+    size = data.draw(st.integers(1, 50)) * step
+    if fault == "margin":
+        size = 10**12 * step
+    maker_buys = data.draw(st.booleans())
+    better = data.draw(st.integers(0, 3)) * tick
+    taker_price = on_tick(price - better) if maker_buys else on_tick(price + better)
+    if fault == "cross":
+        taker_price = min(price + tick, 2**64 - 1) if maker_buys else price - tick
+    elif fault == "tick" and tick > 1:
+        taker_price -= 1
+    expiry = timestamp + data.draw(st.integers(1, 1000))
+    salt = data.draw(st.integers(0, 2**64 - 2))
+    mo = Order(maker.address, market.id, maker_buys, price, size, salt, expiry)
+    to = Order(taker.address, market.id, not maker_buys, taker_price, size, salt + 1, expiry)
+    if fault == "expired":
+        to = replace(to, expiry=timestamp - data.draw(st.integers(0, 3)))
+    elif fault == "same side":
+        to = replace(to, is_buy=maker_buys)
+    elif fault == "market":
+        mo = to = replace(mo, market=max(markets) + 1)
+        to = Order(taker.address, mo.market, not maker_buys, taker_price, size, salt + 1, expiry)
+    elif fault == "mismatch":
+        to = replace(to, market=market.id + 1)
+    elif fault == "overfill":
+        mo = replace(mo, size=size - 1)
+    fill_size = {"zero": 0, "step": size + 1 if step > 1 else size}.get(fault, size)
+    fill_price = price - 1 if fault == "price" else price
+    maker_sig, taker_sig = maker.sign_order(DOMAIN, mo)[1], taker.sign_order(DOMAIN, to)[1]
+    if fault == "sig":
+        mutate = data.draw(st.sampled_from([*SIG_MUTATIONS.values(), lambda s: STRANGER.sign_order(
+            DOMAIN, mo)[1]]))
+        if data.draw(st.booleans()):
+            maker_sig = mutate(maker_sig)
+        else:
+            taker_sig = mutate(taker_sig) if mutate in SIG_MUTATIONS.values() else \
+                STRANGER.sign_order(DOMAIN, to)[1]
+    return Fill(mo, maker_sig, to, taker_sig, fill_size, fill_price)
+
+
+def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transaction:
     """A transaction for ``state``: valid half the time, else with one
-    rule's failure (every rule of the type can be drawn)."""
-    kind = data.draw(st.sampled_from(["deposit", "oracle", "withdraw", "list"]))
+    rule's failure (every rule of the type can be drawn). Fills only with
+    OneStepFill present."""
+    kinds = ["deposit", "oracle", "withdraw", "list"] + (["fill"] * 2 if fill_available() else [])
+    kind = data.draw(st.sampled_from(kinds))
+    if kind == "fill":
+        return draw_fill(data, state, timestamp)
     who = data.draw(st.sampled_from(USERS))
     markets = state.markets
     if kind == "deposit":
@@ -433,7 +495,7 @@ def test_differential(env: Env, data: st.DataObject) -> None:
     timestamp = NOW
     for _ in range(STEPS_PER_EXAMPLE):
         timestamp += data.draw(st.integers(0, 5))
-        check_step(env, state, draw_tx(data, state), timestamp)
+        check_step(env, state, draw_tx(data, state, timestamp), timestamp)
 
 
 # ---------------------------------------------------------------- the tree alone
@@ -519,7 +581,7 @@ def test_fill_steps_and_gas(env: Env) -> None:
     assert check_step(env, state, replace(bad, taker_signature=high_s(bad.taker_signature))) \
         == "InvalidOrderSignature"
     # the fee account trades: its leaf is maker and fee account at once
-    fee_signer = Signer(dev_keys()[2])
+    fee_signer = FEE_SIGNER
     assert fee_signer.address == fee
     apply_transaction(state, Deposit(state.system.next_deposit, fee, 10**9), NOW, DOMAIN)
     state.commit()
