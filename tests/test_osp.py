@@ -21,15 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l1_stub.chain import EmbeddedL1
+from l1_stub.contracts import compile_contract
 from node import exceptions as err
 from node.crypto import SECP256K1_N, ZERO_HASH, keccak
 from node.db import MemoryDB
 from node.eip712 import Domain
 from node.genesis import load_genesis
 from node.margin import free_collateral
-from node.signing import Signer
+from node.signing import Signer, dev_keys
 from node.smt import EMPTY_ROOT, SparseMerkleTree
-from node.state import Account, Market, Position, State, account_key, symbol_bytes
+from node.state import Account, Market, Position, State, symbol_bytes
 from node.stf import apply_transaction
 from node.transactions import Deposit, Fill, ListMarket, Order, Transaction, encode_tx
 from prover.osp import (
@@ -49,6 +50,7 @@ ORACLE = Signer(keccak(b"oracle"))
 ADMIN = Signer(keccak(b"admin"))
 USERS = [Signer(keccak(b"user %d" % i)) for i in range(6)]
 STRANGER = Signer(keccak(b"stranger"))
+FEE_SIGNER = Signer(dev_keys()[2])  # the genesis fee account
 ETH, BTC = 1, 2
 SLOW = os.environ.get("DERIVNET_SLOW") == "1"
 STEPS = int(os.environ.get("DERIVNET_OSP_STEPS", "2000" if SLOW else "200"))
@@ -263,6 +265,28 @@ def test_chained_steps_and_gas(env: Env) -> None:
         assert check_step(env, state, tx) == "ok"
 
 
+def test_gas_at_the_leaf_bounds(env: Env) -> None:
+    """64 markets and an account with 63 positions: the largest leaves
+    (22.6 KB markets leaf) still prove, each type below 1M gas."""
+    state = new_state()
+    for market_id in range(3, 64):
+        state.set_market(Market(market_id, 2, 2, 1, 1, 100_000, 50_000, 0, 0, 100, 0))
+        state.set_symbol(market_id, symbol_bytes(f"M{market_id}"))
+    state.set_account(USERS[0].address, Account(
+        10**12, 0, tuple(Position(m, 5, 5) for m in range(1, 64))))
+    state.commit()
+    for name, tx in [("OraclePrice", oracle_tx(ETH, 170_000, NOW)),
+                     ("Withdraw", withdraw_tx(USERS[0], 1_000, 0)),
+                     ("ListMarket", listing(64)),
+                     ("Deposit", Deposit(state.system.next_deposit, USERS[0].address, 5))]:
+        witness = step_witness(state, tx, NOW, DOMAIN)
+        gas = env.prover.gas(state.root, NOW, tx, DOMAIN, witness)
+        print(f"prove_step {name} at the bounds: {gas} gas, witness {len(witness)} bytes")
+        assert gas < 1_000_000
+        scratch = State(state.tree, state.root)
+        assert check_step(env, scratch, tx) == "ok"
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -307,48 +331,161 @@ def test_bad_tx_reverts(env: Env, raw: bytes) -> None:
 # ---------------------------------------------------------------- differential
 
 
-def _sign_variant(data: st.DataObject, tx):
-    choice = data.draw(st.sampled_from(["ok"] * 6 + list(SIG_MUTATIONS)))
-    return tx if choice == "ok" else resign(tx, SIG_MUTATIONS[choice])
+SIGNATURE_FAULTS = ["signer", *SIG_MUTATIONS]
 
 
-def draw_tx(data: st.DataObject, state: State) -> Transaction:
-    """A transaction for ``state``: mostly valid, with every rule's failure
-    drawn now and then."""
-    kind = data.draw(st.sampled_from(["deposit", "oracle", "withdraw", "list"]))
+def _signed(data: st.DataObject, make: Callable[[Signer], Transaction], signer: Signer,
+            fault: str) -> Transaction:
+    """``make(key)``, with the signature fault ``fault`` (wrong key, or a
+    mutation of SIG_MUTATIONS) if it is one."""
+    if fault == "signer":
+        return make(STRANGER)
+    tx = make(signer)
+    return resign(tx, SIG_MUTATIONS[fault]) if fault in SIG_MUTATIONS else tx
+
+
+def _fault(data: st.DataObject, faults: list[str]) -> str:
+    """"none" half the time, else one of ``faults``."""
+    return data.draw(st.sampled_from(["none"] * len(faults) + faults))
+
+
+SYMBOLS = st.text("ABCXYZ", min_size=1, max_size=1).flatmap(
+    lambda first: st.text("ABZ09-_./", max_size=15).map(lambda rest: first + rest))
+
+
+def draw_fill(data: st.DataObject, state: State, timestamp: int) -> Fill:
+    """A Fill between funded users (the fee account among them), valid half
+    the time, else with one rule's failure."""
+    fault = _fault(data, ["sig", "expired", "same side", "self", "zero", "step", "tick", "price",
+                          "cross", "market", "mismatch", "overfill", "margin"])
+    traders = [*USERS[:4], FEE_SIGNER]
+    maker, taker = data.draw(st.permutations(traders))[:2]
+    if fault == "self":
+        taker = maker
+    markets = state.markets
+    market = markets[data.draw(st.sampled_from(sorted(markets)))]
+    tick, step = market.tick_size, market.step_size
+    top = (2**64 - 1) // tick * tick  # the highest price on the tick
+
+    def on_tick(p: int) -> int:
+        return min(max(p, tick), top)
+
+    price = on_tick((market.oracle_price // tick + data.draw(st.integers(-5, 5))) * tick)
+    size = data.draw(st.integers(1, 50)) * step
+    if fault == "margin":
+        size = 10**12 * step
+    maker_buys = data.draw(st.booleans())
+    better = data.draw(st.integers(0, 3)) * tick
+    taker_price = on_tick(price - better) if maker_buys else on_tick(price + better)
+    if fault == "cross":
+        taker_price = min(price + tick, 2**64 - 1) if maker_buys else price - tick
+    elif fault == "tick" and tick > 1:
+        taker_price -= 1
+    expiry = timestamp + data.draw(st.integers(1, 1000))
+    salt = data.draw(st.integers(0, 2**64 - 2))
+    mo = Order(maker.address, market.id, maker_buys, price, size, salt, expiry)
+    to = Order(taker.address, market.id, not maker_buys, taker_price, size, salt + 1, expiry)
+    if fault == "expired":
+        to = replace(to, expiry=timestamp - data.draw(st.integers(0, 3)))
+    elif fault == "same side":
+        to = replace(to, is_buy=maker_buys)
+    elif fault == "market":
+        mo = to = replace(mo, market=max(markets) + 1)
+        to = Order(taker.address, mo.market, not maker_buys, taker_price, size, salt + 1, expiry)
+    elif fault == "mismatch":
+        to = replace(to, market=market.id + 1)
+    elif fault == "overfill":
+        mo = replace(mo, size=size - 1)
+    fill_size = {"zero": 0, "step": size + 1 if step > 1 else size}.get(fault, size)
+    fill_price = price - 1 if fault == "price" else price
+    maker_sig, taker_sig = maker.sign_order(DOMAIN, mo)[1], taker.sign_order(DOMAIN, to)[1]
+    if fault == "sig":
+        mutate = data.draw(st.sampled_from([*SIG_MUTATIONS.values(), lambda s: STRANGER.sign_order(
+            DOMAIN, mo)[1]]))
+        if data.draw(st.booleans()):
+            maker_sig = mutate(maker_sig)
+        else:
+            taker_sig = mutate(taker_sig) if mutate in SIG_MUTATIONS.values() else \
+                STRANGER.sign_order(DOMAIN, to)[1]
+    return Fill(mo, maker_sig, to, taker_sig, fill_size, fill_price)
+
+
+def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transaction:
+    """A transaction for ``state``: valid half the time, else with one
+    rule's failure (every rule of the type can be drawn). Fills only with
+    OneStepFill present."""
+    kinds = ["deposit", "oracle", "withdraw", "list"] + (["fill"] * 2 if fill_available() else [])
+    kind = data.draw(st.sampled_from(kinds))
+    if kind == "fill":
+        return draw_fill(data, state, timestamp)
     who = data.draw(st.sampled_from(USERS))
     markets = state.markets
     if kind == "deposit":
-        index = state.system.next_deposit + data.draw(st.sampled_from([0, 0, 0, 0, 1, -1]))
+        fault = _fault(data, ["ahead", "behind"])
+        index = state.system.next_deposit + {"none": 0, "ahead": 1, "behind": -1}[fault]
         return Deposit(max(index, 0), who.address, data.draw(st.integers(0, 10**12)))
     if kind == "oracle":
-        market = data.draw(st.sampled_from([*markets, 99]))
-        last = markets[market].oracle_time if market in markets else 0
-        ts = last + data.draw(st.integers(-2, 100))
-        price = data.draw(st.sampled_from([0, 1, 2**64 - 1]) | st.integers(1, 10**9))
-        signer = data.draw(st.sampled_from([ORACLE] * 5 + [STRANGER]))
-        return _sign_variant(data, oracle_tx(market, price, max(ts, 0), signer))
+        fault = _fault(data, [*SIGNATURE_FAULTS, "market", "price", "stale"])
+        market = data.draw(st.sampled_from(sorted(markets)))
+        last = markets[market].oracle_time
+        ts = last + data.draw(st.integers(1, 100))
+        price = data.draw(st.sampled_from([1, 2**64 - 1]) | st.integers(1, 10**9))
+        if fault == "market":
+            market = max(markets) + data.draw(st.integers(1, 5))
+        elif fault == "price":
+            price = 0
+        elif fault == "stale":
+            ts = data.draw(st.integers(0, last))
+        return _signed(data, lambda k: oracle_tx(market, price, ts, k), ORACLE, fault)
     if kind == "withdraw":
+        fault = _fault(data, [*SIGNATURE_FAULTS, "nonce", "zero", "too much"])
         acc = state.account(who.address)
-        nonce = acc.nonce + data.draw(st.sampled_from([0, 0, 0, 1]))
-        amount = data.draw(st.sampled_from([0, 1, max(acc.collateral, 1)]) | st.integers(1, 10**9))
-        signer = data.draw(st.sampled_from([who] * 5 + [STRANGER]))
-        return _sign_variant(data, withdraw_tx(who, amount, nonce, signer=signer))
-    existing = sorted(markets)
-    market = data.draw(st.sampled_from([max(existing) + 1, max(existing) + 7, 0, *existing]))
-    symbol = data.draw(st.sampled_from(["X", "NEW-USD", "ETH-USD", "bad", "A.B/C_D-1"])
-                       | st.text("ABZ09-_", min_size=1, max_size=16))
-    fields = dict(
-        price_decimals=data.draw(st.integers(0, 19)), size_decimals=data.draw(st.integers(0, 19)),
-        tick_size=data.draw(st.integers(0, 3)), step_size=data.draw(st.integers(0, 3)),
-        imf_ppm=data.draw(st.sampled_from([100_000, 1_000_000, 1_000_001, 0])),
-        mmf_ppm=data.draw(st.sampled_from([50_000, 100_000, 0, 2_000_000])),
-        maker_fee_ppm=data.draw(st.sampled_from([0, 200, 10**6, 10**6 + 1])),
-        taker_fee_ppm=data.draw(st.sampled_from([0, 500, 10**6 + 1])),
-        oracle_price=data.draw(st.sampled_from([0, 1, 10**9])),
+        room = free(state, who)
+        amount = data.draw(st.integers(1, room)) if room >= 1 else 1
+        nonce = acc.nonce
+        if fault == "nonce":
+            nonce += data.draw(st.sampled_from([1, 2**32]))
+        elif fault == "zero":
+            amount = 0
+        elif fault == "too much":
+            amount = max(room, 0) + data.draw(st.integers(1, 10**6))
+        return _signed(data, lambda k: withdraw_tx(who, amount, nonce, signer=k), who, fault)
+    fault = _fault(data, [*SIGNATURE_FAULTS, "listed", "symbol", "duplicate", "decimals",
+                          "tickstep", "margin", "fee", "price"])
+    unused = [i for i in range(0, max(markets) + 3) if i not in markets]
+    market = data.draw(st.sampled_from(unused))
+    taken = {bytes(v) for v in state.symbols.values()}
+    symbol: str | bytes = data.draw(SYMBOLS.filter(lambda t: symbol_bytes(t) not in taken))
+    fields: dict[str, object] = dict(
+        price_decimals=data.draw(st.integers(0, 18)), size_decimals=data.draw(st.integers(0, 18)),
+        tick_size=data.draw(st.integers(1, 100)), step_size=data.draw(st.integers(1, 100)),
+        maker_fee_ppm=data.draw(st.integers(0, 10**6)), taker_fee_ppm=data.draw(st.integers(0, 10**6)),
+        oracle_price=data.draw(st.integers(1, 2**64 - 1)),
     )
-    signer = data.draw(st.sampled_from([ADMIN] * 5 + [STRANGER]))
-    return _sign_variant(data, listing(market, symbol, signer, **fields))
+    mmf = data.draw(st.integers(1, 10**6))
+    fields.update(mmf_ppm=mmf, imf_ppm=data.draw(st.integers(mmf, 10**6)))
+    if fault == "listed":
+        market = data.draw(st.sampled_from(sorted(markets)))
+    elif fault == "symbol":
+        symbol = data.draw(st.sampled_from([b"", b"a", b"1A", b"A B", b"A\x00B", b"A$", b"\xffA"]))
+        symbol = bytes(symbol).ljust(16, b"\x00")
+    elif fault == "duplicate":
+        symbol = data.draw(st.sampled_from(sorted(taken)))
+    elif fault == "decimals":
+        fields[data.draw(st.sampled_from(["price_decimals", "size_decimals"]))] = \
+            data.draw(st.integers(19, 255))
+    elif fault == "tickstep":
+        fields[data.draw(st.sampled_from(["tick_size", "step_size"]))] = 0
+    elif fault == "margin":
+        fields.update(data.draw(st.sampled_from([
+            {"mmf_ppm": 0}, {"mmf_ppm": mmf + 1, "imf_ppm": mmf},
+            {"imf_ppm": 10**6 + 1}, {"imf_ppm": 2**32 - 1, "mmf_ppm": 2**32 - 1}])))
+    elif fault == "fee":
+        fields[data.draw(st.sampled_from(["maker_fee_ppm", "taker_fee_ppm"]))] = \
+            data.draw(st.integers(10**6 + 1, 2**32 - 1))
+    elif fault == "price":
+        fields["oracle_price"] = 0
+    return _signed(data, lambda k: listing(market, symbol, k, **fields), ADMIN, fault)
 
 
 @settings(max_examples=max(1, STEPS // STEPS_PER_EXAMPLE), suppress_health_check=list(HealthCheck))
@@ -358,7 +495,7 @@ def test_differential(env: Env, data: st.DataObject) -> None:
     timestamp = NOW
     for _ in range(STEPS_PER_EXAMPLE):
         timestamp += data.draw(st.integers(0, 5))
-        check_step(env, state, draw_tx(data, state), timestamp)
+        check_step(env, state, draw_tx(data, state, timestamp), timestamp)
 
 
 # ---------------------------------------------------------------- the tree alone
@@ -414,10 +551,11 @@ FILL_SKIP = pytest.mark.skipif(not fill_available(), reason="needs OneStepFill (
 
 
 def _fill(maker: Signer, taker: Signer, maker_buys: bool, size: int, price: int,
-          taker_price: int | None = None, market: int = ETH, expiry: int = NOW + 60) -> Fill:
-    mo = Order(maker.address, market, maker_buys, price, size, 1, expiry)
+          taker_price: int | None = None, market: int = ETH, expiry: int = NOW + 60,
+          salt: int = 1) -> Fill:
+    mo = Order(maker.address, market, maker_buys, price, size, salt, expiry)
     to = Order(taker.address, market, not maker_buys, price if taker_price is None else taker_price,
-               size, 2, expiry)
+               size, salt + 1, expiry)
     return Fill(mo, maker.sign_order(DOMAIN, mo)[1], to, taker.sign_order(DOMAIN, to)[1], size, price)
 
 
@@ -433,7 +571,7 @@ def test_fill_steps_and_gas(env: Env) -> None:
     print(f"prove_step Fill: {gas} gas, witness {len(witness)} bytes")
     assert check_step(env, state, tx) == "ok"
     assert check_step(env, state, tx) == "Overfill"
-    assert check_step(env, state, _fill(u0, u3, True, 1_000, 166_600, 166_700)) == "ok"
+    assert check_step(env, state, _fill(u0, u3, True, 1_000, 166_600, 166_500, salt=5)) == "ok"
     assert check_step(env, state, _fill(u0, u3, True, 1_000, 166_600, expiry=NOW)) == "OrderExpired"
     assert check_step(env, state, _fill(u0, u0, True, 1_000, 166_600)) == "SelfTrade"
     assert check_step(env, state, _fill(u0, u3, True, 10**9, 166_600)) == "InsufficientMargin"
@@ -443,9 +581,14 @@ def test_fill_steps_and_gas(env: Env) -> None:
     assert check_step(env, state, replace(bad, taker_signature=high_s(bad.taker_signature))) \
         == "InvalidOrderSignature"
     # the fee account trades: its leaf is maker and fee account at once
+    fee_signer = FEE_SIGNER
+    assert fee_signer.address == fee
     apply_transaction(state, Deposit(state.system.next_deposit, fee, 10**9), NOW, DOMAIN)
     state.commit()
-    fee_signer = next((s for s in USERS if s.address == fee), None)
-    if fee_signer is not None:  # pragma: no cover - genesis fee account is a dev key
-        assert check_step(env, state, _fill(fee_signer, u3, False, 10, 166_600)) == "ok"
-    assert account_key(fee) != account_key(u0.address)
+    assert check_step(env, state, _fill(fee_signer, u3, False, 10, 166_600, salt=9)) == "ok"
+    assert check_step(env, state, _fill(u3, fee_signer, False, 10, 166_600, salt=11)) == "ok"
+
+
+def test_prover_fits_eip170() -> None:
+    runtime = compile_contract("OneStepProver").bytecode_runtime
+    assert (len(runtime) - 2) // 2 <= 24_576

@@ -1,4 +1,5 @@
 # pragma version 0.4.3
+# pragma optimize codesize
 """
 @title derivnet one-step prover
 @notice Re-executes one L2 transaction (one step of a batch) against a
@@ -94,6 +95,10 @@ struct Slot:
     key: uint256
     old: bytes32
     new: bytes32
+
+interface OneStepProver:
+    def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES],
+                         domain_separator: bytes32, witness: Bytes[MAX_WITNESS]) -> bytes32: view
 
 interface OneStepFill:
     def order_hashes(encoded_tx: Bytes[FILL_TX_BYTES], domain_separator: bytes32) -> (bytes32, bytes32): pure
@@ -466,11 +471,28 @@ def _list_market(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, syste
 
 @pure
 @internal
-def _root_after(pre_root: bytes32, slots: DynArray[Slot, 7], tree: Bytes[smt.MAX_TREE_BYTES]) -> bytes32:
+def _tx_bytes(kind: uint256) -> uint256:
     """
-    @dev Sort the slots by key (equal keys: one leaf read twice, whose old
-         and new values must agree), check the multiproof against pre_root
-         and return the root after the new values.
+    @dev The encoded size of a transaction of type `kind` but Fill; 0 for
+         an unknown type.
+    """
+    if kind == TX_DEPOSIT:
+        return DEPOSIT_TX_BYTES
+    if kind == TX_ORACLE_PRICE:
+        return ORACLE_PRICE_TX_BYTES
+    if kind == TX_WITHDRAW:
+        return WITHDRAW_TX_BYTES
+    if kind == TX_LIST_MARKET:
+        return LIST_MARKET_TX_BYTES
+    return 0
+
+@pure
+@internal
+def _sorted(slots: DynArray[Slot, 7]) -> (DynArray[uint256, smt.MAX_KEYS], DynArray[bytes32, smt.MAX_KEYS],
+                                           DynArray[bytes32, smt.MAX_KEYS]):
+    """
+    @dev The slots' keys ascending with their old and new value hashes;
+         equal keys (one leaf in two slots) must agree on both.
     """
     keys: DynArray[uint256, smt.MAX_KEYS] = []
     olds: DynArray[bytes32, smt.MAX_KEYS] = []
@@ -492,6 +514,24 @@ def _root_after(pre_root: bytes32, slots: DynArray[Slot, 7], tree: Bytes[smt.MAX
         keys.append(slot.key)
         olds.append(slot.old)
         news.append(slot.new)
+    return keys, olds, news
+
+
+@pure
+@internal
+def _root_after(pre_root: bytes32, ok: bool, slots: DynArray[Slot, 7], tree: Bytes[smt.MAX_TREE_BYTES]) -> bytes32:
+    """
+    @dev Check the multiproof `tree` of the slots' old values against
+         pre_root; the root after their new values, pre_root if not `ok`
+         (a failed rule writes nothing, but the values it read must still
+         be proven).
+    """
+    keys: DynArray[uint256, smt.MAX_KEYS] = []
+    olds: DynArray[bytes32, smt.MAX_KEYS] = []
+    news: DynArray[bytes32, smt.MAX_KEYS] = []
+    keys, olds, news = self._sorted(slots)
+    if not ok:
+        news = olds
     old_root: bytes32 = empty(bytes32)
     new_root: bytes32 = empty(bytes32)
     old_root, new_root = smt.roots(tree, keys, olds, news)
@@ -499,26 +539,116 @@ def _root_after(pre_root: bytes32, slots: DynArray[Slot, 7], tree: Bytes[smt.MAX
     return new_root
 
 
+@pure
+@internal
+def _hash_account(leaf: Bytes[ACCOUNT_LEAF_BYTES]) -> bytes32:
+    if len(leaf) == 0:
+        return empty(bytes32)
+    return keccak256(leaf)
+
+
+@pure
+@internal
+def _hash_word(leaf: Bytes[ORDER_LEAF_BYTES]) -> bytes32:
+    if len(leaf) == 0:
+        return empty(bytes32)
+    return keccak256(leaf)
+
+
 @view
 @external
 def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES], domain_separator: bytes32,
                witness: Bytes[MAX_WITNESS]) -> bytes32:
     """
-    @notice The post-state root of applying `encoded_tx` (one encoded transaction,
-            docs/protocol.md "Transactions") at block `timestamp` to the
-            state `pre_root`; pre_root itself if the transaction fails a
-            rule of the state transition function.
+    @notice The post-state root of applying `encoded_tx` (one encoded
+            transaction, docs/protocol.md "Transactions") at block
+            `timestamp` to the state `pre_root`; pre_root itself if the
+            transaction fails a rule of the state transition function.
     @param domain_separator The L2 EIP-712 domain separator.
     @param witness abi.encode(bytes value_1, ..., bytes value_n, bytes tree):
            the pre-state values of the type's leaf slots and their shared
            multiproof (docs/protocol.md "One-step proof").
     @dev Reverts "osp: bad tx" for an unknown type or a wrong length, and
          "osp: ..." for a witness that does not prove against pre_root.
+         A Fill is re-executed here (by OneStepFill); the other types in
+         prove_state_step, called as an external call so that their large
+         buffers (the markets leaf decoded) do not weigh on a Fill's memory.
     """
     size: uint256 = len(encoded_tx)
     assert size > 0, "osp: bad tx"
+    if convert(slice(encoded_tx, 0, 1), uint256) == TX_FILL:
+        assert size == FILL_TX_BYTES, "osp: bad tx"
+        system: Bytes[SYSTEM_LEAF_BYTES] = b""
+        markets: Bytes[MARKETS_LEAF_BYTES] = b""
+        maker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        fee: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        maker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        taker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        tree: Bytes[smt.MAX_TREE_BYTES] = b""
+        system, markets, maker, taker, fee, maker_filled, taker_filled, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
+                      Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ORDER_LEAF_BYTES],
+                      Bytes[ORDER_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
+        txp: Bytes[MAX_TX_BYTES + 32] = concat(encoded_tx, empty(bytes32))
+        fee_account: address = convert(convert(self._system_word(system, 3), uint160), address)
+        maker_hash: bytes32 = empty(bytes32)
+        taker_hash: bytes32 = empty(bytes32)
+        maker_hash, taker_hash = staticcall OneStepFill(FILL).order_hashes(encoded_tx, domain_separator)
+        ok: bool = False
+        new_maker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        new_taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        new_fee: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        new_maker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        new_taker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        ok, new_maker, new_taker, new_fee, new_maker_filled, new_taker_filled = staticcall OneStepFill(FILL).transition(
+            encoded_tx, timestamp, domain_separator, fee_account, maker, taker, fee, maker_filled, taker_filled,
+            markets)
+        old_system: bytes32 = keccak256(system)
+        old_markets: bytes32 = empty(bytes32)
+        if len(markets) != 0:
+            old_markets = keccak256(markets)
+        slots: DynArray[Slot, 7] = [
+            Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system),
+            Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets),
+            Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash_account(maker),
+                 new=self._hash_account(new_maker)),
+            Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash_account(taker),
+                 new=self._hash_account(new_taker)),
+            Slot(key=self._key(0x01, fee_account), old=self._hash_account(fee), new=self._hash_account(new_fee)),
+            Slot(key=convert(keccak256(concat(b"\x03", maker_hash)), uint256), old=self._hash_word(maker_filled),
+                 new=self._hash_word(new_maker_filled)),
+            Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256), old=self._hash_word(taker_filled),
+                 new=self._hash_word(new_taker_filled)),
+        ]
+        # as _root_after, inline: one copy of the tree witness less
+        keys: DynArray[uint256, smt.MAX_KEYS] = []
+        olds: DynArray[bytes32, smt.MAX_KEYS] = []
+        news: DynArray[bytes32, smt.MAX_KEYS] = []
+        keys, olds, news = self._sorted(slots)
+        if not ok:
+            news = olds
+        old_root: bytes32 = empty(bytes32)
+        new_root: bytes32 = empty(bytes32)
+        old_root, new_root = smt.roots(tree, keys, olds, news)
+        assert old_root == pre_root, "osp: witness does not prove the pre-state root"
+        return new_root
+    return staticcall OneStepProver(self).prove_state_step(pre_root, timestamp, encoded_tx, domain_separator, witness)
+
+
+@view
+@external
+def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES],
+                     domain_separator: bytes32, witness: Bytes[MAX_WITNESS]) -> bytes32:
+    """
+    @notice prove_step for the transaction types other than Fill (Deposit,
+            OraclePrice, Withdraw, ListMarket); same arguments and result.
+    """
+    size: uint256 = len(encoded_tx)
     txp: Bytes[MAX_TX_BYTES + 32] = concat(encoded_tx, empty(bytes32))
     kind: uint256 = self._uint(txp, 0, 1)
+    expected: uint256 = self._tx_bytes(kind)
+    assert expected != 0 and size == expected, "osp: bad tx"
     system: Bytes[SYSTEM_LEAF_BYTES] = b""
     markets: Bytes[MARKETS_LEAF_BYTES] = b""
     account: Bytes[ACCOUNT_LEAF_BYTES] = b""
@@ -529,7 +659,6 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
     new_account: bytes32 = empty(bytes32)
 
     if kind == TX_DEPOSIT:
-        assert size == DEPOSIT_TX_BYTES, "osp: bad tx"
         system, account, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
         ok, new_system, new_account = self._deposit(txp, system, account)
@@ -537,7 +666,6 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         slots.append(Slot(key=self._key(0x01, self._address(txp, 9)), old=self._hash(account), new=new_account))
 
     elif kind == TX_ORACLE_PRICE:
-        assert size == ORACLE_PRICE_TX_BYTES, "osp: bad tx"
         system, markets, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
         new_markets: bytes32 = empty(bytes32)
@@ -547,7 +675,6 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets))
 
     elif kind == TX_WITHDRAW:
-        assert size == WITHDRAW_TX_BYTES, "osp: bad tx"
         withdrawal: Bytes[WITHDRAWAL_LEAF_BYTES] = b""
         system, markets, account, withdrawal, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
@@ -563,8 +690,7 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         slots.append(Slot(key=convert(keccak256(concat(b"\x05", convert(convert(count, uint64), bytes8))), uint256),
                           old=self._hash(withdrawal), new=new_withdrawal))
 
-    elif kind == TX_LIST_MARKET:
-        assert size == LIST_MARKET_TX_BYTES, "osp: bad tx"
+    else:  # TX_LIST_MARKET
         symbols: Bytes[SYMBOLS_LEAF_BYTES] = b""
         system, markets, symbols, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[SYMBOLS_LEAF_BYTES],
@@ -577,46 +703,4 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets_hash))
         slots.append(Slot(key=convert(SYMBOLS_KEY, uint256), old=self._hash(symbols), new=new_symbols))
 
-    elif kind == TX_FILL:
-        assert size == FILL_TX_BYTES, "osp: bad tx"
-        taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        fee: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        maker_filled: Bytes[ORDER_LEAF_BYTES] = b""
-        taker_filled: Bytes[ORDER_LEAF_BYTES] = b""
-        system, markets, account, taker, fee, maker_filled, taker_filled, tree = abi_decode(
-            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
-                      Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ORDER_LEAF_BYTES],
-                      Bytes[ORDER_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
-        fee_account: address = convert(convert(self._system_word(system, 3), uint160), address)
-        maker_hash: bytes32 = empty(bytes32)
-        taker_hash: bytes32 = empty(bytes32)
-        maker_hash, taker_hash = staticcall OneStepFill(FILL).order_hashes(encoded_tx, domain_separator)
-        new_taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        new_fee: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        new_maker_filled: Bytes[ORDER_LEAF_BYTES] = b""
-        new_taker_filled: Bytes[ORDER_LEAF_BYTES] = b""
-        new_maker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        ok, new_maker, new_taker, new_fee, new_maker_filled, new_taker_filled = staticcall OneStepFill(FILL).transition(
-            encoded_tx, timestamp, domain_separator, fee_account, account, taker, fee, maker_filled, taker_filled, markets)
-        old_system: bytes32 = self._hash(system)
-        old_markets: bytes32 = self._hash(markets)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
-        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets))
-        slots.append(Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash(account),
-                          new=self._hash(new_maker)))
-        slots.append(Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash(taker),
-                          new=self._hash(new_taker)))
-        slots.append(Slot(key=self._key(0x01, fee_account), old=self._hash(fee), new=self._hash(new_fee)))
-        slots.append(Slot(key=convert(keccak256(concat(b"\x03", maker_hash)), uint256),
-                          old=self._hash(maker_filled), new=self._hash(new_maker_filled)))
-        slots.append(Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256),
-                          old=self._hash(taker_filled), new=self._hash(new_taker_filled)))
-
-    else:
-        raise "osp: bad tx"
-
-    if not ok:
-        # a failed rule: no-op, but the witness must still prove the values read
-        for i: uint256 in range(len(slots), bound=7):
-            slots[i].new = slots[i].old
-    return self._root_after(pre_root, slots, tree)
+    return self._root_after(pre_root, ok, slots, tree)

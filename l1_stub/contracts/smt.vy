@@ -38,12 +38,12 @@ KIND_OPAQUE: constant(uint256) = 3
 LEAF_SPLIT: constant(uint256) = 256
 
 
-# a branch of the witness being walked: its left child's result once known
+# a branch of the witness being walked: its left child's old and new hash
+# once known (which side is being walked and the left child's kind are kept
+# in bit masks indexed by the branch's depth)
 struct Frame:
-    right: bool
     old_left: bytes32
     new_left: bytes32
-    kind_left: uint256
 
 
 @pure
@@ -183,6 +183,11 @@ def roots(tree: Bytes[MAX_TREE_BYTES], keys: DynArray[uint256, MAX_KEYS],
     m: uint256 = len(keys)
     size: uint256 = len(tree)
     stack: DynArray[Frame, KEY_BITS] = []
+    # bit d: the branch at depth d walks its right child; its left child's
+    # kind is bit d of kind_hi * 2 + bit d of kind_lo
+    rights: uint256 = 0
+    kind_lo: uint256 = 0
+    kind_hi: uint256 = 0
     pos: uint256 = 0
     nxt: uint256 = 0  # keys[:nxt] are placed
     depth: uint256 = 0
@@ -197,7 +202,7 @@ def roots(tree: Bytes[MAX_TREE_BYTES], keys: DynArray[uint256, MAX_KEYS],
         pos += 1
         if op == OP_BRANCH:
             assert depth < KEY_BITS, "osp: witness tree too deep"
-            stack.append(Frame(right=False, old_left=empty(bytes32), new_left=empty(bytes32), kind_left=0))
+            stack.append(Frame(old_left=empty(bytes32), new_left=empty(bytes32)))
             depth += 1
             continue
         # a terminal node: the keys under it are keys[nxt:j]
@@ -255,15 +260,21 @@ def roots(tree: Bytes[MAX_TREE_BYTES], keys: DynArray[uint256, MAX_KEYS],
             if len(stack) == 0:
                 done = True
                 break
-            top: uint256 = len(stack) - 1
-            if not stack[top].right:
-                stack[top] = Frame(right=True, old_left=old, new_left=new, kind_left=kind)
+            top: uint256 = len(stack) - 1  # == depth - 1, the parent's depth
+            bit: uint256 = 1 << top
+            if rights & bit == 0:
+                stack[top] = Frame(old_left=old, new_left=new)
+                rights |= bit
+                kind_lo = (kind_lo & ~bit) | (bit * (kind & 1))
+                kind_hi = (kind_hi & ~bit) | (bit * (kind >> 1))
                 path |= 1 << (KEY_BITS - depth)
                 break
             frame: Frame = stack.pop()
+            rights &= ~bit
+            kind_left: uint256 = ((kind_hi >> top) & 1) * 2 + ((kind_lo >> top) & 1)
             path &= ~(1 << (KEY_BITS - depth))
             depth -= 1
-            old, new, kind = self._join(frame.old_left, frame.new_left, frame.kind_left, old, new, kind)
+            old, new, kind = self._join(frame.old_left, frame.new_left, kind_left, old, new, kind)
         if done:
             break
     assert done, "osp: witness tree truncated"
