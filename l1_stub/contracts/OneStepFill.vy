@@ -369,8 +369,10 @@ def transition(
             #   value = floor(size * oracle_price * 10**6 / 10**d)  (toward -infinity)
             #   margin = ceil(|size| * oracle_price * imf_ppm / 10**d)
             # (= ceil(|size| * oracle_price * imf_ppm / (10**(d-6) * 10**6)) of the spec).
-            # |size| < 2**127, oracle_price < 2**64, imf_ppm < 2**32 and 10**(6-d) < 2**20:
-            # the products stay below 2**243, so they need no overflow checks.
+            # |size| < 2**127, oracle_price < 2**64, imf_ppm < 2**32, 10**(6-d) < 2**20 and
+            # 10**d <= 10**76 < 2**253: the products stay below 2**243 and the sum of
+            # at most 64 margins below 2**250, so they need no overflow checks
+            # (equity, which adds the collateral, is checked).
             # Positions and markets are both sorted by market id: one merge walk.
             equity: int256 = collateral
             need: uint256 = 0
@@ -388,26 +390,27 @@ def transition(
                     cursor = unsafe_add(cursor, MARKET_ROW_BYTES)
                 assert cursor != end and listed_id == held_market, "fill: position in unknown market"
                 d: uint256 = min(
-                    unsafe_add(convert(extract32(markets, cursor + 32), uint256),
-                               convert(extract32(markets, cursor + 64), uint256)),
+                    unsafe_add(convert(extract32(markets, unsafe_add(cursor, 32)), uint256),
+                               convert(extract32(markets, unsafe_add(cursor, 64)), uint256)),
                     MAX_POW10,
                 )
                 value_raw: int256 = unsafe_mul(
-                    convert(p.size, int256), convert(extract32(markets, cursor + 9 * 32), int256)
+                    convert(p.size, int256), convert(extract32(markets, unsafe_add(cursor, 9 * 32)), int256)
                 )
+                unit: uint256 = pow_mod256(10, d)
                 if d <= 6:
-                    equity += unsafe_mul(value_raw, convert(pow_mod256(10, unsafe_sub(6, d)), int256))
+                    equity += unsafe_mul(value_raw, convert(unsafe_div(10**6, unit), int256))
                 else:
-                    divisor: int256 = convert(pow_mod256(10, unsafe_sub(d, 6)), int256)
+                    divisor: int256 = convert(unsafe_div(unit, 10**6), int256)
                     q: int256 = unsafe_div(value_raw, divisor)  # toward zero: step down below 0
                     if value_raw < 0 and unsafe_mul(q, divisor) != value_raw:
                         q = unsafe_sub(q, 1)
                     equity += q
                 scaled: uint256 = unsafe_mul(
-                    convert(abs(value_raw), uint256), convert(extract32(markets, cursor + 5 * 32), uint256)
+                    convert(abs(value_raw), uint256),
+                    convert(extract32(markets, unsafe_add(cursor, 5 * 32)), uint256),
                 )
-                unit: uint256 = pow_mod256(10, d)
-                need += unsafe_div(unsafe_add(scaled, unsafe_sub(unit, 1)), unit)
+                need = unsafe_add(need, unsafe_div(unsafe_add(scaled, unsafe_sub(unit, 1)), unit))
             if equity < convert(need, int256):
                 return False, b"", b"", b"", b"", b""
         if role == 0:
