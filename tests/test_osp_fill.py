@@ -617,14 +617,14 @@ def test_gas(deployed: Deployed) -> None:
     """Gas of transition as the one-step prover pays it (a STATICCALL from a
     Vyper contract, argument encoding and result decoding included): typical
     fills stay far under the 250k aim; a fill at the limits (64 markets, 64
-    positions in each of the three accounts, ~41 KB of leaves) under 400k."""
+    positions in each of the three accounts, ~41 KB of leaves) under 360k."""
     typical_1 = gas_case(deployed, markets=1, positions=1)
     typical_6 = gas_case(deployed, markets=6, positions=2, fee_positions=0)
     limits = gas_case(deployed, markets=64, positions=64, fee_positions=64)
     print(f"OneStepFill.transition gas: 1 market {typical_1}, 6 markets/2 positions {typical_6}, "
           f"64 markets/64 positions x3 {limits}")
     assert typical_1 < 150_000 and typical_6 < 150_000
-    assert limits < 400_000
+    assert limits < 360_000
 
 
 def test_runtime_size_under_eip170() -> None:
