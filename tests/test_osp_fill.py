@@ -5,8 +5,9 @@ proof", "Fill").
 Each hypothesis example lists random markets (decimals 0..18, ticks, steps,
 fractions, fees), gives a few accounts random positions and collateral, and
 runs a sequence of fills (opening, increasing, reducing, closing, flipping;
-the fee account sometimes the maker or the taker; some fills broken on
-purpose, one rule each). For every fill the contract gets the leaves of the
+partly filled orders filled again; collateral at, just below and above the
+margin check's edge; the fee account sometimes the maker or the taker; some
+fills broken on purpose, one rule each). For every fill the contract gets the leaves of the
 state before it and must return exactly the leaves ``apply_fill`` writes, or
 ok=False when it raises. ``DERIVNET_FILL_STEPS`` sets the number of fills
 (default 300; 5,000 with ``DERIVNET_SLOW=1``).
@@ -21,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 from eth_utils import to_checksum_address
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from web3.exceptions import ContractLogicError
 
