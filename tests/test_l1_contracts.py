@@ -477,7 +477,9 @@ def test_overrides_and_abi_export(tmp_path):
     with pytest.raises(KeyError):
         compile_contract("Rollup", {"MERKLE_DEPTH": 3})
     paths = write_abis(tmp_path)
-    assert set(paths) == {"USDC", "Rollup", "DisputeGame", "OneStepProver", "OneStepFill"}
+    from l1_stub.contracts import CONTRACT_NAMES
+
+    assert {"USDC", "Rollup", "OneStepFill"} <= set(paths) == set(CONTRACT_NAMES)
     import json
 
     rollup_abi = json.loads(paths["Rollup"].read_text())

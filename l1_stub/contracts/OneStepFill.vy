@@ -148,36 +148,6 @@ def _ceil_div(a: uint256, b: uint256) -> uint256:
 
 @pure
 @internal
-def _position_value(size: int256, decimals: uint256, oracle_price: uint256) -> int256:
-    """
-    @dev floor(size * oracle_price * 10**6 / 10**decimals) toward -infinity
-         (decimals = pd + sd).
-    """
-    raw: int256 = size * convert(oracle_price, int256)
-    if decimals <= 6:
-        return raw * convert(10 ** (6 - decimals), int256)
-    divisor: int256 = convert(self._pow10(decimals - 6), int256)
-    # EVM signed division truncates toward zero: step down for a negative non-multiple
-    q: int256 = raw // divisor
-    if raw < 0 and q * divisor != raw:
-        q -= 1
-    return q
-
-
-@pure
-@internal
-def _initial_margin(size: int256, decimals: uint256, oracle_price: uint256, imf_ppm: uint256) -> uint256:
-    """
-    @dev ceil(|size| * oracle_price * imf_ppm / (10**(decimals - 6) * 10**6)).
-    """
-    raw: uint256 = convert(abs(size), uint256) * oracle_price * imf_ppm
-    if decimals <= 6:
-        return self._ceil_div(raw * 10 ** (6 - decimals), PPM)
-    return self._ceil_div(raw, self._pow10(decimals - 6) * PPM)
-
-
-@pure
-@internal
 def _trunc_div(a: int256, b: int256) -> int256:
     # EVM signed division truncates toward zero (b > 0)
     return a // b
@@ -394,26 +364,53 @@ def transition(
         # no margin check when the fill only reduced the position (no flip)
         reduces_only: bool = abs(new_size) < abs(old_size) and (new_size == 0 or (new_size > 0) == (old_size > 0))
         if not reduces_only:
-            # equity >= initial margin at oracle prices; positions and markets
-            # are both sorted by market id: one merge walk
+            # equity >= initial margin at oracle prices (node/margin.py); with
+            # d = pd + sd, per position:
+            #   value = floor(size * oracle_price * 10**6 / 10**d)  (toward -infinity)
+            #   margin = ceil(|size| * oracle_price * imf_ppm / 10**d)
+            # (= ceil(|size| * oracle_price * imf_ppm / (10**(d-6) * 10**6)) of the spec).
+            # |size| < 2**127, oracle_price < 2**64, imf_ppm < 2**32, 10**(6-d) < 2**20 and
+            # 10**d <= 10**76 < 2**253: the products stay below 2**243 and the sum of
+            # at most 64 margins below 2**250, so they need no overflow checks
+            # (equity, which adds the collateral, is checked).
+            # Positions and markets are both sorted by market id: one merge walk.
             equity: int256 = collateral
             need: uint256 = 0
             cursor: uint256 = 64
             end: uint256 = 64 + n_markets * MARKET_ROW_BYTES
             for p: Position in positions:
+                held_market: uint256 = convert(p.market, uint256)
+                listed_id: uint256 = 0
                 for _m: uint256 in range(MAX_MARKETS):
-                    if cursor == end or convert(extract32(markets, cursor), uint256) >= convert(p.market, uint256):
+                    if cursor == end:
                         break
-                    cursor += MARKET_ROW_BYTES
-                assert cursor != end and convert(extract32(markets, cursor), uint256) == convert(p.market, uint256), \
-                    "fill: position in unknown market"
-                pdsd: uint256 = convert(extract32(markets, cursor + 32), uint256) \
-                    + convert(extract32(markets, cursor + 2 * 32), uint256)
-                oracle: uint256 = convert(extract32(markets, cursor + 9 * 32), uint256)
-                equity += self._position_value(convert(p.size, int256), pdsd, oracle)
-                need += self._initial_margin(
-                    convert(p.size, int256), pdsd, oracle, convert(extract32(markets, cursor + 5 * 32), uint256)
+                    listed_id = convert(extract32(markets, cursor), uint256)
+                    if listed_id >= held_market:
+                        break
+                    cursor = unsafe_add(cursor, MARKET_ROW_BYTES)
+                assert cursor != end and listed_id == held_market, "fill: position in unknown market"
+                d: uint256 = min(
+                    unsafe_add(convert(extract32(markets, unsafe_add(cursor, 32)), uint256),
+                               convert(extract32(markets, unsafe_add(cursor, 64)), uint256)),
+                    MAX_POW10,
                 )
+                value_raw: int256 = unsafe_mul(
+                    convert(p.size, int256), convert(extract32(markets, unsafe_add(cursor, 9 * 32)), int256)
+                )
+                unit: uint256 = pow_mod256(10, d)
+                if d <= 6:
+                    equity += unsafe_mul(value_raw, convert(unsafe_div(10**6, unit), int256))
+                else:
+                    divisor: int256 = convert(unsafe_div(unit, 10**6), int256)
+                    q: int256 = unsafe_div(value_raw, divisor)  # toward zero: step down below 0
+                    if value_raw < 0 and unsafe_mul(q, divisor) != value_raw:
+                        q = unsafe_sub(q, 1)
+                    equity += q
+                scaled: uint256 = unsafe_mul(
+                    convert(abs(value_raw), uint256),
+                    convert(extract32(markets, unsafe_add(cursor, 5 * 32)), uint256),
+                )
+                need = unsafe_add(need, unsafe_div(unsafe_add(scaled, unsafe_sub(unit, 1)), unit))
             if equity < convert(need, int256):
                 return False, b"", b"", b"", b"", b""
         if role == 0:
