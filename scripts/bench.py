@@ -1,4 +1,4 @@
-"""derivnet benchmarks (run through scripts/bench); the figures of issue 6.
+"""derivnet benchmarks (run through scripts/bench); the figures of issues 6 and 7.
 
 1. In-process settlement: fills between ``--accounts`` distinct traders
    (default 10,000; tape prices and sizes), signed up front (not timed), then
@@ -23,6 +23,10 @@
    embedded L1 process, then derived from L1 data alone: in memory
    (``node.derive.derive_chain``) and by a ``Replica`` given only the L1 URL
    (calldata and deposit queue over JSON-RPC, chain stored in LevelDB).
+6. Disputes (issue 7, scripts/bench_disputes.py): the gas of one
+   ``OneStepProver.prove_step`` per transaction type (eth_estimateGas), and
+   a whole game over a ``--dispute-steps`` batch (default 1,000) with the
+   real prover: each party's L1 transactions and gas.
 
 ``--json`` prints every figure as one JSON object at the end; the plain
 output ends with a ``figures`` block (one ``name: value`` per line).
@@ -773,6 +777,9 @@ def main() -> None:
                    help="fills the replica derives from L1 (0: skip)")
     p.add_argument("--replica-accounts", type=int, default=1_000,
                    help="distinct traders of the replica benchmark (one L1 deposit each)")
+    p.add_argument("--dispute-steps", type=int, default=1_000,
+                   help="steps of the batch the dispute benchmark plays a whole game over "
+                        "(0: skip the one-step proof gas and the dispute)")
     p.add_argument("--skip-in-process", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
@@ -783,6 +790,12 @@ def main() -> None:
         figures["in_process"] = bench_stf(a.fills, a.accounts, workers)
     if a.replica_fills:
         figures["replica"] = bench_replica(a.replica_fills, a.replica_accounts, a.workers)
+    if a.dispute_steps:
+        from bench_disputes import osp_gas, run as bench_dispute
+
+        print("one-step proofs and a whole dispute (issue 7):")
+        figures["disputes"] = {**osp_gas(), **bench_dispute(a.dispute_steps,
+                                                           a.dispute_steps * 7 // 10)}
     if not a.skip_e2e:
         figures.update(bench_e2e(a))
     print("figures")
@@ -803,6 +816,7 @@ def main() -> None:
         flat["replica_from_l1_fills_per_s"] = max(v for k, v in rp.items()
                                                   if k.startswith("from_l1_"))
         flat["replica_derive_in_memory_fills_per_s"] = rp["in_memory_fills_per_s"]
+    flat.update(figures.get("disputes", {}))
     for mode in ("batch", "single"):
         if mode in figures:
             f = figures[mode]

@@ -129,11 +129,69 @@ def run(steps: int = 1000, fault_at: int = 700, quiet: bool = False) -> dict[str
     }
 
 
+def osp_gas(quiet: bool = False) -> dict[str, int]:
+    """Gas of one ``prove_step`` per transaction type (eth_estimateGas, the
+    21,000 intrinsic gas and calldata included) on a small state: 2 genesis
+    markets, two funded traders with a position each."""
+    from node.stf import apply_transaction
+    from node.state import symbol_bytes
+    from node.transactions import Deposit, Fill, ListMarket, Order
+    from prover.osp import OneStepProverClient, deploy_prover
+    from prover.witness import step_witness
+
+    say = (lambda *a: None) if quiet else print  # noqa: E731
+    keys = dev_keys(10)
+    genesis = load_genesis()
+    admin, oracle = Signer(keys[0]), Signer(keys[1])
+    alice, bob = Signer(keys[5]), Signer(keys[6])
+    l1 = EmbeddedL1(chain_id=genesis.l1_chain_id, auto_mine=True)
+    prover = OneStepProverClient(l1.w3, deploy_prover(l1.w3, keys[0]).prover)
+    domain = Domain(genesis.l2_chain_id, bytes.fromhex("5FbDB2315678afecb367f032d93F642f64180aa3"))
+    tree = SparseMerkleTree(MemoryDB())
+    state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
+    now = 1_700_000_000
+
+    def order(who: Signer, is_buy: bool, salt: int) -> Order:
+        return Order(who.address, 1, is_buy, 166_600, 10_000, salt, now + 3600)
+
+    def fill(salt: int) -> Fill:
+        m, t = order(alice, False, salt), order(bob, True, salt)
+        return Fill(m, alice.sign_order(domain, m)[1], t, bob.sign_order(domain, t)[1],
+                    10_000, 166_600)
+
+    for i, who in enumerate((alice, bob)):
+        apply_transaction(state, Deposit(i, who.address, 10_000 * 10**6), now, domain)
+    apply_transaction(state, fill(1), now, domain)
+    state.commit()
+    market = genesis.markets[0].market
+    cases = {
+        "Deposit": Deposit(2, alice.address, 10**6),
+        "Fill": fill(2),
+        "OraclePrice": oracle.oracle_price(domain, 1, 170_000, now),
+        "Withdraw": alice.withdraw(domain, alice.address, 10**6, 0),
+        "ListMarket": admin.list_market(domain, ListMarket(
+            3, symbol_bytes("SOL-USD"), market.price_decimals, market.size_decimals, 1, 1,
+            100_000, 50_000, 200, 500, 2_000, b"")),
+    }
+    out = {}
+    for name, tx in cases.items():
+        probe = State(tree, state.root)
+        witness = step_witness(probe, tx, now, domain)
+        post = prover.prove_step(state.root, now, tx, domain, witness)
+        check = State(tree, state.root)
+        apply_transaction(check, tx, now, domain)
+        assert post == check.commit(), f"{name}: the prover disagrees with the STF"
+        out[f"osp_gas_{name.lower()}"] = prover.gas(state.root, now, tx, domain, witness)
+        say(f"  one-step proof of a {name}: {out[f'osp_gas_{name.lower()}']:,} gas")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--fault-at", type=int, default=700)
     a = p.parse_args()
+    osp_gas()
     run(a.steps, a.fault_at)
 
 

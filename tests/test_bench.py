@@ -21,6 +21,8 @@ FIGURES = [
     "soft_confirmation_single_p50_ms", "soft_confirmation_single_p99_ms",
     "node_peak_rss_mb", "l1_peak_rss_mb",
     "replica_derivation_fills_per_s", "replica_from_l1_fills_per_s",
+    "osp_gas_deposit", "osp_gas_fill", "osp_gas_oracleprice", "osp_gas_withdraw",
+    "osp_gas_listmarket", "dispute_challenger_txs", "dispute_total_txs", "dispute_total_gas",
 ]
 
 
@@ -28,7 +30,8 @@ def test_bench_prints_every_figure() -> None:
     cmd = [sys.executable, "scripts/bench.py", "--fills", "600", "--accounts", "1000",
            "--duration", "2", "--clients", "2", "--batch-pairs", "20", "--connections", "2",
            "--max-rate-batch", "400", "--max-rate-single", "200", "--probe-interval", "0.2",
-           "--catch-up", "60", "--replica-fills", "300", "--replica-accounts", "20", "--json"]
+           "--catch-up", "60", "--replica-fills", "300", "--replica-accounts", "20",
+           "--dispute-steps", "60", "--json"]
     out = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -46,3 +49,7 @@ def test_bench_prints_every_figure() -> None:
         assert p50 is not None and p99 is not None and 0 < p50 <= p99
         assert figures[f"e2e_{mode}_l1_catch_up_s"] is not None  # every sealed block reached L1
     assert figures["node_peak_rss_mb"] > 0 and figures["l1_peak_rss_mb"] > 0
+    assert figures["dispute_winner"] == "challenger_won"
+    assert figures["dispute_challenger_txs"] <= figures["dispute_challenger_tx_bound"]
+    assert all(0 < figures[f"osp_gas_{t}"] < 1_000_000
+               for t in ("deposit", "fill", "oracleprice", "withdraw", "listmarket"))
