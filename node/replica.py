@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,8 +443,10 @@ class Replica:
         batches derived (see ``apply_read``)."""
         return self.apply_read(self.read_l1())
 
-    async def _follow(self) -> None:
-        """Poll L1 forever; errors are logged, kept in ``error`` and retried."""
+    async def follow(self, after: Callable[[], Any] | None = None) -> None:
+        """Poll L1 forever; errors are logged, kept in ``error`` and retried.
+        ``after`` (blocking, run in a worker thread) is called after every
+        round that derived what L1 holds, e.g. a challenger's moves."""
         from node.node import Backoff
 
         retry = Backoff(self.config.poll_interval, 30.0)
@@ -454,6 +456,8 @@ class Replica:
                 self._prepare(read)
                 for _ in self.derive_batches(read["batches"]):
                     await trio.lowlevel.checkpoint()  # answer RPC between batches
+                if after is not None:
+                    await trio.to_thread.run_sync(after)
             except Exception as exc:  # keep serving; retry with backoff
                 delay = retry.failed(exc)
                 self.error = retry.error
@@ -467,7 +471,7 @@ class Replica:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
-            nursery.start_soon(self._follow)
+            nursery.start_soon(self.follow)
             task_status.started()
 
     # -- dispute support -----------------------------------------------------

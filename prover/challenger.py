@@ -43,7 +43,7 @@ from l1_stub.disputes import (
     points,
 )
 from prover.trace import BatchTrace
-from sequencer.defender import Move, MoveGuard, clock_expired, prove_step
+from sequencer.defender import Move, MoveGuard, claim_credits, clock_expired, prove_step
 
 log = logging.getLogger("derivnet.challenger")
 
@@ -114,16 +114,19 @@ class Challenger:
                 del self.games[gid]
                 log.info("challenger: game %d over: %s", gid, g.status.name)
                 continue
-            if self.guard.pending(gid, g):
-                continue
-            move = self._move(gid, g, now)
+            move = self.guard.play(gid, g, lambda: self._move(gid, g, now))
             if move is not None:
-                self.guard.sent(gid, g)
                 sent.append(move)
-        if d.credits(self.address) > 0:
-            sent.append(Move("claim", -1, bytes(d.claim(self.key))))
+        claimed = claim_credits(d, self.key, self.address)
+        if claimed is not None:
+            sent.append(claimed)
         self.moves.extend(sent)
         return sent
+
+    def play(self) -> None:
+        """``step()`` with every move logged (the challenger process's round)."""
+        for move in self.step():
+            log.info("challenger: %s in game %d (tx 0x%s)", move.kind, move.game, move.tx.hex())
 
     def _await(self, tx: bytes) -> None:
         from l1_stub.client import TransactionReverted, revert_reason, wait_receipt
@@ -186,37 +189,6 @@ class Challenger:
         return Move("pick", gid, bytes(d.pick(self.key, gid, segment)))
 
 
-async def follow_and_challenge(replica: Any, challenger: Challenger, interval: float) -> None:
-    """Follow L1 with ``replica`` and let ``challenger`` move after each
-    round, forever; L1 reads and moves run in a worker thread, derivation on
-    the trio loop (so the replica's JSON-RPC sees whole blocks). Errors are
-    logged and retried with backoff."""
-    import trio
-
-    from node.node import Backoff
-
-    retry = Backoff(interval, 30.0)
-    while True:
-        try:
-            read = await trio.to_thread.run_sync(replica.read_l1)
-            replica._prepare(read)
-            for batch in read["batches"]:
-                replica.derive(batch)
-                await trio.lowlevel.checkpoint()
-            moves = await trio.to_thread.run_sync(challenger.step)
-        except Exception as exc:  # keep going: L1 down, a move reverted...
-            delay = retry.failed(exc)
-            replica.error = retry.error
-            log.warning("challenger: %s (retry in %.1f s)", exc, delay)
-            await trio.sleep(delay)
-            continue
-        retry.succeeded()
-        replica.error = None
-        for move in moves:
-            log.info("challenger: %s in game %d (tx 0x%s)", move.kind, move.game, move.tx.hex())
-        await trio.sleep(interval)
-
-
 def run_challenger(config: Any, key: bytes, mode: str = "honest", ready: Any = None) -> None:
     """The ``derivnet challenger`` process: a replica (serving its read-only
     JSON-RPC) and a challenger with ``key`` playing every game it opens.
@@ -233,8 +205,7 @@ def run_challenger(config: Any, key: bytes, mode: str = "honest", ready: Any = N
         async def main() -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve_jsonrpc, replica.app, config.host, config.port)
-                nursery.start_soon(follow_and_challenge, replica, challenger,
-                                   config.poll_interval)
+                nursery.start_soon(replica.follow, challenger.play)
                 if ready is not None:
                     ready(challenger)
 

@@ -98,6 +98,23 @@ class MoveGuard:
 
         self._sent[gid] = (self._position(g), time.monotonic())
 
+    def play(self, gid: int, g: GameState, move: Callable[[], Move | None]) -> Move | None:
+        """``move()`` unless a move for this position may still land; the
+        move it returns (if any) is remembered."""
+        if self.pending(gid, g):
+            return None
+        made = move()
+        if made is not None:
+            self.sent(gid, g)
+        return made
+
+
+def claim_credits(disputes: DisputeClient, key: bytes, address: str) -> Move | None:
+    """Withdraw the bonds ``address`` won or got back, if any (``claim``)."""
+    if disputes.credits(address) > 0:
+        return Move("claim", -1, bytes(disputes.claim(key)))
+    return None
+
 
 class Defender:
     """Moves for the defender (the sequencer key ``key``).
@@ -136,16 +153,13 @@ class Defender:
                 continue
             if still_active is None:
                 still_active = gid
-            if self.guard.pending(gid, g):
-                continue
-            move = self._move(gid, g, now)
+            move = self.guard.play(gid, g, lambda: self._move(gid, g, now))
             if move is not None:
-                self.guard.sent(gid, g)
                 sent.append(move)
         self.first_active = count if still_active is None else still_active
-        credit = d.credits(self.address)
-        if credit > 0:
-            sent.append(Move("claim", -1, bytes(d.claim(self.key))))
+        claimed = claim_credits(d, self.key, self.address)
+        if claimed is not None:
+            sent.append(claimed)
         self.moves.extend(sent)
         return sent
 
