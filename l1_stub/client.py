@@ -877,7 +877,10 @@ def _stale_connection_retry() -> Any:
     class StaleConnectionRetry(Retry):
         def increment(self, *args: Any, **kwargs: Any) -> Retry:
             if isinstance(kwargs.get("error"), ReadTimeoutError):
-                return super().new(read=False).increment(*args, **kwargs)
+                # urllib3's own increment on a copy that may not retry reads:
+                # it re-raises the timeout (calling this override again
+                # recursed without end and overflowed the C stack)
+                return Retry.increment(self.new(read=False), *args, **kwargs)
             return super().increment(*args, **kwargs)
 
     return StaleConnectionRetry(total=3, connect=3, read=3, status=0, other=0, redirect=0,
