@@ -64,6 +64,9 @@ _DEPOSIT = b"R:d:"  # queue index u64 -> account(20) | amount u128 | running has
 _DEPOSIT_SCAN = b"R:dscan"  # last L1 block whose DepositQueued logs are stored
 
 
+LOG_PAGE_BLOCKS = 500  # L1 blocks per eth_getLogs call
+
+
 class ReplicaError(ValueError):
     """The replica cannot start: L1 has no Rollup for this genesis, the genesis
     root or chain ids differ from L1's, or the datadir belongs to another chain."""
@@ -300,17 +303,20 @@ class Replica:
                    ) -> tuple[list[tuple[QueuedDeposit, bytes]], list[PostedBatch]]:
         """The Rollup's DepositQueued entries (with running hashes) and its
         BatchSubmitted batches of index ``first_batch <= index < batch_count``
-        (with their calldata) in L1 blocks ``from_block..at``, from one
-        ``eth_getLogs``. An index deleted and posted again takes the later
-        submission; one deleted and not posted again (``>= batch_count``) is
-        left out."""
+        (with their calldata) in L1 blocks ``from_block..at``, read with one
+        ``eth_getLogs`` per ``LOG_PAGE_BLOCKS`` L1 blocks (a long history in
+        one call can outlast the connection's timeout). An index deleted and
+        posted again takes the later submission; one deleted and not posted
+        again (``>= batch_count``) is left out."""
         rollup = self.rollup.rollup
         deposit_event = rollup.events.DepositQueued
         batch_event = rollup.events.BatchSubmitted
         topics = {bytes.fromhex(deposit_event.topic[2:]): deposit_event,
                   bytes.fromhex(batch_event.topic[2:]): batch_event}
-        logs = self.w3.eth.get_logs({"address": self.deployment.rollup,
-                                     "fromBlock": from_block, "toBlock": at})
+        logs = []
+        for start in range(from_block, at + 1, LOG_PAGE_BLOCKS):
+            logs += self.w3.eth.get_logs({"address": self.deployment.rollup, "fromBlock": start,
+                                          "toBlock": min(at, start + LOG_PAGE_BLOCKS - 1)})
         deposits = []
         chosen: dict[int, Any] = {}
         for raw in logs:
