@@ -40,7 +40,6 @@ from prover.osp import (
     compile_with_imports,
     deploy_compiled,
     deploy_prover,
-    fill_available,
 )
 from prover.witness import step_witness, tree_witness
 
@@ -413,9 +412,8 @@ def draw_fill(data: st.DataObject, state: State, timestamp: int) -> Fill:
 
 def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transaction:
     """A transaction for ``state``: valid half the time, else with one
-    rule's failure (every rule of the type can be drawn). Fills only with
-    OneStepFill present."""
-    kinds = ["deposit", "oracle", "withdraw", "list"] + (["fill"] * 2 if fill_available() else [])
+    rule's failure (every rule of the type can be drawn)."""
+    kinds = ["deposit", "oracle", "withdraw", "list", "fill", "fill"]
     kind = data.draw(st.sampled_from(kinds))
     if kind == "fill":
         return draw_fill(data, state, timestamp)
@@ -548,9 +546,6 @@ def test_multiproof_inserts_splits_updates_deletes(harness, data: st.DataObject)
 # ---------------------------------------------------------------- Fill
 
 
-FILL_SKIP = pytest.mark.skipif(not fill_available(), reason="needs OneStepFill (fill branch)")
-
-
 def _fill(maker: Signer, taker: Signer, maker_buys: bool, size: int, price: int,
           taker_price: int | None = None, market: int = ETH, expiry: int = NOW + 60,
           salt: int = 1) -> Fill:
@@ -560,7 +555,6 @@ def _fill(maker: Signer, taker: Signer, maker_buys: bool, size: int, price: int,
     return Fill(mo, maker.sign_order(DOMAIN, mo)[1], to, taker.sign_order(DOMAIN, to)[1], size, price)
 
 
-@FILL_SKIP
 def test_fill_steps_and_gas(env: Env) -> None:
     state = new_state()
     u0, u3 = USERS[0], USERS[3]
