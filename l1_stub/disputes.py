@@ -176,19 +176,13 @@ def step_leaf(timestamp: int, tx: bytes) -> bytes:
 def step_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """Siblings (bottom-up) of leaf ``index`` in the batch commitment: the
     Merkle tree of ``leaves`` padded with zero leaves to the next power of
-    two (docs/protocol.md "Merkle root of a list"); empty for one leaf."""
+    two (docs/protocol.md "Merkle root of a list"); empty for one leaf.
+    Raises IndexError for a step outside the batch."""
+    from node.merkle import merkle_proof
+
     if not 0 <= index < len(leaves):
         raise IndexError(f"step {index} not in a batch of {len(leaves)} steps")
-    width = 1
-    while width < len(leaves):
-        width *= 2
-    level = [bytes(x) for x in leaves] + [ZERO] * (width - len(leaves))
-    out = []
-    while len(level) > 1:
-        out.append(level[index ^ 1])
-        level = [keccak(level[i] + level[i + 1]) for i in range(0, len(level), 2)]
-        index //= 2
-    return out
+    return merkle_proof([bytes(x) for x in leaves], index)
 
 
 # ---------------------------------------------------------------- client
