@@ -201,6 +201,12 @@ def test_malicious_challenger_loses_and_the_batch_finalizes(harness) -> None:
     assert all(r["picked"]["segment"] == "0x0" for r in shown["rounds"])  # it always picks 0
     assert int(shown["gasUsed"], 16) > 0
     assert h.client.call("l2_getDispute", "0x5") is None
+    from node.client import RpcError
+
+    for bad in ("zero", -1, "0x" + "f" * 80):
+        with pytest.raises(RpcError) as info:
+            h.client.call("l2_getDispute", bad)
+        assert info.value.code == -32602
     assert h.client.call("l2_getDisputes")[0]["status"] == "defender_won"
     import subprocess
     import sys
