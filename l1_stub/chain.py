@@ -208,6 +208,62 @@ class _Backend(PyEVMBackend):
             chain = chain_class(db)
         self.chain = chain
 
+    # -- lookups -------------------------------------------------------
+    #
+    # eth-tester finds a transaction by scanning every block from the head
+    # back to genesis (O(chain length) per receipt, and eth_getLogs asks for
+    # every receipt of its range: ~20 ms per transaction on a devnet's
+    # history). py-evm keeps a hash -> (block, index) lookup for canonical
+    # transactions; use it, and decode a block's receipts once per block.
+
+    def _find_transaction(self, transaction_hash: bytes) -> tuple[Any, Any, int]:
+        """(block, transaction, index) of a pending or canonical transaction;
+        eth_tester's TransactionNotFound if neither."""
+        from eth.exceptions import TransactionNotFound as EvmTransactionNotFound
+        from eth_tester.exceptions import TransactionNotFound
+
+        pending = self.chain.get_block()
+        for index, tx in enumerate(pending.transactions):
+            if tx.hash == transaction_hash:
+                return pending, tx, index
+        try:
+            number, index = self.chain.chaindb.get_transaction_index(transaction_hash)
+        except EvmTransactionNotFound:
+            raise TransactionNotFound(
+                f"No transaction found for transaction hash: 0x{bytes(transaction_hash).hex()}"
+            ) from None
+        block = self.chain.get_canonical_block_by_number(number)
+        return block, block.transactions[index], index
+
+    def _block_receipts(self, block: Any) -> Any:
+        """The receipts of a mined block, decoded once (blocks are immutable;
+        keyed by hash, so a changed canonical chain cannot be served stale)."""
+        cache = self.__dict__.setdefault("_receipts_cache", {})
+        receipts = cache.get(block.hash)
+        if receipts is None:
+            receipts = block.get_receipts(self.chain.chaindb)
+            if len(cache) >= 256:
+                cache.pop(next(iter(cache)))
+            cache[block.hash] = receipts
+        return receipts
+
+    def get_transaction_by_hash(self, transaction_hash):
+        from eth_tester.backends.pyevm.serializers import serialize_transaction
+
+        block, transaction, index = self._find_transaction(transaction_hash)
+        is_pending = block.number == self.chain.get_block().number
+        return serialize_transaction(block, transaction, index, is_pending)
+
+    def get_transaction_receipt(self, transaction_hash):
+        from eth_tester.backends.pyevm.serializers import serialize_transaction_receipt
+
+        block, transaction, index = self._find_transaction(transaction_hash)
+        is_pending = block.number == self.chain.get_block().number
+        receipts = (block.get_receipts(self.chain.chaindb) if is_pending
+                    else self._block_receipts(block))
+        return serialize_transaction_receipt(
+            block, receipts, transaction, index, is_pending, self.chain.get_vm())
+
     # -- calls ---------------------------------------------------------
 
     def _max_available_gas(self) -> int:
@@ -373,6 +429,47 @@ class _Tester(EthereumTester):
         if self.auto_mine_transactions:
             self.mine_block()
         return tx_hash
+
+    def get_logs(self, from_block=None, to_block=None, address=None, topics=None):
+        """eth_getLogs with eth-tester's inputs, filter and output, read
+        straight from each block's receipts (decoded once per block) and
+        skipping mined blocks whose logs bloom rules the address out;
+        eth-tester serializes a whole receipt per transaction of the range."""
+        from eth_bloom import BloomFilter
+        from eth_tester.backends.pyevm.serializers import serialize_log
+        from eth_tester.utils.filters import check_if_log_matches
+
+        self.validator.validate_inbound_filter_params(
+            from_block=from_block, to_block=to_block, address=address, topics=topics)
+        raw_from, raw_to, raw_address, raw_topics = self.normalizer.normalize_inbound_filter_params(
+            from_block=from_block, to_block=to_block, address=address, topics=topics)
+        lower = raw_from if isinstance(raw_from, int) else self.get_block_by_number(
+            "latest" if raw_from is None else raw_from)["number"]
+        upper = raw_to if isinstance(raw_to, int) else self.get_block_by_number(
+            "latest" if raw_to is None else raw_to)["number"]
+        addresses = (None if raw_address is None else
+                     (raw_address,) if isinstance(raw_address, bytes) else tuple(raw_address))
+        backend = self.backend
+        chain = backend.chain
+        pending = chain.get_block()
+        logs = []
+        for number in range(lower, upper + 1):
+            is_pending = number == pending.number
+            if is_pending:
+                block, receipts = pending, pending.get_receipts(chain.chaindb)
+            else:
+                block = chain.get_canonical_block_by_number(number)
+                if addresses is not None:
+                    bloom = BloomFilter(block.header.bloom)
+                    if not any(a in bloom for a in addresses):
+                        continue
+                receipts = backend._block_receipts(block)
+            for index, (tx, receipt) in enumerate(zip(block.transactions, receipts, strict=True)):
+                for log_index, log_entry in enumerate(receipt.logs):
+                    entry = serialize_log(block, tx, index, log_entry, log_index, is_pending)
+                    if check_if_log_matches(entry, raw_from, raw_to, raw_address, raw_topics):
+                        logs.append(self.normalizer.normalize_outbound_log_entry(entry))
+        return tuple(logs)
 
 
 def _int_param(params: Any, index: int, name: str, default: int | None = None) -> int:

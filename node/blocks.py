@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import rlp
 from eth_abi import encode as abi_encode
+from rlp.codec import encode_raw
 
 from node.crypto import ZERO_HASH, keccak
 from node.merkle import merkle_root
@@ -76,12 +77,14 @@ class Block:
     def encode(self) -> bytes:
         """Storage encoding (RLP)."""
         h = self.header
-        return rlp.encode(
+        # rlp's raw encoder on bytes only (ints as big-endian, 0 as b""): the
+        # same bytes as rlp.encode, without inferring a sedes per item
+        return encode_raw(
             [
-                [h.number, h.parent_hash, h.timestamp, h.l1_origin, h.tx_root,
-                 h.receipts_root, h.state_root],
+                [_int(h.number), h.parent_hash, _int(h.timestamp), _int(h.l1_origin),
+                 h.tx_root, h.receipts_root, h.state_root],
                 list(self.txs),
-                [[r.tx_hash, int(r.success), r.error.encode(), r.message.encode()]
+                [[r.tx_hash, b"\x01" if r.success else b"", r.error.encode(), r.message.encode()]
                  for r in self.receipts],
             ]
         )
@@ -131,3 +134,8 @@ def make_header(
 def genesis_block(state_root: bytes) -> Block:
     """Block 0: no transactions, the genesis state root, parent hash zero."""
     return Block(make_header(0, ZERO_HASH, 0, 0, (), (), state_root), (), ())
+
+
+def _int(value: int) -> bytes:
+    """RLP's big-endian integer bytes (0 is empty)."""
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")

@@ -12,7 +12,7 @@ records failed transactions as failed receipts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,7 @@ class Chain:
         self.head = self.block(int.from_bytes(head, "big"))
         self.state = State(self.tree, self.head.header.state_root)
         self.pending_txs: list[bytes] = []
+        self.pending_decoded: list[Transaction | None] = []  # as applied, for _store
         self.pending_receipts: list[Receipt] = []
         self.pending_timestamp = self.head.header.timestamp
 
@@ -170,6 +171,7 @@ class Chain:
         apply_transaction(self.state, tx, self.pending_timestamp, self.domain)
         receipt = Receipt(tx_hash(encoded), True)
         self.pending_txs.append(encoded)
+        self.pending_decoded.append(tx)
         self.pending_receipts.append(receipt)
         return receipt
 
@@ -195,8 +197,10 @@ class Chain:
             tuple(self.pending_txs),
             tuple(self.pending_receipts),
             root,
+            self.pending_decoded,
         )
         self.pending_txs = []
+        self.pending_decoded = []
         self.pending_receipts = []
         return block
 
@@ -209,9 +213,10 @@ class Chain:
         if timestamp < self.head.header.timestamp:
             raise InvalidBlock("block timestamp goes backwards")
         encoded = tuple(txs)
-        receipts = execute_txs(self.state, timestamp, encoded, self.domain)
+        decoded: list[Transaction | None] = []
+        receipts = execute_txs(self.state, timestamp, encoded, self.domain, decoded)
         root = self.state.commit()
-        return self._store(timestamp, l1_origin, encoded, tuple(receipts), root)
+        return self._store(timestamp, l1_origin, encoded, tuple(receipts), root, decoded)
 
     def _store(
         self,
@@ -220,7 +225,10 @@ class Chain:
         txs: tuple[bytes, ...],
         receipts: tuple[Receipt, ...],
         root: bytes,
+        decoded: Sequence[Transaction | None] | None = None,
     ) -> Block:
+        """Store a block on the head (one LevelDB batch). ``decoded``: the
+        transactions as the STF decoded them (else decoded again here)."""
         number = self.head.number + 1
         header = make_header(number, self.head.hash, timestamp, l1_origin, txs, receipts, root)
         block = Block(header, txs, receipts)
@@ -236,7 +244,7 @@ class Chain:
             for i, r in enumerate(receipts):
                 batch.put(b"t:" + r.tx_hash, _u64(number) + i.to_bytes(4, "big"))
                 if r.success and txs[i][0] == TX_FILL:
-                    fill = decode_tx(txs[i])
+                    fill = decoded[i] if decoded is not None else decode_tx(txs[i])
                     for order in (fill.maker, fill.taker):  # type: ignore[union-attr]
                         h = order_hash(self.domain, order)
                         batch.put(b"o:" + h + r.tx_hash, b"")
@@ -292,6 +300,7 @@ class Chain:
         self.head = target
         self.state = State(self.tree, root)
         self.pending_txs = []
+        self.pending_decoded = []
         self.pending_receipts = []
         self.pending_timestamp = target.header.timestamp
         return dropped

@@ -117,10 +117,16 @@ class LevelDB:
 
     With ``sync=True`` (the default) single puts and committed batches are
     fsynced before returning, so they survive a kill -9 or power loss.
+
+    Tuned for a Merkle tree's writes (most keys and values are hashes): no
+    compression (hashes do not compress; snappy only cost CPU) and a 64 MiB
+    memtable, so background compaction rewrites far less (it took a whole
+    core beside a replica deriving at full speed with the defaults).
     """
 
     def __init__(self, path: str, sync: bool = True) -> None:
-        self._db = plyvel.DB(str(path), create_if_missing=True)
+        self._db = plyvel.DB(str(path), create_if_missing=True, compression=None,
+                             write_buffer_size=64 << 20, lru_cache_size=64 << 20)
         self._sync = sync
 
     def get(self, key: bytes) -> bytes | None:

@@ -30,7 +30,7 @@ from node.eip712 import Domain
 from node.exceptions import InvalidBlock, InvalidTransaction
 from node.state import State
 from node.stf import apply_transaction
-from node.transactions import BODY_BYTES, TX_DEPOSIT, DecodeError, decode_tx, tx_hash
+from node.transactions import BODY_BYTES, TX_DEPOSIT, DecodeError, Transaction, decode_tx, tx_hash
 
 MALFORMED = "MalformedTransaction"
 """Receipt error of a transaction whose type and size are right (so the Rollup
@@ -196,21 +196,28 @@ def check_timestamps(blocks: Sequence[BatchBlock], parent_timestamp: int) -> Non
 
 # -- execution -----------------------------------------------------------------
 def execute_txs(state: State, timestamp: int, txs: Iterable[bytes],
-                domain: Domain) -> list[Receipt]:
+                domain: Domain, decoded: list[Transaction | None] | None = None
+                ) -> list[Receipt]:
     """Apply encoded transactions in order at block ``timestamp`` (unix s) with
     the STF; one receipt each. A transaction that breaks a rule (or does not
-    decode: error ``MalformedTransaction``) changes nothing. Does not commit."""
+    decode: error ``MalformedTransaction``) changes nothing. Does not commit.
+    With ``decoded``, each decoded transaction (None if it does not decode)
+    is appended to it, so callers need not decode again."""
     receipts = []
     for raw in txs:
         h = tx_hash(raw)
+        tx = None
         try:
-            apply_transaction(state, decode_tx(raw), timestamp, domain)
+            tx = decode_tx(raw)
+            apply_transaction(state, tx, timestamp, domain)
         except InvalidTransaction as exc:
             receipts.append(Receipt(h, False, exc.rule, str(exc)))
         except DecodeError as exc:
             receipts.append(Receipt(h, False, MALFORMED, str(exc)))
         else:
             receipts.append(Receipt(h, True))
+        if decoded is not None:
+            decoded.append(tx)
     return receipts
 
 

@@ -105,9 +105,21 @@ def order_struct_hash(order: Order) -> bytes:
     )
 
 
+_ORDER_HASHES: dict[tuple[Domain, Order], bytes] = {}
+_ORDER_HASHES_SIZE = 1 << 16
+
+
 def order_hash(domain: Domain, order: Order) -> bytes:
-    """The order hash: the EIP-712 digest of ``order`` (32 bytes)."""
-    return domain.digest(order_struct_hash(order))
+    """The order hash: the EIP-712 digest of ``order`` (32 bytes). Memoized
+    on the whole (domain, order) value: the sequencer, the STF and the block
+    store hash the same order once."""
+    key = (domain, order)
+    h = _ORDER_HASHES.get(key)
+    if h is None:
+        if len(_ORDER_HASHES) >= _ORDER_HASHES_SIZE:
+            _ORDER_HASHES.clear()
+        h = _ORDER_HASHES[key] = domain.digest(order_struct_hash(order))
+    return h
 
 
 def cancel_digest(domain: Domain, account: bytes, target_hash: bytes) -> bytes:

@@ -21,6 +21,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +50,9 @@ from node.eip712 import Domain
 from node.genesis import Genesis, parse_genesis
 from node.rpc import L2Api, RpcError, hexb, methods
 from node.server import JsonRpcApp, serve_jsonrpc
-from node.sigverify import Prefetcher, fill_signatures
+from node.sigverify import Prefetcher
 from node.smt import SparseMerkleTree
 from node.state import State
-from node.transactions import TX_FILL, DecodeError, decode_tx
 
 log = logging.getLogger("derivnet.replica")
 
@@ -149,7 +150,10 @@ class Replica:
         self.db: KeyValueDB
         if config.datadir:
             Path(config.datadir).mkdir(parents=True, exist_ok=True)
-            self.db = LevelDB(os.path.join(config.datadir, "replica"))
+            # no fsync: everything here derives again from L1, and LevelDB
+            # keeps each write batch atomic, so a power loss at worst rewinds
+            # the replica to an earlier consistent head (a kill -9 loses nothing)
+            self.db = LevelDB(os.path.join(config.datadir, "replica"), sync=False)
         else:
             self.db = MemoryDB()
         self._exit.callback(self.db.close)
@@ -199,6 +203,8 @@ class Replica:
         if config.sig_workers:
             self.prefetcher = Prefetcher(config.sig_workers)
             self._exit.callback(self.prefetcher.close)
+        self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-calldata")
+        self._exit.callback(self._fetcher.shutdown, cancel_futures=True)
         self.api = ReplicaApi(self)
         self.app = JsonRpcApp(methods(self.api))
         self.started_at = time.time()
@@ -300,10 +306,10 @@ class Replica:
                 "reset_deposits": reset, "batches": submissions}
 
     def _read_logs(self, from_block: int, at: int, first_batch: int, batch_count: int
-                   ) -> tuple[list[tuple[QueuedDeposit, bytes]], list[PostedBatch]]:
+                   ) -> tuple[list[tuple[QueuedDeposit, bytes]], list[Future[PostedBatch]]]:
         """The Rollup's DepositQueued entries (with running hashes) and its
         BatchSubmitted batches of index ``first_batch <= index < batch_count``
-        (with their calldata) in L1 blocks ``from_block..at``, read with one
+        (their calldata on its way: futures) in L1 blocks ``from_block..at``, read with one
         ``eth_getLogs`` per ``LOG_PAGE_BLOCKS`` L1 blocks (a long history in
         one call can outlast the connection's timeout). An index deleted and
         posted again takes the later submission; one deleted and not posted
@@ -328,22 +334,33 @@ class Replica:
             elif event is batch_event:
                 entry = batch_event().process_log(raw)
                 index = int(entry["args"]["index"])
-                key = (int(entry["blockNumber"]), int(entry["logIndex"]))
+                key = (int(entry["blockNumber"]), int(entry["transactionIndex"]),
+                       int(entry["logIndex"]))  # logIndex counts within a receipt here
                 if first_batch <= index < batch_count and (
                         index not in chosen or key > chosen[index][0]):
                     chosen[index] = (key, entry)
-        batches = []
-        for index in sorted(chosen):
-            entry = chosen[index][1]
-            args = entry["args"]
-            tx = self.w3.eth.get_transaction(entry["transactionHash"])
-            _fn, params = rollup.decode_function_input(tx["input"])
-            batches.append(PostedBatch(
-                index=index, first_block=int(args["first_block"]),
-                batch_data=bytes(params["batch_data"]), state_root=bytes(args["state_root"]),
-                tx_root=bytes(args["tx_root"]), deposit_end=int(args["deposit_end"]),
-                l1_block=int(entry["blockNumber"]), l1_tx=bytes(entry["transactionHash"])))
+        # calldata is fetched on a thread, in batch order, while earlier
+        # batches derive (``derive_batches`` waits for each in turn)
+        batches = [self._fetcher.submit(self._posted_batch, index, chosen[index][1])
+                   for index in sorted(chosen)]
         return deposits, batches
+
+    def _posted_batch(self, index: int, entry: Any) -> PostedBatch:
+        """The batch of one BatchSubmitted log entry, with its calldata read
+        from L1 (raw: web3's result formatters cost more than the request for
+        ~120 KB of calldata). Raises ConnectionError if L1 does not have it."""
+        args = entry["args"]
+        answer = self.w3.provider.make_request(
+            "eth_getTransactionByHash", ["0x" + bytes(entry["transactionHash"]).hex()])
+        if answer.get("error") or not answer.get("result"):
+            raise ConnectionError(f"batch {index}: its L1 transaction is not available "
+                                  f"({answer.get('error')})")
+        _fn, params = self.rollup.rollup.decode_function_input(answer["result"]["input"])
+        return PostedBatch(
+            index=index, first_block=int(args["first_block"]),
+            batch_data=bytes(params["batch_data"]), state_root=bytes(args["state_root"]),
+            tx_root=bytes(args["tx_root"]), deposit_end=int(args["deposit_end"]),
+            l1_block=int(entry["blockNumber"]), l1_tx=bytes(entry["transactionHash"]))
 
     def store_deposits(self, entries: list[tuple[QueuedDeposit, bytes]], scanned_to: int,
                        reset: bool = False) -> None:
@@ -411,31 +428,36 @@ class Replica:
         self.l1_snapshot = read["snapshot"]
         self.finalized_batch_count = read["snapshot"].finalized_batch_count
 
-    def derive_batches(self, batches: list[PostedBatch]) -> Iterator[bool]:
-        """Derive ``batches`` in order, yielding ``matches`` after each one
-        (the caller may answer RPC in between). With ``sig_workers``, the
+    def derive_batches(self, batches: list[Future[PostedBatch]]) -> Iterator[bool]:
+        """Derive ``batches`` (as ``read_l1`` gives them: their calldata may
+        still be on its way) in order, yielding ``matches`` after each one
+        (the caller may answer RPC in between). Blocks for each batch's
+        calldata; raises what reading it raised. With ``sig_workers``, the
         signatures of batch k+1 are recovered on worker processes while batch
         k executes (``node.sigverify.Prefetcher``)."""
-        jobs = self._prefetch(batches[0]) if batches else []
-        for k, batch in enumerate(batches):
-            if self.prefetcher is not None:
-                Prefetcher.collect(jobs)
-                if k + 1 < len(batches):
-                    jobs = self._prefetch(batches[k + 1])
-            yield self.derive(batch)
+        jobs: list[Any] = []
+        for k in range(len(batches)):
+            matches, jobs = self._derive_next(batches, k, jobs)
+            yield matches
+
+    def _derive_next(self, batches: list[Future[PostedBatch]], k: int, jobs: list[Any]
+                     ) -> tuple[bool, list[Any]]:
+        """Derive batch k of ``batches`` (k and k+1 resolved here if not yet);
+        ``jobs``: the signature jobs submitted for batch k, if any. Returns
+        (matches, the jobs submitted for batch k+1)."""
+        batch = batches[k].result()
+        if self.prefetcher is not None:
+            if k == 0:
+                jobs = self._prefetch(batch)
+            Prefetcher.collect(jobs)
+            jobs = self._prefetch(batches[k + 1].result()) if k + 1 < len(batches) else []
+        return self.derive(batch), jobs
 
     def _prefetch(self, batch: PostedBatch) -> list[Any]:
         if self.prefetcher is None:
             return []
-        fills = []
-        for block in split_blocks(batch.batch_data):
-            for raw in block.txs:
-                if raw[0] == TX_FILL:
-                    try:
-                        fills.append(decode_tx(raw))
-                    except DecodeError:
-                        pass
-        return self.prefetcher.submit(fill_signatures(self.domain, fills))
+        raw = [tx for block in split_blocks(batch.batch_data) for tx in block.txs]
+        return self.prefetcher.submit_raw(self.domain, raw)
 
     def apply_read(self, read: dict[str, Any]) -> int:
         """Apply one ``read_l1`` result (rollback, deposits, new batches);
@@ -460,8 +482,13 @@ class Replica:
             try:
                 read = await trio.to_thread.run_sync(self.read_l1)
                 self._prepare(read)
-                for _ in self.derive_batches(read["batches"]):
-                    await trio.lowlevel.checkpoint()  # answer RPC between batches
+                batches, jobs = read["batches"], []
+                for k in range(len(batches)):
+                    # wait for calldata off the event loop (an L1 that hangs
+                    # must not stop RPC), then derive; answer RPC in between
+                    await trio.to_thread.run_sync(futures_wait, batches[k:k + 2])
+                    _matches, jobs = self._derive_next(batches, k, jobs)
+                    await trio.lowlevel.checkpoint()
                 if after is not None:
                     await trio.to_thread.run_sync(after)
             except Exception as exc:  # keep serving; retry with backoff

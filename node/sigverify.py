@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from node.crypto import SignatureError, recover_address
 from node.eip712 import Domain, order_hash
-from node.transactions import Fill, Transaction
+from node.transactions import TX_FILL, DecodeError, Fill, Transaction, decode_tx
 
 _MEMO: OrderedDict[bytes, bytes | None] = OrderedDict()
 MEMO_SIZE = 1 << 18
@@ -55,8 +55,28 @@ def signer_of(digest: bytes, signature: bytes) -> bytes | None:
     return addr
 
 
-def _recover_many(pairs: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
-    return [_recover(d, s) for d, s in pairs]
+Recovered = list[tuple[bytes, bytes, bytes | None]]
+
+
+def _recover_many(pairs: Sequence[tuple[bytes, bytes]]) -> Recovered:
+    return [(d, s, _recover(d, s)) for d, s in pairs]
+
+
+def _recover_raw(domain: Domain, raw_txs: Sequence[bytes]) -> Recovered:
+    """Decode encoded transactions, hash the fills' orders and recover their
+    signers (all on a worker: the main process only seeds the memo)."""
+    return _recover_many(fill_signatures(domain, _decoded_fills(raw_txs)))
+
+
+def _decoded_fills(raw_txs: Iterable[bytes]) -> Iterable[Fill]:
+    for raw in raw_txs:
+        if raw and raw[0] == TX_FILL:
+            try:
+                tx = decode_tx(raw)
+            except DecodeError:
+                continue  # a malformed body is a no-op step; nothing to recover
+            if isinstance(tx, Fill):
+                yield tx
 
 
 def fill_signatures(domain: Domain, txs: Iterable[Transaction]) -> list[tuple[bytes, bytes]]:
@@ -69,7 +89,7 @@ def fill_signatures(domain: Domain, txs: Iterable[Transaction]) -> list[tuple[by
     return pairs
 
 
-Job = tuple[Sequence[tuple[bytes, bytes]], Future[list[bytes | None]]]
+Job = Future[Recovered]
 
 
 class Prefetcher:
@@ -85,13 +105,23 @@ class Prefetcher:
         self.pool = ProcessPoolExecutor(max_workers=self.workers)
 
     def submit(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[Job]:
+        """Recover the signers of (digest, signature) ``pairs``."""
         parts = [pairs[i:i + self.chunk] for i in range(0, len(pairs), self.chunk)]
-        return [(p, self.pool.submit(_recover_many, p)) for p in parts]
+        return [self.pool.submit(_recover_many, p) for p in parts]
+
+    def submit_raw(self, domain: Domain, raw_txs: Sequence[bytes]) -> list[Job]:
+        """Recover the signers of the fills among encoded transactions: the
+        workers also decode them and compute the order hashes. A body that
+        does not decode is skipped (the STF makes it a no-op)."""
+        step = self.chunk // 2  # two signatures a fill
+        parts = [raw_txs[i:i + step] for i in range(0, len(raw_txs), step)]
+        return [self.pool.submit(_recover_raw, domain, p) for p in parts]
 
     @staticmethod
     def collect(jobs: list[Job]) -> None:
-        for pairs, future in jobs:
-            for (digest, sig), signer in zip(pairs, future.result(), strict=True):
+        """Wait for ``jobs`` and seed the memo with their results."""
+        for future in jobs:
+            for digest, sig, signer in future.result():
                 remember(digest, sig, signer)
 
     def close(self) -> None:

@@ -226,8 +226,8 @@ def bench_replica(fills_target: int, accounts: int, sig_workers: int) -> dict[st
         calls = ([lambda: rollup.faucet(key, amount)] * accounts  # faucet cap: 1e13 a call
                  + [lambda: rollup.approve(key, amount * accounts)]
                  + [lambda who=who: rollup.deposit(key, who, amount) for who in addresses])
-        for i in range(0, len(calls), 100):  # 100 txs per L1 block (block gas limit)
-            sent = [call() for call in calls[i:i + 100]]
+        for i in range(0, len(calls), 25):  # py-evm rebuilds a pending block's tries per tx
+            sent = [call() for call in calls[i:i + 25]]
             l1.mine()
             for h in sent:
                 assert wait_receipt(w3, h, l1.mine)["status"] == 1

@@ -131,10 +131,15 @@ def run(steps: int = 1000, fault_at: int = 700, quiet: bool = False) -> dict[str
 
 def osp_gas(quiet: bool = False) -> dict[str, int]:
     """Gas of one ``prove_step`` per transaction type (eth_estimateGas, the
-    21,000 intrinsic gas and calldata included) on a small state: 2 genesis
-    markets, two funded traders with a position each."""
+    21,000 intrinsic gas and calldata included) on a small state (2 genesis
+    markets, two funded traders with a position each; ``osp_gas_<type>``) and
+    at the limits the state allows (64 markets, the fill's three accounts
+    holding a position in each; ``osp_gas_<type>_at_limits``)."""
     from node.stf import apply_transaction
     from node.state import symbol_bytes
+    from dataclasses import replace
+
+    from node.state import Position
     from node.transactions import Deposit, Fill, ListMarket, Order
     from prover.osp import OneStepProverClient, deploy_prover
     from prover.witness import step_witness
@@ -164,25 +169,46 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
     apply_transaction(state, fill(1), now, domain)
     state.commit()
     market = genesis.markets[0].market
-    cases = {
-        "Deposit": Deposit(2, alice.address, 10**6),
-        "Fill": fill(2),
-        "OraclePrice": oracle.oracle_price(domain, 1, 170_000, now),
-        "Withdraw": alice.withdraw(domain, alice.address, 10**6, 0),
-        "ListMarket": admin.list_market(domain, ListMarket(
-            3, symbol_bytes("SOL-USD"), market.price_decimals, market.size_decimals, 1, 1,
-            100_000, 50_000, 200, 500, 2_000, b"")),
-    }
-    out = {}
-    for name, tx in cases.items():
-        probe = State(tree, state.root)
-        witness = step_witness(probe, tx, now, domain)
-        post = prover.prove_step(state.root, now, tx, domain, witness)
-        check = State(tree, state.root)
-        apply_transaction(check, tx, now, domain)
-        assert post == check.commit(), f"{name}: the prover disagrees with the STF"
-        out[f"osp_gas_{name.lower()}"] = prover.gas(state.root, now, tx, domain, witness)
-        say(f"  one-step proof of a {name}: {out[f'osp_gas_{name.lower()}']:,} gas")
+
+    def cases(deposit_index: int, market_id: int) -> dict[str, Any]:
+        return {
+            "Deposit": Deposit(deposit_index, alice.address, 10**6),
+            "Fill": fill(2),
+            "OraclePrice": oracle.oracle_price(domain, 1, 170_000, now),
+            "Withdraw": alice.withdraw(domain, alice.address, 10**6, 0),
+            "ListMarket": admin.list_market(domain, ListMarket(
+                market_id, symbol_bytes(f"X{market_id}-USD"), market.price_decimals,
+                market.size_decimals, 1, 1, 100_000, 50_000, 200, 500, 2_000, b"")),
+        }
+
+    def measure(state: State, txs: dict[str, Any], suffix: str, label: str) -> dict[str, int]:
+        out = {}
+        for name, tx in txs.items():
+            probe = State(tree, state.root)
+            witness = step_witness(probe, tx, now, domain)
+            post = prover.prove_step(state.root, now, tx, domain, witness)
+            check = State(tree, state.root)
+            apply_transaction(check, tx, now, domain)
+            assert post == check.commit(), f"{name}: the prover disagrees with the STF"
+            key = f"osp_gas_{name.lower()}{suffix}"
+            out[key] = prover.gas(state.root, now, tx, domain, witness)
+            say(f"  one-step proof of a {name}{label}: {out[key]:,} gas")
+        return out
+
+    out = measure(state, cases(2, 3), "", "")
+    # the worst case the state allows: 63 markets listed (the ListMarket makes
+    # 64), and the three accounts a fill touches holding a position in each
+    limits = State(tree, state.root)
+    for i in range(3, 64):
+        limits.set_market(replace(market, id=i, oracle_price=1_000 + i, oracle_time=now))
+        limits.set_symbol(i, symbol_bytes(f"M{i}-USD"))
+    for who, sign in ((alice.address, 1), (bob.address, -1), (genesis.fee_account, 1)):
+        acc = limits.account(who)
+        held = tuple(Position(m, sign * 10_000, sign * 10**7) for m in range(1, 64))
+        limits.set_account(who, replace(acc, collateral=10**15, positions=held))
+    limits.commit()
+    out.update(measure(limits, cases(2, 64), "_at_limits",
+                       " at the limits (64 markets, 64 positions x 3 accounts)"))
     return out
 
 

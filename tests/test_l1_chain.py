@@ -645,3 +645,58 @@ def test_view_calls_work_while_the_pending_block_is_full() -> None:
         send_transaction(w3, l1.dev_keys[7], to=None, data=b"\xfe", gas=gas_limit)
         assert rollup.batch_count() == 0 and rollup.frozen() is False
         assert rollup.snapshot().batch_count == 0
+
+
+def test_indexed_lookups_and_logs_agree_with_eth_tester(tmp_path):
+    """Receipts and transactions come from py-evm's hash index and eth_getLogs
+    reads each block's receipts once (skipping blocks by bloom): the answers
+    are eth-tester's own, for mined, pending and unknown transactions, also
+    after the datadir is reopened."""
+    from eth_tester import EthereumTester
+    from eth_tester.exceptions import TransactionNotFound as TesterNotFound
+
+    from node.db import MemoryDB
+    from node.genesis import load_genesis
+    from node.smt import ZERO_HASH, SparseMerkleTree
+
+    genesis = load_genesis()
+    root0 = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, genesis.leaves())
+    with EmbeddedL1(datadir=str(tmp_path / "l1")) as l1:
+        key = l1.dev_keys[0]
+        dep = deploy(l1.w3, key, "0x" + genesis.sequencer.hex(), root0, genesis.l2_chain_id,
+                     mine=l1.mine)
+        rollup = RollupClient(l1.w3, dep)
+        sent = []
+        for b in range(4):
+            sent += [rollup.faucet(key, 10**6 + i) for i in range(3)]
+            sent.append(rollup.approve(key, 10**7))
+            sent.append(rollup.deposit(key, bytes([b + 1]) * 20, 10**5))
+            l1.mine()
+            l1.mine()  # an empty block between
+        pending = rollup.faucet(key, 5)
+        filters = [dict(from_block=0, to_block="latest"),
+                   dict(from_block=0, to_block="latest", address=dep.rollup),
+                   dict(from_block=3, to_block=9, address=[dep.rollup, dep.usdc]),
+                   dict(from_block="latest", to_block="latest"),
+                   dict(from_block=0, address=dep.usdc,
+                        topics=["0x" + l1.w3.keccak(text="Transfer(address,address,uint256)").hex()
+                                .removeprefix("0x")])]
+        tester = l1.tester
+        with l1.lock:
+            expected = [list(EthereumTester.get_logs(tester, **f)) for f in filters]
+            assert [list(tester.get_logs(**f)) for f in filters] == expected
+            assert all(isinstance(tester.get_logs(**f), tuple) for f in filters)
+            # per round: 3 mints, an approval, a deposit (a USDC transfer + DepositQueued)
+            assert [len(e) for e in expected][:2] == [4 * 6, 4]
+            assert tester.get_transaction_by_hash(pending.to_0x_hex())["block_number"] is None
+            with pytest.raises(TesterNotFound):
+                tester.get_transaction_by_hash("0x" + "ab" * 32)
+        with pytest.raises(TransactionNotFound):  # pending: no receipt yet
+            l1.w3.eth.get_transaction_receipt(pending)
+        receipts = [l1.w3.eth.get_transaction_receipt(h) for h in sent]
+        assert [r["status"] for r in receipts] == [1] * len(sent)
+        assert [r["transactionIndex"] for r in receipts[:5]] == list(range(5))
+    with EmbeddedL1(datadir=str(tmp_path / "l1")) as l1:
+        assert [l1.w3.eth.get_transaction_receipt(h) for h in sent] == receipts
+        with l1.lock:
+            assert [list(l1.tester.get_logs(**f)) for f in filters] == expected
