@@ -739,7 +739,7 @@ def dashboard_view(bots: Bots, remaining: float) -> Any:
                      _dec(int(t["price"]), pd), _dec(int(t["size"]), sd),
                      style="green" if t["takerSide"] == "buy" else "red")
     table = Table(title="bots")
-    for col in ("bot", "position", "PnL (USDC)", "orders", "errors"):
+    for col in ("bot", "position", "PnL (USDC)", "orders", "rejected"):
         table.add_column(col, justify="left" if col == "bot" else "right")
     for b, acc in accounts:
         table.add_row(b.name, _dec(_position(acc, v.market_id), sd),
@@ -791,7 +791,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(k, str(v))
     console.print(table)
     bots = Table(title="bots")
-    for col in ("bot", "address", "fills", "orders", "errors", "position", "PnL (USDC)"):
+    for col in ("bot", "address", "fills", "orders", "rejected", "position", "PnL (USDC)"):
         bots.add_column(col, justify="left" if col in ("bot", "address") else "right")
     for b in summary["bots"]:
         bots.add_row(b["bot"], b["address"], str(b["fills"]), str(b["orders"]), str(b["errors"]),
@@ -799,7 +799,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(bots)
     del pd
     for e in summary["errors"]:
-        console.print(f"[yellow]last error of {e}[/yellow]")
+        console.print(f"[yellow]last rejection of {e}[/yellow]")
 
 
 def run_bots(opts: BotOptions, l1_rpc: str | None = None, dashboard: bool = True,
