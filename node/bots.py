@@ -34,6 +34,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -295,10 +296,20 @@ class Bot(threading.Thread):
         self.rng = rng
 
     def run(self) -> None:
+        import httpx
+
         try:
             while not self.stop_event.is_set():
-                self.stop_event.wait(self.step())
-            self.finish()
+                try:
+                    wait = self.step()
+                except httpx.HTTPError as exc:  # the node is busy or restarting: retry
+                    self.note_error(f"{type(exc).__name__}: {exc}")
+                    wait = 1.0
+                self.stop_event.wait(wait)
+            try:
+                self.finish()
+            except httpx.HTTPError as exc:
+                self.note_error(f"{type(exc).__name__}: {exc}")
         finally:
             self.client.close()
 
@@ -563,9 +574,12 @@ class Bots:
         self.client.close()
 
 
-def setup(opts: BotOptions, w3: Any, client: L2Client) -> Bots:
+def setup(opts: BotOptions, w3: Any, client: L2Client,
+          say: Callable[[str], None] = lambda line: None) -> Bots:
     """Check the options against the node, fund the bots' accounts through
-    L1 deposits and build the bots (not started). Raises BotsError."""
+    L1 deposits and build the bots (not started); ``say`` gets progress
+    lines. Raises BotsError (bad options, not a devnet) or ValueError (a bad
+    tape line)."""
     from node.replay import fund_accounts
 
     if opts.makers < 0 or opts.takers < 0 or opts.makers + opts.takers == 0:
@@ -596,6 +610,7 @@ def setup(opts: BotOptions, w3: Any, client: L2Client) -> Bots:
     names = [f"maker{i + 1}" for i in range(opts.makers)] + \
         [f"taker{i + 1}" for i in range(opts.takers)]
     accounts = [BotAccount(n, Signer(keys[FIRST_BOT_ACCOUNT + i])) for i, n in enumerate(names)]
+    say(f"funding {len(accounts)} bots through L1 deposits...")
     fund_accounts(client, w3, [(a.signer, MAKER_FUNDING if a.name.startswith("maker")
                                 else TAKER_FUNDING) for a in accounts], opts.timeout)
     view.oracle_price = int(market["oraclePrice"])
@@ -815,9 +830,7 @@ def run_bots(opts: BotOptions, l1_rpc: str | None = None, dashboard: bool = True
     console = Console()
     with L2Client(opts.rpc, timeout=opts.timeout) as client, \
             connect(l1_rpc or client.config["l1_rpc_url"]) as w3:
-        if not as_json:
-            console.print(f"funding {opts.makers + opts.takers} bots through L1 deposits...")
-        bots = setup(opts, w3, client)
+        bots = setup(opts, w3, client, say=(lambda line: None) if as_json else console.print)
         try:
             bots.start()
             end = bots.started + opts.duration

@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 
 from node.bots import BotAccount, MarketFeed, MarketMaker, MarketView
+from node.cli import main
 from node.client import L2Client, quantity
 from node.signing import Signer, dev_keys
 from tests.devnet_process import ROOT, DevnetProcess
@@ -113,10 +115,12 @@ def test_ctrl_c_ends_with_the_summary(devnet: DevnetProcess) -> None:
 
 
 def test_bad_options_are_one_line(devnet: DevnetProcess) -> None:
-    run = subprocess.run(bots_cmd(devnet, "--market", "DOGE-USD", "--duration", "1"),
-                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
-    assert run.returncode == 1
-    assert run.stderr.strip() == "Error: the node has no market DOGE-USD (see `derivnet markets`)"
+    result = CliRunner().invoke(main, ["bots", *bots_cmd(devnet, "--market", "DOGE-USD")[4:]])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: the node has no market DOGE-USD (see `derivnet markets`)"
+    result = CliRunner().invoke(main, ["bots", "--makers", "5", "--takers", "3", "--rpc",
+                                       devnet.url])
+    assert result.exit_code == 1 and "at most 7 bots" in result.output
 
 
 def test_quotes_skew_against_inventory() -> None:
