@@ -297,6 +297,9 @@ def bots(makers: int, takers: int, duration: float, rpc: str, l1_rpc: str | None
                       oracle=oracle_mode, tape=tape, seed=seed)
     try:
         summary = run_bots(opts, l1_rpc, dashboard=not no_dashboard, as_json=as_json)
+    except KeyboardInterrupt:  # while funding, before any trading
+        click.echo("interrupted")
+        return
     except (BotsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except TimeoutError as exc:

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import sys
 import time
 from collections.abc import Iterator
@@ -157,3 +158,31 @@ def test_feed_folds_book_snapshot_and_deltas() -> None:
     feed.apply({"channel": "markets", "type": "update", "id": None,
                 "contents": {"markets": [{"id": 1, "symbol": "ETH-USD", "oraclePrice": "166700"}]}})
     assert view.oracle_price == 166700 and quantity(view.market["id"]) == 1
+
+
+def test_feed_streams_and_polls_the_same_market(devnet: DevnetProcess) -> None:
+    with L2Client(devnet.url) as client:
+        market = next(m for m in client.call("l2_getMarkets") if m["symbol"] == "ETH-USD")
+        me = BotAccount("taker1", Signer(dev_keys(10)[5]))
+        polled, streamed = MarketView(market), MarketView(market)
+        for view in (polled, streamed):
+            view.bots[me.address] = BotAccount(me.name, me.signer)
+        MarketFeed(devnet.url, polled, threading.Event())._poll_once()
+        stop = threading.Event()
+        feed = MarketFeed(devnet.url, streamed, stop)
+        feed.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not (streamed.streaming and streamed.oracle_price
+                       and streamed.bots[me.address].account):
+                assert time.monotonic() < deadline, feed.error
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            feed.join(timeout=5)
+        assert feed.error is None
+        assert streamed.oracle_price == polled.oracle_price == int(
+            client.call("l2_getMarkets")[0]["oraclePrice"])
+        assert (streamed.bots[me.address].account["address"]
+                == polled.bots[me.address].account["address"] == me.address)
+        assert polled.heads["unsafe"] >= 0 and set(polled.heads) == set(streamed.heads)
