@@ -169,21 +169,26 @@ class MarketFeed(threading.Thread):
         self.poll_interval = poll_interval
         self.error: str | None = None
 
+    RETRY_STREAM = 10.0
+    """Seconds of polling before the WebSocket is tried again."""
+
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
                 self._stream()
-            except (OSError, TimeoutError) as exc:  # no WebSocket: poll instead
+            except (OSError, TimeoutError) as exc:  # no WebSocket: poll for a while
                 self.view.streaming = False
                 self.error = f"WebSocket: {exc}; polling"
-                self._poll_once()
-                self.stop_event.wait(self.poll_interval)
+                retry = time.monotonic() + self.RETRY_STREAM
+                while not self.stop_event.is_set() and time.monotonic() < retry:
+                    self._poll_once()
+                    self.stop_event.wait(self.poll_interval)
             except _Gap:
                 continue
 
     # -- streams ---------------------------------------------------------
     def _stream(self) -> None:
-        from websockets.exceptions import ConnectionClosed
+        from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
 
         url = "ws" + self.rpc[len("http"):] if self.rpc.startswith("http") else self.rpc
@@ -216,8 +221,8 @@ class MarketFeed(threading.Thread):
                         raise _Gap()
                     seqs[env["subscription"]] = env["seq"]
                     self.apply(env)
-        except ConnectionClosed as exc:
-            raise OSError(f"closed: {exc}") from None
+        except WebSocketException as exc:  # closed, or the server does not speak WebSocket
+            raise OSError(f"{type(exc).__name__}: {exc}") from None
 
     def apply(self, env: dict[str, Any]) -> None:
         """Fold one stream envelope into the view (docs: README "Streams")."""
@@ -344,6 +349,7 @@ class Oracle(Bot):
         self.last_ts = quantity(view.market.get("oracleTime", 0))
         self.posted = 0
         self.errors = 0
+        self.last_error = ""
 
     def next_price(self) -> int:
         tick = int(self.view.market["tickSize"])
@@ -371,7 +377,7 @@ class Oracle(Bot):
             self.posted += 1
         except RpcError as exc:
             self.errors += 1
-            self.note_error(exc)
+            self.last_error = exc.message
         return 1.0
 
 
@@ -379,7 +385,8 @@ class MarketMaker(Bot):
     """Quotes ``levels`` bids and asks around the oracle price.
 
     Best quotes sit ``spread_bps`` from the (skewed) mid, further levels
-    one more half-spread apart; sizes are ``size`` size units per level.
+    one more half-spread apart; the best level is ``size`` size units, each
+    further level half of that more.
     The mid is skewed against inventory: ``mid * (1 - skew_bps * position /
     max_position / 1e4)``. Quotes are cancelled and replaced (one JSON-RPC
     batch) when the oracle moves more than ``requote_bps``, when a quote
@@ -551,8 +558,8 @@ class Bots:
 
     def start(self) -> None:
         self.feed.start()
-        deadline = time.monotonic() + 10
-        while self.view.oracle_price == 0 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10  # the streams' snapshots, or polling
+        while not (self.view.streaming or self.feed.error) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.first_block = self.client.block_number() + 1
         self.started = time.monotonic()
@@ -652,8 +659,11 @@ def wind_down(bots: Bots, w3: Any, timeout: float) -> dict[str, Any]:
         time.sleep(0.1)
     fills, volume, per_bot = block_fills(client, bots.first_block, last_block,
                                          bots.view.market_id)
-    stats = {"fills": fills, "oracleUpdates": bots.oracle.posted}
+    stats = {"fills": fills, "oracleUpdates": bots.oracle.posted,
+             "oracleRejected": bots.oracle.errors}
     errors = [f"{b.name}: {b.last_error}" for b in bots.view.bots.values() if b.errors]
+    if bots.oracle.errors:
+        errors.append(f"oracle: {bots.oracle.last_error}")
     out = summarize(client, w3, bots.first_block, last_block, stats, errors,
                     len(bots.view.bots), fills, trading, time.monotonic() - bots.started)
     with bots.view.lock:
@@ -792,7 +802,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for k, v in [
         ("fills", summary["fills"]),
         ("volume", f"{_dec(int(summary['volume']), sd)} ({_usd(int(summary['volumeUsdc']))} USDC)"),
-        ("oracle updates", summary["oracleUpdates"]),
+        ("oracle updates", f"{summary['oracleUpdates']} ({summary['oracleRejected']} rejected)"),
         ("L2 blocks", f"{summary['blocks']} (#{summary['firstBlock']}..#{summary['lastBlock']})"),
         ("L1 batches", summary["batches"]),
         ("L1 gas", f"{summary['l1GasUsed']:,} ({summary['l1GasPerFill']} per fill)"),

@@ -116,6 +116,8 @@ def test_ctrl_c_ends_with_the_summary(devnet: DevnetProcess) -> None:
 
 
 def test_bad_options_are_one_line(devnet: DevnetProcess) -> None:
+    result = CliRunner().invoke(main, ["bots", "--help"])
+    assert result.exit_code == 0 and "--no-dashboard" in result.output
     result = CliRunner().invoke(main, ["bots", *bots_cmd(devnet, "--market", "DOGE-USD")[4:]])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: the node has no market DOGE-USD (see `derivnet markets`)"
