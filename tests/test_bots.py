@@ -188,3 +188,32 @@ def test_feed_streams_and_polls_the_same_market(devnet: DevnetProcess) -> None:
         assert (streamed.bots[me.address].account["address"]
                 == polled.bots[me.address].account["address"] == me.address)
         assert polled.heads["unsafe"] >= 0 and set(polled.heads) == set(streamed.heads)
+
+
+def test_dashboard_shows_book_trades_bots_and_heads() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from node.bots import Bots
+    from node.bots_view import dashboard_view
+
+    view = MarketView(dict(MARKET))
+    view.oracle_price, view.bids, view.asks = 166600, {166590: 20_000}, {166610: 5_000}
+    view.heads = {"unsafe": 12, "safe": 9, "finalized": 3}
+    view.trades.append({"blockNumber": "0xc", "takerSide": "buy", "price": "166610",
+                        "size": "2500"})
+    me = BotAccount("maker1", Signer(dev_keys(10)[3]), start_equity=1_000_000_000)
+    # sold 1 ETH at 1666.10 as a maker (fee 0.02%): the proceeds are collateral (cash model)
+    me.account = {"collateral": "2665766780", "positions": [
+        {"market": "0x1", "size": "-10000", "cost": "-1666100000", "oraclePrice": "166600"}]}
+    view.bots[me.address] = me
+    bots = Bots(None, None, view, None, [], [], None, None)  # type: ignore[arg-type]
+    console = Console(file=StringIO(), width=200)
+    console.print(dashboard_view(bots, 42))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    for shown in ("oracle 1666.00", "1665.90", "1666.10", "2.0000", "0.2500", "maker1",
+                  "-1.0000", "unsafe #12", "safe #9", "finalized #3", "42 s left"):
+        assert shown in text, (shown, text)
+    # equity 2665.77 - 1 ETH at the oracle's 1666.00 = 999.77 USDC, 1,000 at the start
+    assert "-0.23" in text
