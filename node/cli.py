@@ -270,6 +270,45 @@ def replay(tape: str, rpc: str, l1_rpc: str | None, market: str | None, takers: 
         sys.exit(1)
 
 
+@main.command()
+@click.option("--makers", default=2, show_default=True, type=click.IntRange(0, 7),
+              help="Market makers (dev accounts 3.., makers first).")
+@click.option("--takers", default=2, show_default=True, type=click.IntRange(0, 7),
+              help="Takers sending random marketable IOC orders.")
+@click.option("--duration", default=60.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds of trading (Ctrl-C ends earlier, with the summary).")
+@click.option("--rpc", default="http://127.0.0.1:8545", show_default=True, help="L2 JSON-RPC URL.")
+@click.option("--l1-rpc", default=None, help="L1 JSON-RPC URL (default: from l2_rollupConfig).")
+@click.option("--market", default="ETH-USD", show_default=True, help="Market symbol.")
+@click.option("--oracle", "oracle_mode", type=click.Choice(["tape", "walk"]), default="walk",
+              show_default=True, help="Oracle prices: the tape's prices or a random walk.")
+@click.option("--tape", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Tape CSV for --oracle tape (default: ../shared/data/ethusdt-trades-...).")
+@click.option("--seed", default=None, type=int, help="Random seed.")
+@click.option("--no-dashboard", is_flag=True, help="Print a status line every few seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def bots(makers: int, takers: int, duration: float, rpc: str, l1_rpc: str | None, market: str,
+         oracle_mode: str, tape: str | None, seed: int | None, no_dashboard: bool,
+         as_json: bool) -> None:
+    """Run market makers, takers and an oracle on a devnet, with a live dashboard."""
+    from node.bots import BotOptions, BotsError, run_bots
+
+    opts = BotOptions(makers=makers, takers=takers, duration=duration, rpc=rpc, market=market,
+                      oracle=oracle_mode, tape=tape, seed=seed)
+    try:
+        summary = run_bots(opts, l1_rpc, dashboard=not no_dashboard, as_json=as_json)
+    except KeyboardInterrupt:  # while funding, before any trading
+        click.echo("interrupted")
+        return
+    except (BotsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except TimeoutError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if summary is not None and not summary["rootsMatch"]:
+        sys.exit(1)
+
+
 # -- markets ------------------------------------------------------------------------
 
 MARKET_COLUMNS = ("id", "symbol", "price dec", "size dec", "tick", "step", "margin i/m %",
