@@ -27,6 +27,12 @@
    ``OneStepProver.prove_step`` per transaction type (eth_estimateGas), and
    a whole game over a ``--dispute-steps`` batch (default 1,000) with the
    real prover: each party's L1 transactions and gas.
+7. Streams (issue 9, scripts/stream_latency.py): ``--stream-subscribers``
+   WebSocket clients (default 100 over 4 processes) on the ``blocks``
+   channel of a fresh devnet during a tape replay and steady trading: the
+   delay from block seal to receipt (p50/p99) and the block cadence; then the
+   same with ``--stream-stalled`` consumers that never read (are they
+   dropped, does the cadence change).
 
 ``--json`` prints every figure as one JSON object at the end; the plain
 output ends with a ``figures`` block (one ``name: value`` per line).
@@ -780,6 +786,16 @@ def main() -> None:
     p.add_argument("--dispute-steps", type=int, default=1_000,
                    help="steps of the batch the dispute benchmark plays a whole game over "
                         "(0: skip the one-step proof gas and the dispute)")
+    p.add_argument("--stream-subscribers", type=int, default=100,
+                   help="WebSocket subscribers of the stream-latency runs (0: skip them)")
+    p.add_argument("--stream-stalled", type=int, default=5,
+                   help="consumers that never read, in the second stream run")
+    p.add_argument("--stream-procs", type=int, default=4,
+                   help="client processes the subscribers are spread over")
+    p.add_argument("--stream-limit", type=int, default=2000,
+                   help="tape trades replayed in each stream run")
+    p.add_argument("--stream-duration", type=float, default=30.0,
+                   help="seconds of steady trading after the replay in each stream run")
     p.add_argument("--skip-in-process", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
@@ -796,6 +812,17 @@ def main() -> None:
         print("one-step proofs and a whole dispute (issue 7):")
         figures["disputes"] = {**osp_gas(), **bench_dispute(a.dispute_steps,
                                                            a.dispute_steps * 7 // 10)}
+    if a.stream_subscribers:
+        from stream_latency import measure as stream_latency
+
+        print(f"streams (issue 9): {a.stream_subscribers} subscribers to the blocks channel; "
+              f"then again with {a.stream_stalled} consumers that never read")
+        runs = {}
+        for stalled in (0, a.stream_stalled):
+            runs[stalled] = stream_latency(a.stream_subscribers, a.stream_procs, stalled,
+                                           a.stream_limit, a.stream_duration,
+                                           block_time=a.block_time)
+        figures["streams"] = {"plain": runs[0], "stalled": runs[a.stream_stalled]}
     if not a.skip_e2e:
         figures.update(bench_e2e(a))
     print("figures")
@@ -817,6 +844,16 @@ def main() -> None:
                                                   if k.startswith("from_l1_"))
         flat["replica_derive_in_memory_fills_per_s"] = rp["in_memory_fills_per_s"]
     flat.update(figures.get("disputes", {}))
+    if "streams" in figures:
+        plain, stalled = figures["streams"]["plain"], figures["streams"]["stalled"]
+        flat["stream_subscribers"] = plain["subscribers"]
+        flat["stream_p50_ms"] = plain["p50_ms"]
+        flat["stream_p99_ms"] = plain["p99_ms"]
+        flat["stream_blocks_missed"] = plain["blocks_missed"]
+        flat["block_cadence_ms"] = plain["cadence_mean_ms"]
+        flat["block_cadence_with_stalled_ms"] = stalled["cadence_mean_ms"]
+        flat["stream_p99_with_stalled_ms"] = stalled["p99_ms"]
+        flat["stalled_consumers_dropped"] = f"{stalled['stalled_dropped']}/{stalled['stalled']}"
     for mode in ("batch", "single"):
         if mode in figures:
             f = figures[mode]

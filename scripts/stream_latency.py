@@ -159,6 +159,7 @@ def trade_for(url: str, seconds: float, rate: int) -> int:
     maker, takers = Signer(keys[3]), [Signer(k) for k in keys[4:8]]
     client = L2Client(url)
     mk = next(m for m in client.call("l2_getMarkets") if m["symbol"] == "ETH-USD")
+    market_id = int(mk["id"], 0)  # a hex quantity, as every id in the API
     tick, step = int(mk["tickSize"]), int(mk["stepSize"])
     price = int(mk["oraclePrice"]) // tick * tick
     fills, started, n = 0, time.monotonic(), 0
@@ -168,8 +169,8 @@ def trade_for(url: str, seconds: float, rate: int) -> int:
         for _ in range(per_batch):
             n += 1
             taker = takers[n % len(takers)]
-            m = Order(maker.address, mk["id"], n % 2 == 0, price, step, 2 * n + 10**12, 2**40)
-            t = Order(taker.address, mk["id"], n % 2 == 1, price, step, 2 * n + 1 + 10**12,
+            m = Order(maker.address, market_id, n % 2 == 0, price, step, 2 * n + 10**12, 2**40)
+            t = Order(taker.address, market_id, n % 2 == 1, price, step, 2 * n + 1 + 10**12,
                       2**40)
             calls.append(("l2_sendOrder", [order_params(m, maker.sign_order(client.domain, m)[1])]))
             calls.append(("l2_sendOrder", [order_params(t, taker.sign_order(client.domain, t)[1],
@@ -184,6 +185,113 @@ def trade_for(url: str, seconds: float, rate: int) -> int:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def was_dropped(s: socket.socket, wait: float = 5.0) -> bool:
+    """True if the node closed a stalled consumer's connection: read what is
+    buffered until end of stream (dropped) or ``wait`` seconds of silence."""
+    s.settimeout(wait)
+    try:
+        while True:
+            if not s.recv(1 << 16):
+                return True
+    except (TimeoutError, OSError):
+        return False
+
+
+def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int = 2000,
+            duration: float = 30.0, rate: int = 200, block_time: float = 0.25,
+            all_channels: bool = False, no_batcher: bool = False, rpc: str | None = None,
+            quiet: bool = False) -> dict[str, Any]:
+    """One run (see the module docstring); returns the figures: delays
+    (``p50_ms``, ``p99_ms``, ``max_ms`` over ``notifications``), block
+    cadence (``cadence_mean_ms``, ``cadence_p99_ms``), ``blocks_missed`` and
+    ``stalled_dropped`` (how many of the stalled consumers the node closed).
+    Raises RuntimeError if the devnet, a subscriber or the replay fails."""
+    say = (lambda *a: None) if quiet else print  # noqa: E731
+    proc = None
+    if rpc is None:
+        log = Path(tempfile.mkdtemp()) / "devnet.log"
+        proc, url = start_devnet(block_time, log)
+    else:
+        url = rpc
+    try:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        out, stop = ctx.Queue(), ctx.Event()
+        per = [subscribers // procs + (i < subscribers % procs) for i in range(procs)]
+        clients = [ctx.Process(target=_subscriber_process, daemon=True,
+                               args=(url.replace("http://", "ws://"), n, all_channels, out,
+                                     stop)) for n in per if n]
+        for p in clients:
+            p.start()
+        for _ in clients:
+            if out.get(timeout=120) != "connected":
+                raise RuntimeError("a subscriber process failed")
+        import httpx
+
+        if no_batcher:
+            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "devnet_setBatcher",
+                                  "params": [False]}, timeout=10)
+        port = int(url.rsplit(":", 1)[1])
+        stalled_sockets = [stalled_consumer(port) for _ in range(stalled)]
+        replay = subprocess.run(
+            [sys.executable, "-m", "node.cli", "replay", str(TAPE), "--rpc", url, "--limit",
+             str(limit), "--no-wait", "--json"],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True)
+        if replay.returncode != 0:
+            raise RuntimeError(f"replay failed: {replay.stdout.decode()} {replay.stderr.decode()}")
+        summary = json.loads(replay.stdout[replay.stdout.index(b"{"):])
+        first = summary["firstBlock"]
+        extra = trade_for(url, duration, rate) if duration > 0 else 0
+        last = int(httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
+                                         "params": []}, timeout=10).json()["result"], 16)
+        time.sleep(1.0)  # let the last notifications arrive
+        stop.set()
+        delays: list[float] = []
+        sealed: dict[int, int] = {}
+        for _ in clients:
+            d_part, s_part = out.get(timeout=60)
+            delays += d_part
+            sealed.update(s_part)
+        for p in clients:
+            p.join(10)
+        dropped = sum(was_dropped(s) for s in stalled_sockets)
+        for s in stalled_sockets:
+            s.close()
+        blocks = sorted(n for n in sealed if first <= n <= last)
+        gaps = [sealed[b] - sealed[a] for a, b in zip(blocks, blocks[1:], strict=False)
+                if b == a + 1]
+        d = delays or [float("nan")]
+        figures: dict[str, Any] = {
+            "subscribers": subscribers, "stalled": stalled, "notifications": len(delays),
+            "p50_ms": round(pct(d, 0.5), 1), "p99_ms": round(pct(d, 0.99), 1),
+            "max_ms": round(max(d), 1),
+            "cadence_mean_ms": round(statistics.mean(gaps)) if gaps else None,
+            "cadence_p99_ms": round(pct(gaps, 0.99)) if gaps else None,
+            "blocks_missed": len(set(range(first, last + 1)) - set(sealed)),
+            "stalled_dropped": dropped,
+        }
+        say(f"subscribers {subscribers} in {len(clients)} processes (+{stalled} stalled"
+            f"{', batcher paused' if no_batcher else ''}), block time "
+            f"{block_time} s; replay {summary['fills']} fills at "
+            f"{summary['fillsPerSecond']} fills/s, then {extra} fills in {duration} s; "
+            f"blocks {first}..{last}")
+        say(f"seal -> receipt delay over {len(delays)} notifications: p50 "
+            f"{figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms")
+        if gaps:
+            say(f"block cadence (sealedAt of consecutive blocks): mean "
+                f"{figures['cadence_mean_ms']} ms, p99 {figures['cadence_p99_ms']} ms, "
+                f"max {max(gaps)} ms")
+        say(f"blocks missed by the subscribers: {figures['blocks_missed']}"
+            + (f"; stalled consumers dropped by the node: {dropped} of {stalled}"
+               if stalled else ""))
+        return figures
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
 
 
 def main() -> None:
@@ -203,80 +311,9 @@ def main() -> None:
                     help="pause batch submission (devnet_setBatcher false) to keep the "
                          "embedded L1's py-evm work off the node's interpreter lock")
     ap.add_argument("--rpc", default=None, help="use a running node instead of a new devnet")
-    args = ap.parse_args()
-
-    proc = None
-    if args.rpc is None:
-        log = Path(tempfile.mkdtemp()) / "devnet.log"
-        proc, url = start_devnet(args.block_time, log)
-    else:
-        url = args.rpc
-    try:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        out, stop = ctx.Queue(), ctx.Event()
-        per = [args.subscribers // args.procs + (i < args.subscribers % args.procs)
-               for i in range(args.procs)]
-        procs = [ctx.Process(target=_subscriber_process, daemon=True,
-                             args=(url.replace("http://", "ws://"), n, args.all_channels, out,
-                                   stop)) for n in per if n]
-        for p in procs:
-            p.start()
-        for _ in procs:
-            if out.get(timeout=120) != "connected":
-                raise RuntimeError("a subscriber process failed")
-        import httpx
-
-        if args.no_batcher:
-            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "devnet_setBatcher",
-                                  "params": [False]}, timeout=10)
-        port = int(url.rsplit(":", 1)[1])
-        stalled = [stalled_consumer(port) for _ in range(args.stalled)]
-        replay = subprocess.run(
-            [sys.executable, "-m", "node.cli", "replay", str(TAPE), "--rpc", url, "--limit",
-             str(args.limit), "--no-wait", "--json"],
-            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True)
-        if replay.returncode != 0:
-            raise RuntimeError(f"replay failed: {replay.stdout.decode()} {replay.stderr.decode()}")
-        summary = json.loads(replay.stdout[replay.stdout.index(b"{"):])
-        first = summary["firstBlock"]
-        extra = trade_for(url, args.duration, args.rate) if args.duration > 0 else 0
-        last = int(httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
-                                         "params": []}, timeout=10).json()["result"], 16)
-        time.sleep(1.0)  # let the last notifications arrive
-        stop.set()
-        delays: list[float] = []
-        sealed: dict[int, int] = {}
-        for _ in procs:
-            d_part, s_part = out.get(timeout=60)
-            delays += d_part
-            sealed.update(s_part)
-        for p in procs:
-            p.join(10)
-        for s in stalled:
-            s.close()
-        blocks = sorted(n for n in sealed if first <= n <= last)
-        gaps = [sealed[b] - sealed[a] for a, b in zip(blocks, blocks[1:], strict=False)
-                if b == a + 1]
-        d = delays
-        print(f"subscribers {args.subscribers} in {len(procs)} processes (+{args.stalled} stalled"
-              f"{', batcher paused' if args.no_batcher else ''}), block time "
-              f"{args.block_time} s; replay {summary['fills']} fills at "
-              f"{summary['fillsPerSecond']} fills/s, then {extra} fills in {args.duration} s; "
-              f"blocks {first}..{last}")
-        print(f"seal -> receipt delay over {len(d)} notifications: p50 {pct(d, 0.5):.1f} ms, "
-              f"p99 {pct(d, 0.99):.1f} ms, max {max(d):.1f} ms")
-        if gaps:
-            print(f"block cadence (sealedAt of consecutive blocks): mean "
-                  f"{statistics.mean(gaps):.0f} ms, p99 {pct(gaps, 0.99):.0f} ms, "
-                  f"max {max(gaps)} ms")
-        missing = set(range(first, last + 1)) - set(sealed)
-        print(f"blocks missed by the subscribers: {len(missing)}")
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+    a = ap.parse_args()
+    measure(a.subscribers, a.procs, a.stalled, a.limit, a.duration, a.rate, a.block_time,
+            a.all_channels, a.no_batcher, a.rpc)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ FIGURES = [
     "replica_derivation_fills_per_s", "replica_from_l1_fills_per_s",
     "osp_gas_deposit", "osp_gas_fill", "osp_gas_oracleprice", "osp_gas_withdraw",
     "osp_gas_listmarket", "osp_gas_fill_at_limits", "osp_gas_withdraw_at_limits",
-    "dispute_challenger_txs", "dispute_total_txs", "dispute_total_gas",
+    "stream_p50_ms", "stream_p99_ms", "block_cadence_ms", "block_cadence_with_stalled_ms",
+    "stalled_consumers_dropped", "dispute_challenger_txs", "dispute_total_txs", "dispute_total_gas",
 ]
 
 
@@ -32,7 +33,8 @@ def test_bench_prints_every_figure() -> None:
            "--duration", "2", "--clients", "2", "--batch-pairs", "20", "--connections", "2",
            "--max-rate-batch", "400", "--max-rate-single", "200", "--probe-interval", "0.2",
            "--catch-up", "60", "--replica-fills", "300", "--replica-accounts", "20",
-           "--dispute-steps", "60", "--json"]
+           "--dispute-steps", "60", "--stream-subscribers", "4", "--stream-procs", "1",
+           "--stream-stalled", "1", "--stream-limit", "150", "--stream-duration", "1", "--json"]
     out = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -57,3 +59,5 @@ def test_bench_prints_every_figure() -> None:
     assert all(0 < figures[f"osp_gas_{t}"] < 1_000_000 for t in types)
     assert all(0 < figures[f"osp_gas_{t}_at_limits"] < 1_000_000 for t in types)
     assert figures["osp_gas_fill"] <= 350_000
+    assert 0 < figures["stream_p50_ms"] <= figures["stream_p99_ms"]
+    assert figures["stream_blocks_missed"] == 0
