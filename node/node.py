@@ -135,6 +135,7 @@ class NodeConfig:
     # the L1 in a child process serving l1_port (l1_stub.process); False (or
     # serve_l1=False): an in-process EmbeddedL1, for tests that build a Node
     l1_process: bool = True
+    l1_rpc: str | None = None  # an external Ethereum node as the L1 (l1_stub.external)
     censor_deposits: bool = False
     faulty_proposer: str | None = None  # a prover.trace.Fault kind: the next batch's root is wrong
     silent_defender: bool = False  # never answer a dispute (loses every game on its clock)
@@ -148,6 +149,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         from l1_stub.chain import EmbeddedL1
         from l1_stub.client import Deployment, RollupClient, deploy
+        from l1_stub.external import ExternalL1
         from l1_stub.process import L1Process
 
         self.config = config
@@ -165,8 +167,12 @@ class Node:
             raise
         self.genesis: Genesis = parse_genesis(genesis_json)
         l1_dir = os.path.join(config.datadir, "l1") if config.datadir else None
-        self.l1: EmbeddedL1 | L1Process
-        if config.l1_process and config.serve_l1 and not self._l1_kwargs():
+        self.l1: EmbeddedL1 | L1Process | ExternalL1
+        if config.l1_rpc:
+            l1_dir = None  # the external node keeps its own chain
+            self.l1 = ExternalL1(config.l1_rpc, chain_id=self.genesis.l1_chain_id,
+                                 key=config.sequencer_key)
+        elif config.l1_process and config.serve_l1 and not self._l1_kwargs():
             extra = () if config.devnet_controls else ("--no-devnet-controls",)
             self.l1 = L1Process(host=config.host, port=config.l1_port, datadir=l1_dir,
                                 chain_id=self.genesis.l1_chain_id, extra_args=extra)
@@ -339,9 +345,9 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
-            from l1_stub.process import L1Process
+            from l1_stub.chain import EmbeddedL1
 
-            if self.config.serve_l1 and not isinstance(self.l1, L1Process):  # else the child serves
+            if self.config.serve_l1 and isinstance(self.l1, EmbeddedL1):  # else it serves itself
                 from l1_stub.server import serve_l1
 
                 await nursery.start(serve_l1, self.l1, self.config.host, self.config.l1_port)
@@ -358,12 +364,18 @@ class Node:
             if not mine.ready():
                 continue
             try:
-                number = await trio.to_thread.run_sync(self.l1.mine)
+                number = await trio.to_thread.run_sync(self._l1_step)
             except Exception as exc:  # keep the devnet up; retry with backoff
                 log.warning("L1 mining failed (retry in %.1f s): %s", mine.failed(exc), exc)
                 continue
             mine.succeeded()
             await self.on_l1_block(number)
+
+    def _l1_step(self) -> int:
+        """One L1 clock step: mine a block (an external node: only if it
+        does not automine, see ExternalL1.tick); returns the L1 head number."""
+        tick = getattr(self.l1, "tick", None)
+        return int(tick()) if tick is not None else self.l1.mine()
 
     async def _guarded(self, name: str, step: Any) -> None:
         """Run one L1 duty ``step`` (an async callable); on an error log it,
@@ -923,7 +935,7 @@ class Node:
             "dispute_game_address": self.deployment.dispute_game or None,
             "abi_dir": str(next(iter(self.abi_files.values())).parent),
             "abi_files": {name: str(path) for name, path in self.abi_files.items()},
-            "l1_rpc_url": f"http://{self.config.host}:{self.config.l1_port}",
+            "l1_rpc_url": self.config.l1_rpc or f"http://{self.config.host}:{self.config.l1_port}",
             "sequencer": hexb(g.sequencer),
             "oracle": hexb(g.oracle),
             "fee_account": hexb(g.fee_account),
