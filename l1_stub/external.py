@@ -20,7 +20,9 @@ clock step:
   (``evm_increaseTime``), so ``Node.clock()`` costs no RPC.
 - a node without ``evm_increaseTime`` / ``evm_mine`` answers a warp or a
   mine with ``L1MethodMissing``, a JSON-RPC error (-32601) that names the
-  method and the node (the L2's ``devnet_increaseTime`` passes it on).
+  method and the node (the L2's ``devnet_increaseTime`` and ``devnet_mine``
+  pass it on); a node that has the method but refuses the call gives
+  ``L1ControlRefused`` (-32000, with the node's answer).
 - keys: ``key`` (the deployer and sequencer key, ``--l1-key``), else the
   anvil/hardhat dev accounts (mnemonic "test test ... junk"), which both
   fund with 10,000 ether.
@@ -55,7 +57,15 @@ class L1NodeError(RuntimeError):
         super().__init__(f"L1 node {url}: {method}: {error.get('message')}")
 
 
-class L1MethodMissing(JsonRpcError):
+class L1ControlError(JsonRpcError):
+    """A devnet control the external node cannot carry out: a JSON-RPC
+    error (``code``, ``message``) the L2 port answers as is."""
+
+    def __str__(self) -> str:
+        return str(self.message)
+
+
+class L1MethodMissing(L1ControlError):
     """The external node lacks a method a devnet control needs (JSON-RPC
     -32601 on the L2 port, naming the method and the node)."""
 
@@ -64,6 +74,16 @@ class L1MethodMissing(JsonRpcError):
         super().__init__(METHOD_NOT_FOUND,
                          f"the L1 node at {url} has no {method} ({answer}): time warps and "
                          "mining on demand need a dev node such as anvil or hardhat")
+
+
+class L1ControlRefused(L1ControlError):
+    """The external node has the control method but refused this call (e.g.
+    a derivnet L1 run with --no-devnet-controls): JSON-RPC -32000 naming the
+    method, the node and its answer."""
+
+    def __init__(self, url: str, method: str, answer: str) -> None:
+        self.method = method
+        super().__init__(-32000, f"the L1 node at {url} refused {method}: {answer}")
 
 
 def _missing(error: dict[str, Any]) -> bool:
@@ -134,13 +154,14 @@ class ExternalL1:
         return reply.get("result")
 
     def _control(self, method: str, *params: Any) -> Any:
-        """A dev-node control: L1MethodMissing if the node has no ``method``."""
+        """A dev-node control: L1MethodMissing if the node has no ``method``,
+        L1ControlRefused for any other error answer."""
         reply = self._post(method, list(params))
         error = reply.get("error")
         if error is not None:
             if _missing(error):
                 raise L1MethodMissing(self.url, method, str(error.get("message")))
-            raise L1NodeError(self.url, method, error)
+            raise L1ControlRefused(self.url, method, str(error.get("message")))
         return reply.get("result")
 
     def _call_or_none(self, method: str, *params: Any) -> Any:
@@ -248,4 +269,4 @@ class ExternalL1:
         self.close()
 
 
-__all__ = ["ExternalL1", "L1MethodMissing", "L1NodeError"]
+__all__ = ["ExternalL1", "L1ControlError", "L1ControlRefused", "L1MethodMissing", "L1NodeError"]

@@ -289,7 +289,8 @@ class Node:
         if key is not None:
             if address_of(key) != want:
                 raise ValueError(
-                    f"--sequencer-key is for 0x{address_of(key).hex()}, but genesis names "
+                    f"--sequencer-key{' (--l1-key)' if self.config.l1_rpc else ''} is for "
+                    f"0x{address_of(key).hex()}, but genesis names "
                     f"0x{want.hex()} as the sequencer"
                 )
             return key
