@@ -240,14 +240,14 @@ class ExternalL1:
             raise ValueError("cannot move time backwards")
         if int(time.time()) + self._offset + seconds > 2**32 - 1:
             raise ValueError("seconds: the warp would put L1 time beyond 2^32 - 1")
-        self._control("evm_increaseTime", int(seconds))
+        self._control("evm_increaseTime", hex(int(seconds)))
         self._warp = self._offset + int(seconds)
         self._offset = self._warp
         return self._offset
 
     def set_next_block_timestamp(self, timestamp: int) -> None:
         """``evm_setNextBlockTimestamp``: the next block gets ``timestamp``."""
-        self._control("evm_setNextBlockTimestamp", int(timestamp))
+        self._control("evm_setNextBlockTimestamp", hex(int(timestamp)))
 
     @property
     def time_offset(self) -> int:

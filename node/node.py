@@ -2,7 +2,8 @@
 batcher and the JSON-RPC servers, and runs their loops in one trio nursery.
 
 Loops (each a trio task):
-- L1 clock: mines an L1 block every ``l1_block_time`` seconds;
+- L1 clock: mines an L1 block every ``l1_block_time`` seconds (an external
+  node, ``l1_rpc``: only if it does not automine, l1_stub.external);
 - deposits: after each L1 block, includes new deposit queue entries in order;
 - block builder: seals the pending L2 block every ``block_time`` seconds;
 - batcher: every ``batch_interval`` seconds posts unposted blocks to L1
@@ -303,9 +304,12 @@ class Node:
         )
 
     def _fund_sequencer(self) -> None:
-        """Give a non-dev sequencer account L1 ether for gas (devnet faucet)."""
+        """Give a non-dev sequencer account L1 ether for gas (devnet faucet;
+        on an external L1, --l1-rpc, the key brings its own ether)."""
         from node.crypto import address_of
 
+        if self.config.l1_rpc:
+            return
         address = "0x" + address_of(self.sequencer_key).hex()
         w3 = self.l1.w3
         if w3.eth.get_balance(w3.to_checksum_address(address)) >= 10**20:
@@ -375,8 +379,9 @@ class Node:
     def _l1_step(self) -> int:
         """One L1 clock step: mine a block (an external node: only if it
         does not automine, see ExternalL1.tick); returns the L1 head number."""
-        tick = getattr(self.l1, "tick", None)
-        return int(tick()) if tick is not None else self.l1.mine()
+        from l1_stub.external import ExternalL1
+
+        return self.l1.tick() if isinstance(self.l1, ExternalL1) else self.l1.mine()
 
     async def _guarded(self, name: str, step: Any) -> None:
         """Run one L1 duty ``step`` (an async callable); on an error log it,

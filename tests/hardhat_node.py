@@ -9,6 +9,7 @@ that gives the chain id genesis expects (900). ``HardhatNode`` starts
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -39,11 +40,20 @@ def cache_dir() -> Path:
 def install(timeout: float = 600.0) -> Path:
     """The directory holding hardhat@HARDHAT_VERSION (installed on first use).
     Raises HardhatUnavailable if npm is missing or cannot reach its registry,
-    RuntimeError for any other npm failure."""
+    RuntimeError for any other npm failure. Concurrent test runs wait for
+    one another's install (a lock file in the cache)."""
     home = cache_dir()
-    binary = home / "node_modules" / ".bin" / "hardhat"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "hardhat.config.js").write_text(CONFIG_JS)
+    with open(home / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install(home, timeout)
+
+
+def _install(home: Path, timeout: float) -> Path:
+    binary = home / "node_modules" / ".bin" / "hardhat"
+    config = home / "hardhat.config.js"
+    if not config.exists() or config.read_text() != CONFIG_JS:
+        config.write_text(CONFIG_JS)
     if binary.exists():
         return home
     npm = shutil.which("npm")
