@@ -34,13 +34,14 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import requests
 from jsonrpcserver.exceptions import JsonRpcError
 from web3 import Web3
 
-from l1_stub.client import _stale_connection_retry
+from l1_stub.client import Deployment, _stale_connection_retry
 from l1_stub.process import dev_keys as anvil_dev_keys
 
 log = logging.getLogger(__name__)
@@ -269,4 +270,54 @@ class ExternalL1:
         self.close()
 
 
-__all__ = ["ExternalL1", "L1ControlError", "L1ControlRefused", "L1MethodMissing", "L1NodeError"]
+def attach(w3: Web3, rollup: str, *, sequencer: str, genesis_state_root: bytes,
+           l2_chain_id: int, requested: Mapping[str, int | None]) -> tuple[Deployment,
+                                                                            dict[str, int]]:
+    """The deployment of a Rollup already on the L1 node (``--l1-rollup``),
+    for a new L2 store: (Deployment with its USDC, DisputeGame and deployment
+    block, settlement windows and dispute parameters read from the
+    contracts, keyed as ``l1_stub.client.deploy``'s arguments).
+
+    Raises ValueError if there is no contract at ``rollup``, if its
+    sequencer, genesis state root or L2 chain id differ from genesis', if it
+    already holds batches (that chain must be derived: ``derivnet
+    replica``), or if a value in ``requested`` (a flag given, not None)
+    differs from the contract's."""
+    from dataclasses import asdict
+
+    from eth_utils import to_checksum_address
+
+    from l1_stub.client import RollupClient
+    from l1_stub.contracts import load_contract
+    from node.replica import deploy_block_of
+
+    address = to_checksum_address(rollup)
+    if not w3.eth.get_code(address):
+        raise ValueError(f"--l1-rollup: no contract at {address} on the L1 node")
+    raw = w3.eth.contract(address=address, abi=load_contract("Rollup")[0]).functions
+    deployment = Deployment(to_checksum_address(raw.usdc().call()), address,
+                            deploy_block_of(w3, address, int(w3.eth.block_number)),
+                            int(w3.eth.chain_id), to_checksum_address(raw.dispute_game().call()))
+    client = RollupClient(w3, deployment)
+    checks = (("sequencer", client.sequencer().lower(), sequencer.lower()),
+              ("genesis state root", "0x" + client.genesis_state_root().hex(),
+               "0x" + genesis_state_root.hex()),
+              ("L2 chain id", client.l2_chain_id(), l2_chain_id))
+    for name, on_l1, ours in checks:
+        if on_l1 != ours:
+            raise ValueError(f"--l1-rollup {address}: its {name} is {on_l1}, genesis gives "
+                             f"{ours}")
+    count = client.batch_count()
+    if count:
+        raise ValueError(f"--l1-rollup {address} holds {count} batches: a new L2 store can "
+                         "only start a Rollup without batches (derive that chain with "
+                         "`derivnet replica`, or restart with the --datadir that made it)")
+    windows = {k: int(v) for k, v in asdict(client.windows()).items()}
+    for key, value in requested.items():
+        if key in windows and value is not None and int(value) != windows[key]:
+            raise ValueError(f"--{key.replace('_', '-')} {value} differs from the Rollup's "
+                             f"{windows[key]} (--l1-rollup {address})")
+    return deployment, windows
+
+
+__all__ = ["ExternalL1", "attach", "L1ControlError", "L1ControlRefused", "L1MethodMissing", "L1NodeError"]

@@ -137,6 +137,7 @@ class NodeConfig:
     # serve_l1=False): an in-process EmbeddedL1, for tests that build a Node
     l1_process: bool = True
     l1_rpc: str | None = None  # an external Ethereum node as the L1 (l1_stub.external)
+    l1_rollup: str | None = None  # with l1_rpc: attach to this Rollup instead of deploying
     censor_deposits: bool = False
     faulty_proposer: str | None = None  # a prover.trace.Fault kind: the next batch's root is wrong
     silent_defender: bool = False  # never answer a dispute (loses every game on its clock)
@@ -196,10 +197,23 @@ class Node:
         if stored is None:
             leaves = self.genesis.leaves()
             root = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, leaves)
-            windows = resolve_windows(self._requested(None))
-            self._fund_sequencer()
-            dep = deploy(self.l1.w3, self.sequencer_key, "0x" + self.genesis.sequencer.hex(),
-                         root, self.genesis.l2_chain_id, mine=self.l1.mine, **windows)
+            if config.l1_rollup:  # attach to a Rollup already on the external L1
+                from l1_stub.external import attach
+
+                try:
+                    dep, windows = attach(self.l1.w3, config.l1_rollup,
+                                          sequencer="0x" + self.genesis.sequencer.hex(),
+                                          genesis_state_root=root,
+                                          l2_chain_id=self.genesis.l2_chain_id,
+                                          requested=vars(self._requested(None)))
+                except BaseException:
+                    self.close()
+                    raise
+            else:
+                windows = resolve_windows(self._requested(None))
+                self._fund_sequencer()
+                dep = deploy(self.l1.w3, self.sequencer_key, "0x" + self.genesis.sequencer.hex(),
+                             root, self.genesis.l2_chain_id, mine=self.l1.mine, **windows)
             stored = {
                 **{k: v for k, v in windows.items()},
                 "genesis": genesis_json,

@@ -1,7 +1,8 @@
 """Any Ethereum node as the L1 (l1_stub.external.ExternalL1, ``derivnet devnet
 --l1-rpc``): mining and time on a hardhat node from npm in both mining modes,
-clear errors for a node without (or refusing) the dev controls, and the CLI's
-one-line errors for a wrong key, chain or URL. The settlement flows on
+clear errors for a node without (or refusing) the dev controls, the CLI's
+one-line errors for a wrong key, chain or URL, and attaching to a Rollup
+already on the node (--l1-rollup). The settlement flows on
 hardhat are in tests/test_settlement.py."""
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from l1_stub.client import connect
 from l1_stub.external import ExternalL1, L1ControlRefused, L1MethodMissing
 from l1_stub.process import L1Process
 from node.cli import main
 from node.client import L2Client, RpcError
-from node.signing import dev_keys
+from node.signing import Signer, dev_keys
+from node.wallet import deposit, rollup_client
 from tests.devnet_process import DevnetProcess, free_port
 from tests.hardhat_node import HardhatNode, HardhatUnavailable, install
 
@@ -108,3 +111,45 @@ def test_refused_and_missing_are_json_rpc_errors() -> None:
     refused = L1ControlRefused("http://l1", "evm_increaseTime", "disabled")
     assert missing.code == -32601 and "http://l1 has no evm_increaseTime" in missing.message
     assert refused.code == -32000 and "refused evm_increaseTime: disabled" in refused.message
+
+
+def test_attach_to_a_rollup_on_the_node(hardhat: HardhatNode, tmp_path: Path) -> None:
+    """--l1-rollup: a second devnet takes over the Rollup a first one
+    deployed (no batches yet), deposits and batches flow; a Rollup with
+    batches, or a flag that differs from the contract, is refused."""
+    first = DevnetProcess(None, tmp_path / "first.log", **{"--l1-rpc": hardhat.url})
+    first.start()
+    try:
+        with L2Client(first.url) as client:
+            deployed = client.config
+    finally:
+        first.stop()
+    rollup = deployed["rollup_address"]
+    port = str(free_port())
+    result = CliRunner().invoke(main, ["devnet", "--port", port, "--l1-rpc", hardhat.url,
+                                       "--l1-rollup", rollup, "--challenge-window", "5"])
+    assert result.exit_code == 1
+    assert "--challenge-window 5 differs from the Rollup's 60" in result.output
+
+    second = DevnetProcess(None, tmp_path / "second.log",
+                           **{"--l1-rpc": hardhat.url, "--l1-rollup": rollup})
+    second.start()
+    try:
+        with L2Client(second.url) as client, connect(hardhat.url) as w3:
+            config = client.config
+            for key in ("rollup_address", "usdc_address", "dispute_game_address",
+                        "challenge_window", "escape_delay", "clock", "proposer_bond"):
+                assert config[key] == deployed[key], key
+            alice = Signer(dev_keys(6)[5])
+            deposit(client, w3, alice, 100 * 10**6)
+            assert client.get_account(alice.address)["collateral"] == str(100 * 10**6)
+            rollup_l1 = rollup_client(client, w3)
+            deadline = time.monotonic() + 30
+            while rollup_l1.batch_count() == 0:
+                assert time.monotonic() < deadline, "no batch on L1"
+                time.sleep(0.1)
+    finally:
+        second.stop()
+    result = CliRunner().invoke(main, ["devnet", "--port", port, "--l1-rpc", hardhat.url,
+                                       "--l1-rollup", rollup])
+    assert result.exit_code == 1 and "holds 1 batches" in result.output
