@@ -110,6 +110,14 @@ class HardhatNode:
         self.stop()
         raise TimeoutError(f"hardhat did not answer in {timeout} s")
 
+    def call(self, method: str, *params: object) -> object:
+        """One JSON-RPC call to the node; RuntimeError for an error answer."""
+        reply = httpx.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                           "params": list(params)}, timeout=30).json()
+        if "error" in reply:
+            raise RuntimeError(f"hardhat {method}: {reply['error']}")
+        return reply["result"]
+
     def stop(self) -> None:
         if self.proc is None:
             return

@@ -7,6 +7,7 @@ Every test runs twice: on the embedded L1 and on a hardhat node from npm
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,15 +35,24 @@ def hardhat_home() -> Path:
         pytest.skip(str(exc))
 
 
-@pytest.fixture(params=["embedded", "hardhat"])
+MANUAL_MINING = pytest.mark.skipif(os.environ.get("DERIVNET_SLOW") != "1",
+                                   reason="hardhat without automine: set DERIVNET_SLOW=1")
+
+
+@pytest.fixture(params=["embedded", "hardhat",
+                        pytest.param("hardhat-manual", marks=MANUAL_MINING)])
 def devnet(request: pytest.FixtureRequest,
            tmp_path: Path) -> Iterator[tuple[DevnetProcess, L2Client, Any]]:
-    """A devnet whose L1 is the embedded chain, or a fresh hardhat node."""
+    """A devnet whose L1 is the embedded chain, or a fresh hardhat node
+    (automining, its default; or mining only when the devnet's L1 clock
+    mines, ``evm_setAutomine false``)."""
     hardhat = None
     flags: dict[str, str | None] = {}
-    if request.param == "hardhat":
+    if request.param.startswith("hardhat"):
         hardhat = HardhatNode(request.getfixturevalue("hardhat_home"), tmp_path / "hardhat.log")
         hardhat.start()
+        if request.param == "hardhat-manual":
+            hardhat.call("evm_setAutomine", False)
         flags["--l1-rpc"] = hardhat.url
     node = DevnetProcess(None, tmp_path / "devnet.log", **flags)
     try:
