@@ -320,4 +320,5 @@ def attach(w3: Web3, rollup: str, *, sequencer: str, genesis_state_root: bytes,
     return deployment, windows
 
 
-__all__ = ["ExternalL1", "attach", "L1ControlError", "L1ControlRefused", "L1MethodMissing", "L1NodeError"]
+__all__ = ["ExternalL1", "L1ControlError", "L1ControlRefused", "L1MethodMissing", "L1NodeError",
+           "attach"]

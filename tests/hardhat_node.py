@@ -64,7 +64,7 @@ def _install(home: Path, timeout: float) -> Path:
                                                        "private": True}))
     done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--save-exact",
                            f"hardhat@{HARDHAT_VERSION}"], cwd=home, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         text = done.stderr + done.stdout
         if any(s in text for s in ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT",
