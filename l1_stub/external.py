@@ -13,11 +13,13 @@ clock step:
   ``anvil_getAutomine`` answer false) and otherwise only reads the head: an
   automining node makes a block per transaction (the batches, deposits and
   finalizations themselves), and a node without these methods (geth, a
-  testnet) makes its own blocks.
+  testnet) makes its own blocks; derivnet's own L1 (``derivnet l1``) is
+  mined on every tick.
 - time: the L2 follows the node's time. ``time_offset`` (seconds) is the
   node's clock minus the wall clock, read from the head block's timestamp
   after each ``tick()`` / ``mine()`` and raised by every ``increase_time()``
-  (``evm_increaseTime``), so ``Node.clock()`` costs no RPC.
+  (``evm_increaseTime``), so ``Node.clock()`` costs no RPC; a warp sent
+  to the node by another client shows at its next block.
 - a node without ``evm_increaseTime`` / ``evm_mine`` answers a warp or a
   mine with ``L1MethodMissing``, a JSON-RPC error (-32601) that names the
   method and the node (the L2's ``devnet_increaseTime`` and ``devnet_mine``
@@ -132,6 +134,9 @@ class ExternalL1:
         flavour = self.client_version.split("/")[0].lower()
         self._prefix = ("hardhat" if flavour.startswith("hardhat")
                         else "anvil" if flavour.startswith("anvil") else None)
+        # derivnet's own L1 (`derivnet l1`) mines only when asked (or on its
+        # --block-time); it has no automine getter
+        self._manual = flavour.startswith("derivnet-l1")
         self._warp = 0
         self._offset = 0
         self._refresh_offset()
@@ -204,7 +209,10 @@ class ExternalL1:
 
     def automine(self) -> bool:
         """Whether the node mines a block per transaction (True when it
-        cannot say: a node without the getter makes its own blocks)."""
+        cannot say: a node without the getter makes its own blocks; False
+        for derivnet's own L1)."""
+        if self._manual:
+            return False
         if self._prefix is None:
             return True
         return bool(self._call_or_none(f"{self._prefix}_getAutomine") is not False)

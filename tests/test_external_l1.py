@@ -90,15 +90,19 @@ def test_cli_one_line_errors(hardhat: HardhatNode) -> None:
 
 
 def test_devnet_on_a_node_that_refuses_warps(tmp_path: Path) -> None:
-    """An L1 node (derivnet's own, --no-devnet-controls) that refuses
-    evm_increaseTime: devnet_increaseTime on the L2 answers an error that
-    names the method and the node; the devnet keeps running."""
+    """An L1 node (derivnet's own, --no-devnet-controls, mining only when
+    asked) that refuses evm_increaseTime: the devnet mines it on its L1
+    clock (a deposit is included), and devnet_increaseTime on the L2
+    answers an error that names the method and the node."""
     with L1Process(port=0, extra_args=("--no-devnet-controls",)) as l1:
         node = DevnetProcess(None, tmp_path / "devnet.log", **{"--l1-rpc": l1.url})
         node.start()
         try:
-            with L2Client(node.url) as client:
+            with L2Client(node.url) as client, connect(l1.url) as w3:
                 assert client.config["l1_rpc_url"] == l1.url
+                bob = Signer(dev_keys(7)[6])
+                deposit(client, w3, bob, 5 * 10**6, timeout=30)
+                assert client.get_account(bob.address)["collateral"] == str(5 * 10**6)
                 with pytest.raises(RpcError, match=f"{l1.url} refused evm_increaseTime"):
                     client.call("devnet_increaseTime", 60)
                 assert client.call("devnet_mine", 1)  # plain evm_mine stays open
