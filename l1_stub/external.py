@@ -103,7 +103,7 @@ class ExternalL1:
     ``key`` the 32-byte deployer/sequencer key (None: the dev accounts).
 
     Raises ValueError if the node answers a different chain id, ConnectionError
-    (requests) if nothing answers at ``url``.
+    if nothing answers at ``url`` (or not JSON-RPC).
     """
 
     def __init__(self, url: str, *, chain_id: int, key: bytes | None = None,
