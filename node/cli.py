@@ -116,6 +116,16 @@ def main() -> None:
               show_default=True,
               help="Run the embedded L1 as its own child process, or inside the node's process "
                    "(shares the node's interpreter lock: slower under load).")
+@click.option("--l1-rpc", default=None, metavar="URL",
+              help="Use the Ethereum node at URL (anvil, hardhat, ...; chain id = genesis "
+                   "l1ChainId, 900) as the L1 instead of the embedded chain: the Rollup and "
+                   "USDC are deployed there, and the L2 follows its blocks and time.")
+@click.option("--l1-key", default=None, metavar="KEY",
+              help="With --l1-rpc: hex private key that deploys and sequences (it must be "
+                   "the genesis sequencer; default: anvil/hardhat account 0).")
+@click.option("--l1-rollup", default=None, metavar="ADDRESS",
+              help="With --l1-rpc: attach to this Rollup (and its USDC and dispute game) "
+                   "instead of deploying; it must match genesis and hold no batches yet.")
 @click.option("--faulty-proposer", type=click.Choice([k.value for k in Fault]), default=None,
               help="Dishonest proposer for dispute testing: the first batch with a step this "
                    "fault applies to is posted with a wrong state root (devnet_injectFault arms "
@@ -129,7 +139,8 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
            inclusion_window: int | None, escape_delay: int | None,
            dissection_degree: int | None, clock: int | None, challenger_bond: int | None,
            proposer_bond: int | None, max_drift: int | None, sequencer_key: str | None,
-           no_devnet_controls: bool, l1_mode: str, faulty_proposer: str | None,
+           no_devnet_controls: bool, l1_mode: str, l1_rpc: str | None, l1_key: str | None,
+           l1_rollup: str | None, faulty_proposer: str | None,
            silent_defender: bool, verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
@@ -140,6 +151,14 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if port == l1_port:
         raise click.BadParameter("the L2 and L1 ports must differ", param_hint="--l1-port")
+    for hint, given in (("--l1-key", l1_key), ("--l1-rollup", l1_rollup)):
+        if given and not l1_rpc:
+            raise click.BadParameter("only applies with --l1-rpc", param_hint=hint)
+    if l1_key and _parse_key(l1_key, "--l1-key") != _parse_key(sequencer_key or l1_key,
+                                                                 "--sequencer-key"):
+        raise click.BadParameter("differs from --sequencer-key (one key deploys and "
+                                 "sequences)", param_hint="--l1-key")
+    sequencer_key = sequencer_key or l1_key
     warning = _exposure_warning(host, not no_devnet_controls)
     if warning:
         click.echo(warning, err=True)
@@ -154,7 +173,8 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         sequencer_key=_parse_key(sequencer_key, "--sequencer-key")
                         if sequencer_key else None,
                         devnet_controls=not no_devnet_controls,
-                        l1_process=l1_mode == "process", faulty_proposer=faulty_proposer,
+                        l1_process=l1_mode == "process", l1_rpc=l1_rpc, l1_rollup=l1_rollup,
+                        faulty_proposer=faulty_proposer,
                         silent_defender=silent_defender)
     try:
         node = Node(config)

@@ -2,7 +2,8 @@
 batcher and the JSON-RPC servers, and runs their loops in one trio nursery.
 
 Loops (each a trio task):
-- L1 clock: mines an L1 block every ``l1_block_time`` seconds;
+- L1 clock: mines an L1 block every ``l1_block_time`` seconds (an external
+  node, ``l1_rpc``: only if it does not automine, l1_stub.external);
 - deposits: after each L1 block, includes new deposit queue entries in order;
 - block builder: seals the pending L2 block every ``block_time`` seconds;
 - batcher: every ``batch_interval`` seconds posts unposted blocks to L1
@@ -135,6 +136,8 @@ class NodeConfig:
     # the L1 in a child process serving l1_port (l1_stub.process); False (or
     # serve_l1=False): an in-process EmbeddedL1, for tests that build a Node
     l1_process: bool = True
+    l1_rpc: str | None = None  # an external Ethereum node as the L1 (l1_stub.external)
+    l1_rollup: str | None = None  # with l1_rpc: attach to this Rollup instead of deploying
     censor_deposits: bool = False
     faulty_proposer: str | None = None  # a prover.trace.Fault kind: the next batch's root is wrong
     silent_defender: bool = False  # never answer a dispute (loses every game on its clock)
@@ -148,6 +151,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         from l1_stub.chain import EmbeddedL1
         from l1_stub.client import Deployment, RollupClient, deploy
+        from l1_stub.external import ExternalL1
         from l1_stub.process import L1Process
 
         self.config = config
@@ -165,8 +169,12 @@ class Node:
             raise
         self.genesis: Genesis = parse_genesis(genesis_json)
         l1_dir = os.path.join(config.datadir, "l1") if config.datadir else None
-        self.l1: EmbeddedL1 | L1Process
-        if config.l1_process and config.serve_l1 and not self._l1_kwargs():
+        self.l1: EmbeddedL1 | L1Process | ExternalL1
+        if config.l1_rpc:
+            l1_dir = None  # the external node keeps its own chain
+            self.l1 = ExternalL1(config.l1_rpc, chain_id=self.genesis.l1_chain_id,
+                                 key=config.sequencer_key)
+        elif config.l1_process and config.serve_l1 and not self._l1_kwargs():
             extra = () if config.devnet_controls else ("--no-devnet-controls",)
             self.l1 = L1Process(host=config.host, port=config.l1_port, datadir=l1_dir,
                                 chain_id=self.genesis.l1_chain_id, extra_args=extra)
@@ -189,10 +197,23 @@ class Node:
         if stored is None:
             leaves = self.genesis.leaves()
             root = SparseMerkleTree(MemoryDB()).update(ZERO_HASH, leaves)
-            windows = resolve_windows(self._requested(None))
-            self._fund_sequencer()
-            dep = deploy(self.l1.w3, self.sequencer_key, "0x" + self.genesis.sequencer.hex(),
-                         root, self.genesis.l2_chain_id, mine=self.l1.mine, **windows)
+            if config.l1_rollup:  # attach to a Rollup already on the external L1
+                from l1_stub.external import attach
+
+                try:
+                    dep, windows = attach(self.l1.w3, config.l1_rollup,
+                                          sequencer="0x" + self.genesis.sequencer.hex(),
+                                          genesis_state_root=root,
+                                          l2_chain_id=self.genesis.l2_chain_id,
+                                          requested=vars(self._requested(None)))
+                except BaseException:
+                    self.close()
+                    raise
+            else:
+                windows = resolve_windows(self._requested(None))
+                self._fund_sequencer()
+                dep = deploy(self.l1.w3, self.sequencer_key, "0x" + self.genesis.sequencer.hex(),
+                             root, self.genesis.l2_chain_id, mine=self.l1.mine, **windows)
             stored = {
                 **{k: v for k, v in windows.items()},
                 "genesis": genesis_json,
@@ -283,7 +304,8 @@ class Node:
         if key is not None:
             if address_of(key) != want:
                 raise ValueError(
-                    f"--sequencer-key is for 0x{address_of(key).hex()}, but genesis names "
+                    f"--sequencer-key{' (--l1-key)' if self.config.l1_rpc else ''} is for "
+                    f"0x{address_of(key).hex()}, but genesis names "
                     f"0x{want.hex()} as the sequencer"
                 )
             return key
@@ -296,9 +318,12 @@ class Node:
         )
 
     def _fund_sequencer(self) -> None:
-        """Give a non-dev sequencer account L1 ether for gas (devnet faucet)."""
+        """Give a non-dev sequencer account L1 ether for gas (devnet faucet;
+        on an external L1, --l1-rpc, the key brings its own ether)."""
         from node.crypto import address_of
 
+        if self.config.l1_rpc:
+            return
         address = "0x" + address_of(self.sequencer_key).hex()
         w3 = self.l1.w3
         if w3.eth.get_balance(w3.to_checksum_address(address)) >= 10**20:
@@ -339,9 +364,9 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
-            from l1_stub.process import L1Process
+            from l1_stub.chain import EmbeddedL1
 
-            if self.config.serve_l1 and not isinstance(self.l1, L1Process):  # else the child serves
+            if self.config.serve_l1 and isinstance(self.l1, EmbeddedL1):  # else it serves itself
                 from l1_stub.server import serve_l1
 
                 await nursery.start(serve_l1, self.l1, self.config.host, self.config.l1_port)
@@ -358,12 +383,19 @@ class Node:
             if not mine.ready():
                 continue
             try:
-                number = await trio.to_thread.run_sync(self.l1.mine)
+                number = await trio.to_thread.run_sync(self._l1_step)
             except Exception as exc:  # keep the devnet up; retry with backoff
                 log.warning("L1 mining failed (retry in %.1f s): %s", mine.failed(exc), exc)
                 continue
             mine.succeeded()
             await self.on_l1_block(number)
+
+    def _l1_step(self) -> int:
+        """One L1 clock step: mine a block (an external node: only if it
+        does not automine, see ExternalL1.tick); returns the L1 head number."""
+        from l1_stub.external import ExternalL1
+
+        return self.l1.tick() if isinstance(self.l1, ExternalL1) else self.l1.mine()
 
     async def _guarded(self, name: str, step: Any) -> None:
         """Run one L1 duty ``step`` (an async callable); on an error log it,
@@ -923,7 +955,7 @@ class Node:
             "dispute_game_address": self.deployment.dispute_game or None,
             "abi_dir": str(next(iter(self.abi_files.values())).parent),
             "abi_files": {name: str(path) for name, path in self.abi_files.items()},
-            "l1_rpc_url": f"http://{self.config.host}:{self.config.l1_port}",
+            "l1_rpc_url": self.config.l1_rpc or f"http://{self.config.host}:{self.config.l1_port}",
             "sequencer": hexb(g.sequencer),
             "oracle": hexb(g.oracle),
             "fee_account": hexb(g.fee_account),

@@ -1,9 +1,13 @@
 """Settlement on L1 through a devnet process: finality levels with L1 time,
 deposit -> trade -> withdraw with a Merkle proof, forced inclusion against a
-censoring sequencer, and the escape hatch."""
+censoring sequencer, and the escape hatch.
+
+Every test runs twice: on the embedded L1 and on a hardhat node from npm
+(``--l1-rpc``, tests/hardhat_node.py; skipped only if npm cannot install it)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,21 +19,51 @@ from node.client import L2Client, RpcError, quantity
 from node.signing import Signer, dev_keys
 from node.wallet import deposit, escape, rollup_client, withdraw
 from tests.devnet_process import DevnetProcess
+from tests.hardhat_node import HardhatNode, HardhatUnavailable, install
 
 KEYS = dev_keys(10)
 ALICE, BOB, ORACLE = Signer(KEYS[5]), Signer(KEYS[6]), Signer(KEYS[1])
 USDC = 10**6
 
 
-@pytest.fixture
-def devnet(tmp_path: Path) -> Iterator[tuple[DevnetProcess, L2Client, Any]]:
-    node = DevnetProcess(None, tmp_path / "devnet.log")
-    node.start()
+@pytest.fixture(scope="module")
+def hardhat_home() -> Path:
+    """hardhat from npm, installed once into a cache outside the repository."""
     try:
-        with L2Client(node.url) as client, connect(node.l1_url) as w3:
+        return install()
+    except HardhatUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+MANUAL_MINING = pytest.mark.skipif(os.environ.get("DERIVNET_SLOW") != "1",
+                                   reason="hardhat without automine: set DERIVNET_SLOW=1")
+
+
+@pytest.fixture(params=["embedded", "hardhat",
+                        pytest.param("hardhat-manual", marks=MANUAL_MINING)])
+def devnet(request: pytest.FixtureRequest,
+           tmp_path: Path) -> Iterator[tuple[DevnetProcess, L2Client, Any]]:
+    """A devnet whose L1 is the embedded chain, or a fresh hardhat node
+    (automining, its default; or mining only when the devnet's L1 clock
+    mines, ``evm_setAutomine false``)."""
+    hardhat = None
+    flags: dict[str, str | None] = {}
+    if request.param.startswith("hardhat"):
+        hardhat = HardhatNode(request.getfixturevalue("hardhat_home"), tmp_path / "hardhat.log")
+        hardhat.start()
+        if request.param == "hardhat-manual":
+            hardhat.call("evm_setAutomine", False)
+        flags["--l1-rpc"] = hardhat.url
+    node = DevnetProcess(None, tmp_path / "devnet.log", **flags)
+    try:
+        node.start()
+        l1_url = hardhat.url if hardhat is not None else node.l1_url
+        with L2Client(node.url) as client, connect(l1_url) as w3:
             yield node, client, w3
     finally:
         node.stop()
+        if hardhat is not None:
+            hardhat.stop()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
