@@ -57,6 +57,7 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 import httpx
+from websockets.exceptions import ConnectionClosed
 from ccxt.base.errors import (
     AuthenticationError,
     BadRequest,
@@ -98,8 +99,9 @@ ERRORS: dict[str, type[Exception]] = {
 """Rejection rule (docs/protocol.md) -> ccxt error; other rejections: InvalidOrder."""
 
 
-def describe_derivnet() -> dict[str, Any]:
-    """The ccxt ``describe()`` dict shared by both classes."""
+def describe_derivnet(streams: bool = False) -> dict[str, Any]:
+    """The ccxt ``describe()`` dict of both classes (``streams``: the async
+    one, which has the watch_* methods)."""
     return {
         "id": "derivnet",
         "name": "derivnet",
@@ -107,10 +109,10 @@ def describe_derivnet() -> dict[str, Any]:
         "version": "v1",
         "rateLimit": 0,
         "enableRateLimit": False,
-        "pro": True,
+        "pro": streams,
         "dex": True,
         "precisionMode": ccxt.TICK_SIZE,
-        "urls": {"api": {"rpc": DEFAULT_URL}, "www": "https://github.com/", "doc": []},
+        "urls": {"api": {"rpc": DEFAULT_URL}, "www": None, "doc": []},
         "requiredCredentials": {"apiKey": False, "secret": False, "privateKey": True,
                                 "walletAddress": False},
         "timeframes": {"1m": "1m", "5m": "5m", "15m": "15m", "1h": "1h", "4h": "4h",
@@ -124,8 +126,8 @@ def describe_derivnet() -> dict[str, Any]:
             "createOrder": True, "createMarketOrder": True, "createPostOnlyOrder": True,
             "createReduceOnlyOrder": False, "cancelOrder": True, "fetchOpenOrders": True,
             "fetchMyTrades": True, "fetchOrder": False, "fetchOrders": False,
-            "fetchClosedOrders": False, "watchOrderBook": True, "watchTrades": True,
-            "watchMyTrades": True,
+            "fetchClosedOrders": False, "watchOrderBook": streams, "watchTrades": streams,
+            "watchMyTrades": streams,
         },
     }
 
@@ -658,7 +660,7 @@ class derivnet_async(ccxt_async.Exchange):  # noqa: N801
     ``await exchange.close()``."""
 
     def describe(self) -> Any:
-        return self.deep_extend(super().describe(), describe_derivnet())
+        return self.deep_extend(super().describe(), describe_derivnet(streams=True))
 
     def __init__(self, config: dict[str, Any] = {}) -> None:  # noqa: B006
         super().__init__(config)
@@ -781,8 +783,13 @@ class derivnet_async(ccxt_async.Exchange):  # noqa: N801
             self.subscribing[rid] = sub
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.replies[rid] = fut
-        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method,
-                                       "params": list(params)}))
+        try:
+            await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method,
+                                           "params": list(params)}))
+        except ConnectionClosed as exc:
+            self.replies.pop(rid, None)
+            self.subscribing.pop(rid, None)
+            raise NetworkError(f"{self.id} WebSocket closed: {exc}") from None
         reply = await fut
         if "error" in reply:
             e = reply["error"]
