@@ -173,7 +173,9 @@ def test_watch_loops(devnet: DevnetProcess) -> None:
             assert [1655.5, 0.7] not in first["asks"]
             watching_trades = asyncio.create_task(maker.watch_trades(ETH))
             watching_mine = asyncio.create_task(taker.watch_my_trades(ETH))
-            await asyncio.sleep(0)
+            for ex, channel in ((maker, "trades"), (taker, "account")):
+                await until(lambda: any(k[0] == channel and sub.id  # noqa: B023
+                                        for k, sub in ex.subs.items()))  # noqa: B023
             order = await maker.create_order(ETH, "limit", "sell", 0.7, 1655.50)
             for _ in range(100):  # the loop sees the order in a later update
                 book = await asyncio.wait_for(maker.watch_order_book(ETH, 5), 10)
@@ -202,6 +204,14 @@ def test_watch_loops(devnet: DevnetProcess) -> None:
             await taker.close()
 
     asyncio.run(run())
+
+
+async def until(ok: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait (polling the event loop) until ``ok()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 def node_asks(devnet: DevnetProcess) -> list[list[float]]:
