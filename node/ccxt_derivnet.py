@@ -57,7 +57,6 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 import httpx
-from websockets.exceptions import ConnectionClosed
 from ccxt.base.errors import (
     AuthenticationError,
     BadRequest,
@@ -71,6 +70,7 @@ from ccxt.base.errors import (
     OrderImmediatelyFillable,
     OrderNotFound,
 )
+from websockets.exceptions import ConnectionClosed
 
 from node.client import L2Client, RpcError, order_params, quantity
 from node.signing import Signer
