@@ -390,6 +390,26 @@ class L2Api:
             "asks": [level(a) for a in asks],
         }
 
+    def l2_getOpenOrders(self, address: Any, market: Any = None) -> list[dict[str, Any]]:
+        """The account's resting orders in the sequencer's books (every market,
+        or only ``market``), each ``{orderHash, order, remaining}``:
+        ``order`` as in l2_sendOrder's request, ``remaining`` the unfilled size
+        (size units, decimal string). Oldest first within a market. Expired
+        orders still in the book are left out."""
+        addr = parse_address(address)
+        books = self.node.sequencer.books
+        if market is None:
+            chosen = [books[m] for m in sorted(books)]
+        else:
+            mid = self._market_id(market)
+            if mid not in books:
+                raise RpcError(TX_REJECTED, f"UnknownMarket: market {mid} is not listed")
+            chosen = [books[mid]]
+        now = self.node.chain.pending_timestamp
+        return [{"orderHash": hexb(ro.order_hash), "order": ro.order.to_json(),
+                 "remaining": str(ro.remaining)}
+                for book in chosen for ro in book.orders_of(addr) if ro.order.expiry > now]
+
     def l2_getBlockByNumber(self, tag: Any = "latest", full: Any = True) -> dict[str, Any]:
         full = parse_bool(full, "full")
         if tag == "pending":
