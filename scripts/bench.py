@@ -790,6 +790,9 @@ def main() -> None:
                    help="WebSocket subscribers of the stream-latency runs (0: skip them)")
     p.add_argument("--stream-stalled", type=int, default=5,
                    help="consumers that never read, in the second stream run")
+    p.add_argument("--stream-buffer", type=int, default=200,
+                   help="the stalled run's per-connection stream bound in messages (the "
+                        "default bound, geth's 10,000, takes longer than a run to fill)")
     p.add_argument("--stream-procs", type=int, default=4,
                    help="client processes the subscribers are spread over")
     p.add_argument("--stream-limit", type=int, default=2000,
@@ -816,12 +819,14 @@ def main() -> None:
         from stream_latency import measure as stream_latency
 
         print(f"streams (issue 9): {a.stream_subscribers} subscribers to the blocks channel; "
-              f"then again with {a.stream_stalled} consumers that never read")
+              f"then again with {a.stream_stalled} consumers that never read (stream bound "
+              f"{a.stream_buffer} messages per connection in that run)")
         runs = {}
         for stalled in (0, a.stream_stalled):
             runs[stalled] = stream_latency(a.stream_subscribers, a.stream_procs, stalled,
                                            a.stream_limit, a.stream_duration,
-                                           block_time=a.block_time)
+                                           block_time=a.block_time,
+                                           buffer=a.stream_buffer if stalled else None)
         figures["streams"] = {"plain": runs[0], "stalled": runs[a.stream_stalled]}
     if not a.skip_e2e:
         figures.update(bench_e2e(a))

@@ -42,14 +42,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_devnet(block_time: float, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_devnet(block_time: float, log: Path, buffer: int | None = None
+                 ) -> tuple[subprocess.Popen[bytes], str]:
+    """A devnet process on free ports; ``buffer``: its per-connection stream
+    bound ($DERIVNET_STREAM_BUFFER; None: the default, geth's 10,000)."""
     import httpx
 
     port, l1_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "node.cli", "devnet", "--port", str(port), "--l1-port",
            str(l1_port), "--block-time", str(block_time)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if buffer is not None:
+        env["DERIVNET_STREAM_BUFFER"] = str(buffer)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -202,17 +208,19 @@ def was_dropped(s: socket.socket, wait: float = 5.0) -> bool:
 def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int = 2000,
             duration: float = 30.0, rate: int = 200, block_time: float = 0.25,
             all_channels: bool = False, no_batcher: bool = False, rpc: str | None = None,
-            quiet: bool = False) -> dict[str, Any]:
+            quiet: bool = False, buffer: int | None = None) -> dict[str, Any]:
     """One run (see the module docstring); returns the figures: delays
     (``p50_ms``, ``p99_ms``, ``max_ms`` over ``notifications``), block
     cadence (``cadence_mean_ms``, ``cadence_p99_ms``), ``blocks_missed`` and
     ``stalled_dropped`` (how many of the stalled consumers the node closed).
+    ``buffer`` lowers the devnet's per-connection stream bound (messages)
+    so a stalled consumer is dropped within a short run.
     Raises RuntimeError if the devnet, a subscriber or the replay fails."""
     say = (lambda *a: None) if quiet else print  # noqa: E731
     proc = None
     if rpc is None:
         log = Path(tempfile.mkdtemp()) / "devnet.log"
-        proc, url = start_devnet(block_time, log)
+        proc, url = start_devnet(block_time, log, buffer)
     else:
         url = rpc
     try:
@@ -311,9 +319,12 @@ def main() -> None:
                     help="pause batch submission (devnet_setBatcher false) to keep the "
                          "embedded L1's py-evm work off the node's interpreter lock")
     ap.add_argument("--rpc", default=None, help="use a running node instead of a new devnet")
+    ap.add_argument("--buffer", type=int, default=None,
+                    help="the devnet's per-connection stream bound in messages (default "
+                         "10,000, as geth); lower it to see stalled consumers dropped sooner")
     a = ap.parse_args()
     measure(a.subscribers, a.procs, a.stalled, a.limit, a.duration, a.rate, a.block_time,
-            a.all_channels, a.no_batcher, a.rpc)
+            a.all_channels, a.no_batcher, a.rpc, buffer=a.buffer)
 
 
 if __name__ == "__main__":
