@@ -316,7 +316,9 @@ class Bot(threading.Thread):
             self.client.close()
 
     def step(self) -> float:
-        raise NotImplementedError
+        """One move; returns the seconds to wait before the next one. Every
+        bot (Oracle, MarketMaker, Taker) defines it; the base has none."""
+        raise NotImplementedError(f"{type(self).__name__} defines no step()")
 
     def finish(self) -> None:
         """Called once after ``stop`` is set."""
@@ -749,7 +751,7 @@ def run_bots(opts: BotOptions, l1_rpc: str | None = None, dashboard: bool = True
                             next_line = time.monotonic() + status_every
                         time.sleep(min(0.25, left))
             except KeyboardInterrupt:
-                pass
+                pass  # Ctrl-C ends trading early; the wind-down and summary still run
             if not as_json:
                 console.print("stopping: cancelling quotes, waiting for the last batch on L1...")
             try:
