@@ -190,7 +190,10 @@ def test_no_devnet_controls(tmp_path: Path) -> None:
         devnet.stop()
 
 
-def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C, and SIGTERM as ``kill``/``docker stop`` send it, stop the devnet
+    with exit 0 and no traceback."""
     port, l1_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "node.cli", "devnet", "--port", str(port), "--l1-port",
@@ -201,7 +204,7 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
         for line in proc.stdout:
             if b"ready" in line:
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out = proc.communicate(timeout=30)[0].decode()
     finally:
         if proc.poll() is None:
@@ -209,3 +212,4 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 0, out
     assert "Traceback" not in out
+    assert "stopped" in out
