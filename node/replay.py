@@ -75,8 +75,15 @@ class TapeRow:
 def read_tape_rows(path: str) -> list[TapeRow]:
     """Parse a trade tape CSV; raises ValueError naming the line of a row
     with a bad side, number, or a price/size that is not positive."""
+    try:
+        return _read_tape_rows(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"tape {path} is not a CSV text file: {exc}") from None
+
+
+def _read_tape_rows(path: str) -> list[TapeRow]:
     rows = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         for row in reader:
             line = reader.line_num
@@ -422,17 +429,21 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="derivnet replay", show_header=False)
+    def _per_fill(value: Any) -> str:
+        return "" if value is None else f" ({value} per fill)"
+
     rows = [
         ("trades", summary["trades"]),
         ("fills", summary["fills"]),
         ("skipped (already filled)", summary["skipped"]),
         ("failed", summary["failed"]),
         ("oracle updates", summary["oracleUpdates"]),
-        ("L2 blocks", f"{summary['blocks']} (#{summary['firstBlock']}..#{summary['lastBlock']})"),
+        ("L2 blocks", f"{summary['blocks']}" + (
+            f" (#{summary['firstBlock']}..#{summary['lastBlock']})" if summary["blocks"] else "")),
         ("L1 batches", summary["batches"]),
-        ("L1 gas", f"{summary['l1GasUsed']:,} ({summary['l1GasPerFill']} per fill)"),
-        ("L1 calldata", f"{summary['l1CalldataBytes']:,} bytes "
-                        f"({summary['calldataBytesPerFill']} per fill)"),
+        ("L1 gas", f"{summary['l1GasUsed']:,}" + _per_fill(summary["l1GasPerFill"])),
+        ("L1 calldata", f"{summary['l1CalldataBytes']:,} bytes"
+                        + _per_fill(summary["calldataBytesPerFill"])),
         ("elapsed", f"{summary['elapsedSeconds']} s (trading {summary['tradingSeconds']} s, "
                     f"{summary['fillsPerSecond']} fills/s)"),
         ("L2 state root (head)", summary["l2StateRoot"]),

@@ -344,6 +344,27 @@ def test_tape_price_off_the_tick_names_the_line(tmp_path: Path) -> None:
         tape_trades(rows, {**coarse, "priceDecimals": 3})
 
 
+@pytest.mark.parametrize("line, rule", [
+    ("1,1675329600138,1,,buy,-5,1.0,1,x", "price and amount must be positive"),
+    ("1,1675329600138,1,,buy,1666.8,0,1,x", "price and amount must be positive"),
+    ("1,1675329600138,1,,buy,nan,1,1,x", "price and amount must be positive"),
+    ("1,1675329600138,1,,hold,1666.8,1,1,x", "side must be buy or sell"),
+    ("1,soon,1,,buy,1666.8,1,1,x", "bad id, timestamp, price or amount"),
+])
+def test_bad_tape_rows_name_the_rule(tmp_path: Path, line: str, rule: str) -> None:
+    tape = tmp_path / "bad.csv"
+    tape.write_text(",timestamp,id,type,side,price,amount,cost,date\n" + line + "\n")
+    with pytest.raises(ValueError, match=f"tape line 2.*{rule}"):
+        read_tape_rows(str(tape))
+
+
+def test_binary_tape_is_refused_in_one_line(tmp_path: Path) -> None:
+    tape = tmp_path / "binary.csv"
+    tape.write_bytes(b"garbage\n\x00\xff\n")
+    with pytest.raises(ValueError, match="is not a CSV text file"):
+        read_tape_rows(str(tape))
+
+
 # ------------------------------------------------------------------ Rollup
 
 def test_rollup_accepts_a_batch_with_list_market(capsys: pytest.CaptureFixture[str]) -> None:
