@@ -68,6 +68,10 @@ RECENT_CANDLES = 100
 """Candles kept per (market, resolution) for a ``candles`` snapshot."""
 RESOLUTIONS = {"1m": 60, "5m": 300, "1h": 3600}
 CHANNELS = ("orderbook", "trades", "markets", "account", "candles", "blocks")
+CHANNEL_PARAMS: dict[str, tuple[str, ...]] = {
+    "orderbook": ("market", "depth"), "trades": ("market",), "markets": (),
+    "account": ("address",), "candles": ("market", "resolution"), "blocks": ()}
+"""The members each channel's ``params`` object may have (others: -32602)."""
 NOT_SUPPORTED = -32601
 _COMPACT = (",", ":")
 ABORT_AFTER = 1.0  # seconds a dropped consumer gets to take its close frame
@@ -322,6 +326,11 @@ class StreamHub:
             params = {}
         if not isinstance(params, dict):
             raise bad_params("params: expected an object")
+        allowed = CHANNEL_PARAMS[channel]
+        unknown = sorted(k for k in params if k not in allowed)
+        if unknown:
+            raise bad_params(f"{unknown[0][:64]}: unknown field (channel {channel} takes "
+                             f"{', '.join(allowed) or 'none'})")
         key, label = self._key(channel, params)
         sub = self._add(conn, key, label, geth=False)
         conn.deferred.append(sub.envelope("snapshot", self.node.chain.head.number,
@@ -333,7 +342,10 @@ class StreamHub:
         L2 block, no snapshot). Errors: -32601 over HTTP, -32602 other kinds."""
         conn = self._connection("eth_subscribe")
         if kind != "newHeads":
-            raise bad_params(f"UnknownSubscription: {kind!r} is not supported (newHeads is)")
+            raise bad_params(f"UnknownSubscription: {str(kind)[:64]!r} is not supported "
+                             "(newHeads is)")
+        if rest:
+            raise bad_params("params: newHeads takes no parameters")
         return self._add(conn, ("newHeads",), None, geth=True).id
 
     def l2_unsubscribe(self, sub_id: Any = None) -> bool:
@@ -378,7 +390,7 @@ class StreamHub:
         if channel == "candles":
             mid, symbol = self._market(params)
             res = params.get("resolution", "1m")
-            if res not in RESOLUTIONS:
+            if not isinstance(res, str) or res not in RESOLUTIONS:
                 raise bad_params("resolution: expected 1m, 5m or 1h")
             return ("candles", mid, res), symbol
         if channel == "account":
