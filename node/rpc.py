@@ -55,6 +55,12 @@ def bad_params(message: str) -> RpcError:
     return RpcError(INVALID_PARAMS, message)
 
 
+def unknown_market(detail: str) -> RpcError:
+    """-32003 ``UnknownMarket: detail``, with the ``{"rule": ...}`` data of
+    every rule error (a market parameter naming no listed market)."""
+    return RpcError(TX_REJECTED, f"UnknownMarket: {detail}", {"rule": "UnknownMarket"})
+
+
 # -- parsing ----------------------------------------------------------------
 _INTEGER = re.compile(r"-?(?:0[xX][0-9a-fA-F]{1,1000}|[0-9]{1,1000})")
 
@@ -211,7 +217,7 @@ class L2Api:
             try:
                 return self.node.chain.state.market_by_symbol(value).id
             except KeyError:
-                raise RpcError(TX_REJECTED, f"UnknownMarket: no market {value[:64]!r}") from None
+                raise unknown_market(f"no market {value[:64]!r}") from None
         return parse_uint(value, name, 32)
 
     def _symbol(self, market_id: int) -> str:
@@ -398,7 +404,7 @@ class L2Api:
         mid = self._market_id(market)
         book = self.node.sequencer.books.get(mid)
         if book is None:
-            raise RpcError(TX_REJECTED, f"UnknownMarket: market {mid} is not listed")
+            raise unknown_market(f"market {mid} is not listed")
         n = parse_uint(depth, "depth")
         if not 1 <= n <= 1000:
             raise bad_params("depth: expected 1..1000")
@@ -424,7 +430,7 @@ class L2Api:
         else:
             mid = self._market_id(market)
             if mid not in books:
-                raise RpcError(TX_REJECTED, f"UnknownMarket: market {mid} is not listed")
+                raise unknown_market(f"market {mid} is not listed")
             chosen = [books[mid]]
         now = self.node.chain.pending_timestamp
         return [{"orderHash": hexb(ro.order_hash), "order": ro.order.to_json(),

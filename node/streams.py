@@ -51,6 +51,7 @@ import trio
 
 from node.blocks import Block
 from node.rpc import RpcError, account_json, bad_params, hexb, hexq, parse_address, parse_int
+from node.rpc import unknown_market
 from node.transactions import Deposit, Fill, Withdraw, decode_tx
 
 if TYPE_CHECKING:
@@ -373,7 +374,7 @@ class StreamHub:
             raise bad_params("missing field market")
         mid = self.node.api._market_id(params["market"])
         if mid not in self.node.chain.state.markets:
-            raise RpcError(-32003, f"UnknownMarket: market {mid} is not listed")
+            raise unknown_market(f"market {mid} is not listed")
         symbol = self.node.api._symbol(mid)
         return mid, symbol or f"#{mid}"
 
