@@ -62,7 +62,8 @@ def unknown_market(detail: str) -> RpcError:
 
 
 # -- parsing ----------------------------------------------------------------
-_INTEGER = re.compile(r"-?(?:0[xX][0-9a-fA-F]{1,1000}|[0-9]{1,1000})")
+_INTEGER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|[0-9]+)")
+_MAX_DIGITS = 1000  # longer integer strings are out of every range (and slow to convert)
 
 
 def parse_int(value: Any, name: str) -> int:
@@ -74,6 +75,8 @@ def parse_int(value: Any, name: str) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str) and _INTEGER.fullmatch(value):
+        if len(value) > _MAX_DIGITS:
+            raise bad_params(f"{name}: out of range (longer than {_MAX_DIGITS} characters)")
         return int(value, 16) if value.lstrip("-")[1:2] in ("x", "X") else int(value)
     raise bad_params(f"{name}: expected an integer (number, decimal or 0x-hex string)")
 

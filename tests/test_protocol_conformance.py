@@ -226,6 +226,7 @@ HTTP: list[tuple[str, Params, Ok | Err]] = [
     ("l2_getAccount", [ADDR, "1e3"], Err(BAD, "block: expected an integer")),
     ("l2_getAccount", [ADDR, 0.0], Err(BAD, "block: expected an integer")),
     ("l2_getAccount", [ADDR, "0x"], Err(BAD, "block: expected an integer")),
+    ("l2_getBatch", ["0x" + "f" * 5000], Err(BAD, "index: out of range (longer than 1000")),
     ("l2_getAccount", [ADDR, True], Err(BAD, "block: expected an integer, got a boolean")),
     ("l2_getAccount", [ADDR, "LATEST"], Err(BAD, "block: expected an integer")),
     ("l2_getMarkets", [], Ok(each=MARKET)),
@@ -370,6 +371,8 @@ FRAMES: list[tuple[str, int, str]] = [
     ('{"jsonrpc": "1.0", "id": 1, "method": "eth_chainId"}', -32600, "invalid request: jsonrpc"),
     ("{", -32700, "parse error"),
     ("[" * 65 + "]" * 65, -32700, "parse error: nesting deeper than 64"),
+    ('{"jsonrpc": "2.0", "id": 1, "method": "l2_getBatch", "params": [%s]}' % ("9" * 4301),
+     -32700, "parse error: Exceeds the limit (4300 digits)"),
 ]
 
 
