@@ -74,10 +74,11 @@ def parse_int(value: Any, name: str) -> int:
         raise bad_params(f"{name}: expected an integer, got a boolean")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and _INTEGER.fullmatch(value):
+    if isinstance(value, str) and (value.isdigit() and value.isascii()
+                                   or _INTEGER.fullmatch(value) is not None):
         if len(value) > _MAX_DIGITS:
             raise bad_params(f"{name}: out of range (longer than {_MAX_DIGITS} characters)")
-        return int(value, 16) if value.lstrip("-")[1:2] in ("x", "X") else int(value)
+        return int(value, 16) if "x" in value or "X" in value else int(value)
     raise bad_params(f"{name}: expected an integer (number, decimal or 0x-hex string)")
 
 
@@ -130,10 +131,11 @@ def only_fields(obj: Any, allowed: tuple[str, ...], prefix: str = "") -> None:
     (a misspelt or unsupported option is refused, never ignored)."""
     if not isinstance(obj, dict):
         raise bad_params(f"{prefix.rstrip('.') or 'params'}: expected an object")
-    unknown = sorted(k for k in obj if k not in allowed)
-    if unknown:
-        raise bad_params(f"{prefix}{unknown[0][:64]}: unknown field (expected "
-                         f"{', '.join(allowed)})")
+    for key in obj:
+        if key not in allowed:
+            first = min(k for k in obj if k not in allowed)
+            raise bad_params(f"{prefix}{first[:64]}: unknown field (expected "
+                             f"{', '.join(allowed)})")
 
 
 def hexq(n: int) -> str:
@@ -791,7 +793,7 @@ def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if hi is not None and n > hi:
             raise bad_params(f"params: expected at most {hi} parameter{'s' * (hi != 1)}, "
                              f"got {len(args)}" if hi else f"params: expected none, got {n}")
-        return Success(fn(*args[:n]))
+        return Success(fn(*args) if n == len(args) else fn(*args[:n]))
 
     del call.__wrapped__  # type: ignore[attr-defined]  # the dispatcher binds (*args) as is
     return call
