@@ -11,7 +11,10 @@ keep OP's JSON numbers. Requests accept a JSON number, a decimal string or a
 field. A broken rule answers with code -32003 ("transaction rejected",
 EIP-1474) and a message starting with the rule's name; malformed input
 answers -32602; a missing object -32001. Nothing changes on an error.
-Params are positional (an array).
+Params are positional (an array): a wrong count, or a request-object member
+the method does not define, answers -32602; a trailing null counts as an
+omitted optional parameter (geth's rule). Every method, its params, result
+and errors: docs/protocol.md, "Methods (L2 port)".
 """
 
 from __future__ import annotations

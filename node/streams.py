@@ -318,8 +318,9 @@ class StreamHub:
     def l2_subscribe(self, channel: Any = None, params: Any = None) -> str:
         """Subscribe to ``channel`` with ``params`` (object); returns the
         subscription id (0x + 32 hex). The snapshot (seq 0) follows the
-        response. Errors: -32601 over HTTP; -32602 UnknownChannel,
-        UnknownMarket, bad depth/resolution/address, TooManySubscriptions."""
+        response. Errors: -32601 over HTTP; -32602 UnknownChannel, a params
+        member the channel does not take (CHANNEL_PARAMS), bad
+        depth/resolution/address, TooManySubscriptions; -32003 UnknownMarket."""
         conn = self._connection("l2_subscribe")
         if channel not in CHANNELS:
             raise bad_params(f"UnknownChannel: expected one of {', '.join(CHANNELS)}")
