@@ -788,14 +788,14 @@ def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if kwargs:
             raise bad_params("params: expected an array (positional parameters)")
         n = len(args)
-        while n > lo and args[n - 1] is None:
+        while n > lo and args[n - 1] is None and (hi is None or n <= hi):
             n -= 1
         if n < lo:
             raise bad_params(f"params: expected at least {lo} parameter{'s' * (lo != 1)}, "
                              f"got {len(args)}")
         if hi is not None and n > hi:
             raise bad_params(f"params: expected at most {hi} parameter{'s' * (hi != 1)}, "
-                             f"got {len(args)}" if hi else f"params: expected none, got {n}")
+                             f"got {len(args)}" if hi else f"params: expected none, got {len(args)}")
         return Success(fn(*args) if n == len(args) else fn(*args[:n]))
 
     del call.__wrapped__  # type: ignore[attr-defined]  # the dispatcher binds (*args) as is

@@ -192,6 +192,8 @@ HTTP: list[tuple[str, Params, Ok | Err]] = [
     ("eth_getBalance", [ADDR, "latest"], Err(-32601, "Method not found")),
     # params: positional, arity, trailing null
     ("eth_chainId", [1], Err(BAD, "params: expected none, got 1")),
+    ("net_version", [None], Err(BAD, "params: expected none, got 1")),
+    ("l2_getAccount", [ADDR, "latest", None], Err(BAD, "params: expected at most 2")),
     ("eth_chainId", {"a": 1}, Err(BAD, "params: expected an array")),
     ("l2_getAccount", [], Err(BAD, "params: expected at least 1 parameter, got 0")),
     ("l2_getAccount", [ADDR, "latest", 1], Err(BAD, "params: expected at most 2 parameters")),
