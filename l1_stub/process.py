@@ -257,10 +257,17 @@ class L1Process:
 
     def increase_time(self, seconds: int) -> int:
         """``evm_increaseTime``: shift the clock of the next blocks by
-        ``seconds``; returns the total offset (seconds)."""
+        ``seconds``; returns the total offset (seconds). ValueError (as
+        EmbeddedL1.increase_time) for a negative warp or one the L1 refuses
+        as invalid params (L1 time beyond 2^32 - 1)."""
         if seconds < 0:
             raise ValueError("cannot move time backwards")
-        self._offset = int(self._rpc("evm_increaseTime", hex(int(seconds))), 16)
+        try:
+            self._offset = int(self._rpc("evm_increaseTime", hex(int(seconds))), 16)
+        except L1RpcError as exc:
+            if exc.code == -32602:
+                raise ValueError(str(exc).removeprefix("L1 evm_increaseTime: ")) from None
+            raise
         return self._offset
 
     def set_next_block_timestamp(self, timestamp: int) -> None:

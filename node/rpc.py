@@ -11,7 +11,10 @@ keep OP's JSON numbers. Requests accept a JSON number, a decimal string or a
 field. A broken rule answers with code -32003 ("transaction rejected",
 EIP-1474) and a message starting with the rule's name; malformed input
 answers -32602; a missing object -32001. Nothing changes on an error.
-Params are positional (an array).
+Params are positional (an array): a wrong count, or a request-object member
+the method does not define, answers -32602; a trailing null counts as an
+omitted optional parameter (geth's rule). Every method, its params, result
+and errors: docs/protocol.md, "Methods (L2 port)".
 """
 
 from __future__ import annotations
@@ -55,18 +58,30 @@ def bad_params(message: str) -> RpcError:
     return RpcError(INVALID_PARAMS, message)
 
 
+def unknown_market(detail: str) -> RpcError:
+    """-32003 ``UnknownMarket: detail``, with the ``{"rule": ...}`` data of
+    every rule error (a market parameter naming no listed market)."""
+    return RpcError(TX_REJECTED, f"UnknownMarket: {detail}", {"rule": "UnknownMarket"})
+
+
 # -- parsing ----------------------------------------------------------------
+_INTEGER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|[0-9]+)")
+_MAX_DIGITS = 1000  # longer integer strings are out of every range (and slow to convert)
+
+
 def parse_int(value: Any, name: str) -> int:
-    """int from a JSON number, decimal string or 0x hex string."""
+    """int from a JSON integer, a decimal string or a 0x-hex string (ASCII
+    digits only, an optional leading ``-``: no spaces, ``_``, exponents or
+    fractions). -32602 naming ``name`` otherwise."""
     if isinstance(value, bool):
         raise bad_params(f"{name}: expected an integer, got a boolean")
     if isinstance(value, int):
         return value
-    if isinstance(value, str):
-        try:
-            return int(value, 16) if value.lower().startswith(("0x", "-0x")) else int(value)
-        except ValueError:
-            pass
+    if isinstance(value, str) and (value.isdigit() and value.isascii()
+                                   or _INTEGER.fullmatch(value) is not None):
+        if len(value) > _MAX_DIGITS:
+            raise bad_params(f"{name}: out of range (longer than {_MAX_DIGITS} characters)")
+        return int(value, 16) if "x" in value or "X" in value else int(value)
     raise bad_params(f"{name}: expected an integer (number, decimal or 0x-hex string)")
 
 
@@ -112,6 +127,18 @@ def _field(obj: Any, name: str) -> Any:
     if name not in obj:
         raise bad_params(f"missing field {name}")
     return obj[name]
+
+
+def only_fields(obj: Any, allowed: tuple[str, ...], prefix: str = "") -> None:
+    """-32602 if request object ``obj`` has a member outside ``allowed``
+    (a misspelt or unsupported option is refused, never ignored)."""
+    if not isinstance(obj, dict):
+        raise bad_params(f"{prefix.rstrip('.') or 'params'}: expected an object")
+    for key in obj:
+        if key not in allowed:
+            first = min(k for k in obj if k not in allowed)
+            raise bad_params(f"{prefix}{first[:64]}: unknown field (expected "
+                             f"{', '.join(allowed)})")
 
 
 def hexq(n: int) -> str:
@@ -198,7 +225,7 @@ class L2Api:
             try:
                 return self.node.chain.state.market_by_symbol(value).id
             except KeyError:
-                raise RpcError(TX_REJECTED, f"UnknownMarket: no market {value[:64]!r}") from None
+                raise unknown_market(f"no market {value[:64]!r}") from None
         return parse_uint(value, name, 32)
 
     def _symbol(self, market_id: int) -> str:
@@ -225,6 +252,8 @@ class L2Api:
 
     # -- orders ------------------------------------------------------------
     def parse_order(self, obj: Any) -> Order:
+        only_fields(obj, ("account", "market", "isBuy", "price", "size", "salt", "expiry"),
+                    "order.")
         order = Order(
             account=parse_address(_field(obj, "account"), "order.account"),
             market=self._market_id(_field(obj, "market"), "order.market"),
@@ -241,6 +270,7 @@ class L2Api:
         return order
 
     def l2_sendOrder(self, request: Any) -> dict[str, Any]:
+        only_fields(request, ("order", "signature", "timeInForce"))
         order = self.parse_order(_field(request, "order"))
         signature = parse_bytes(_field(request, "signature"), "signature", 65)
         tif = request.get("timeInForce", "GTC")
@@ -270,6 +300,7 @@ class L2Api:
         }
 
     def l2_cancelOrder(self, request: Any) -> dict[str, Any]:
+        only_fields(request, ("orderHash", "signature"))
         target = parse_bytes(_field(request, "orderHash"), "orderHash", 32)
         signature = parse_bytes(_field(request, "signature"), "signature", 65)
         try:
@@ -279,6 +310,7 @@ class L2Api:
         return {"orderHash": hexb(target), "status": "cancelled", "remaining": str(ro.remaining)}
 
     def l2_sendOraclePrice(self, request: Any) -> dict[str, Any]:
+        only_fields(request, ("market", "price", "timestamp", "signature"))
         tx = OraclePrice(
             market=self._market_id(_field(request, "market")),
             price=parse_uint(_field(request, "price"), "price"),
@@ -292,6 +324,7 @@ class L2Api:
         return {"txHash": hexb(receipt.tx_hash)}
 
     def l2_sendWithdraw(self, request: Any) -> dict[str, Any]:
+        only_fields(request, ("account", "recipient", "amount", "nonce", "signature"))
         tx = Withdraw(
             account=parse_address(_field(request, "account"), "account"),
             recipient=parse_address(_field(request, "recipient"), "recipient"),
@@ -318,6 +351,12 @@ class L2Api:
         InvalidTickStep, InvalidMarginFraction, InvalidFee, InvalidPrice."""
         from node.state import symbol_bytes
 
+        names = (("market", "market", 32), ("priceDecimals", "price_decimals", 8),
+                 ("sizeDecimals", "size_decimals", 8), ("tickSize", "tick_size", 64),
+                 ("stepSize", "step_size", 64), ("initialMarginPpm", "imf_ppm", 32),
+                 ("maintenanceMarginPpm", "mmf_ppm", 32), ("makerFeePpm", "maker_fee_ppm", 32),
+                 ("takerFeePpm", "taker_fee_ppm", 32), ("oraclePrice", "oracle_price", 64))
+        only_fields(request, ("symbol", *(key for key, _, _ in names), "signature"))
         symbol = _field(request, "symbol")
         if not isinstance(symbol, str):
             raise bad_params("symbol: expected a string")
@@ -325,12 +364,8 @@ class L2Api:
             raw_symbol = symbol_bytes(symbol)
         except (ValueError, UnicodeError):
             raise bad_params("symbol: expected at most 16 ASCII characters") from None
-        names = (("market", "market"), ("priceDecimals", "price_decimals"),
-                 ("sizeDecimals", "size_decimals"), ("tickSize", "tick_size"),
-                 ("stepSize", "step_size"), ("initialMarginPpm", "imf_ppm"),
-                 ("maintenanceMarginPpm", "mmf_ppm"), ("makerFeePpm", "maker_fee_ppm"),
-                 ("takerFeePpm", "taker_fee_ppm"), ("oraclePrice", "oracle_price"))
-        values = {field: parse_int(_field(request, key), key) for key, field in names}
+        values = {field: parse_uint(_field(request, key), key, bits)
+                  for key, field, bits in names}
         tx = ListMarket(symbol=raw_symbol,
                         signature=parse_bytes(_field(request, "signature"), "signature", 65),
                         **values)
@@ -377,7 +412,7 @@ class L2Api:
         mid = self._market_id(market)
         book = self.node.sequencer.books.get(mid)
         if book is None:
-            raise RpcError(TX_REJECTED, f"UnknownMarket: market {mid} is not listed")
+            raise unknown_market(f"market {mid} is not listed")
         n = parse_uint(depth, "depth")
         if not 1 <= n <= 1000:
             raise bad_params("depth: expected 1..1000")
@@ -403,7 +438,7 @@ class L2Api:
         else:
             mid = self._market_id(market)
             if mid not in books:
-                raise RpcError(TX_REJECTED, f"UnknownMarket: market {mid} is not listed")
+                raise unknown_market(f"market {mid} is not listed")
             chosen = [books[mid]]
         now = self.node.chain.pending_timestamp
         return [{"orderHash": hexb(ro.order_hash), "order": ro.order.to_json(),
@@ -594,7 +629,7 @@ class L2Api:
             pending = chain.state.withdrawal(wid) if 0 <= wid < 2**64 else None
             if pending is None:
                 raise RpcError(NOT_FOUND, f"no withdrawal {wid}")
-            return {"id": wid, "account": hexb(pending.account),
+            return {"id": hexq(wid), "account": hexb(pending.account),
                     "recipient": hexb(pending.recipient), "amount": str(pending.amount),
                     "blockNumber": None, "status": "pending", "leaf": hexb(pending.encode()),
                     "batch": None, "paid": False}
@@ -726,13 +761,42 @@ def client_version() -> str:
         return "0+unknown"
 
 
+def _arity(fn: Callable[..., Any]) -> tuple[int, int | None]:
+    """(required, most) positional parameters of ``fn`` (most None: any)."""
+    import inspect
+
+    lo, hi = 0, 0
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            return lo, None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            hi += 1
+            lo += p.default is p.empty
+    return lo, hi
+
+
 def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as a dispatcher method: positional params only, checked here
+    (-32602 ``params: ...``); a trailing null in an optional position counts
+    as omitted (as geth does), so it takes the parameter's default."""
     import functools
+
+    lo, hi = _arity(fn)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         if kwargs:
             raise bad_params("params: expected an array (positional parameters)")
-        return Success(fn(*args))
+        n = len(args)
+        while n > lo and args[n - 1] is None and (hi is None or n <= hi):
+            n -= 1
+        if n < lo:
+            raise bad_params(f"params: expected at least {lo} parameter{'s' * (lo != 1)}, "
+                             f"got {len(args)}")
+        if hi is not None and n > hi:
+            raise bad_params(f"params: expected at most {hi} parameter{'s' * (hi != 1)}, "
+                             f"got {len(args)}" if hi else f"params: expected none, got {len(args)}")
+        return Success(fn(*args) if n == len(args) else fn(*args[:n]))
 
+    del call.__wrapped__  # type: ignore[attr-defined]  # the dispatcher binds (*args) as is
     return call

@@ -51,6 +51,7 @@ import trio
 
 from node.blocks import Block
 from node.rpc import RpcError, account_json, bad_params, hexb, hexq, parse_address, parse_int
+from node.rpc import unknown_market
 from node.transactions import Deposit, Fill, Withdraw, decode_tx
 
 if TYPE_CHECKING:
@@ -68,6 +69,10 @@ RECENT_CANDLES = 100
 """Candles kept per (market, resolution) for a ``candles`` snapshot."""
 RESOLUTIONS = {"1m": 60, "5m": 300, "1h": 3600}
 CHANNELS = ("orderbook", "trades", "markets", "account", "candles", "blocks")
+CHANNEL_PARAMS: dict[str, tuple[str, ...]] = {
+    "orderbook": ("market", "depth"), "trades": ("market",), "markets": (),
+    "account": ("address",), "candles": ("market", "resolution"), "blocks": ()}
+"""The members each channel's ``params`` object may have (others: -32602)."""
 NOT_SUPPORTED = -32601
 _COMPACT = (",", ":")
 ABORT_AFTER = 1.0  # seconds a dropped consumer gets to take its close frame
@@ -313,8 +318,9 @@ class StreamHub:
     def l2_subscribe(self, channel: Any = None, params: Any = None) -> str:
         """Subscribe to ``channel`` with ``params`` (object); returns the
         subscription id (0x + 32 hex). The snapshot (seq 0) follows the
-        response. Errors: -32601 over HTTP; -32602 UnknownChannel,
-        UnknownMarket, bad depth/resolution/address, TooManySubscriptions."""
+        response. Errors: -32601 over HTTP; -32602 UnknownChannel, a params
+        member the channel does not take (CHANNEL_PARAMS), bad
+        depth/resolution/address, TooManySubscriptions; -32003 UnknownMarket."""
         conn = self._connection("l2_subscribe")
         if channel not in CHANNELS:
             raise bad_params(f"UnknownChannel: expected one of {', '.join(CHANNELS)}")
@@ -322,6 +328,11 @@ class StreamHub:
             params = {}
         if not isinstance(params, dict):
             raise bad_params("params: expected an object")
+        allowed = CHANNEL_PARAMS[channel]
+        unknown = sorted(k for k in params if k not in allowed)
+        if unknown:
+            raise bad_params(f"{unknown[0][:64]}: unknown field (channel {channel} takes "
+                             f"{', '.join(allowed) or 'none'})")
         key, label = self._key(channel, params)
         sub = self._add(conn, key, label, geth=False)
         conn.deferred.append(sub.envelope("snapshot", self.node.chain.head.number,
@@ -333,7 +344,10 @@ class StreamHub:
         L2 block, no snapshot). Errors: -32601 over HTTP, -32602 other kinds."""
         conn = self._connection("eth_subscribe")
         if kind != "newHeads":
-            raise bad_params(f"UnknownSubscription: {kind!r} is not supported (newHeads is)")
+            raise bad_params(f"UnknownSubscription: {str(kind)[:64]!r} is not supported "
+                             "(newHeads is)")
+        if rest:
+            raise bad_params("params: newHeads takes no parameters")
         return self._add(conn, ("newHeads",), None, geth=True).id
 
     def l2_unsubscribe(self, sub_id: Any = None) -> bool:
@@ -361,7 +375,7 @@ class StreamHub:
             raise bad_params("missing field market")
         mid = self.node.api._market_id(params["market"])
         if mid not in self.node.chain.state.markets:
-            raise RpcError(-32003, f"UnknownMarket: market {mid} is not listed")
+            raise unknown_market(f"market {mid} is not listed")
         symbol = self.node.api._symbol(mid)
         return mid, symbol or f"#{mid}"
 
@@ -378,7 +392,7 @@ class StreamHub:
         if channel == "candles":
             mid, symbol = self._market(params)
             res = params.get("resolution", "1m")
-            if res not in RESOLUTIONS:
+            if not isinstance(res, str) or res not in RESOLUTIONS:
                 raise bad_params("resolution: expected 1m, 5m or 1h")
             return ("candles", mid, res), symbol
         if channel == "account":
