@@ -826,10 +826,10 @@ class Node:
             step the first step index of the batch it may apply at (default
             0). -32602 for an unknown kind or a bad step."""
             if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
-                raise bad_params("expected {kind, step?}")
-            unknown = set(spec) - {"kind", "step"}
+                raise bad_params("fault: expected an object {kind, step?}")
+            unknown = sorted(set(spec) - {"kind", "step"})
             if unknown:
-                raise bad_params(f"unknown fields: {', '.join(sorted(unknown))}")
+                raise bad_params(f"{unknown[0][:64]}: unknown field (expected kind, step)")
             try:
                 kind = Fault.parse(spec["kind"])
             except ValueError as exc:
@@ -950,6 +950,9 @@ class Node:
             "inclusion_window": self.stored_config.get("inclusion_window"),
             "escape_delay": self.stored_config.get("escape_delay"),
             **{k: self.stored_config.get(k) for k in DISPUTE_KEYS},
+            # bonds are money (wei): decimal strings, as they may exceed 2^53
+            **{k: None if self.stored_config.get(k) is None else str(self.stored_config[k])
+               for k in ("challenger_bond", "proposer_bond")},
             "rollup_address": self.deployment.rollup,
             "usdc_address": self.deployment.usdc,
             "dispute_game_address": self.deployment.dispute_game or None,

@@ -38,7 +38,7 @@ def test_injected_fault_posts_a_wrong_root_and_keeps_its_trace() -> None:
         inject = node.devnet_methods()["devnet_injectFault"]
         with pytest.raises(JsonRpcError, match="unknown fault kind"):
             inject({"kind": "nope"})
-        with pytest.raises(JsonRpcError, match="unknown fields"):
+        with pytest.raises(JsonRpcError, match="unknown field"):
             inject({"kind": "oracle-price", "when": 1})
         assert inject({"kind": "oracle-price", "step": 1}) == {"kind": "oracle-price", "step": "0x1"}
         for i in range(3):

@@ -323,7 +323,8 @@ HTTP: list[tuple[str, Params, Ok | Err]] = [
     ("devnet_setCensorDeposits", [False], Ok(check=lambda r: r is False)),
     ("devnet_setDefender", [True], Ok(check=lambda r: r is True)),
     ("devnet_injectFault", [{"kind": "nope"}], Err(BAD, "unknown fault kind")),
-    ("devnet_injectFault", [{"kind": "last-step", "at": 1}], Err(BAD, "unknown fields: at")),
+    ("devnet_injectFault", [{"kind": "last-step", "at": 1}],
+     Err(BAD, "at: unknown field (expected kind, step)")),
     ("devnet_injectFault", [{"kind": "last-step", "step": -1}], Err(BAD, "step: out of range")),
     # streams need a WebSocket
     ("l2_subscribe", ["blocks", {}], Err(-32601, "NotificationsUnsupported")),
