@@ -19,6 +19,7 @@ the event loop (and the block builder) for long.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -30,9 +31,12 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from jsonrpcserver.dispatcher import dispatch_deserialized
+import orjson
+from jsonrpcserver.dispatcher import call, create_request, to_response
 from jsonrpcserver.response import to_serializable_one
-from jsonrpcserver.sentinels import NOCONTEXT
+from jsonrpcserver.result import InvalidParamsResult, MethodNotFoundResult
+from jsonrpcserver.sentinels import NOCONTEXT, NOID
+from oslash.either import Left  # type: ignore[import-untyped]
 
 _JSON = [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")]
 log = logging.getLogger(__name__)
@@ -167,10 +171,7 @@ def decode_frame(raw: bytes | str) -> Any:
         raise too_large(size)
     if nesting_depth(text) > MAX_DEPTH:
         raise FrameError(PARSE_ERROR, f"parse error: nesting deeper than {MAX_DEPTH}")
-    try:
-        payload = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise FrameError(PARSE_ERROR, f"parse error: {exc}") from None
+    payload = _loads(text)
     if isinstance(payload, list):
         if not payload:
             raise FrameError(INVALID_REQUEST, "invalid request: empty batch")
@@ -178,6 +179,26 @@ def decode_frame(raw: bytes | str) -> Any:
             raise FrameError(INVALID_REQUEST,
                              f"batch too large: {len(payload)} > {MAX_BATCH} requests")
     return payload
+
+
+_LONG_NUMBER = re.compile(r"[0-9]{19}")  # an integer orjson would read as a float
+
+
+def _loads(text: str) -> Any:
+    """JSON ``text`` decoded as ``json.loads`` decodes it: by orjson (several
+    times faster) unless the text has a digit run of 19 or more (an integer
+    past 64 bits, which orjson reads as a float) or orjson refuses it (NaN,
+    lone surrogates...: the stdlib decides, accepting what it always did).
+    Raises FrameError (-32700) on invalid JSON."""
+    if _LONG_NUMBER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(PARSE_ERROR, f"parse error: {exc}") from None
 
 
 async def decode_frame_async(raw: bytes | str) -> Any:
@@ -204,13 +225,47 @@ class JsonRpcApp:
     def __init__(self, methods: dict[str, Callable[..., Any]], streams: Any = None) -> None:
         self.methods = methods
         self.streams = streams  # node.streams.StreamHub: subscriptions over WebSocket
+        # (method, argument count) -> jsonrpcserver's "Invalid params" text, "" if they bind
+        self._arity: dict[tuple[Callable[..., Any], int], str] = {}
 
     def dispatch_one(self, request: Any) -> dict[str, Any] | None:
-        """Dispatch one decoded request object; None for a notification."""
+        """Dispatch one decoded request object; None for a notification.
+
+        jsonrpcserver's own steps (``dispatch_request``: method lookup,
+        argument check, ``call``, response), with the argument check
+        (``inspect.signature(...).bind``, ~25 us) cached per method and
+        argument count: positional params bind or fail by their count alone.
+        Same codes, messages and data as ``dispatch_deserialized``."""
         problem = request_problem(request)
         if problem:
             return error_response(INVALID_REQUEST, f"invalid request: {problem}")
-        return dispatch_deserialized(self.methods, NOCONTEXT, to_serializable_one, request)
+        req = create_request(request)
+        method = self.methods.get(req.method)
+        if method is None:
+            result = Left(MethodNotFoundResult(req.method))
+        else:
+            problem = self._params_problem(method, req.params)
+            result = (Left(InvalidParamsResult(problem)) if problem
+                      else call(req, NOCONTEXT, method))
+        if req.id is NOID:
+            return None
+        return to_serializable_one(to_response(req, result))
+
+    def _params_problem(self, method: Callable[..., Any], params: Any) -> str:
+        """'' if ``params`` bind to ``method``'s signature, else the TypeError
+        text jsonrpcserver answers with (-32602 data)."""
+        args, kwargs = (params, {}) if isinstance(params, list) else ([], params)
+        key = (method, len(args))
+        if not kwargs and key in self._arity:
+            return self._arity[key]
+        try:
+            inspect.signature(method).bind(*args, **kwargs)
+            problem = ""
+        except TypeError as exc:
+            problem = str(exc)
+        if not kwargs:
+            self._arity[key] = problem
+        return problem
 
     def handle(self, text: bytes | str) -> str:
         """Dispatch one JSON-RPC frame (single or batch) synchronously; '' when
@@ -309,7 +364,14 @@ class JsonRpcApp:
 
 
 def _dumps(response: Any) -> str:
-    return "" if response is None else json.dumps(response)
+    """A response (object or list) as JSON text; '' for None. orjson, or the
+    stdlib for what orjson refuses (integers past 64 bits)."""
+    if response is None:
+        return ""
+    try:
+        return orjson.dumps(response).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(response)
 
 
 async def read_body(receive: Callable) -> bytes | FrameError | None:
