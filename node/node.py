@@ -274,6 +274,14 @@ class Node:
         self.sequencer.on_block = self.streams.on_block
         self.app = JsonRpcApp(methods(self.api, {**self.devnet_methods(),
                                                  **self.streams.methods()}), self.streams)
+        from sequencer.intake import SignaturePrefetch
+
+        self.prefetch = SignaturePrefetch(domain)  # batches' signatures on worker processes
+        self.app.prepare_batch = self.prefetch.prefetch
+        from sequencer.commit import GroupCommit
+
+        self.commit = GroupCommit(self.sequencer)  # journal group commit, on a datadir
+        self.app.commit = self.commit
         self.started_at = time.time()
 
     def _requested(self, genesis_json: dict[str, Any] | None) -> Requested:
@@ -363,6 +371,8 @@ class Node:
     # -- loops -----------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            if isinstance(self.db, LevelDB):
+                await nursery.start(self.commit.run)
             await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
             from l1_stub.chain import EmbeddedL1
 
@@ -964,6 +974,9 @@ class Node:
         }
 
     def close(self) -> None:
+        prefetch = getattr(self, "prefetch", None)
+        if prefetch is not None:
+            prefetch.close()
         self.db.close()
         self.l1.close()
 

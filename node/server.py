@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from itertools import accumulate
 from typing import Any
 
@@ -225,6 +225,12 @@ class JsonRpcApp:
     def __init__(self, methods: dict[str, Callable[..., Any]], streams: Any = None) -> None:
         self.methods = methods
         self.streams = streams  # node.streams.StreamHub: subscriptions over WebSocket
+        # awaited with a batch's decoded items before they are dispatched (e.g.
+        # sequencer.intake.SignaturePrefetch.prefetch); None: nothing to prepare
+        self.prepare_batch: Callable[[list[Any]], Awaitable[None]] | None = None
+        # durability of what a frame's dispatch journaled (sequencer.commit.GroupCommit:
+        # ``mark()`` before, ``await wait(mark)`` before answering); None: nothing to wait for
+        self.commit: Any = None
         # (method, argument count) -> jsonrpcserver's "Invalid params" text, "" if they bind
         self._arity: dict[tuple[Callable[..., Any], int], str] = {}
 
@@ -281,13 +287,21 @@ class JsonRpcApp:
     async def handle_async(self, raw: bytes | str) -> tuple[int, str]:
         """``handle`` for the servers: (HTTP status, response text). Batch items
         are dispatched one at a time, with a trio checkpoint whenever 2 ms
-        have passed since the last one."""
+        have passed since the last one. The answer waits until what the
+        frame journaled is on disk (``commit``)."""
         try:
             payload = await decode_frame_async(raw)
         except FrameError as exc:
             return exc.http_status, json.dumps(exc.response())
+        commit = self.commit
+        mark = commit.mark() if commit is not None else 0
         if not isinstance(payload, list):
-            return 200, _dumps(await self._dispatch_async(payload))
+            response = await self._dispatch_async(payload)
+            if commit is not None:
+                await commit.wait(mark)
+            return 200, _dumps(response)
+        if self.prepare_batch is not None:
+            await self.prepare_batch(payload)
         responses = []
         yielded = time.perf_counter()
         for item in payload:
@@ -297,6 +311,8 @@ class JsonRpcApp:
             if time.perf_counter() - yielded > _YIELD_SECONDS:
                 await trio.lowlevel.checkpoint()
                 yielded = time.perf_counter()
+        if commit is not None:
+            await commit.wait(mark)
         return 200, _dumps(responses or None)
 
     async def _dispatch_async(self, request: Any) -> dict[str, Any] | None:
