@@ -181,12 +181,15 @@ def decode_frame(raw: bytes | str) -> Any:
     return payload
 
 
-_LONG_NUMBER = re.compile(r"[0-9]{19}")  # an integer orjson would read as a float
+# a JSON number token of 19 or more digits (orjson would read it as a float); a
+# number starts the text or follows "[", ":" or ","; inside a string this only
+# matches where the stdlib then decodes (slower, same result)
+_LONG_NUMBER = re.compile(r"(?:^|[\[:,])\s*-?[0-9]{19}")
 
 
 def _loads(text: str) -> Any:
     """JSON ``text`` decoded as ``json.loads`` decodes it: by orjson (several
-    times faster) unless the text has a digit run of 19 or more (an integer
+    times faster) unless the text has a number of 19 digits or more (an integer
     past 64 bits, which orjson reads as a float) or orjson refuses it (NaN,
     lone surrogates...: the stdlib decides, accepting what it always did).
     Raises FrameError (-32700) on invalid JSON."""
