@@ -128,6 +128,14 @@ class SignaturePrefetch:
                                              mp_context=multiprocessing.get_context("spawn"))
         return self._pool
 
+    def start(self) -> None:
+        """Spawn the workers and import the hashing and recovery code in each
+        (a second or two of CPU each), so the first batch does not wait for it.
+        Blocks until they are ready: call it from a worker thread."""
+        pool = self._executor()
+        for job in [pool.submit(recover_orders, self.domain, []) for _ in range(self.workers)]:
+            job.result()
+
     async def prefetch(self, payload: Sequence[Any]) -> None:
         params = send_order_params(payload)
         if len(params) < MIN_ORDERS:
