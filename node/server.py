@@ -120,10 +120,37 @@ def nesting_depth(text: str) -> int:
     on an unterminated string."""
     if text.count("[") + text.count("{") <= MAX_DEPTH:
         return min(MAX_DEPTH, text.count("[") + text.count("{"))
+    depth = _plain_depth(text)
+    if depth is not None:
+        return depth
     if _STRINGS_PAIRED.fullmatch(text) is None:
         raise FrameError(PARSE_ERROR, "parse error: unterminated string")
     brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+_INNERMOST = re.compile(rb"\[\]|\{\}")  # the innermost bracket pairs
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"\\')
+
+
+def _plain_depth(text: str) -> int | None:
+    """``nesting_depth`` for the common frame, at C speed: keep only the
+    brackets, quotes and backslashes; if no string holds a quote, backslash
+    or bracket (each string is then an empty pair of quotes) drop the
+    strings and peel the innermost bracket pairs off, one level per pass.
+    None when that does not apply (escapes, brackets in strings, unbalanced
+    or deeper than MAX_DEPTH): the caller then counts exactly."""
+    marks = text.encode("utf-8", "surrogatepass").translate(None, _NOT_STRUCTURE)
+    if b"\\" in marks:
+        return None
+    brackets = marks.replace(b'""', b"")
+    if b'"' in brackets:
+        return None
+    for depth in range(MAX_DEPTH + 1):
+        if not brackets:
+            return depth
+        brackets = _INNERMOST.sub(b"", brackets)
+    return None
 
 
 _REQUEST_KEYS = frozenset(("jsonrpc", "method", "params", "id"))
@@ -181,23 +208,11 @@ def decode_frame(raw: bytes | str) -> Any:
     return payload
 
 
-# a JSON number token of 19 or more digits (orjson would read it as a float); a
-# number starts the text or follows "[", ":" or ","; inside a string this only
-# matches where the stdlib then decodes (slower, same result)
-_LONG_NUMBER = re.compile(r"(?:^|[\[:,])\s*-?[0-9]{19}")
-
-
 def _loads(text: str) -> Any:
-    """JSON ``text`` decoded as ``json.loads`` decodes it: by orjson (several
-    times faster) unless the text has a number of 19 digits or more (an integer
-    past 64 bits, which orjson reads as a float) or orjson refuses it (NaN,
-    lone surrogates...: the stdlib decides, accepting what it always did).
-    Raises FrameError (-32700) on invalid JSON."""
-    if _LONG_NUMBER.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
+    """JSON ``text`` decoded by the stdlib (exact integers of any size; only
+    ~1.7x slower than orjson here, less than any check for where orjson
+    would read a big integer as a float). Raises FrameError (-32700) on
+    invalid JSON."""
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:

@@ -1,6 +1,6 @@
-"""node.server's fast paths keep the stdlib's and jsonrpcserver's answers:
-orjson decoding with the stdlib for big integers, and the cached argument
-check giving jsonrpcserver's -32602 text."""
+"""node.server's fast paths keep the answers of the slow ones: the
+bracket-peeling nesting depth, decoding, and the cached argument check
+giving jsonrpcserver's -32602 text."""
 
 from __future__ import annotations
 
@@ -10,13 +10,29 @@ from typing import Any
 from jsonrpcserver import dispatch
 
 from node.rpc import _wrap
-from node.server import JsonRpcApp, decode_frame
+from node.server import MAX_DEPTH, JsonRpcApp, _plain_depth, decode_frame, nesting_depth
 
 
 def test_big_integers_and_odd_json_decode_as_the_stdlib_does() -> None:
     for text in ('{"a": 123456789012345678901234567890}', '[-18446744073709551617, 1.5]',
                  '{"s": "\\ud800"}', '[NaN]', '{"x": "0x12345678901234567890123456"}'):
         assert decode_frame(text) == json.loads(text) or text == "[NaN]"
+
+
+def test_fast_nesting_depth_agrees_or_defers() -> None:
+    cases = {
+        '[{"k": []}, {"a": [[{}]]}]': 5,
+        '["x", {"s": "", "t": "y"}]': 2,
+        "[" * MAX_DEPTH + "]" * MAX_DEPTH: MAX_DEPTH,
+        '{"a": "[x]", "b": [[[]]]}': None,  # a bracket in a string: counted exactly
+        '["\\"[", [1]]': None,  # an escape
+        "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1): None,  # too deep
+        "[[[": None,  # unbalanced
+    }
+    for text, fast in cases.items():
+        assert _plain_depth(text) == fast, text
+        if fast is not None:
+            assert nesting_depth(text + " " * 200 + "[]" * 70) == fast  # past the count shortcut
 
 
 def _app() -> JsonRpcApp:
