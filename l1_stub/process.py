@@ -26,6 +26,7 @@ to the L1 port by another client shows up at the next L1 block.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import logging
@@ -140,6 +141,8 @@ class L1Process:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        if "ETH_HASH_BACKEND" not in env and importlib.util.find_spec("sha3") is not None:
+            env["ETH_HASH_BACKEND"] = "pysha3"  # py-evm's keccak: the C one (eth-hash picks pycryptodome)
         # stdout/stderr are the node's (its log); stdin is the lifeline pipe
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
         self.pid = self.proc.pid

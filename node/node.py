@@ -6,8 +6,9 @@ Loops (each a trio task):
   node, ``l1_rpc``: only if it does not automine, l1_stub.external);
 - deposits: after each L1 block, includes new deposit queue entries in order;
 - block builder: seals the pending L2 block every ``block_time`` seconds;
-- batcher: every ``batch_interval`` seconds posts unposted blocks to L1
-  (several batches per interval when it is behind) and moves the safe head
+- batcher: posts each full batch of unposted blocks as soon as it is sealed
+  and the rest every ``batch_interval`` seconds (several batches per L1
+  block when it is behind) and moves the safe head
   when the batch is mined; posts an empty heartbeat block when the chain
   is idle, so the Rollup never sees the escape delay pass;
 - JSON-RPC: L2 on ``port``, the embedded L1 on ``l1_port``.
@@ -54,7 +55,7 @@ from node.transactions import Deposit
 from node.derive import batch_steps
 from prover.trace import BatchTrace, Fault
 from sequencer.defender import Defender
-from sequencer.batcher import batch_byte_cap, batch_info, plan_batch
+from sequencer.batcher import BLOCK_HEADER_BYTES, batch_byte_cap, batch_info, plan_batch
 from sequencer.sequencer import Sequencer
 
 log = logging.getLogger("derivnet")
@@ -66,6 +67,8 @@ except ImportError:  # pragma: no cover
 
 # most batches sent into one L1 block (each full one has a ~9.7M gas limit)
 MAX_BATCHES_PER_L1_BLOCK = 4
+# the batcher checks this often (at most every block time) for a full batch to post
+BATCHER_POLL_SECONDS = 0.25
 # a heartbeat batch is due after this share of the escape delay without a batch
 HEARTBEAT_FRACTION = (2, 3)
 
@@ -258,6 +261,7 @@ class Node:
         self.l1_retry = {name: Backoff(config.l1_block_time, min(30.0, 8 * config.l1_block_time))
                          for name in ("mine", "snapshot", "deposits", "finalize", "disputes")}
         self._last_batch_l1_time = 0  # L1 timestamp of the last batch this node landed
+        self._block_sizes: dict[int, tuple[int, int]] = {}  # unposted: (batch bytes, steps)
         self.heartbeats = 0
         # dishonest proposer on demand (devnet_injectFault, --faulty-proposer):
         # (kind, from step) armed for the next batch with an applicable step;
@@ -274,6 +278,14 @@ class Node:
         self.sequencer.on_block = self.streams.on_block
         self.app = JsonRpcApp(methods(self.api, {**self.devnet_methods(),
                                                  **self.streams.methods()}), self.streams)
+        from sequencer.intake import SignaturePrefetch
+
+        self.prefetch = SignaturePrefetch(domain)  # batches' signatures on worker processes
+        self.app.prepare_batch = self.prefetch.prefetch
+        from sequencer.commit import GroupCommit
+
+        self.commit = GroupCommit(self.sequencer)  # journal group commit, on a datadir
+        self.app.commit = self.commit
         self.started_at = time.time()
 
     def _requested(self, genesis_json: dict[str, Any] | None) -> Requested:
@@ -363,6 +375,8 @@ class Node:
     # -- loops -----------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            if isinstance(self.db, LevelDB):
+                await nursery.start(self.commit.run)
             await nursery.start(serve_jsonrpc, self.app, self.config.host, self.config.port)
             from l1_stub.chain import EmbeddedL1
 
@@ -372,6 +386,7 @@ class Node:
                 await nursery.start(serve_l1, self.l1, self.config.host, self.config.l1_port)
             nursery.start_soon(self._l1_clock)
             nursery.start_soon(self._block_builder)
+            nursery.start_soon(self._start_prefetch)
             nursery.start_soon(self._batcher)
             task_status.started()
 
@@ -389,6 +404,12 @@ class Node:
                 continue
             mine.succeeded()
             await self.on_l1_block(number)
+
+    async def _start_prefetch(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self.prefetch.start, abandon_on_cancel=True)
+        except Exception as exc:  # noqa: BLE001 - without workers the sequencer recovers itself
+            log.warning("signature workers did not start: %r", exc)
 
     def _l1_step(self) -> int:
         """One L1 clock step: mine a block (an external node: only if it
@@ -496,8 +517,12 @@ class Node:
         return len(entries)
 
     async def _block_builder(self) -> None:
+        # seal every block_time on a fixed schedule (a seal's own time does not
+        # stretch the period; after an overrun the next seal comes at once)
+        deadline = trio.current_time()
         while True:
-            await trio.sleep(self.config.block_time)
+            deadline = max(deadline + self.config.block_time, trio.current_time())
+            await trio.sleep_until(deadline)
             try:
                 self.sequencer.seal()
                 self.streams.tick()
@@ -515,21 +540,49 @@ class Node:
                 await trio.sleep(delay)
             else:
                 break
+        interval = self.config.batch_interval
+        poll = min(interval, max(self.config.block_time, BATCHER_POLL_SECONDS))
+        last_post = time.monotonic()
         while True:
-            await trio.sleep(max(self.config.batch_interval,
-                                 retry.retry_at - time.monotonic()))
+            await trio.sleep(max(poll, retry.retry_at - time.monotonic()))
             if not self.config.batcher_enabled or self.l1_snapshot.frozen:
                 continue  # paused (devnet control), or frozen: submitBatch would revert
+            # a full batch goes out at once (waiting cannot make it bigger); the
+            # rest of the unposted blocks once per batch interval
+            due = time.monotonic() - last_post >= interval
+            if not due and not self.full_batch_ready():
+                continue
             try:
-                if self.heartbeat_due():
+                if due and self.heartbeat_due():
                     self.sequencer.seal(empty=True)
-                await self.post_batches()
+                await self.post_batches(full_only=not due)
             except Exception as exc:  # keep the devnet up; retry with backoff
                 delay = retry.failed(exc)
                 log.warning("batch submission failed (%d in a row, retry in %.1f s): %s",
                             retry.failures, delay, exc)
             else:
                 retry.succeeded()
+            if due:
+                last_post = time.monotonic()
+
+    def full_batch_ready(self) -> bool:
+        """True if the unposted blocks fill at least one batch (bytes or
+        steps of the batch limits). Block sizes are read once per block."""
+        sizes = self._block_sizes
+        max_bytes, max_steps = self.batch_limits
+        size = steps = 0
+        safe, head = self.chain.safe_head, self.chain.head.number
+        for n in [n for n in sizes if n <= safe]:
+            del sizes[n]
+        for n in range(safe + 1, head + 1):
+            if n not in sizes:
+                txs = self.chain.block(n).txs
+                sizes[n] = (BLOCK_HEADER_BYTES + sum(map(len, txs)), len(txs))
+            size += sizes[n][0]
+            steps += sizes[n][1]
+            if size > max_bytes or steps > max_steps:
+                return True
+        return False
 
     def heartbeat_due(self) -> bool:
         """True if the chain has posted everything but no batch landed for
@@ -574,50 +627,73 @@ class Node:
             return None
         return after.index
 
-    async def post_batches(self) -> int:
-        """Post every unposted block: rounds of up to MAX_BATCHES_PER_L1_BLOCK
-        batches sent into one L1 block, each waited for, until a round ends
-        with a batch that is not full. Returns the number of batches landed.
+    async def post_batches(self, full_only: bool = False) -> int:
+        """Post every unposted block, until a batch that is not full is sent.
+        Batches are sent one after another while earlier ones wait for their
+        L1 block (up to MAX_BATCHES_PER_L1_BLOCK into one L1 block; the next
+        goes out once that block is mined), and recorded in order as their
+        receipts come. Returns the number of batches landed.
+        ``full_only``: only full batches (the unposted rest waits).
 
         Raises TransactionReverted (with the reason) if L1 rejected a batch,
-        or the L1 error of a refused send; nothing is recorded for them."""
+        or the L1 error of a refused send; nothing is recorded for them (or
+        for batches sent after them)."""
         landed = 0
+        inflight: list[tuple[Any, bytes]] = []  # sent, not recorded yet (in order)
+        first: int | None = None
         while True:
-            sent, error = await self._send_batches()
+            sent, error, blocked = await self._send_batches(full_only, first, limit=1)
+            inflight += sent
             if sent:
-                await self._await_batches(sent)
-                landed += len(sent)
-            if error is not None:
-                raise error
-            if not sent or not sent[-1][0].full:
-                return landed
+                first = sent[-1][0].last_block + 1
+            more = error is None and (blocked or bool(sent and sent[-1][0].full))
+            landed += await self._await_batches(inflight, wait=not more)
+            if not more:
+                break
+            if blocked and not sent:
+                await trio.sleep(0.05)  # the pending L1 block is full: wait for the next one
+        if error is not None:
+            raise error
+        return landed
 
-    async def _send_batches(self) -> tuple[list[tuple[Any, bytes]], Exception | None]:
-        """Send the next batches into the pending L1 block. A batch is sent
-        only if the pending L1 state expects exactly its first block, so a
-        batch that failed in the pending block stops the rest. Returns the
-        batches sent and the error of a refused send after the first one
-        (None if none, or for a full L1 block: the rest go in a later one)."""
+    async def _send_batches(self, full_only: bool = False, first: int | None = None,
+                            limit: int = MAX_BATCHES_PER_L1_BLOCK,
+                            ) -> tuple[list[tuple[Any, bytes]], Exception | None, bool]:
+        """Send up to ``limit`` next batches from L2 block ``first`` (default:
+        after the safe head) into the pending L1 block. A batch is sent only
+        if the pending L1 state expects exactly its first block, so a batch
+        that failed in the pending block stops the rest. Returns the batches
+        sent, the error of a refused send after the first one or of a check
+        that failed (None if none), and whether sending stopped because the
+        pending L1 block is full (MAX_BATCHES_PER_L1_BLOCK of ours, or no gas
+        left: the rest go in a later one)."""
         from l1_stub.client import is_gas_limit_error
 
         rollup = self.rollup
-        first = self.chain.safe_head + 1
+        resume = first is not None  # batches from this call's caller are in flight
+        first = self.chain.safe_head + 1 if first is None else first
         head = self.chain.head.number
         max_bytes, max_steps = self.batch_limits
         sent: list[tuple[Any, bytes]] = []
         async with self.l1_send_lock:
             expected = await trio.to_thread.run_sync(rollup.next_l2_block, "pending")
             if expected != first:
+                if resume:  # one in flight failed in the pending block: its receipt says why
+                    return [], None, False
                 mined = await trio.to_thread.run_sync(rollup.next_l2_block, "latest")
                 if mined > first:  # batches on L1 the store does not have yet
                     await self.sync_batches()
-                    return [], None
+                    return [], None, False
                 raise RuntimeError(f"the Rollup expects L2 block {expected} next, the batcher "
                                    f"has block {first}: waiting for L1")
-            while len(sent) < MAX_BATCHES_PER_L1_BLOCK:
+            while len(sent) < limit:
                 planned = plan_batch(self.chain, first, max_bytes, max_steps, head)
-                if planned is None:
+                if planned is None or (full_only and not planned.full):
                     break
+                l1_head = await trio.to_thread.run_sync(lambda: self.l1.w3.eth.block_number)
+                block, count = self._l1_block_sends
+                if block == l1_head and count >= MAX_BATCHES_PER_L1_BLOCK:
+                    return sent, None, True
                 trace = None
                 if self.armed_fault is not None:
                     trace = await trio.to_thread.run_sync(self._faulty_trace, planned)
@@ -628,10 +704,13 @@ class Node:
                         rollup.submit_batch, self.sequencer_key, planned.data,
                         planned.state_root, planned.deposit_end)
                 except Exception as exc:
-                    if not sent:
+                    if is_gas_limit_error(exc) and (sent or resume):
+                        return sent, None, True
+                    if not sent and not resume:
                         raise
                     # wait for the batches already sent, then report
-                    return sent, None if is_gas_limit_error(exc) else exc
+                    return sent, exc, False
+                self._l1_block_sends = (l1_head, count + 1 if block == l1_head else 1)
                 sent.append((planned, bytes(tx)))
                 if trace is not None:
                     self._record_fault(planned, trace)
@@ -641,18 +720,26 @@ class Node:
                 if expected != planned.last_block + 1:
                     break  # it failed in the pending block: its receipt says why
                 first = planned.last_block + 1
-        return sent, None
+        return sent, None, False
 
-    async def _await_batches(self, sent: list[tuple[Any, bytes]]) -> None:
-        """Wait for the receipts of ``sent`` (in order) and record the landed
-        batches; raises TransactionReverted at the first failed one."""
+    _l1_block_sends: tuple[int, int] = (-1, 0)  # (L1 head when sent, batches sent on it)
+
+    async def _await_batches(self, sent: list[tuple[Any, bytes]], wait: bool = True) -> int:
+        """Record the landed batches of ``sent`` in order, removing them from
+        the list; with ``wait`` wait for all of them, else stop at the first
+        one not mined yet. Returns how many were recorded; raises
+        TransactionReverted at the first failed one."""
         from l1_stub.client import TransactionReverted, revert_reason
 
         timeout = max(30.0, 10 * self.config.l1_block_time)
-        for planned, tx in sent:
+        recorded = 0
+        while sent:
+            planned, tx = sent[0]
             deadline = time.monotonic() + timeout
-            receipt = None
+            receipt = await trio.to_thread.run_sync(self._receipt, tx)
             while receipt is None:
+                if not wait:
+                    return recorded
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"batch transaction 0x{tx.hex()} not mined in {timeout} s")
                 await trio.sleep(0.05)
@@ -680,6 +767,9 @@ class Node:
             block = await trio.to_thread.run_sync(self.l1.w3.eth.get_block,
                                                   int(receipt["blockNumber"]))
             self._last_batch_l1_time = max(self._last_batch_l1_time, int(block["timestamp"]))
+            sent.pop(0)
+            recorded += 1
+        return recorded
 
     gas_used_total: int = 0
     calldata_bytes_total: int = 0
@@ -967,6 +1057,9 @@ class Node:
         }
 
     def close(self) -> None:
+        prefetch = getattr(self, "prefetch", None)
+        if prefetch is not None:
+            prefetch.close()
         self.db.close()
         self.l1.close()
 

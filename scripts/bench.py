@@ -487,6 +487,19 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _helper_cpu(pids: tuple[int, ...]) -> dict[int, float]:
+    """CPU seconds so far of the node's child processes other than ``pids``
+    (its signature-recovery workers), by pid."""
+    out = {}
+    for p in _children(pids[0]) if pids else []:
+        if p not in pids:
+            try:
+                out[p] = cpu_seconds(p)
+            except OSError:
+                continue
+    return out
+
+
 def fund(node_url: str, l1_url: str, traders: list[int], amount: int) -> None:
     """Dev account 3 mints USDC on L1 and deposits ``amount`` to each trader's
     L2 account; waits until the node has included every deposit."""
@@ -550,6 +563,7 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
                                 "-f", "raw", "-o", profile[1]],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu0 = [cpu_seconds(p) for p in pids]
+    helpers0 = _helper_cpu(pids)
     t0 = time.monotonic()
     start.set()
     time.sleep(duration)
@@ -561,6 +575,8 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
     t_end = time.monotonic()
     window = t_end - t0
     cpu = [round(cpu_seconds(p) - c, 1) for p, c in zip(pids, cpu0, strict=True)]
+    helpers1 = _helper_cpu(pids)
+    helper_cpu = round(sum(c - helpers0.get(p, 0.0) for p, c in helpers1.items()), 1)
     load = os.getloadavg()[0]
     # after the window: how long until L1 holds every block sealed in it
     safe = safe1
@@ -616,6 +632,9 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
         "latency_mean_ms": round(1000 * statistics.fmean(lat), 1) if lat else None,
         "cpu_s": dict(zip(("node", "l1"), cpu, strict=False)),
         "fills_per_node_cpu_s": round(acked / cpu[0]) if cpu and cpu[0] else None,
+        "node_workers_cpu_s": helper_cpu if pids else None,
+        "fills_per_node_and_workers_cpu_s": (round(acked / (cpu[0] + helper_cpu))
+                                             if cpu and cpu[0] else None),
         "load_average": round(load, 1),
     }
     how = (f"JSON-RPC batches of {batch_pairs} pairs from {processes} client processes"
@@ -633,7 +652,10 @@ def run_load(name: str, port: int, domain: Domain, *, processes: int, batch_pair
         print(f"  CPU used in the window: node {cpu[0]} s"
               + (f", its L1 process {cpu[1]} s" if len(cpu) > 1 else "")
               + f" ({figures['fills_per_node_cpu_s']} fills per node CPU-second); "
-              f"load average {load:.1f} on {os.cpu_count()} CPUs")
+              + (f"the node's worker processes {helper_cpu} s ("
+                 f"{figures['fills_per_node_and_workers_cpu_s']} fills per CPU-second of node "
+                 "and workers); " if helper_cpu else "")
+              + f"load average {load:.1f} on {os.cpu_count()} CPUs")
     if figures["errors"]:
         print(f"  {figures['errors']} errors, first: {figures['first_error']}")
     if results["probe"]["errors"]:

@@ -150,7 +150,13 @@ class Sequencer:
         self._cancel_expiries: list[tuple[int, bytes, bytes]] = []  # (expiry, key, hash) heap
         self._replay_time: int | None = None  # set while the journal is replayed
         self._replay_key = b""
+        # group commit (sequencer.commit.GroupCommit sets group_commit): entries
+        # are buffered and written by one synced batch per group
+        self.group_commit = False
+        self._unsynced: list[tuple[bytes, bytes]] = []  # buffered entries, in order
+        self._not_durable: set[bytes] = set()  # keys buffered or being written
         self._restore_journal()
+        self.synced_sequence = self._sequence  # entries 1..this are on disk
 
     # -- orders ----------------------------------------------------------
     def _now(self) -> int:
@@ -282,17 +288,56 @@ class Sequencer:
 
         Key: b"j:" | sequence (u64, arrival order). Value: kind (1 byte) |
         pending block number (u64) | pending block timestamp (u64, unix s) |
-        payload. The one place journal bytes are written (group commit can
-        batch here). Nothing is written while the journal is replayed.
+        payload. The one place journal bytes are written. Nothing is written
+        while the journal is replayed.
+
+        With ``group_commit`` the entry is only buffered: the caller must not
+        acknowledge it before ``synced_sequence`` reaches ``journal_sequence``
+        (sequencer.commit.GroupCommit writes each group with one synced
+        LevelDB batch).
         """
         if self._replay_time is not None:
             return self._replay_key
         self._sequence += 1
         key = _JOURNAL + self._sequence.to_bytes(8, "big")
         head = self.chain.head.number
-        self.chain.db.put(key, kind + (head + 1).to_bytes(8, "big")
-                          + self.chain.pending_timestamp.to_bytes(8, "big") + payload)
+        value = (kind + (head + 1).to_bytes(8, "big")
+                 + self.chain.pending_timestamp.to_bytes(8, "big") + payload)
+        if self.group_commit:
+            self._unsynced.append((key, value))
+            self._not_durable.add(key)
+        else:
+            self.chain.db.put(key, value)
+            self.synced_sequence = self._sequence
         return key
+
+    @property
+    def journal_sequence(self) -> int:
+        """Sequence number of the latest journal entry (0: none yet)."""
+        return self._sequence
+
+    def take_journal_group(self) -> tuple[list[tuple[bytes, bytes]], int]:
+        """The buffered entries (key, value), oldest first, and the sequence
+        number they reach; the buffer starts empty again."""
+        group, self._unsynced = self._unsynced, []
+        return group, self._sequence
+
+    def write_journal_group(self, group: list[tuple[bytes, bytes]]) -> None:
+        """Write ``group`` with one synced batch (safe from a worker thread:
+        it touches only the store)."""
+        with self.chain.db.write_batch() as batch:
+            for key, value in group:
+                batch.put(key, value)
+
+    def journal_group_written(self, group: list[tuple[bytes, bytes]], sequence: int) -> None:
+        """Record that ``group`` (reaching ``sequence``) is on disk."""
+        for key, _ in group:
+            self._not_durable.discard(key)
+        self.synced_sequence = max(self.synced_sequence, sequence)
+
+    def journal_group_failed(self, group: list[tuple[bytes, bytes]]) -> None:
+        """Put back a group whose write failed, ahead of newer entries."""
+        self._unsynced[:0] = group
 
     def _journal_tx(self, tx: Transaction) -> None:
         key = self._journal(_TX, encode_tx(tx))
@@ -358,18 +403,29 @@ class Sequencer:
         """Forget entries whose effects are all sealed and that are not needed
         to rebuild the book: everything but the entries of orders still
         resting and the cancels of orders not yet expired (at the head's
-        timestamp). Runs after a seal, when nothing is pending."""
+        timestamp). Runs after a seal, when nothing is pending.
+        Entries not on disk yet (group commit) are left for a later prune, so
+        a group written after this cannot bring a deleted entry back.
+        """
         if self.chain.pending_txs:
             return
+        waiting = self._not_durable
         stale = [k for k, where in self._journaled.items()
-                 if where is None or self.books[where[0]].get(where[1]) is None]
+                 if (where is None or self.books[where[0]].get(where[1]) is None)
+                 and k not in waiting]
         now = self.chain.head.header.timestamp
         heap = self._cancel_expiries
+        later = []
         while heap and heap[0][0] <= now:
-            _, key, hash_ = heapq.heappop(heap)
-            stale.append(key)
-            if self._cancelled.get(hash_, now + 1) <= now:
-                del self._cancelled[hash_]
+            item = heapq.heappop(heap)
+            if item[1] in waiting:
+                later.append(item)
+                continue
+            stale.append(item[1])
+            if self._cancelled.get(item[2], now + 1) <= now:
+                del self._cancelled[item[2]]
+        for item in later:
+            heapq.heappush(heap, item)
         if not stale:
             return
         with self.chain.db.write_batch() as batch:
