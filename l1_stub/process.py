@@ -131,6 +131,7 @@ class L1Process:
         self._chain_id = chain_id
         self._datadir = os.fspath(datadir) if datadir is not None else None
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        self._startup_timeout = startup_timeout
         cmd = [python, "-m", "l1_stub", "--host", host, "--port", str(port),
                "--chain-id", str(chain_id), "--exit-with-parent"]
         if self._datadir is not None:
@@ -143,6 +144,7 @@ class L1Process:
             [str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         if "ETH_HASH_BACKEND" not in env and importlib.util.find_spec("sha3") is not None:
             env["ETH_HASH_BACKEND"] = "pysha3"  # py-evm's keccak: the C one (eth-hash picks pycryptodome)
+        self._cmd, self._env = cmd, env
         # stdout/stderr are the node's (its log); stdin is the lifeline pipe
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env)
         self.pid = self.proc.pid
@@ -163,6 +165,29 @@ class L1Process:
             raise
 
     # -- child ---------------------------------------------------------
+
+    def restart(self) -> None:
+        """Start a new child on the same port and datadir after the old one
+        exited (killed, crashed). The chain reopens from the datadir, with
+        every mined block; transactions that were pending in the old child
+        are gone and must be sent again.
+
+        Raises RuntimeError for an in-memory L1 (its chain died with the
+        child) or a child that is still running; L1ProcessExited or
+        TimeoutError as the constructor does.
+        """
+        if self._datadir is None:
+            raise RuntimeError("an in-memory L1 cannot be restarted: its chain died with "
+                               f"the process (pid {self.pid})")
+        if self._closed:
+            raise RuntimeError("the L1 process was closed")
+        if self.proc.poll() is None:
+            raise RuntimeError(f"the L1 process (pid {self.pid}) is still running")
+        self._session.close()  # drop keep-alive connections to the dead child
+        self.proc = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, env=self._env)
+        self.pid = self.proc.pid
+        self._wait_ready(self._startup_timeout)
+        self._offset = int(self._rpc("derivnet_timeOffset"), 16)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -161,7 +161,7 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
 
-    from node.node import Node
+    from node.node import L1Lost, Node
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -213,10 +213,25 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
         trio.run(run)
     except BaseException as exc:  # Ctrl-C may arrive wrapped in the nursery's group
         if not _is_interrupt(exc):
+            lost = _find(exc, L1Lost)
+            if lost is not None:
+                raise click.ClickException(str(lost)) from None
             raise
         click.echo("stopped")
     finally:
         node.close()
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` itself or the first ``kind`` inside its exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        match, _ = exc.split(kind)
+        while isinstance(match, BaseExceptionGroup):
+            match = match.exceptions[0]
+        return match
+    return None
 
 
 def _is_interrupt(exc: BaseException) -> bool:

@@ -53,6 +53,7 @@ from node.batch import decode_batch
 from node.state import State
 from node.transactions import Deposit
 from node.derive import batch_steps
+from l1_stub.process import L1ProcessExited
 from prover.trace import BatchTrace, Fault
 from sequencer.defender import Defender
 from sequencer.batcher import BLOCK_HEADER_BYTES, batch_byte_cap, batch_info, plan_batch
@@ -71,6 +72,11 @@ MAX_BATCHES_PER_L1_BLOCK = 4
 BATCHER_POLL_SECONDS = 0.25
 # a heartbeat batch is due after this share of the escape delay without a batch
 HEARTBEAT_FRACTION = (2, 3)
+
+
+class L1Lost(RuntimeError):
+    """The devnet's in-memory L1 process died: its chain, and the Rollup's
+    state with it, cannot come back, so the devnet stops."""
 
 
 class Backoff:
@@ -399,11 +405,33 @@ class Node:
                 continue
             try:
                 number = await trio.to_thread.run_sync(self._l1_step)
+            except L1ProcessExited as exc:
+                await self._l1_process_exited(exc)
+                continue
             except Exception as exc:  # keep the devnet up; retry with backoff
                 log.warning("L1 mining failed (retry in %.1f s): %s", mine.failed(exc), exc)
                 continue
             mine.succeeded()
             await self.on_l1_block(number)
+
+    async def _l1_process_exited(self, exc: L1ProcessExited) -> None:
+        """The embedded L1's process died (kill -9, a crash). On a datadir
+        its chain survives: start a new process from it (the batcher re-sends
+        what was pending). In memory the L1 chain is gone, and with it the
+        Rollup's state: raise L1Lost, which stops the devnet."""
+        if getattr(self.l1, "datadir", None) is None:
+            raise L1Lost(f"{exc}; an in-memory L1 is gone with its process, so the devnet "
+                         "stops (run with --datadir to keep the L1 across a crash)") from None
+        mine = self.l1_retry["mine"]
+        log.warning("%s; restarting it from its datadir", exc)
+        try:
+            await trio.to_thread.run_sync(self.l1.restart)
+        except Exception as again:  # noqa: BLE001 - retry with backoff, keep the L2 up
+            log.warning("restarting the L1 process failed (retry in %.1f s): %s",
+                        mine.failed(again), again)
+            return
+        log.warning("the L1 process is back (pid %d)", self.l1.pid)
+        mine.succeeded()
 
     async def _start_prefetch(self) -> None:
         try:
@@ -1064,4 +1092,4 @@ class Node:
         self.l1.close()
 
 
-__all__ = ["Node", "NodeConfig", "hexq"]
+__all__ = ["L1Lost", "Node", "NodeConfig", "hexq"]
