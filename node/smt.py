@@ -35,10 +35,10 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import accumulate, islice
+from itertools import accumulate, islice, repeat
 from typing import Any
 
-from node.crypto import ZERO_HASH, keccak
+from node.crypto import ZERO_HASH, keccak, keccak_256
 from node.db import KeyValueDB, KeyValueWriter
 
 EMPTY_ROOT = ZERO_HASH
@@ -433,25 +433,27 @@ class SparseMerkleTree:
         """
         if not items:
             return root
-        entries: list[tuple[int, bytes, bytes | None]] = []
-        pending_values = self._pending_values
-        indexed = root == self._indexed_root
-        changes: list[tuple[bytes, bytes | None]] = []
-        for key, value in items.items():
-            key = _check_key(key)
-            if value is None:
-                entries.append((int.from_bytes(key, "big"), key, None))
-            else:
-                value = bytes(value)
-                value_hash = keccak(value)
-                pending_values[value_hash] = value
-                entries.append((int.from_bytes(key, "big"), key, value_hash))
-            if indexed:
-                changes.append((key, value))
-        entries.sort()
+        # type and length checks run in C; other bytes-likes are copied to bytes
+        keys = list(items)
+        if set(map(type, keys)) != {bytes}:
+            keys = [bytes(k) for k in keys]
+        if set(map(len, keys)) != {32}:
+            for key in keys:
+                _check_key(key)  # raises
+        values = list(items.values())
+        if not set(map(type, values)) <= {bytes, type(None)}:
+            values = [v if v is None else bytes(v) for v in values]
+        if None in values:
+            value_hashes = [None if v is None else keccak(v) for v in values]
+            self._pending_values.update(
+                (h, v) for h, v in zip(value_hashes, values) if v is not None)
+        else:
+            value_hashes = list(map(keccak, values))
+            self._pending_values.update(zip(value_hashes, values))
+        entries = sorted(zip(map(int.from_bytes, keys, repeat("big")), keys, value_hashes))
         new_root = self._apply(root, entries)
-        if indexed:
-            self._index_pending.update(changes)
+        if root == self._indexed_root:
+            self._index_pending.update(zip(keys, values))
             self._indexed_root = new_root
         return new_root
 
@@ -471,17 +473,18 @@ class SparseMerkleTree:
         cache_get = self._cache.get
         fetch = self._fetch
         zero = ZERO_HASH
+        hasher = keccak_256
 
         def is_leaf(node_hash: bytes) -> bool:
             return (pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash))[0]
 
         def internal(left: bytes, right: bytes) -> bytes:
-            node_hash = keccak(left + right)
+            node_hash = hasher(left + right).digest()
             pending[node_hash] = (False, left, right)
             return node_hash
 
         def new_leaf(key: bytes, value_hash: bytes) -> bytes:
-            node_hash = keccak(_LEAF_TAG + key + value_hash)
+            node_hash = hasher(_LEAF_TAG + key + value_hash).digest()
             pending[node_hash] = (True, key, value_hash)
             return node_hash
 
@@ -537,21 +540,17 @@ class SparseMerkleTree:
             alone: walk down to the bottom, replace it, hash back up."""
             key_int = ks[i]
             value_hash = vs[i]
-            top = depth
-            siblings: list[bytes] = []
+            trail: list[Node] = []  # the internal nodes passed, top down
             current = node_hash
             node: Node | None = None
+            shift = 255 - depth  # key_int >> shift & 1: the key's bit at the current depth
             while current != zero:
                 node = pending_get(current) or cache_get(current) or fetch(current)
                 if node[0]:
                     break
-                if (key_int >> (255 - depth)) & 1:
-                    siblings.append(node[1])
-                    current = node[2]
-                else:
-                    siblings.append(node[2])
-                    current = node[1]
-                depth += 1
+                trail.append(node)
+                current = node[2] if (key_int >> shift) & 1 else node[1]
+                shift -= 1
             if current == zero or node is None:
                 if value_hash is None:
                     return node_hash  # deleting an absent key
@@ -573,23 +572,32 @@ class SparseMerkleTree:
                     new = internal(current, added)
                 else:
                     new = internal(added, current)
-                new = pad(new, key_int, split_depth, depth)
+                new = pad(new, key_int, split_depth, 255 - shift)
                 new_is_leaf = False
-            for d in range(depth - 1, top - 1, -1):
-                sibling = siblings[d - top]
-                # Re-collapse: a subtree with at most one leaf is that leaf.
-                if sibling == zero:
-                    if new_is_leaf or new == zero:
+            for node in reversed(trail):
+                shift += 1
+                if (key_int >> shift) & 1:
+                    sibling = node[1]
+                    # Re-collapse: a subtree with at most one leaf is that leaf.
+                    if sibling == zero:
+                        if new_is_leaf or new == zero:
+                            continue
+                    elif new == zero and is_leaf(sibling):
+                        new, new_is_leaf = sibling, True
                         continue
-                elif new == zero and is_leaf(sibling):
-                    new, new_is_leaf = sibling, True
-                    continue
-                if (key_int >> (255 - d)) & 1:
-                    left, right = sibling, new
+                    node_hash = hasher(sibling + new).digest()
+                    pending[node_hash] = (False, sibling, new)
                 else:
-                    left, right = new, sibling
-                new = keccak(left + right)
-                pending[new] = (False, left, right)
+                    sibling = node[2]
+                    if sibling == zero:
+                        if new_is_leaf or new == zero:
+                            continue
+                    elif new == zero and is_leaf(sibling):
+                        new, new_is_leaf = sibling, True
+                        continue
+                    node_hash = hasher(new + sibling).digest()
+                    pending[node_hash] = (False, new, sibling)
+                new = node_hash
                 new_is_leaf = False
             return new
 
@@ -617,7 +625,7 @@ class SparseMerkleTree:
                     return new_right
             elif new_right == zero and is_leaf(new_left):
                 return new_left
-            new = keccak(new_left + new_right)
+            new = hasher(new_left + new_right).digest()
             pending[new] = (False, new_left, new_right)
             return new
 

@@ -34,14 +34,31 @@ SYMBOLS_KEY = keccak(b"\x06")
 SYMBOL_BYTES = 16
 
 
+# Memos of the two keys hashed on every fill (pure functions; cleared when full).
+_ACCOUNT_KEYS: dict[bytes, bytes] = {}
+_ORDER_KEYS: dict[bytes, bytes] = {}
+_KEY_MEMO_SIZE = 1 << 17
+
+
 def account_key(address: bytes) -> bytes:
-    """SMT key of an account leaf: keccak(0x01 || address)."""
-    return keccak(b"\x01" + address)
+    """SMT key of an account leaf: keccak(0x01 || address). Memoized."""
+    key = _ACCOUNT_KEYS.get(address)
+    if key is None:
+        if len(_ACCOUNT_KEYS) >= _KEY_MEMO_SIZE:
+            _ACCOUNT_KEYS.clear()
+        key = _ACCOUNT_KEYS[address] = keccak(b"\x01" + address)
+    return key
 
 
 def order_key(order_hash: bytes) -> bytes:
-    """SMT key of an order's filled-size leaf: keccak(0x03 || order hash)."""
-    return keccak(b"\x03" + order_hash)
+    """SMT key of an order's filled-size leaf: keccak(0x03 || order hash).
+    Memoized (an order's leaf is read, then written, in the same block)."""
+    key = _ORDER_KEYS.get(order_hash)
+    if key is None:
+        if len(_ORDER_KEYS) >= _KEY_MEMO_SIZE:
+            _ORDER_KEYS.clear()
+        key = _ORDER_KEYS[order_hash] = keccak(b"\x03" + order_hash)
+    return key
 
 
 def withdrawal_key(withdrawal_id: int) -> bytes:
