@@ -368,7 +368,8 @@ class SparseMerkleTree:
         a walk down the tree, raising MissingNodeError if ``root`` (or a
         node below it) is unknown.
         """
-        key = _check_key(key)
+        if type(key) is not bytes or len(key) != 32:
+            key = _check_key(key)
         if root == self._indexed_root:
             value = self._index_pending.get(key, _ABSENT)
             if value is _ABSENT:
@@ -463,11 +464,12 @@ class SparseMerkleTree:
         Hot path: nodes are plain tuples, loads and hashing are inlined, and
         one-entry sub-batches walk down and back up without recursion.
         """
-        ks = [e[0] for e in entries]
-        bs = [e[1] for e in entries]
-        vs = [e[2] for e in entries]
+        ks, bs, vs = map(list, zip(*entries))
         # deletes_before[i]: number of deletes among entries[:i].
-        deletes_before = [0, *accumulate(v is None for v in vs)]
+        if None in vs:
+            deletes_before = [0, *accumulate(v is None for v in vs)]
+        else:
+            deletes_before = [0] * (len(vs) + 1)
         pending = self._pending
         pending_get = pending.get
         cache_get = self._cache.get
