@@ -615,8 +615,15 @@ class SparseMerkleTree:
             left, right = node[1], node[2]
             shift = 255 - depth
             split = bisect_left(ks, ((ks[lo] >> shift) | 1) << shift, lo, hi)
-            new_left = descend(left, depth + 1, lo, split) if split > lo else left
-            new_right = descend(right, depth + 1, split, hi) if split < hi else right
+            # (a one-entry range goes to ``single`` directly: one call fewer)
+            if split - lo > 1:
+                new_left = descend(left, depth + 1, lo, split)
+            else:
+                new_left = single(left, depth + 1, lo) if split > lo else left
+            if hi - split > 1:
+                new_right = descend(right, depth + 1, split, hi)
+            else:
+                new_right = single(right, depth + 1, split) if split < hi else right
             if new_left == left and new_right == right:
                 return node_hash
             # Re-collapse: a subtree with at most one leaf is that leaf.
