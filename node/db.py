@@ -187,6 +187,17 @@ class PrefixedBatch:
         return result
 
 
+def unwrap_writer(batch: KeyValueWriter) -> tuple[KeyValueWriter, bytes]:
+    """``(writer, prefix)``: the writer under any ``PrefixedBatch`` layers and
+    the key prefix they add, so that a caller writing many keys can call the
+    writer's own ``put`` with ``prefix + key`` (one call a key, not two)."""
+    prefix = b""
+    while isinstance(batch, PrefixedBatch):
+        prefix = batch._prefix + prefix
+        batch = batch._inner
+    return batch, prefix
+
+
 class PrefixedDB:
     """Namespace ``prefix`` inside ``db``: every key is stored as prefix + key.
 

@@ -120,9 +120,12 @@ class Prefetcher:
     @staticmethod
     def collect(jobs: list[Job]) -> None:
         """Wait for ``jobs`` and seed the memo with their results."""
+        memo = _MEMO
         for future in jobs:
             for digest, sig, signer in future.result():
-                remember(digest, sig, signer)
+                memo[digest + sig] = signer
+        while len(memo) > MEMO_SIZE:
+            memo.popitem(last=False)
 
     def close(self) -> None:
         self.pool.shutdown()

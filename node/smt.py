@@ -39,7 +39,7 @@ from itertools import accumulate, islice, repeat
 from typing import Any
 
 from node.crypto import ZERO_HASH, keccak, keccak_256
-from node.db import KeyValueDB, KeyValueWriter
+from node.db import KeyValueDB, KeyValueWriter, unwrap_writer
 
 EMPTY_ROOT = ZERO_HASH
 KEY_BITS = 256
@@ -285,11 +285,14 @@ class SparseMerkleTree:
         only in the read cache: drop this tree object. (The index then steps
         back to the persisted one at the next ``flush``.)
         """
-        put = batch.put
+        writer, prefix = unwrap_writer(batch)
+        put = writer.put
+        node_prefix, value_prefix = prefix + NODE_PREFIX, prefix + VALUE_PREFIX
+        leaf_tag, internal_tag = _LEAF_TAG, _INTERNAL_TAG
         for node_hash, (is_leaf, a, b) in self._pending.items():
-            put(NODE_PREFIX + node_hash, (_LEAF_TAG if is_leaf else _INTERNAL_TAG) + a + b)
+            put(node_prefix + node_hash, (leaf_tag if is_leaf else internal_tag) + a + b)
         for value_hash, value in self._pending_values.items():
-            put(VALUE_PREFIX + value_hash, value)
+            put(value_prefix + value_hash, value)
         self._cache.update(self._pending)
         self._value_cache.update(self._pending_values)
         self._pending = {}
@@ -312,14 +315,16 @@ class SparseMerkleTree:
                 self._index_cache = {}
                 self._disk_root = self._indexed_root = self._stored_index_root()
                 return
-        put, delete = batch.put, batch.delete
+        writer, prefix = unwrap_writer(batch)
+        put, delete = writer.put, writer.delete
+        index_prefix = prefix + INDEX_PREFIX
         for key, value in changes.items():
             if value is None:
-                delete(INDEX_PREFIX + key)
+                delete(index_prefix + key)
             else:
-                put(INDEX_PREFIX + key, value)
+                put(index_prefix + key, value)
         assert self._indexed_root is not None
-        put(INDEX_ROOT_KEY, self._indexed_root)
+        put(prefix + INDEX_ROOT_KEY, self._indexed_root)
         self._disk_root = self._indexed_root
         self._index_rewrite = False
         # The previous flush's batch is committed by now (or the marker check
