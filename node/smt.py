@@ -50,9 +50,11 @@ INDEX_ROOT_KEY = b"r"
 _LEAF_TAG = b"\x00"
 _INTERNAL_TAG = b"\x01"
 
-# A decoded node: (True, key, value_hash) for a leaf, (False, left, right)
-# for an internal node. Internal nodes share the child hash objects.
-Node = tuple[bool, bytes, bytes]
+# A node in memory is its hash preimage: ``left || right`` (64 bytes) for an
+# internal node, ``0x00 || key || value_hash`` (65 bytes) for a leaf. Plain
+# bytes, so the millions a tree holds are no work for the garbage collector.
+Node = bytes
+_LEAF_BYTES = 65
 
 # "Not in this dict" for dicts whose values may be None (index: key absent).
 _ABSENT: Any = object()
@@ -233,7 +235,7 @@ class SparseMerkleTree:
             raise MissingNodeError(f"tree node {node_hash.hex()} not found")
         if len(encoded) != 65 or encoded[0] > 1:
             raise MissingNodeError(f"tree node {node_hash.hex()} is corrupt")
-        node: Node = (encoded[0] == 0, encoded[1:33], encoded[33:65])
+        node: Node = encoded[1:] if encoded[0] else bytes(encoded)
         cache = self._cache
         cache[node_hash] = node
         if len(cache) > self._cache_size:
@@ -288,9 +290,9 @@ class SparseMerkleTree:
         writer, prefix = unwrap_writer(batch)
         put = writer.put
         node_prefix, value_prefix = prefix + NODE_PREFIX, prefix + VALUE_PREFIX
-        leaf_tag, internal_tag = _LEAF_TAG, _INTERNAL_TAG
-        for node_hash, (is_leaf, a, b) in self._pending.items():
-            put(node_prefix + node_hash, (leaf_tag if is_leaf else internal_tag) + a + b)
+        internal_tag = _INTERNAL_TAG
+        for node_hash, node in self._pending.items():
+            put(node_prefix + node_hash, node if len(node) == _LEAF_BYTES else internal_tag + node)
         for value_hash, value in self._pending_values.items():
             put(value_prefix + value_hash, value)
         self._cache.update(self._pending)
@@ -348,11 +350,11 @@ class SparseMerkleTree:
             node_hash = stack.pop()
             if node_hash == ZERO_HASH:
                 continue
-            is_leaf, a, b = load(node_hash)
-            if is_leaf:
-                changes[a] = self._value(b)
+            node = load(node_hash)
+            if len(node) == _LEAF_BYTES:
+                changes[node[1:33]] = self._value(node[33:])
             else:
-                stack += (b, a)
+                stack += (node[32:], node[:32])
         self._index_pending = changes
         self._index_flushed = {}
         self._index_cache = {}
@@ -392,12 +394,12 @@ class SparseMerkleTree:
         node_hash = root
         depth = 0
         while node_hash != ZERO_HASH:
-            is_leaf, a, b = load(node_hash)
-            if is_leaf:
-                return self._value(b) if a == key else None
+            node = load(node_hash)
+            if len(node) == _LEAF_BYTES:
+                return self._value(node[33:]) if node[1:33] == key else None
             if depth >= KEY_BITS:
                 raise MissingNodeError("tree deeper than 256 levels: corrupt storage")
-            node_hash = b if (key_int >> (255 - depth)) & 1 else a
+            node_hash = node[32:] if (key_int >> (255 - depth)) & 1 else node[:32]
             depth += 1
         return None
 
@@ -410,17 +412,17 @@ class SparseMerkleTree:
         node_hash = root
         depth = 0
         while node_hash != ZERO_HASH:
-            is_leaf, a, b = load(node_hash)
-            if is_leaf:
-                return SparseMerkleProof(tuple(siblings), (a, b))
+            node = load(node_hash)
+            if len(node) == _LEAF_BYTES:
+                return SparseMerkleProof(tuple(siblings), (node[1:33], node[33:]))
             if depth >= KEY_BITS:
                 raise MissingNodeError("tree deeper than 256 levels: corrupt storage")
             if (key_int >> (255 - depth)) & 1:
-                siblings.append(a)
-                node_hash = b
+                siblings.append(node[:32])
+                node_hash = node[32:]
             else:
-                siblings.append(b)
-                node_hash = a
+                siblings.append(node[32:])
+                node_hash = node[:32]
             depth += 1
         return SparseMerkleProof(tuple(siblings), None)
 
@@ -466,7 +468,7 @@ class SparseMerkleTree:
     def _apply(self, root: bytes, entries: list[tuple[int, bytes, bytes | None]]) -> bytes:
         """``update`` on sorted ``(key_int, key, value_hash | None)`` entries.
 
-        Hot path: nodes are plain tuples, loads and hashing are inlined, and
+        Hot path: nodes are plain bytes, loads and hashing are inlined, and
         one-entry sub-batches walk down and back up without recursion.
         """
         ks, bs, vs = map(list, zip(*entries))
@@ -483,16 +485,19 @@ class SparseMerkleTree:
         hasher = keccak_256
 
         def is_leaf(node_hash: bytes) -> bool:
-            return (pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash))[0]
+            node = pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash)
+            return len(node) == _LEAF_BYTES
 
         def internal(left: bytes, right: bytes) -> bytes:
-            node_hash = hasher(left + right).digest()
-            pending[node_hash] = (False, left, right)
+            node = left + right
+            node_hash = hasher(node).digest()
+            pending[node_hash] = node
             return node_hash
 
         def new_leaf(key: bytes, value_hash: bytes) -> bytes:
-            node_hash = hasher(_LEAF_TAG + key + value_hash).digest()
-            pending[node_hash] = (True, key, value_hash)
+            node = _LEAF_TAG + key + value_hash
+            node_hash = hasher(node).digest()
+            pending[node_hash] = node
             return node_hash
 
         def pad(node_hash: bytes, key_int: int, from_depth: int, to_depth: int) -> bytes:
@@ -530,11 +535,11 @@ class SparseMerkleTree:
                 return build(ks, bs, vs, lo, hi, depth)
             sub = [(ks[i], bs[i], vs[i]) for i in range(lo, hi) if vs[i] is not None]
             if leaf is not None:
-                leaf_key = leaf[1]
+                leaf_key = leaf[1:33]
                 leaf_int = int.from_bytes(leaf_key, "big")
                 i = bisect_left(ks, leaf_int, lo, hi)
                 if i == hi or ks[i] != leaf_int:
-                    sub.append((leaf_int, leaf_key, leaf[2]))
+                    sub.append((leaf_int, leaf_key, leaf[33:]))
                     sub.sort()
             if not sub:
                 return zero
@@ -553,19 +558,19 @@ class SparseMerkleTree:
             shift = 255 - depth  # key_int >> shift & 1: the key's bit at the current depth
             while current != zero:
                 node = pending_get(current) or cache_get(current) or fetch(current)
-                if node[0]:
+                if len(node) == _LEAF_BYTES:
                     break
                 trail.append(node)
-                current = node[2] if (key_int >> shift) & 1 else node[1]
+                current = node[32:] if (key_int >> shift) & 1 else node[:32]
                 shift -= 1
             if current == zero or node is None:
                 if value_hash is None:
                     return node_hash  # deleting an absent key
                 new, new_is_leaf = new_leaf(bs[i], value_hash), True
-            elif node[1] == bs[i]:
+            elif node[1:33] == bs[i]:
                 if value_hash is None:
                     new, new_is_leaf = zero, False
-                elif node[2] == value_hash:
+                elif node[33:] == value_hash:
                     return node_hash  # same value
                 else:
                     new, new_is_leaf = new_leaf(bs[i], value_hash), True
@@ -573,7 +578,7 @@ class SparseMerkleTree:
                 if value_hash is None:
                     return node_hash  # deleting an absent key
                 # Another key's leaf: both go below their first differing bit.
-                split_depth = KEY_BITS - (int.from_bytes(node[1], "big") ^ key_int).bit_length()
+                split_depth = KEY_BITS - (int.from_bytes(node[1:33], "big") ^ key_int).bit_length()
                 added = new_leaf(bs[i], value_hash)
                 if (key_int >> (255 - split_depth)) & 1:
                     new = internal(current, added)
@@ -584,7 +589,7 @@ class SparseMerkleTree:
             for node in reversed(trail):
                 shift += 1
                 if (key_int >> shift) & 1:
-                    sibling = node[1]
+                    sibling = node[:32]
                     # Re-collapse: a subtree with at most one leaf is that leaf.
                     if sibling == zero:
                         if new_is_leaf or new == zero:
@@ -592,19 +597,18 @@ class SparseMerkleTree:
                     elif new == zero and is_leaf(sibling):
                         new, new_is_leaf = sibling, True
                         continue
-                    node_hash = hasher(sibling + new).digest()
-                    pending[node_hash] = (False, sibling, new)
+                    node = sibling + new
                 else:
-                    sibling = node[2]
+                    sibling = node[32:]
                     if sibling == zero:
                         if new_is_leaf or new == zero:
                             continue
                     elif new == zero and is_leaf(sibling):
                         new, new_is_leaf = sibling, True
                         continue
-                    node_hash = hasher(new + sibling).digest()
-                    pending[node_hash] = (False, new, sibling)
-                new = node_hash
+                    node = new + sibling
+                new = hasher(node).digest()
+                pending[new] = node
                 new_is_leaf = False
             return new
 
@@ -615,9 +619,9 @@ class SparseMerkleTree:
             if node_hash == zero:
                 return rebuild(lo, hi, depth, None)
             node = pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash)
-            if node[0]:
+            if len(node) == _LEAF_BYTES:
                 return rebuild(lo, hi, depth, node)
-            left, right = node[1], node[2]
+            left, right = node[:32], node[32:]
             shift = 255 - depth
             split = bisect_left(ks, ((ks[lo] >> shift) | 1) << shift, lo, hi)
             # (a one-entry range goes to ``single`` directly: one call fewer)
@@ -639,8 +643,9 @@ class SparseMerkleTree:
                     return new_right
             elif new_right == zero and is_leaf(new_left):
                 return new_left
-            new = hasher(new_left + new_right).digest()
-            pending[new] = (False, new_left, new_right)
+            node = new_left + new_right
+            new = hasher(node).digest()
+            pending[new] = node
             return new
 
         return descend(root, 0, 0, len(entries))
