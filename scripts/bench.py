@@ -5,7 +5,8 @@
    applied through the STF with a Merkle root per block, blocks cut as the
    Rollup's batch limits allow (131,072 bytes incl. the 18-byte block header,
    4,096 steps). fills/s with signature recovery serial in the STF, and with
-   ``--workers`` recovery processes pipelined one block ahead.
+   ``--workers`` recovery processes pipelined one block ahead (they also
+   hash the orders: ``Prefetcher.submit_fills``).
 2. End to end: a ``derivnet devnet`` process (L1 in its own child process,
    ``--block-time 0.25``); pre-signed maker (GTC) + taker (IOC) order pairs
    sent over JSON-RPC for ``--duration`` seconds by concurrent client
@@ -67,7 +68,7 @@ from node.signing import Signer  # noqa: E402
 from node.smt import SparseMerkleTree  # noqa: E402
 from node.state import State  # noqa: E402
 from node.stf import apply_transaction  # noqa: E402
-from node.sigverify import Prefetcher, clear_memo, fill_signatures  # noqa: E402
+from node.sigverify import Prefetcher, clear_memo  # noqa: E402
 from node.transactions import Deposit, Fill, Order, encode_tx  # noqa: E402
 
 TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
@@ -190,12 +191,12 @@ def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[li
     gc.collect()
     now = 1_700_000_000
     t0, cpu0 = time.perf_counter(), time.process_time()
-    jobs = prefetcher.submit(fill_signatures(domain, blocks[0])) if prefetcher else []
+    jobs = prefetcher.submit_fills(domain, blocks[0]) if prefetcher else []
     for k, block in enumerate(blocks):
         if prefetcher is not None:
-            Prefetcher.collect(jobs)  # signatures of block k are in the memo
-            if k + 1 < len(blocks):  # recover block k+1 while block k executes
-                jobs = prefetcher.submit(fill_signatures(domain, blocks[k + 1]))
+            Prefetcher.collect_fills(domain, jobs)  # block k's order hashes and signers
+            if k + 1 < len(blocks):  # hash and recover block k+1 while block k executes
+                jobs = prefetcher.submit_fills(domain, blocks[k + 1])
         for f in block:
             apply_transaction(state, f, now, domain)
         state.commit()
