@@ -147,7 +147,8 @@ class Prefetcher:
                 continue
             sendable.append(fill)
         step = self.chunk // 2  # two signatures a fill
-        return [(sendable[i:i + step], self.pool.submit(_recover_fills, domain, encoded[i:i + step]))
+        return [(sendable[i:i + step],
+                 self.pool.submit(_recover_fills, domain, encoded[i:i + step]))
                 for i in range(0, len(sendable), step)]
 
     @staticmethod
