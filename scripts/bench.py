@@ -23,7 +23,9 @@
 5. Replica derivation: ``--replica-fills`` fills posted as full batches to an
    embedded L1 process, then derived from L1 data alone: in memory
    (``node.derive.derive_chain``) and by a ``Replica`` given only the L1 URL
-   (calldata and deposit queue over JSON-RPC, chain stored in LevelDB).
+   (calldata and deposit queue over JSON-RPC, chain stored in LevelDB);
+   then, for a fair comparison, in-process settlement (section 1's loop) of
+   the same fills between the same ``--replica-accounts`` traders.
 6. Disputes (issue 7, scripts/bench_disputes.py): the gas of one
    ``OneStepProver.prove_step`` per transaction type (eth_estimateGas), and
    a whole game over a ``--dispute-steps`` batch (default 1,000) with the
