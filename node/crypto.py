@@ -23,6 +23,14 @@ except ImportError:  # pragma: no cover
         """keccak256 of ``data`` (32 bytes)."""
         return _ck.new(data=data, digest_bits=256).digest()
 
+    def _keccak_256(data: bytes) -> _ck.Keccak_Hash:
+        return _ck.new(data=data, digest_bits=256)
+
+
+# ``keccak_256(data).digest() == keccak(data)``: the hash object constructor,
+# for hot loops that save the wrapper's Python call (the Merkle tree).
+keccak_256 = _keccak_256
+
 
 ZERO_HASH = b"\x00" * 32
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141

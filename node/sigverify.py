@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from node.crypto import SignatureError, recover_address
-from node.eip712 import Domain, order_hash
-from node.transactions import TX_FILL, DecodeError, Fill, Transaction, decode_tx
+from node.eip712 import Domain, clear_order_hashes, order_hash, seed_order_hash
+from node.transactions import TX_FILL, DecodeError, Fill, Transaction, decode_tx, encode_tx
 
 _MEMO: OrderedDict[bytes, bytes | None] = OrderedDict()
 MEMO_SIZE = 1 << 18
@@ -39,8 +39,9 @@ def remember(digest: bytes, signature: bytes, signer: bytes | None) -> None:
 
 
 def clear_memo() -> None:
-    """Forget every memoized recovery (benchmarks start cold)."""
+    """Forget every memoized recovery and order hash (benchmarks start cold)."""
     _MEMO.clear()
+    clear_order_hashes()
 
 
 def signer_of(digest: bytes, signature: bytes) -> bytes | None:
@@ -90,6 +91,21 @@ def fill_signatures(domain: Domain, txs: Iterable[Transaction]) -> list[tuple[by
 
 
 Job = Future[Recovered]
+# per fill: (maker order hash, maker signer, taker order hash, taker signer)
+FillRecovered = list[tuple[bytes, bytes | None, bytes, bytes | None]]
+FillJob = tuple[Sequence[Fill], Future[FillRecovered]]
+
+
+def _recover_fills(domain: Domain, encoded: Sequence[bytes]) -> FillRecovered:
+    """Decode encoded fills, hash their orders and recover their signers."""
+    out = []
+    for raw in encoded:
+        fill = decode_tx(raw)
+        assert isinstance(fill, Fill)
+        maker_hash, taker_hash = order_hash(domain, fill.maker), order_hash(domain, fill.taker)
+        out.append((maker_hash, _recover(maker_hash, fill.maker_signature),
+                    taker_hash, _recover(taker_hash, fill.taker_signature)))
+    return out
 
 
 class Prefetcher:
@@ -117,12 +133,46 @@ class Prefetcher:
         parts = [raw_txs[i:i + step] for i in range(0, len(raw_txs), step)]
         return [self.pool.submit(_recover_raw, domain, p) for p in parts]
 
+    def submit_fills(self, domain: Domain, fills: Sequence[Fill]) -> list[FillJob]:
+        """Hash the orders of ``fills`` and recover their signers on the
+        workers (they get the fills' packed encoding); ``collect_fills``
+        then seeds both the order-hash memo and the signer memo, so the
+        main process hashes nothing. A fill whose fields do not fit their
+        packed widths is left out (the STF rejects it anyway)."""
+        sendable, encoded = [], []
+        for fill in fills:
+            try:
+                encoded.append(encode_tx(fill))
+            except OverflowError:
+                continue
+            sendable.append(fill)
+        step = self.chunk // 2  # two signatures a fill
+        return [(sendable[i:i + step],
+                 self.pool.submit(_recover_fills, domain, encoded[i:i + step]))
+                for i in range(0, len(sendable), step)]
+
+    @staticmethod
+    def collect_fills(domain: Domain, jobs: list[FillJob]) -> None:
+        """Wait for ``submit_fills`` jobs; seed the order-hash and signer memos."""
+        memo = _MEMO
+        for fills, future in jobs:
+            for fill, (maker_hash, maker, taker_hash, taker) in zip(fills, future.result()):
+                memo[maker_hash + fill.maker_signature] = maker
+                memo[taker_hash + fill.taker_signature] = taker
+                seed_order_hash(domain, fill.maker, maker_hash)
+                seed_order_hash(domain, fill.taker, taker_hash)
+        while len(memo) > MEMO_SIZE:
+            memo.popitem(last=False)
+
     @staticmethod
     def collect(jobs: list[Job]) -> None:
         """Wait for ``jobs`` and seed the memo with their results."""
+        memo = _MEMO
         for future in jobs:
             for digest, sig, signer in future.result():
-                remember(digest, sig, signer)
+                memo[digest + sig] = signer
+        while len(memo) > MEMO_SIZE:
+            memo.popitem(last=False)
 
     def close(self) -> None:
         self.pool.shutdown()

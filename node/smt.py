@@ -35,11 +35,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import accumulate, islice
+from itertools import accumulate, islice, repeat
 from typing import Any
 
-from node.crypto import ZERO_HASH, keccak
-from node.db import KeyValueDB, KeyValueWriter
+from node.crypto import ZERO_HASH, keccak, keccak_256
+from node.db import KeyValueDB, KeyValueWriter, unwrap_writer
 
 EMPTY_ROOT = ZERO_HASH
 KEY_BITS = 256
@@ -50,9 +50,11 @@ INDEX_ROOT_KEY = b"r"
 _LEAF_TAG = b"\x00"
 _INTERNAL_TAG = b"\x01"
 
-# A decoded node: (True, key, value_hash) for a leaf, (False, left, right)
-# for an internal node. Internal nodes share the child hash objects.
-Node = tuple[bool, bytes, bytes]
+# A node in memory is its hash preimage: ``left || right`` (64 bytes) for an
+# internal node, ``0x00 || key || value_hash`` (65 bytes) for a leaf. Plain
+# bytes, so the millions a tree holds are no work for the garbage collector.
+Node = bytes
+_LEAF_BYTES = 65
 
 # "Not in this dict" for dicts whose values may be None (index: key absent).
 _ABSENT: Any = object()
@@ -233,7 +235,7 @@ class SparseMerkleTree:
             raise MissingNodeError(f"tree node {node_hash.hex()} not found")
         if len(encoded) != 65 or encoded[0] > 1:
             raise MissingNodeError(f"tree node {node_hash.hex()} is corrupt")
-        node: Node = (encoded[0] == 0, encoded[1:33], encoded[33:65])
+        node: Node = encoded[1:] if encoded[0] else bytes(encoded)
         cache = self._cache
         cache[node_hash] = node
         if len(cache) > self._cache_size:
@@ -285,11 +287,14 @@ class SparseMerkleTree:
         only in the read cache: drop this tree object. (The index then steps
         back to the persisted one at the next ``flush``.)
         """
-        put = batch.put
-        for node_hash, (is_leaf, a, b) in self._pending.items():
-            put(NODE_PREFIX + node_hash, (_LEAF_TAG if is_leaf else _INTERNAL_TAG) + a + b)
+        writer, prefix = unwrap_writer(batch)
+        put = writer.put
+        node_prefix, value_prefix = prefix + NODE_PREFIX, prefix + VALUE_PREFIX
+        internal_tag = _INTERNAL_TAG
+        for node_hash, node in self._pending.items():
+            put(node_prefix + node_hash, node if len(node) == _LEAF_BYTES else internal_tag + node)
         for value_hash, value in self._pending_values.items():
-            put(VALUE_PREFIX + value_hash, value)
+            put(value_prefix + value_hash, value)
         self._cache.update(self._pending)
         self._value_cache.update(self._pending_values)
         self._pending = {}
@@ -312,14 +317,16 @@ class SparseMerkleTree:
                 self._index_cache = {}
                 self._disk_root = self._indexed_root = self._stored_index_root()
                 return
-        put, delete = batch.put, batch.delete
+        writer, prefix = unwrap_writer(batch)
+        put, delete = writer.put, writer.delete
+        index_prefix = prefix + INDEX_PREFIX
         for key, value in changes.items():
             if value is None:
-                delete(INDEX_PREFIX + key)
+                delete(index_prefix + key)
             else:
-                put(INDEX_PREFIX + key, value)
+                put(index_prefix + key, value)
         assert self._indexed_root is not None
-        put(INDEX_ROOT_KEY, self._indexed_root)
+        put(prefix + INDEX_ROOT_KEY, self._indexed_root)
         self._disk_root = self._indexed_root
         self._index_rewrite = False
         # The previous flush's batch is committed by now (or the marker check
@@ -343,11 +350,11 @@ class SparseMerkleTree:
             node_hash = stack.pop()
             if node_hash == ZERO_HASH:
                 continue
-            is_leaf, a, b = load(node_hash)
-            if is_leaf:
-                changes[a] = self._value(b)
+            node = load(node_hash)
+            if len(node) == _LEAF_BYTES:
+                changes[node[1:33]] = self._value(node[33:])
             else:
-                stack += (b, a)
+                stack += (node[32:], node[:32])
         self._index_pending = changes
         self._index_flushed = {}
         self._index_cache = {}
@@ -368,7 +375,8 @@ class SparseMerkleTree:
         a walk down the tree, raising MissingNodeError if ``root`` (or a
         node below it) is unknown.
         """
-        key = _check_key(key)
+        if type(key) is not bytes or len(key) != 32:
+            key = _check_key(key)
         if root == self._indexed_root:
             value = self._index_pending.get(key, _ABSENT)
             if value is _ABSENT:
@@ -386,12 +394,12 @@ class SparseMerkleTree:
         node_hash = root
         depth = 0
         while node_hash != ZERO_HASH:
-            is_leaf, a, b = load(node_hash)
-            if is_leaf:
-                return self._value(b) if a == key else None
+            node = load(node_hash)
+            if len(node) == _LEAF_BYTES:
+                return self._value(node[33:]) if node[1:33] == key else None
             if depth >= KEY_BITS:
                 raise MissingNodeError("tree deeper than 256 levels: corrupt storage")
-            node_hash = b if (key_int >> (255 - depth)) & 1 else a
+            node_hash = node[32:] if (key_int >> (255 - depth)) & 1 else node[:32]
             depth += 1
         return None
 
@@ -404,17 +412,17 @@ class SparseMerkleTree:
         node_hash = root
         depth = 0
         while node_hash != ZERO_HASH:
-            is_leaf, a, b = load(node_hash)
-            if is_leaf:
-                return SparseMerkleProof(tuple(siblings), (a, b))
+            node = load(node_hash)
+            if len(node) == _LEAF_BYTES:
+                return SparseMerkleProof(tuple(siblings), (node[1:33], node[33:]))
             if depth >= KEY_BITS:
                 raise MissingNodeError("tree deeper than 256 levels: corrupt storage")
             if (key_int >> (255 - depth)) & 1:
-                siblings.append(a)
-                node_hash = b
+                siblings.append(node[:32])
+                node_hash = node[32:]
             else:
-                siblings.append(b)
-                node_hash = a
+                siblings.append(node[32:])
+                node_hash = node[:32]
             depth += 1
         return SparseMerkleProof(tuple(siblings), None)
 
@@ -433,56 +441,63 @@ class SparseMerkleTree:
         """
         if not items:
             return root
-        entries: list[tuple[int, bytes, bytes | None]] = []
-        pending_values = self._pending_values
-        indexed = root == self._indexed_root
-        changes: list[tuple[bytes, bytes | None]] = []
-        for key, value in items.items():
-            key = _check_key(key)
-            if value is None:
-                entries.append((int.from_bytes(key, "big"), key, None))
-            else:
-                value = bytes(value)
-                value_hash = keccak(value)
-                pending_values[value_hash] = value
-                entries.append((int.from_bytes(key, "big"), key, value_hash))
-            if indexed:
-                changes.append((key, value))
-        entries.sort()
+        # type and length checks run in C; other bytes-likes are copied to bytes
+        keys = list(items)
+        if set(map(type, keys)) != {bytes}:
+            keys = [bytes(k) for k in keys]
+        if set(map(len, keys)) != {32}:
+            for key in keys:
+                _check_key(key)  # raises
+        values = list(items.values())
+        if not set(map(type, values)) <= {bytes, type(None)}:
+            values = [v if v is None else bytes(v) for v in values]
+        if None in values:
+            value_hashes = [None if v is None else keccak(v) for v in values]
+            self._pending_values.update(
+                (h, v) for h, v in zip(value_hashes, values) if v is not None)
+        else:
+            value_hashes = list(map(keccak, values))
+            self._pending_values.update(zip(value_hashes, values))
+        entries = sorted(zip(map(int.from_bytes, keys, repeat("big")), keys, value_hashes))
         new_root = self._apply(root, entries)
-        if indexed:
-            self._index_pending.update(changes)
+        if root == self._indexed_root:
+            self._index_pending.update(zip(keys, values))
             self._indexed_root = new_root
         return new_root
 
     def _apply(self, root: bytes, entries: list[tuple[int, bytes, bytes | None]]) -> bytes:
         """``update`` on sorted ``(key_int, key, value_hash | None)`` entries.
 
-        Hot path: nodes are plain tuples, loads and hashing are inlined, and
+        Hot path: nodes are plain bytes, loads and hashing are inlined, and
         one-entry sub-batches walk down and back up without recursion.
         """
-        ks = [e[0] for e in entries]
-        bs = [e[1] for e in entries]
-        vs = [e[2] for e in entries]
+        ks, bs, vs = map(list, zip(*entries))
         # deletes_before[i]: number of deletes among entries[:i].
-        deletes_before = [0, *accumulate(v is None for v in vs)]
+        if None in vs:
+            deletes_before = [0, *accumulate(v is None for v in vs)]
+        else:
+            deletes_before = [0] * (len(vs) + 1)
         pending = self._pending
         pending_get = pending.get
         cache_get = self._cache.get
         fetch = self._fetch
         zero = ZERO_HASH
+        hasher = keccak_256
 
         def is_leaf(node_hash: bytes) -> bool:
-            return (pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash))[0]
+            node = pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash)
+            return len(node) == _LEAF_BYTES
 
         def internal(left: bytes, right: bytes) -> bytes:
-            node_hash = keccak(left + right)
-            pending[node_hash] = (False, left, right)
+            node = left + right
+            node_hash = hasher(node).digest()
+            pending[node_hash] = node
             return node_hash
 
         def new_leaf(key: bytes, value_hash: bytes) -> bytes:
-            node_hash = keccak(_LEAF_TAG + key + value_hash)
-            pending[node_hash] = (True, key, value_hash)
+            node = _LEAF_TAG + key + value_hash
+            node_hash = hasher(node).digest()
+            pending[node_hash] = node
             return node_hash
 
         def pad(node_hash: bytes, key_int: int, from_depth: int, to_depth: int) -> bytes:
@@ -520,11 +535,11 @@ class SparseMerkleTree:
                 return build(ks, bs, vs, lo, hi, depth)
             sub = [(ks[i], bs[i], vs[i]) for i in range(lo, hi) if vs[i] is not None]
             if leaf is not None:
-                leaf_key = leaf[1]
+                leaf_key = leaf[1:33]
                 leaf_int = int.from_bytes(leaf_key, "big")
                 i = bisect_left(ks, leaf_int, lo, hi)
                 if i == hi or ks[i] != leaf_int:
-                    sub.append((leaf_int, leaf_key, leaf[2]))
+                    sub.append((leaf_int, leaf_key, leaf[33:]))
                     sub.sort()
             if not sub:
                 return zero
@@ -537,29 +552,25 @@ class SparseMerkleTree:
             alone: walk down to the bottom, replace it, hash back up."""
             key_int = ks[i]
             value_hash = vs[i]
-            top = depth
-            siblings: list[bytes] = []
+            trail: list[Node] = []  # the internal nodes passed, top down
             current = node_hash
             node: Node | None = None
+            shift = 255 - depth  # key_int >> shift & 1: the key's bit at the current depth
             while current != zero:
                 node = pending_get(current) or cache_get(current) or fetch(current)
-                if node[0]:
+                if len(node) == _LEAF_BYTES:
                     break
-                if (key_int >> (255 - depth)) & 1:
-                    siblings.append(node[1])
-                    current = node[2]
-                else:
-                    siblings.append(node[2])
-                    current = node[1]
-                depth += 1
+                trail.append(node)
+                current = node[32:] if (key_int >> shift) & 1 else node[:32]
+                shift -= 1
             if current == zero or node is None:
                 if value_hash is None:
                     return node_hash  # deleting an absent key
                 new, new_is_leaf = new_leaf(bs[i], value_hash), True
-            elif node[1] == bs[i]:
+            elif node[1:33] == bs[i]:
                 if value_hash is None:
                     new, new_is_leaf = zero, False
-                elif node[2] == value_hash:
+                elif node[33:] == value_hash:
                     return node_hash  # same value
                 else:
                     new, new_is_leaf = new_leaf(bs[i], value_hash), True
@@ -567,29 +578,37 @@ class SparseMerkleTree:
                 if value_hash is None:
                     return node_hash  # deleting an absent key
                 # Another key's leaf: both go below their first differing bit.
-                split_depth = KEY_BITS - (int.from_bytes(node[1], "big") ^ key_int).bit_length()
+                split_depth = KEY_BITS - (int.from_bytes(node[1:33], "big") ^ key_int).bit_length()
                 added = new_leaf(bs[i], value_hash)
                 if (key_int >> (255 - split_depth)) & 1:
                     new = internal(current, added)
                 else:
                     new = internal(added, current)
-                new = pad(new, key_int, split_depth, depth)
+                new = pad(new, key_int, split_depth, 255 - shift)
                 new_is_leaf = False
-            for d in range(depth - 1, top - 1, -1):
-                sibling = siblings[d - top]
-                # Re-collapse: a subtree with at most one leaf is that leaf.
-                if sibling == zero:
-                    if new_is_leaf or new == zero:
+            for node in reversed(trail):
+                shift += 1
+                if (key_int >> shift) & 1:
+                    sibling = node[:32]
+                    # Re-collapse: a subtree with at most one leaf is that leaf.
+                    if sibling == zero:
+                        if new_is_leaf or new == zero:
+                            continue
+                    elif new == zero and is_leaf(sibling):
+                        new, new_is_leaf = sibling, True
                         continue
-                elif new == zero and is_leaf(sibling):
-                    new, new_is_leaf = sibling, True
-                    continue
-                if (key_int >> (255 - d)) & 1:
-                    left, right = sibling, new
+                    node = sibling + new
                 else:
-                    left, right = new, sibling
-                new = keccak(left + right)
-                pending[new] = (False, left, right)
+                    sibling = node[32:]
+                    if sibling == zero:
+                        if new_is_leaf or new == zero:
+                            continue
+                    elif new == zero and is_leaf(sibling):
+                        new, new_is_leaf = sibling, True
+                        continue
+                    node = new + sibling
+                new = hasher(node).digest()
+                pending[new] = node
                 new_is_leaf = False
             return new
 
@@ -600,13 +619,20 @@ class SparseMerkleTree:
             if node_hash == zero:
                 return rebuild(lo, hi, depth, None)
             node = pending_get(node_hash) or cache_get(node_hash) or fetch(node_hash)
-            if node[0]:
+            if len(node) == _LEAF_BYTES:
                 return rebuild(lo, hi, depth, node)
-            left, right = node[1], node[2]
+            left, right = node[:32], node[32:]
             shift = 255 - depth
             split = bisect_left(ks, ((ks[lo] >> shift) | 1) << shift, lo, hi)
-            new_left = descend(left, depth + 1, lo, split) if split > lo else left
-            new_right = descend(right, depth + 1, split, hi) if split < hi else right
+            # (a one-entry range goes to ``single`` directly: one call fewer)
+            if split - lo > 1:
+                new_left = descend(left, depth + 1, lo, split)
+            else:
+                new_left = single(left, depth + 1, lo) if split > lo else left
+            if hi - split > 1:
+                new_right = descend(right, depth + 1, split, hi)
+            else:
+                new_right = single(right, depth + 1, split) if split < hi else right
             if new_left == left and new_right == right:
                 return node_hash
             # Re-collapse: a subtree with at most one leaf is that leaf.
@@ -617,8 +643,9 @@ class SparseMerkleTree:
                     return new_right
             elif new_right == zero and is_leaf(new_left):
                 return new_left
-            new = keccak(new_left + new_right)
-            pending[new] = (False, new_left, new_right)
+            node = new_left + new_right
+            new = hasher(node).digest()
+            pending[new] = node
             return new
 
         return descend(root, 0, 0, len(entries))

@@ -34,14 +34,31 @@ SYMBOLS_KEY = keccak(b"\x06")
 SYMBOL_BYTES = 16
 
 
+# Memos of the two keys hashed on every fill (pure functions; cleared when full).
+_ACCOUNT_KEYS: dict[bytes, bytes] = {}
+_ORDER_KEYS: dict[bytes, bytes] = {}
+_KEY_MEMO_SIZE = 1 << 17
+
+
 def account_key(address: bytes) -> bytes:
-    """SMT key of an account leaf: keccak(0x01 || address)."""
-    return keccak(b"\x01" + address)
+    """SMT key of an account leaf: keccak(0x01 || address). Memoized."""
+    key = _ACCOUNT_KEYS.get(address)
+    if key is None:
+        if len(_ACCOUNT_KEYS) >= _KEY_MEMO_SIZE:
+            _ACCOUNT_KEYS.clear()
+        key = _ACCOUNT_KEYS[address] = keccak(b"\x01" + address)
+    return key
 
 
 def order_key(order_hash: bytes) -> bytes:
-    """SMT key of an order's filled-size leaf: keccak(0x03 || order hash)."""
-    return keccak(b"\x03" + order_hash)
+    """SMT key of an order's filled-size leaf: keccak(0x03 || order hash).
+    Memoized (an order's leaf is read, then written, in the same block)."""
+    key = _ORDER_KEYS.get(order_hash)
+    if key is None:
+        if len(_ORDER_KEYS) >= _KEY_MEMO_SIZE:
+            _ORDER_KEYS.clear()
+        key = _ORDER_KEYS[order_hash] = keccak(b"\x03" + order_hash)
+    return key
 
 
 def withdrawal_key(withdrawal_id: int) -> bytes:
@@ -57,6 +74,10 @@ class Position:
     market: int
     size: int
     cost: int
+
+
+def _market_of(position: Position) -> int:
+    return position.market
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,33 +97,36 @@ class Account:
 
     def with_position(self, pos: Position) -> Account:
         """Copy with ``pos`` replacing the market's position (dropped if size 0)."""
-        rest = [p for p in self.positions if p.market != pos.market]
+        return self.traded(0, pos)
+
+    def traded(self, cash: int, pos: Position) -> Account:
+        """Copy with collateral + ``cash`` and ``pos`` replacing the market's
+        position (dropped if its size is 0): an account after a fill."""
+        positions = self.positions
+        if not positions or (len(positions) == 1 and positions[0].market == pos.market):
+            return Account(self.collateral + cash, self.nonce, (pos,) if pos.size else ())
+        rest = [p for p in positions if p.market != pos.market]
         if pos.size != 0:
             rest.append(pos)
-        rest.sort(key=lambda p: p.market)
-        return Account(self.collateral, self.nonce, tuple(rest))
+        rest.sort(key=_market_of)
+        return Account(self.collateral + cash, self.nonce, tuple(rest))
 
     def encode(self) -> bytes:
         """``abi.encode(int256 collateral, uint64 nonce, (uint32,int128,int256)[])``
         byte for byte (the hot path of every commit, so by hand rather than
         eth_abi; tests/test_encoding.py checks it against eth_abi). Raises
         OverflowError for a field out of its ABI type's range."""
-        n = len(self.positions)
         if not 0 <= self.nonce < 1 << 64:
             raise OverflowError("account nonce out of uint64 range")
-        parts = [
-            self.collateral.to_bytes(32, "big", signed=True),
-            self.nonce.to_bytes(32, "big"),
-            _OFFSET_0x60,
-            n.to_bytes(32, "big"),
-        ]
-        for p in self.positions:
+        positions = self.positions
+        out = (self.collateral.to_bytes(32, "big", signed=True) + self.nonce.to_bytes(32, "big")
+               + _OFFSET_0x60 + len(positions).to_bytes(32, "big"))
+        for p in positions:
             if not 0 <= p.market < 1 << 32 or not -(1 << 127) <= p.size < 1 << 127:
                 raise OverflowError("position market or size out of range")
-            parts.append(p.market.to_bytes(32, "big"))
-            parts.append(p.size.to_bytes(32, "big", signed=True))
-            parts.append(p.cost.to_bytes(32, "big", signed=True))
-        return b"".join(parts)
+            out += (p.market.to_bytes(32, "big") + p.size.to_bytes(32, "big", signed=True)
+                    + p.cost.to_bytes(32, "big", signed=True))
+        return out
 
     @classmethod
     def decode(cls, data: bytes) -> Account:

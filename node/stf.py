@@ -128,21 +128,21 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
     taker_fee = fee(pay if taker.is_buy else receive, market.taker_fee_ppm)
 
     new: dict[bytes, Account] = {}
-    grows: dict[str, bool] = {}
+    grows: list[bool] = []  # maker's, taker's: the fill does more than reduce the position
+    market_id = market.id
     for order, charge in ((maker, maker_fee), (taker, taker_fee)):
         acc = state.account(order.account)
-        old = acc.position(market.id)
+        old = acc.position(market_id)
         if order.is_buy:
-            pos = trade_position(old, market.id, size, pay)
+            pos = trade_position(old, market_id, size, pay)
             cash = -pay
         else:
-            pos = trade_position(old, market.id, -size, -receive)
+            pos = trade_position(old, market_id, -size, -receive)
             cash = receive
-        updated = Account(acc.collateral + cash - charge, acc.nonce, acc.positions)
-        new[order.account] = updated.with_position(pos)
+        new[order.account] = acc.traded(cash - charge, pos)
         old_size = old.size if old else 0
         reduces_only = abs(pos.size) < abs(old_size) and (pos.size == 0 or (pos.size > 0) == (old_size > 0))
-        grows["maker" if order is maker else "taker"] = not reduces_only
+        grows.append(not reduces_only)
 
     # fees and rounding dust reach the fee account before the margin checks
     # (docs/protocol.md rule order), so a fee account that trades counts its
@@ -153,8 +153,8 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
     new[fee_account] = Account(fee_acc.collateral + income, fee_acc.nonce, fee_acc.positions)
 
     markets = state.markets
-    for role, order in (("maker", maker), ("taker", taker)):
-        if grows[role]:
+    for role, order, check in (("maker", maker, grows[0]), ("taker", taker, grows[1])):
+        if check:
             after = new[order.account]
             have, need = equity(after, markets), initial_margin(after, markets)
             if have < need:

@@ -8,6 +8,7 @@ Addresses are 20 raw bytes, signatures 65 raw bytes ``r || s || v``.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Union
 
@@ -33,6 +34,10 @@ BODY_BYTES = {
 U32 = 2**32
 U64 = 2**64
 U128 = 2**128
+
+# packed layouts decoded in C (the replica decodes every fill of a batch)
+_ORDER = struct.Struct(">20sIBQQQQ")  # account, market, side, price, size, salt, expiry
+_FILL = struct.Struct(f">{ORDER_BYTES}s{SIGNATURE_BYTES}s{ORDER_BYTES}s{SIGNATURE_BYTES}sQQ")
 
 
 class DecodeError(ValueError):
@@ -79,18 +84,10 @@ class Order:
         """Inverse of ``encode``; raises DecodeError on a bad length or side byte."""
         if len(data) != ORDER_BYTES:
             raise DecodeError(f"order must be {ORDER_BYTES} bytes, got {len(data)}")
-        side = data[24]
+        account, market, side, price, size, salt, expiry = _ORDER.unpack(data)
         if side > 1:
             raise DecodeError(f"order side byte must be 0 or 1, got {side}")
-        return cls(
-            account=bytes(data[0:20]),
-            market=int.from_bytes(data[20:24], "big"),
-            is_buy=side == 1,
-            price=int.from_bytes(data[25:33], "big"),
-            size=int.from_bytes(data[33:41], "big"),
-            salt=int.from_bytes(data[41:49], "big"),
-            expiry=int.from_bytes(data[49:57], "big"),
-        )
+        return cls(account, market, side == 1, price, size, salt, expiry)
 
     def to_json(self) -> dict[str, object]:
         """JSON-RPC form: 0x address, decimal-string price/size/salt."""
@@ -297,16 +294,8 @@ def decode_tx_at(data: bytes, offset: int) -> tuple[Transaction, int]:
             amount=int.from_bytes(b[28:44], "big"),
         )
     elif kind == TX_FILL:
-        o = ORDER_BYTES
-        s = SIGNATURE_BYTES
-        tx = Fill(
-            maker=Order.decode(b[0:o]),
-            maker_signature=b[o : o + s],
-            taker=Order.decode(b[o + s : 2 * o + s]),
-            taker_signature=b[2 * o + s : 2 * (o + s)],
-            size=int.from_bytes(b[2 * (o + s) : 2 * (o + s) + 8], "big"),
-            price=int.from_bytes(b[2 * (o + s) + 8 : 2 * (o + s) + 16], "big"),
-        )
+        maker, maker_sig, taker, taker_sig, size, price = _FILL.unpack(b)
+        tx = Fill(Order.decode(maker), maker_sig, Order.decode(taker), taker_sig, size, price)
     elif kind == TX_ORACLE_PRICE:
         tx = OraclePrice(
             market=int.from_bytes(b[0:4], "big"),

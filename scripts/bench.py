@@ -5,7 +5,8 @@
    applied through the STF with a Merkle root per block, blocks cut as the
    Rollup's batch limits allow (131,072 bytes incl. the 18-byte block header,
    4,096 steps). fills/s with signature recovery serial in the STF, and with
-   ``--workers`` recovery processes pipelined one block ahead.
+   ``--workers`` recovery processes pipelined one block ahead (they also
+   hash the orders: ``Prefetcher.submit_fills``).
 2. End to end: a ``derivnet devnet`` process (L1 in its own child process,
    ``--block-time 0.25``); pre-signed maker (GTC) + taker (IOC) order pairs
    sent over JSON-RPC for ``--duration`` seconds by concurrent client
@@ -22,7 +23,9 @@
 5. Replica derivation: ``--replica-fills`` fills posted as full batches to an
    embedded L1 process, then derived from L1 data alone: in memory
    (``node.derive.derive_chain``) and by a ``Replica`` given only the L1 URL
-   (calldata and deposit queue over JSON-RPC, chain stored in LevelDB).
+   (calldata and deposit queue over JSON-RPC, chain stored in LevelDB);
+   then, for a fair comparison, in-process settlement (section 1's loop) of
+   the same fills between the same ``--replica-accounts`` traders.
 6. Disputes (issue 7, scripts/bench_disputes.py): the gas of one
    ``OneStepProver.prove_step`` per transaction type (eth_estimateGas), and
    a whole game over a ``--dispute-steps`` batch (default 1,000) with the
@@ -67,7 +70,7 @@ from node.signing import Signer  # noqa: E402
 from node.smt import SparseMerkleTree  # noqa: E402
 from node.state import State  # noqa: E402
 from node.stf import apply_transaction  # noqa: E402
-from node.sigverify import Prefetcher, clear_memo, fill_signatures  # noqa: E402
+from node.sigverify import Prefetcher, clear_memo  # noqa: E402
 from node.transactions import Deposit, Fill, Order, encode_tx  # noqa: E402
 
 TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
@@ -160,30 +163,7 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
     rates: dict[str, Any] = {"fills": len(fills), "accounts": accounts, "blocks": len(blocks),
                              "largest_block_bytes": biggest}
     for workers in workers_list:
-        tree = SparseMerkleTree(MemoryDB())
-        state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
-        for i, who in enumerate(addresses):
-            apply_transaction(state, Deposit(i, who, 10**13), 0, domain)
-        state.commit()
-        clear_memo()
-        prefetcher = Prefetcher(workers) if workers else None
-        if prefetcher is not None:  # warm the worker processes up (not timed)
-            Prefetcher.collect(prefetcher.submit([(b"\x00" * 32, b"\x00" * 65)] * workers))
-        gc.collect()
-        now = 1_700_000_000
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        jobs = prefetcher.submit(fill_signatures(domain, blocks[0])) if prefetcher else []
-        for k, block in enumerate(blocks):
-            if prefetcher is not None:
-                Prefetcher.collect(jobs)  # signatures of block k are in the memo
-                if k + 1 < len(blocks):  # recover block k+1 while block k executes
-                    jobs = prefetcher.submit(fill_signatures(domain, blocks[k + 1]))
-            for f in block:
-                apply_transaction(state, f, now, domain)
-            state.commit()
-        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        if prefetcher is not None:
-            prefetcher.close()
+        dt, cpu = settle(genesis, domain, addresses, blocks, workers)
         rate = len(fills) / dt
         how = f"signatures on {workers} worker processes" if workers else "serial signatures"
         print(f"  STF + Merkle root per block, {how}: {len(fills):,} fills in {dt:.2f} s "
@@ -193,6 +173,39 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
         rates[key] = round(rate)
         rates[f"{key}_per_cpu_s"] = round(len(fills) / cpu)
     return rates
+
+
+def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[list[Fill]],
+           workers: int) -> tuple[float, float]:
+    """In-process settlement of ``blocks`` on a fresh state where each of
+    ``addresses`` has deposited (not timed): the STF and a Merkle root per
+    block, signatures recovered serially in the STF (``workers`` 0) or on
+    ``workers`` processes one block ahead. Returns (wall s, CPU s of this process)."""
+    tree = SparseMerkleTree(MemoryDB())
+    state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
+    for i, who in enumerate(addresses):
+        apply_transaction(state, Deposit(i, who, 10**13), 0, domain)
+    state.commit()
+    clear_memo()
+    prefetcher = Prefetcher(workers) if workers else None
+    if prefetcher is not None:  # warm the worker processes up (not timed)
+        Prefetcher.collect(prefetcher.submit([(b"\x00" * 32, b"\x00" * 65)] * workers))
+    gc.collect()
+    now = 1_700_000_000
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    jobs = prefetcher.submit_fills(domain, blocks[0]) if prefetcher else []
+    for k, block in enumerate(blocks):
+        if prefetcher is not None:
+            Prefetcher.collect_fills(domain, jobs)  # block k's order hashes and signers
+            if k + 1 < len(blocks):  # hash and recover block k+1 while block k executes
+                jobs = prefetcher.submit_fills(domain, blocks[k + 1])
+        for f in block:
+            apply_transaction(state, f, now, domain)
+        state.commit()
+    dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if prefetcher is not None:
+        prefetcher.close()
+    return dt, cpu
 
 
 # ------------------------------------------------------------- replica
@@ -259,7 +272,7 @@ def bench_replica(fills_target: int, accounts: int, sig_workers: int) -> dict[st
             assert receipt["status"] == 1, f"batch {b.index} reverted"
         print(f"replica: {len(fills):,} fills between {accounts:,} traders in {len(posted)} "
               f"batches on L1 (set up in {time.perf_counter() - t0:.1f} s, not timed)")
-        out: dict[str, Any] = {"fills": len(fills), "batches": len(posted)}
+        out: dict[str, Any] = {"fills": len(fills), "accounts": accounts, "batches": len(posted)}
 
         clear_memo()
         tree = SparseMerkleTree(MemoryDB())
@@ -300,6 +313,20 @@ def bench_replica(fills_target: int, accounts: int, sig_workers: int) -> dict[st
                   f"average {os.getloadavg()[0]:.1f}); with start-up "
                   f"{t1 - t0:.2f} s and reading L1 {t2 - t1:.2f} s (eth_getLogs, calldata): "
                   f"{out[f'from_l1_{key}']:,} fills/s")
+        # the in-process figure on this same workload, for a fair comparison
+        fill_blocks = cut_blocks(fills, max_bytes, max_steps)
+        for workers in sorted({0, sig_workers}):
+            dt, cpu = settle(genesis, domain, addresses, fill_blocks, workers)
+            how = f"signatures on {workers} worker processes" if workers else "serial signatures"
+            key = "serial" if not workers else f"workers_{workers}"
+            out[f"in_process_{key}"] = round(len(fills) / dt)
+            print(f"  in-process settlement of the same {len(fills):,} fills between the same "
+                  f"{accounts:,} traders (deposits not timed), {how}: "
+                  f"{out[f'in_process_{key}']:,} fills/s ({round(len(fills) / cpu):,} per "
+                  f"CPU-second; load average {os.getloadavg()[0]:.1f}); replica derive + store "
+                  f"/ in-process = {out[f'derive_{key}'] / out[f'in_process_{key}']:.2f}, "
+                  f"from the L1 URL / in-process = "
+                  f"{out[f'from_l1_{key}'] / out[f'in_process_{key}']:.2f}")
         return out
     finally:
         l1.close()
@@ -870,6 +897,9 @@ def main() -> None:
         flat["replica_from_l1_fills_per_s"] = max(v for k, v in rp.items()
                                                   if k.startswith("from_l1_"))
         flat["replica_derive_in_memory_fills_per_s"] = rp["in_memory_fills_per_s"]
+        flat["replica_in_process_same_workload_fills_per_s"] = max(
+            v for k, v in rp.items() if k.startswith("in_process_"))
+        flat["replica_accounts"] = rp["accounts"]
     flat.update(figures.get("disputes", {}))
     if "streams" in figures:
         plain, stalled = figures["streams"]["plain"], figures["streams"]["stalled"]

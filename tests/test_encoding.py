@@ -193,3 +193,45 @@ def test_account_leaf_encoding_refuses_out_of_range() -> None:
             acc.encode()
     with pytest.raises(ValueError):
         Account.decode(Account(1, 1, (Position(1, 1, 1),)).encode()[:-1])
+
+
+def test_order_hash_memo_is_per_domain() -> None:
+    """The order-hash memo never answers one domain's hash for another."""
+    other = Domain(DOMAIN.chain_id + 1, DOMAIN.verifying_contract)
+    order = Order(SIGNER.address, 1, True, 166621, 10_000, 7, 1_800_000_000)
+    first, second = order_hash(DOMAIN, order), order_hash(other, order)
+    assert first != second
+    assert (order_hash(DOMAIN, order), order_hash(other, order)) == (first, second)
+    assert second == _full_digest(typed_data(other, "Order", order_message(order)))
+
+
+def test_keccak_hasher_and_key_memos_match_keccak() -> None:
+    from node.crypto import keccak_256
+    from node.state import account_key, order_key
+
+    for data in (b"", b"\x01" * 20, bytes(range(64)), b"x" * 200):
+        assert keccak_256(data).digest() == keccak(data)
+    address = SIGNER.address
+    assert account_key(address) == account_key(address) == keccak(b"\x01" + address)
+    assert order_key(b"\x07" * 32) == order_key(b"\x07" * 32) == keccak(b"\x03" + b"\x07" * 32)
+
+
+@given(
+    st.integers(-(2**100), 2**100),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(-(10**9), 10**9), _INT256), max_size=4,
+             unique_by=lambda p: p[0]),
+    st.tuples(st.integers(0, 5), st.integers(-(10**9), 10**9), _INT256),
+    st.integers(-(10**12), 10**12),
+)
+def test_account_traded_is_collateral_then_position(collateral, positions, pos, cash) -> None:
+    """``Account.traded`` (one step, the STF's fill path) equals changing the
+    collateral and then ``with_position`` as two steps: positions stay
+    sorted by market, a zero size drops the position."""
+    acc = Account(collateral, 3, tuple(sorted((Position(*p) for p in positions),
+                                              key=lambda p: p.market)))
+    new = Position(*pos)
+    expected_positions = sorted([p for p in acc.positions if p.market != new.market]
+                                + ([new] if new.size else []), key=lambda p: p.market)
+    expected = Account(collateral + cash, 3, tuple(expected_positions))
+    assert acc.traded(cash, new) == expected
+    assert Account(collateral + cash, 3, acc.positions).with_position(new) == expected

@@ -742,3 +742,26 @@ def test_scratch_tree_reads_flushed_nodes_and_never_moves_the_index() -> None:
     assert tree.indexed_root == root and tree.get(root, k1) == b"one"
     assert SparseMerkleTree(db).get(root, k1) == b"one"  # nothing written
     assert db.get(NODE_PREFIX + other) is None  # the scratch writes stay in memory
+
+
+def test_flush_through_prefixed_batches_writes_the_same_keys() -> None:
+    """``flush`` writes past PrefixedBatch layers (``unwrap_writer``) under the
+    same keys as a plain prefixed write: a tree reopened on the namespace
+    reads every leaf from its flat index and by walking the nodes."""
+    from node.db import PrefixedBatch, unwrap_writer
+
+    shared = MemoryDB()
+    items = {keccak(bytes([i])): bytes([i]) * 40 for i in range(50)}
+    tree = SparseMerkleTree(PrefixedDB(PrefixedDB(shared, b"a:"), b"s:"))
+    root = tree.update(EMPTY_ROOT, items)
+    with shared.write_batch() as batch:
+        layered = PrefixedBatch(PrefixedBatch(batch, b"a:"), b"s:")
+        assert unwrap_writer(layered) == (batch, b"a:s:")
+        tree.flush(layered)
+    assert shared.get(b"a:s:" + INDEX_ROOT_KEY) == root
+    again = SparseMerkleTree(PrefixedDB(PrefixedDB(shared, b"a:"), b"s:"))
+    assert again.indexed_root == root
+    scratch = again.scratch()  # no index: walks the flushed nodes
+    for key, value in items.items():
+        assert again.get(root, key) == value == scratch.get(root, key)
+    assert root == reference_root(items)

@@ -342,3 +342,37 @@ def test_fill_writes_five_leaves_even_with_zero_fee_credit() -> None:
     assert len(written) == 5 and account_key(FEE) in written
     fee_acc = st.account(FEE)
     assert (fee_acc.collateral, fee_acc.nonce, fee_acc.positions) == (0, 0, ())
+
+
+def test_prefetched_fills_seed_order_hashes_and_signers() -> None:
+    """``Prefetcher.submit_fills`` hashes the orders and recovers the signers
+    on a worker process; ``collect_fills`` seeds both memos with exactly what
+    the STF would compute (a forged signature recovers another address or
+    None), and a fill applied afterwards gives the same root as a cold one."""
+    from node.eip712 import order_hash
+    from node.sigverify import Prefetcher, clear_memo, signer_of
+
+    good = fill(order(ALICE, True, 166600, 10_000), order(BOB, False, 166600, 10_000, salt=2))
+    forged = replace(good, taker_signature=good.maker_signature)
+    cold = new_state()
+    fund(cold, (ALICE, 10**10), (BOB, 10**10))
+    clear_memo()
+    apply_transaction(cold, good, NOW, DOMAIN)
+    clear_memo()
+    with Prefetcher(1) as prefetcher:
+        Prefetcher.collect_fills(DOMAIN, prefetcher.submit_fills(DOMAIN, [good, forged]))
+    from node import eip712, sigverify
+
+    for f in (good, forged):
+        for o, sig in ((f.maker, f.maker_signature), (f.taker, f.taker_signature)):
+            seeded = eip712._ORDER_HASHES[DOMAIN][o]  # seeded, not computed here
+            assert seeded == DOMAIN.digest(eip712.order_struct_hash(o))
+            assert seeded + sig in sigverify._MEMO
+    assert signer_of(order_hash(DOMAIN, good.taker), good.taker_signature) == BOB.address
+    assert signer_of(order_hash(DOMAIN, forged.taker), forged.taker_signature) != BOB.address
+    warm = new_state()
+    fund(warm, (ALICE, 10**10), (BOB, 10**10))
+    apply_transaction(warm, good, NOW, DOMAIN)
+    with pytest.raises(err.InvalidOrderSignature):
+        apply_transaction(warm, forged, NOW, DOMAIN)
+    assert warm.commit() == cold.commit()
