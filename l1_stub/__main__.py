@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m l1_stub") -> int:
     try:
         import trio
 
+        from node.runtime import tune_gc
+
+        tune_gc()
         trio.run(_serve, l1, args, parent, deadline)
     finally:
         l1.close()

@@ -209,6 +209,9 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                        + (f"  datadir {datadir}" if datadir else "  (in-memory)"))
             sys.stdout.flush()
 
+    from node.runtime import tune_gc
+
+    tune_gc()
     try:
         trio.run(run)
     except BaseException as exc:  # Ctrl-C may arrive wrapped in the nursery's group
@@ -740,6 +743,9 @@ def replica(l1_rpc: str, host: str, port: int, datadir: str | None, genesis_path
                    f"{r.chain.head.number}" + (f", datadir {datadir}" if datadir else ""))
         sys.stdout.flush()
 
+    from node.runtime import tune_gc
+
+    tune_gc()
     try:
         run_replica(config, ready)
     except ReplicaError as exc:

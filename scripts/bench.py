@@ -65,6 +65,7 @@ from node.crypto import ZERO_HASH, keccak  # noqa: E402
 from node.db import MemoryDB  # noqa: E402
 from node.eip712 import Domain  # noqa: E402
 from node.genesis import load_genesis  # noqa: E402
+from node.runtime import tune_gc  # noqa: E402
 from node.replay import read_tape  # noqa: E402
 from node.signing import Signer  # noqa: E402
 from node.smt import SparseMerkleTree  # noqa: E402
@@ -852,6 +853,7 @@ def main() -> None:
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     a = p.parse_args()
+    tune_gc()  # as the devnet, replica and L1 processes do
     figures: dict[str, Any] = {}
     if not a.skip_in_process:
         workers = [0] + ([a.workers] if a.workers else [])
