@@ -21,6 +21,7 @@ FIGURES = [
     "soft_confirmation_single_p50_ms", "soft_confirmation_single_p99_ms",
     "node_peak_rss_mb", "l1_peak_rss_mb",
     "replica_derivation_fills_per_s", "replica_from_l1_fills_per_s",
+    "replica_in_process_same_workload_fills_per_s", "replica_accounts",
     "osp_gas_deposit", "osp_gas_fill", "osp_gas_oracleprice", "osp_gas_withdraw",
     "osp_gas_listmarket", "osp_gas_fill_at_limits", "osp_gas_withdraw_at_limits",
     "stream_p50_ms", "stream_p99_ms", "block_cadence_ms", "block_cadence_with_stalled_ms",
