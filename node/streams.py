@@ -4,11 +4,14 @@ A ``StreamHub`` owns every subscription of the node. After each sealed L2
 block (``Sequencer.on_block``) and on each block-builder tick (book changes
 without a block, safe / finalized head moves) it computes each channel's
 update once (not once per subscriber) and puts the encoded notification into
-each subscriber's connection buffer with ``send_nowait``: the sealing path
-never awaits a socket. Each WebSocket connection has one bounded buffer (a
-trio memory channel, ``DEFAULT_BUFFER`` messages like geth's 10,000, or
-``$DERIVNET_STREAM_BUFFER``) drained by its own sender task; a connection
-whose buffer is full is dropped with a WebSocket close reason.
+each subscriber's connection: the sealing path never awaits a socket. A
+connection with nothing queued gets the frame written to its socket at once
+(``node.socket_writer``: one non-blocking syscall, no wait for the event
+loop's other tasks); otherwise the frame joins the connection's bounded
+buffer (a trio memory channel, ``DEFAULT_BUFFER`` messages like geth's
+10,000, or ``$DERIVNET_STREAM_BUFFER``), drained in order by the
+connection's sender task. A connection whose buffer is full is dropped with
+a WebSocket close reason.
 
 Notification (JSON-RPC 2.0, no id)::
 
@@ -50,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from node.blocks import Block
+from node.socket_writer import SocketWriter, frame
 from node.rpc import RpcError, account_json, bad_params, hexb, hexq, parse_address, parse_int
 from node.transactions import Deposit, Fill, Withdraw, decode_tx
 
@@ -72,6 +76,11 @@ NOT_SUPPORTED = -32601
 _COMPACT = (",", ":")
 ABORT_AFTER = 1.0  # seconds a dropped consumer gets to take its close frame
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation (too slow)
+DIRECT_MAX = 16 * 1024
+"""Longest text (characters) written straight to the socket, uncompressed;
+longer ones (large snapshots) go through hypercorn, compressed if the client
+negotiated permessage-deflate."""
+_BATCH = 64  # queued frames joined into one socket write by the sender task
 
 CONNECTION: ContextVar[Connection | None] = ContextVar("derivnet_ws_connection", default=None)
 """The WebSocket connection whose frame is being dispatched (None over HTTP)."""
@@ -99,11 +108,22 @@ class Connection:
         self.deferred: list[str] = []  # snapshots to send right after the response
         self.dropped: str | None = None
         self.stop = trio.CancelScope()
+        self.writer: SocketWriter | None = None  # set by ws_connection under hypercorn
+        self.busy = False  # the sender task holds a frame it has not written yet
 
     def push(self, text: str) -> bool:
-        """Queue one frame without waiting; drops the connection (False) if full."""
+        """Send one frame without waiting: written to the socket now if
+        nothing is queued before it, else queued. Drops the connection
+        (False) if its buffer is full."""
         if self.dropped is not None:
             return False
+        writer = self.writer
+        if (writer is not None and not self.busy and len(text) <= DIRECT_MAX
+                and self._send.statistics().current_buffer_used == 0
+                and writer.write_nowait(frame(text))):
+            if writer.owed:
+                self._send.send_nowait("")  # the sender task finishes the frame
+            return True
         try:
             self._send.send_nowait(text)
         except trio.WouldBlock:
@@ -151,11 +171,35 @@ class Connection:
             CONNECTION.reset(token)
 
     async def drain(self, send: Callable[[dict[str, Any]], Any]) -> None:
-        """Send queued frames until cancelled or dropped; on a drop try to
-        send a close frame with the reason (1 s at most)."""
+        """Send queued frames in order until cancelled or dropped (several
+        short ones in one socket write); on a drop try to send a close frame
+        with the reason (1 s at most). An empty text means: finish the frame
+        ``push`` began (``SocketWriter.owed``)."""
+        writer = self.writer
         with self.stop:
             async for text in self._receive:
-                await send({"type": "websocket.send", "text": text})
+                self.busy = True
+                if writer is not None:
+                    await writer.flush()
+                texts = [text] if text else []
+                while len(texts) < _BATCH:
+                    try:
+                        texts.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                short: list[bytes] = []
+                for t in texts:
+                    if writer is not None and len(t) <= DIRECT_MAX:
+                        if t:
+                            short.append(frame(t))
+                        continue
+                    if short:
+                        await writer.write(b"".join(short))  # type: ignore[union-attr]
+                        short = []
+                    await send({"type": "websocket.send", "text": t})
+                if short:
+                    await writer.write(b"".join(short))  # type: ignore[union-attr]
+                self.busy = False
         if self.dropped is not None:
             with trio.move_on_after(1.0):
                 await send({"type": "websocket.close", "code": CLOSE_POLICY,
@@ -197,6 +241,7 @@ async def ws_connection(
     connection's subscriptions are removed."""
     peer = (scope.get("client"), scope.get("server")) if scope else None
     conn = hub.connect(peer) if hub is not None else Connection(None, DEFAULT_BUFFER)
+    conn.writer = SocketWriter.attach(send)
     async with trio.open_nursery() as nursery:
         conn.nursery = nursery
 

@@ -188,6 +188,16 @@ def trade_for(url: str, seconds: float, rate: int) -> int:
     return fills
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; 0.0
+    elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -244,6 +254,8 @@ def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int
                                   "params": [False]}, timeout=10)
         port = int(url.rsplit(":", 1)[1])
         stalled_sockets = [stalled_consumer(port) for _ in range(stalled)]
+        node_cpu = cpu_seconds(proc.pid) if proc is not None else 0.0
+        client_cpu = sum(cpu_seconds(p.pid or 0) for p in clients)
         replay = subprocess.run(
             [sys.executable, "-m", "node.cli", "replay", str(TAPE), "--rpc", url, "--limit",
              str(limit), "--no-wait", "--json"],
@@ -256,6 +268,8 @@ def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int
         last = int(httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
                                          "params": []}, timeout=10).json()["result"], 16)
         time.sleep(1.0)  # let the last notifications arrive
+        node_cpu = cpu_seconds(proc.pid) - node_cpu if proc is not None else 0.0
+        client_cpu = sum(cpu_seconds(p.pid or 0) for p in clients) - client_cpu
         stop.set()
         delays: list[float] = []
         sealed: dict[int, int] = {}
@@ -280,6 +294,9 @@ def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int
             "cadence_p99_ms": round(pct(gaps, 0.99)) if gaps else None,
             "blocks_missed": len(set(range(first, last + 1)) - set(sealed)),
             "stalled_dropped": dropped,
+            "node_cpu_ms_per_block": round(node_cpu * 1000 / max(1, last - first + 1), 1),
+            "client_cpu_us_per_notification": round(client_cpu * 1e6 / max(1, len(delays))),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
         }
         say(f"subscribers {subscribers} in {len(clients)} processes (+{stalled} stalled"
             f"{', batcher paused' if no_batcher else ''}), block time "
@@ -292,6 +309,9 @@ def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int
             say(f"block cadence (sealedAt of consecutive blocks): mean "
                 f"{figures['cadence_mean_ms']} ms, p99 {figures['cadence_p99_ms']} ms, "
                 f"max {max(gaps)} ms")
+        say(f"CPU: node {figures['node_cpu_ms_per_block']} ms per block (all of its work), "
+            f"subscriber processes {figures['client_cpu_us_per_notification']} us per "
+            f"notification; load average {figures['loadavg_1m']}")
         say(f"blocks missed by the subscribers: {figures['blocks_missed']}"
             + (f"; stalled consumers dropped by the node: {dropped} of {stalled}"
                if stalled else ""))
