@@ -57,6 +57,7 @@ class SocketWriter:
         tcp.send_lock = self.lock  # hypercorn's own writes (pong, close) take it too
         self.owed = b""  # the unsent tail of a frame; the lock is held while non-empty
         self.broken = False  # the socket failed: the connection is ending
+        self._reported = False  # hypercorn was told (it closes the socket, ends the app)
 
     @classmethod
     def attach(cls, send: Callable[..., Any]) -> SocketWriter | None:
@@ -73,7 +74,8 @@ class SocketWriter:
             return None
         h11 = getattr(stream.send, "__self__", None)
         tcp = getattr(getattr(h11, "send", None), "__self__", None)
-        if (not isinstance(tcp, TCPServer) or not isinstance(tcp.stream, trio.SocketStream)
+        if (not isinstance(tcp, TCPServer) or not hasattr(tcp, "protocol")
+                or not isinstance(tcp.stream, trio.SocketStream)
                 or not isinstance(tcp.send_lock, trio.Lock) or tcp.send_lock.locked()):
             return None
         return cls(stream, tcp)
@@ -106,7 +108,8 @@ class SocketWriter:
             return False
         except OSError:
             self.broken = True
-            return True
+            return False  # the caller queues it: its sender task reports the failure
+
         if sent < len(data):
             self.lock.acquire_nowait()
             self.owed = data[sent:]
@@ -115,8 +118,11 @@ class SocketWriter:
     async def flush(self) -> None:
         """Send the owed tail of a frame begun by ``write_nowait`` (waits for
         the socket, shielded from cancellation as hypercorn's own sends are:
-        a half-sent frame would corrupt the stream), then free the lock."""
+        a half-sent frame would corrupt the stream), then free the lock.
+        If the socket failed, report it to hypercorn (once)."""
         if not self.owed:
+            if self.broken:
+                await self._report_broken()
             return
         try:
             await self._send_all(self.owed)
@@ -129,13 +135,29 @@ class SocketWriter:
         if self.write_nowait(data):
             await self.flush()
             return
-        async with self.lock:
-            if self.open():
-                await self._send_all(data)
+        if not self.broken:
+            async with self.lock:
+                if self.open():
+                    await self._send_all(data)
+        if self.broken:
+            await self._report_broken()
 
     async def _send_all(self, data: bytes) -> None:
         try:
             with trio.CancelScope(shield=True):
                 await self.tcp.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.broken = True  # hypercorn's reader sees the disconnect and ends the app
+            self.broken = True
+            await self._report_broken()
+
+    async def _report_broken(self) -> None:
+        """What hypercorn does when one of its own sends fails: hand its
+        protocol a ``Closed`` event, which closes the socket and ends the app.
+        Without it a client that floods requests while the app drops it
+        would keep hypercorn's reader busy and the socket open."""
+        if self._reported:
+            return
+        self._reported = True
+        from hypercorn.events import Closed
+
+        await self.tcp.protocol.handle(Closed())

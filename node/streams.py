@@ -109,7 +109,7 @@ class Connection:
         self.dropped: str | None = None
         self.stop = trio.CancelScope()
         self.writer: SocketWriter | None = None  # set by ws_connection under hypercorn
-        self.busy = False  # the sender task holds a frame it has not written yet
+        self.queued = 0  # frames handed to the sender task and not yet written
 
     def push(self, text: str) -> bool:
         """Send one frame without waiting: written to the socket now if
@@ -118,14 +118,15 @@ class Connection:
         if self.dropped is not None:
             return False
         writer = self.writer
-        if (writer is not None and not self.busy and len(text) <= DIRECT_MAX
-                and self._send.statistics().current_buffer_used == 0
+        if (writer is not None and not self.queued and len(text) <= DIRECT_MAX
                 and writer.write_nowait(frame(text))):
             if writer.owed:
+                self.queued += 1
                 self._send.send_nowait("")  # the sender task finishes the frame
             return True
         try:
             self._send.send_nowait(text)
+            self.queued += 1
         except trio.WouldBlock:
             self.drop(f"subscriber too slow: {self.bound} messages pending")
             return False
@@ -178,7 +179,6 @@ class Connection:
         writer = self.writer
         with self.stop:
             async for text in self._receive:
-                self.busy = True
                 if writer is not None:
                     await writer.flush()
                 texts = [text] if text else []
@@ -199,7 +199,7 @@ class Connection:
                     await send({"type": "websocket.send", "text": t})
                 if short:
                     await writer.write(b"".join(short))  # type: ignore[union-attr]
-                self.busy = False
+                self.queued -= len(texts) + (not text)
         if self.dropped is not None:
             with trio.move_on_after(1.0):
                 await send({"type": "websocket.close", "code": CLOSE_POLICY,
