@@ -270,17 +270,29 @@ class Subscription:
     label: Any  # the envelope's "id"
     geth: bool = False
     seq: int = 0
+    # the notification's fixed text: up to the envelope's "type" value, then to "seq"'s
+    _prefix: str = field(default="", init=False, repr=False)
+    _middle: str = field(default="", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.geth:
+            self._prefix = ('{"jsonrpc":"2.0","method":"eth_subscription","params":'
+                            '{"subscription":' + json.dumps(self.id) + ',"result":')
+        else:
+            self._prefix = ('{"jsonrpc":"2.0","method":"l2_subscription","params":'
+                            '{"subscription":' + json.dumps(self.id) + ',"result":'
+                            '{"subscription":' + json.dumps(self.id) + ',"type":')
+            self._middle = (',"channel":' + json.dumps(self.key[0]) + ',"id":'
+                            + json.dumps(self.label, separators=_COMPACT) + ',"seq":')
 
     def envelope(self, kind: str, block: int, contents_json: str) -> str:
-        """The encoded notification (contents already encoded once per block)."""
+        """The encoded notification (contents already encoded once per block;
+        the parts fixed for the subscription encoded once at subscribe)."""
         if self.geth:
-            return ('{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"'
-                    + self.id + '","result":' + contents_json + "}}")
-        head = json.dumps({"subscription": self.id, "type": kind, "channel": self.key[0],
-                           "id": self.label, "seq": self.seq, "block": hexq(block)}, separators=_COMPACT)
-        self.seq += 1
-        return ('{"jsonrpc":"2.0","method":"l2_subscription","params":{"subscription":"'
-                + self.id + '","result":' + head[:-1] + ',"contents":' + contents_json + "}}}")
+            return self._prefix + contents_json + "}}"
+        seq, self.seq = self.seq, self.seq + 1
+        return (self._prefix + '"' + kind + '"' + self._middle + str(seq) + ',"block":"'
+                + hexq(block) + '","contents":' + contents_json + "}}}")
 
 
 # -- per-block facts ---------------------------------------------------------
