@@ -524,14 +524,16 @@ class StreamHub:
             return
         sealed_at = int(time.time() * 1000)
         number = block.number
-        needs_facts = any(k[0] in ("trades", "candles", "account") for k in self.subs)
-        facts = self._facts(block) if needs_facts else _BlockFacts()
+        # heads first: they need nothing decoded, so their delay after the seal is
+        # the sending alone
         if ("newHeads",) in self.subs:
             self._publish(("newHeads",), "update", number, self._header(block, sealed_at))
         if ("blocks",) in self.subs:
             self._publish(("blocks",), "update", number,
                           {"event": "block", "block": self._block_summary(block, sealed_at),
                            "heads": self._heads()})
+        needs_facts = any(k[0] in ("trades", "candles", "account") for k in self.subs)
+        facts = self._facts(block) if needs_facts else _BlockFacts()
         self._publish_books(number, True)
         for key in list(self.subs):
             channel = key[0]
