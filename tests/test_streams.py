@@ -504,3 +504,34 @@ def test_slow_consumer_is_dropped_and_blocks_keep_coming(replayed: dict[str, Any
     assert len(during) >= 3, "blocks kept being sealed while the slow consumer was stuck"
     gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
     assert max(gaps) < 5_000, gaps  # ms; block time is 100 ms: the sealer never stalls
+
+
+# -- the sender without hypercorn --------------------------------------------------
+def test_frames_go_through_asgi_send_without_hypercorn() -> None:
+    """An ASGI ``send`` that is not hypercorn's gets no direct writer: the
+    connection's frames then leave through ``send``, in order."""
+    import trio
+
+    from node.socket_writer import SocketWriter
+    from node.streams import Connection
+
+    sent: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        sent.append(message["text"])
+
+    async def main() -> None:
+        conn = Connection(None, 10)
+        conn.writer = SocketWriter.attach(send)
+        assert conn.writer is None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.drain, send)
+            for i in range(5):
+                assert conn.push(f"frame {i}")
+            await trio.testing.wait_all_tasks_blocked()
+            assert conn.queued == 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert sent == [f"frame {i}" for i in range(5)]
