@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from node.blocks import Block
-from node.socket_writer import SocketWriter, frame
 from node.rpc import RpcError, account_json, bad_params, hexb, hexq, parse_address, parse_int
+from node.socket_writer import SocketWriter, frame
 from node.transactions import Deposit, Fill, Withdraw, decode_tx
 
 if TYPE_CHECKING:
