@@ -390,6 +390,7 @@ def test_paused_consumer_gets_every_frame_in_order(replayed: dict[str, Any]) -> 
         for r in requests:
             ws.send(json.dumps(r))
         time.sleep(1.0)  # the client reads nothing meanwhile (its queue holds one message)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # then reads fast
         answers = [json.loads(ws.recv(timeout=30)) for _ in requests]
     for i, answer in enumerate(answers):
         if i % 25 == 0:
