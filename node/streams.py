@@ -4,11 +4,14 @@ A ``StreamHub`` owns every subscription of the node. After each sealed L2
 block (``Sequencer.on_block``) and on each block-builder tick (book changes
 without a block, safe / finalized head moves) it computes each channel's
 update once (not once per subscriber) and puts the encoded notification into
-each subscriber's connection buffer with ``send_nowait``: the sealing path
-never awaits a socket. Each WebSocket connection has one bounded buffer (a
-trio memory channel, ``DEFAULT_BUFFER`` messages like geth's 10,000, or
-``$DERIVNET_STREAM_BUFFER``) drained by its own sender task; a connection
-whose buffer is full is dropped with a WebSocket close reason.
+each subscriber's connection: the sealing path never awaits a socket. A
+connection with nothing queued gets the frame written to its socket at once
+(``node.socket_writer``: one non-blocking syscall, no wait for the event
+loop's other tasks); otherwise the frame joins the connection's bounded
+buffer (a trio memory channel, ``DEFAULT_BUFFER`` messages like geth's
+10,000, or ``$DERIVNET_STREAM_BUFFER``), drained in order by the
+connection's sender task. A connection whose buffer is full is dropped with
+a WebSocket close reason.
 
 Notification (JSON-RPC 2.0, no id)::
 
@@ -52,6 +55,7 @@ import trio
 from node.blocks import Block
 from node.rpc import RpcError, account_json, bad_params, hexb, hexq, parse_address, parse_int
 from node.rpc import unknown_market
+from node.socket_writer import SocketWriter, frame
 from node.transactions import Deposit, Fill, Withdraw, decode_tx
 
 if TYPE_CHECKING:
@@ -77,6 +81,11 @@ NOT_SUPPORTED = -32601
 _COMPACT = (",", ":")
 ABORT_AFTER = 1.0  # seconds a dropped consumer gets to take its close frame
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation (too slow)
+DIRECT_MAX = 16 * 1024
+"""Longest text (characters) written straight to the socket, uncompressed;
+longer ones (large snapshots) go through hypercorn, compressed if the client
+negotiated permessage-deflate."""
+_BATCH = 64  # queued frames joined into one socket write by the sender task
 
 CONNECTION: ContextVar[Connection | None] = ContextVar("derivnet_ws_connection", default=None)
 """The WebSocket connection whose frame is being dispatched (None over HTTP)."""
@@ -104,13 +113,25 @@ class Connection:
         self.deferred: list[str] = []  # snapshots to send right after the response
         self.dropped: str | None = None
         self.stop = trio.CancelScope()
+        self.writer: SocketWriter | None = None  # set by ws_connection under hypercorn
+        self.queued = 0  # frames handed to the sender task and not yet written
 
     def push(self, text: str) -> bool:
-        """Queue one frame without waiting; drops the connection (False) if full."""
+        """Send one frame without waiting: written to the socket now if
+        nothing is queued before it, else queued. Drops the connection
+        (False) if its buffer is full."""
         if self.dropped is not None:
             return False
+        writer = self.writer
+        if (writer is not None and not self.queued and len(text) <= DIRECT_MAX
+                and writer.write_nowait(frame(text))):
+            if writer.owed:
+                self.queued += 1
+                self._send.send_nowait("")  # the sender task finishes the frame
+            return True
         try:
             self._send.send_nowait(text)
+            self.queued += 1
         except trio.WouldBlock:
             self.drop(f"subscriber too slow: {self.bound} messages pending")
             return False
@@ -156,11 +177,34 @@ class Connection:
             CONNECTION.reset(token)
 
     async def drain(self, send: Callable[[dict[str, Any]], Any]) -> None:
-        """Send queued frames until cancelled or dropped; on a drop try to
-        send a close frame with the reason (1 s at most)."""
+        """Send queued frames in order until cancelled or dropped (several
+        short ones in one socket write); on a drop try to send a close frame
+        with the reason (1 s at most). An empty text means: finish the frame
+        ``push`` began (``SocketWriter.owed``)."""
+        writer = self.writer
         with self.stop:
             async for text in self._receive:
-                await send({"type": "websocket.send", "text": text})
+                if writer is not None:
+                    await writer.flush()
+                texts = [text] if text else []
+                while len(texts) < _BATCH:
+                    try:
+                        texts.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                short: list[bytes] = []
+                for t in texts:
+                    if writer is not None and len(t) <= DIRECT_MAX:
+                        if t:
+                            short.append(frame(t))
+                        continue
+                    if short:
+                        await writer.write(b"".join(short))  # type: ignore[union-attr]
+                        short = []
+                    await send({"type": "websocket.send", "text": t})
+                if short:
+                    await writer.write(b"".join(short))  # type: ignore[union-attr]
+                self.queued -= len(texts) + (not text)
         if self.dropped is not None:
             with trio.move_on_after(1.0):
                 await send({"type": "websocket.close", "code": CLOSE_POLICY,
@@ -202,6 +246,7 @@ async def ws_connection(
     connection's subscriptions are removed."""
     peer = (scope.get("client"), scope.get("server")) if scope else None
     conn = hub.connect(peer) if hub is not None else Connection(None, DEFAULT_BUFFER)
+    conn.writer = SocketWriter.attach(send)
     async with trio.open_nursery() as nursery:
         conn.nursery = nursery
 
@@ -230,17 +275,29 @@ class Subscription:
     label: Any  # the envelope's "id"
     geth: bool = False
     seq: int = 0
+    # the notification's fixed text: up to the envelope's "type" value, then to "seq"'s
+    _prefix: str = field(default="", init=False, repr=False)
+    _middle: str = field(default="", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.geth:
+            self._prefix = ('{"jsonrpc":"2.0","method":"eth_subscription","params":'
+                            '{"subscription":' + json.dumps(self.id) + ',"result":')
+        else:
+            self._prefix = ('{"jsonrpc":"2.0","method":"l2_subscription","params":'
+                            '{"subscription":' + json.dumps(self.id) + ',"result":'
+                            '{"subscription":' + json.dumps(self.id) + ',"type":')
+            self._middle = (',"channel":' + json.dumps(self.key[0]) + ',"id":'
+                            + json.dumps(self.label, separators=_COMPACT) + ',"seq":')
 
     def envelope(self, kind: str, block: int, contents_json: str) -> str:
-        """The encoded notification (contents already encoded once per block)."""
+        """The encoded notification (contents already encoded once per block;
+        the parts fixed for the subscription encoded once at subscribe)."""
         if self.geth:
-            return ('{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"'
-                    + self.id + '","result":' + contents_json + "}}")
-        head = json.dumps({"subscription": self.id, "type": kind, "channel": self.key[0],
-                           "id": self.label, "seq": self.seq, "block": hexq(block)}, separators=_COMPACT)
-        self.seq += 1
-        return ('{"jsonrpc":"2.0","method":"l2_subscription","params":{"subscription":"'
-                + self.id + '","result":' + head[:-1] + ',"contents":' + contents_json + "}}}")
+            return self._prefix + contents_json + "}}"
+        seq, self.seq = self.seq, self.seq + 1
+        return (self._prefix + '"' + kind + '"' + self._middle + str(seq) + ',"block":"'
+                + hexq(block) + '","contents":' + contents_json + "}}}")
 
 
 # -- per-block facts ---------------------------------------------------------
@@ -481,14 +538,16 @@ class StreamHub:
             return
         sealed_at = int(time.time() * 1000)
         number = block.number
-        needs_facts = any(k[0] in ("trades", "candles", "account") for k in self.subs)
-        facts = self._facts(block) if needs_facts else _BlockFacts()
+        # heads first: they need nothing decoded, so their delay after the seal is
+        # the sending alone
         if ("newHeads",) in self.subs:
             self._publish(("newHeads",), "update", number, self._header(block, sealed_at))
         if ("blocks",) in self.subs:
             self._publish(("blocks",), "update", number,
                           {"event": "block", "block": self._block_summary(block, sealed_at),
                            "heads": self._heads()})
+        needs_facts = any(k[0] in ("trades", "candles", "account") for k in self.subs)
+        facts = self._facts(block) if needs_facts else _BlockFacts()
         self._publish_books(number, True)
         for key in list(self.subs):
             channel = key[0]

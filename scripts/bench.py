@@ -908,6 +908,7 @@ def main() -> None:
         flat["stream_subscribers"] = plain["subscribers"]
         flat["stream_p50_ms"] = plain["p50_ms"]
         flat["stream_p99_ms"] = plain["p99_ms"]
+        flat["stream_loadavg_1m"] = plain["loadavg_1m"]  # the machine's load during the run
         flat["stream_blocks_missed"] = plain["blocks_missed"]
         flat["block_cadence_ms"] = plain["cadence_mean_ms"]
         flat["block_cadence_with_stalled_ms"] = stalled["cadence_mean_ms"]

@@ -17,7 +17,6 @@ subscribe and never read, and reports the block cadence (intervals between
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -89,6 +88,13 @@ def stalled_consumer(port: int) -> socket.socket:
 
 
 class Subscribers:
+    """``count`` WebSocket subscribers served by one thread (one selector loop
+    over their sockets, websockets' sans-I/O client protocol, offering
+    permessage-deflate as websockets' client does). A notification's receipt
+    time is taken when its bytes are read from the socket, before any
+    WebSocket or JSON parsing, so the figure is the node's delivery and not
+    this client's parsing queue."""
+
     def __init__(self, ws_url: str, count: int, all_channels: bool) -> None:
         self.ws_url = ws_url
         self.count = count
@@ -99,39 +105,75 @@ class Subscribers:
         self.delays: list[float] = []  # ms
         self.sealed: dict[int, int] = {}  # block -> sealedAt ms
         self.connected = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self._ready = 0
-        self._sockets: list[Any] = []
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        await asyncio.gather(*(self._one(i) for i in range(self.count)))
+        self.thread = threading.Thread(target=self._main, daemon=True)
+        self._stop = threading.Event()
 
     def close(self) -> None:
-        """Close every connection (from another thread); the loop then ends."""
-        for ws in self._sockets:
-            asyncio.run_coroutine_threadsafe(ws.close(), self.loop)
+        """Stop the loop (from another thread); it closes every connection."""
+        self._stop.set()
 
-    async def _one(self, i: int) -> None:
-        import websockets
+    def _connect(self) -> tuple[socket.socket, Any]:
+        from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+        from websockets.http11 import Response
+        from websockets.uri import parse_uri
 
-        async with websockets.connect(self.ws_url, max_size=None) as ws:
-            for j, (ch, p) in enumerate(self.channels):
-                await ws.send(json.dumps({"jsonrpc": "2.0", "id": j, "method": "l2_subscribe",
-                                          "params": [ch, p]}))
-            self._ready += 1
-            if self._ready == self.count:
-                self.connected.set()
-            self._sockets.append(ws)
-            try:
-                async for raw in ws:
-                    self._on_message(raw)
-            except websockets.ConnectionClosed:
-                pass
+        uri = parse_uri(self.ws_url)
+        protocol = ClientProtocol(uri, extensions=enable_client_permessage_deflate(None),
+                                  max_size=None)
+        sock = socket.create_connection((uri.host, uri.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        protocol.send_request(protocol.connect())
+        sock.sendall(b"".join(protocol.data_to_send()))
+        while not any(isinstance(e, Response) for e in protocol.events_received()):
+            data = sock.recv(1 << 16)
+            if not data:
+                raise RuntimeError("the node closed a subscriber during the handshake")
+            protocol.receive_data(data)
+        if protocol.handshake_exc is not None:
+            raise protocol.handshake_exc
+        for j, (ch, p) in enumerate(self.channels):
+            protocol.send_text(json.dumps({"jsonrpc": "2.0", "id": j, "method": "l2_subscribe",
+                                           "params": [ch, p]}).encode())
+        sock.sendall(b"".join(protocol.data_to_send()))
+        sock.setblocking(False)
+        return sock, protocol
 
-    def _on_message(self, raw: Any) -> None:
-        now = time.time() * 1000
-        if '"channel":"blocks"' not in raw or '"type":"update"' not in raw:
+    def _main(self) -> None:
+        import selectors
+
+        from websockets.frames import Opcode
+
+        selector = selectors.DefaultSelector()
+        for _ in range(self.count):
+            sock, protocol = self._connect()
+            selector.register(sock, selectors.EVENT_READ, protocol)
+        self.connected.set()
+        while not self._stop.is_set():
+            for key, _ in selector.select(0.2):
+                sock, protocol = key.fileobj, key.data
+                try:
+                    data = sock.recv(1 << 16)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                now = time.time() * 1000  # the receipt: bytes read, nothing parsed yet
+                if not data:
+                    protocol.receive_eof()
+                    selector.unregister(sock)
+                    continue
+                protocol.receive_data(data)
+                for event in protocol.events_received():
+                    if getattr(event, "opcode", None) is Opcode.TEXT:
+                        self._on_message(event.data, now)
+                reply = protocol.data_to_send()  # pongs, close
+                if reply:
+                    sock.sendall(b"".join(reply))  # type: ignore[union-attr]
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        selector.close()
+
+    def _on_message(self, raw: bytes, now: float) -> None:
+        if b'"channel":"blocks"' not in raw or b'"type":"update"' not in raw:
             return
         contents = json.loads(raw)["params"]["result"]["contents"]
         if contents.get("event") != "block":
@@ -186,6 +228,16 @@ def trade_for(url: str, seconds: float, rate: int) -> int:
         time.sleep(max(0.0, started + n / rate - time.monotonic()))
     client.close()
     return fills
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; 0.0
+    elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -244,6 +296,8 @@ def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int
                                   "params": [False]}, timeout=10)
         port = int(url.rsplit(":", 1)[1])
         stalled_sockets = [stalled_consumer(port) for _ in range(stalled)]
+        node_cpu = cpu_seconds(proc.pid) if proc is not None else 0.0
+        client_cpu = sum(cpu_seconds(p.pid or 0) for p in clients)
         replay = subprocess.run(
             [sys.executable, "-m", "node.cli", "replay", str(TAPE), "--rpc", url, "--limit",
              str(limit), "--no-wait", "--json"],
@@ -256,6 +310,8 @@ def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int
         last = int(httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
                                          "params": []}, timeout=10).json()["result"], 16)
         time.sleep(1.0)  # let the last notifications arrive
+        node_cpu = cpu_seconds(proc.pid) - node_cpu if proc is not None else 0.0
+        client_cpu = sum(cpu_seconds(p.pid or 0) for p in clients) - client_cpu
         stop.set()
         delays: list[float] = []
         sealed: dict[int, int] = {}
@@ -280,6 +336,9 @@ def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int
             "cadence_p99_ms": round(pct(gaps, 0.99)) if gaps else None,
             "blocks_missed": len(set(range(first, last + 1)) - set(sealed)),
             "stalled_dropped": dropped,
+            "node_cpu_ms_per_block": round(node_cpu * 1000 / max(1, last - first + 1), 1),
+            "client_cpu_us_per_notification": round(client_cpu * 1e6 / max(1, len(delays))),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
         }
         say(f"subscribers {subscribers} in {len(clients)} processes (+{stalled} stalled"
             f"{', batcher paused' if no_batcher else ''}), block time "
@@ -292,6 +351,9 @@ def measure(subscribers: int = 100, procs: int = 1, stalled: int = 0, limit: int
             say(f"block cadence (sealedAt of consecutive blocks): mean "
                 f"{figures['cadence_mean_ms']} ms, p99 {figures['cadence_p99_ms']} ms, "
                 f"max {max(gaps)} ms")
+        say(f"CPU: node {figures['node_cpu_ms_per_block']} ms per block (all of its work), "
+            f"subscriber processes {figures['client_cpu_us_per_notification']} us per "
+            f"notification; load average {figures['loadavg_1m']}")
         say(f"blocks missed by the subscribers: {figures['blocks_missed']}"
             + (f"; stalled consumers dropped by the node: {dropped} of {stalled}"
                if stalled else ""))

@@ -365,6 +365,44 @@ def test_book_equals_rpc_at_every_block(replayed: dict[str, Any]) -> None:
     client.close()
 
 
+# -- a consumer that pauses, then reads on ------------------------------------------
+def test_paused_consumer_gets_every_frame_in_order(replayed: dict[str, Any]) -> None:
+    """A compressing websockets client with a 4 KiB receive buffer stops
+    reading while ~1 MB of answers pile up: short frames written straight
+    to the socket (half-written ones finished later, the rest queued) and
+    long ones compressed by hypercorn. Read on, every answer arrives whole,
+    once, in order."""
+    from node.streams import DIRECT_MAX
+
+    devnet = replayed["devnet"]
+    sock = socket.create_connection(("127.0.0.1", devnet.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    markets = _rpc(devnet.url, "l2_getMarkets")
+    batch = 1 + DIRECT_MAX // len(json.dumps(markets))  # an answer past DIRECT_MAX
+    requests = []
+    for i in range(400):
+        call = {"jsonrpc": "2.0", "id": i, "method": "l2_getMarkets", "params": []}
+        requests.append([dict(call, id=f"{i}.{j}") for j in range(batch)] if i % 25 == 0
+                        else call)
+    with connect(devnet.url.replace("http://", "ws://"), sock=sock, max_queue=1,
+                 max_size=None) as ws:
+        assert "permessage-deflate" in ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        for r in requests:
+            ws.send(json.dumps(r))
+        time.sleep(1.0)  # the client reads nothing meanwhile (its queue holds one message)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # then reads fast
+        answers = [json.loads(ws.recv(timeout=30)) for _ in requests]
+    for i, answer in enumerate(answers):
+        if i % 25 == 0:
+            assert isinstance(answer, list), str(answer)[:300]
+            assert [a["id"] for a in answer] == [f"{i}.{j}" for j in range(batch)]
+            assert len(json.dumps(answer)) > DIRECT_MAX
+            assert all(a["result"] == markets for a in answer)
+        else:
+            assert answer["id"] == i
+            assert answer["result"] == markets
+
+
 # -- a consumer that stops reading -----------------------------------------------
 def _raw_ws(port: int) -> socket.socket:
     """A WebSocket client socket that will never read (tiny receive buffer)."""
@@ -467,3 +505,34 @@ def test_slow_consumer_is_dropped_and_blocks_keep_coming(replayed: dict[str, Any
     assert len(during) >= 3, "blocks kept being sealed while the slow consumer was stuck"
     gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
     assert max(gaps) < 5_000, gaps  # ms; block time is 100 ms: the sealer never stalls
+
+
+# -- the sender without hypercorn --------------------------------------------------
+def test_frames_go_through_asgi_send_without_hypercorn() -> None:
+    """An ASGI ``send`` that is not hypercorn's gets no direct writer: the
+    connection's frames then leave through ``send``, in order."""
+    import trio
+
+    from node.socket_writer import SocketWriter
+    from node.streams import Connection
+
+    sent: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        sent.append(message["text"])
+
+    async def main() -> None:
+        conn = Connection(None, 10)
+        conn.writer = SocketWriter.attach(send)
+        assert conn.writer is None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.drain, send)
+            for i in range(5):
+                assert conn.push(f"frame {i}")
+            await trio.testing.wait_all_tasks_blocked()
+            assert conn.queued == 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert sent == [f"frame {i}" for i in range(5)]
