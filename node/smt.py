@@ -588,25 +588,16 @@ class SparseMerkleTree:
                 new_is_leaf = False
             for node in reversed(trail):
                 shift += 1
-                if (key_int >> shift) & 1:
-                    sibling = node[:32]
-                    # Re-collapse: a subtree with at most one leaf is that leaf.
-                    if sibling == zero:
-                        if new_is_leaf or new == zero:
-                            continue
-                    elif new == zero and is_leaf(sibling):
-                        new, new_is_leaf = sibling, True
+                right = (key_int >> shift) & 1  # our side of this node
+                sibling = node[:32] if right else node[32:]
+                # Re-collapse: a subtree with at most one leaf is that leaf.
+                if sibling == zero:
+                    if new_is_leaf or new == zero:
                         continue
-                    node = sibling + new
-                else:
-                    sibling = node[32:]
-                    if sibling == zero:
-                        if new_is_leaf or new == zero:
-                            continue
-                    elif new == zero and is_leaf(sibling):
-                        new, new_is_leaf = sibling, True
-                        continue
-                    node = new + sibling
+                elif new == zero and is_leaf(sibling):
+                    new, new_is_leaf = sibling, True
+                    continue
+                node = sibling + new if right else new + sibling
                 new = hasher(node).digest()
                 pending[new] = node
                 new_is_leaf = False
