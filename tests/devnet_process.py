@@ -22,6 +22,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C ``proc`` and wait for it; kill it if it has not exited 10 s later."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
 class DevnetProcess:
     """``python -m node.cli devnet`` on free ports; fast clocks for tests."""
 
@@ -75,12 +86,6 @@ class DevnetProcess:
         self._log.close()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
         if self.proc is not None:
+            stop_process(self.proc)
             self._log.close()

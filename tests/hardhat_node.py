@@ -13,14 +13,13 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.devnet_process import free_port
+from tests.devnet_process import free_port, stop_process
 
 HARDHAT_VERSION = "2.22.19"
 L1_CHAIN_ID = 900
@@ -121,12 +120,6 @@ class HardhatNode:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         self._log.close()
         self.proc = None
