@@ -214,9 +214,9 @@ class MarketFeed(threading.Thread):
                         continue
                     env = msg["params"]["result"]
                     expected = seqs.get(env["subscription"], -1) + 1
-                    if env["seq"] != expected:
+                    if quantity(env["seq"]) != expected:
                         raise _Gap()
-                    seqs[env["subscription"]] = env["seq"]
+                    seqs[env["subscription"]] = expected
                     self.apply(env)
         except WebSocketException as exc:  # closed, or the server does not speak WebSocket
             raise OSError(f"{type(exc).__name__}: {exc}") from None

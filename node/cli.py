@@ -537,10 +537,20 @@ def _clients(rpc: str, l1_rpc: str | None):  # type: ignore[no-untyped-def]
     return stack, client, w3
 
 
+MONEY_FIELDS = ("amount",)
+"""--json fields that are money (USDC base units): decimal strings."""
+
+
 def _emit(as_json: bool, data: dict[str, object], lines: list[str]) -> None:
+    """Print ``lines``, or with ``as_json`` ``data`` in the API's number
+    convention (docs/protocol.md "Numbers"): money (MONEY_FIELDS) as decimal
+    strings, other integers (ids, indexes, batches) as hex quantities."""
     import json
 
     if as_json:
+        data = {k: (str(v) if k in MONEY_FIELDS else hex(v))
+                if isinstance(v, int) and not isinstance(v, bool) else v
+                for k, v in data.items()}
         click.echo(json.dumps(data, indent=2))
     else:
         for line in lines:
