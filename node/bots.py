@@ -680,8 +680,8 @@ def wind_down(bots: Bots, w3: Any, timeout: float) -> dict[str, Any]:
                      "pnl": str(view.equity(account) - b.start_equity)})
     out["bots"] = rows
     out["market"] = view.market["symbol"]
-    out["priceDecimals"] = quantity(view.market["priceDecimals"])
-    out["sizeDecimals"] = quantity(view.market["sizeDecimals"])
+    out["priceDecimals"] = hex(quantity(view.market["priceDecimals"]))
+    out["sizeDecimals"] = hex(quantity(view.market["sizeDecimals"]))
     return out
 
 

@@ -214,7 +214,8 @@ def test_bad_subscriptions_are_named_errors(replayed: dict[str, Any]) -> None:
                             "params": ["markets", {}]}))
         sub = json.loads(ws.recv(timeout=10))["result"]
         snapshot = json.loads(ws.recv(timeout=10))["params"]["result"]
-        assert (snapshot["type"], snapshot["seq"], snapshot["subscription"]) == ("snapshot", "0x0", sub)
+        assert (snapshot["type"], snapshot["seq"], snapshot["subscription"]) == ("snapshot", "0x0",
+                                                                                 sub)
         for expect in (True, False):
             ws.send(json.dumps({"jsonrpc": "2.0", "id": 101, "method": "l2_unsubscribe",
                                 "params": [sub]}))
