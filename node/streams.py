@@ -714,8 +714,10 @@ class StreamHub:
             candle["low"] = str(min(int(candle["low"]), price))
             candle["close"] = f["price"]
             candle["volume"] = str(int(candle["volume"]) + size)
-            candle["trades"] = hexq(int(candle["trades"], 16) + 1)
-        return [dict(candle)] if candle is not None else []
+        if candle is None:
+            return []
+        candle["trades"] = hexq(int(candle["trades"], 16) + len(fills))  # one block, one candle
+        return [dict(candle)]
 
     def _header(self, block: Block, sealed_at: int) -> dict[str, Any]:
         """geth's newHeads header shape (fields without an L2 meaning zeroed)."""
