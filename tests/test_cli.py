@@ -53,3 +53,11 @@ def test_deposit_withdraw_status(devnet: DevnetProcess) -> None:
 def test_bad_amount_is_a_usage_error(devnet: DevnetProcess) -> None:
     result = CliRunner().invoke(main, ["deposit", "0.0000001", "--rpc", devnet.url])
     assert result.exit_code == 2 and "amount must be positive" in result.output
+
+
+def test_withdrawal_id_reads_hex_as_json_prints_it() -> None:
+    from node.cli import _QUANTITY
+
+    assert [_QUANTITY.convert(v, None, None) for v in ("0x1f", "31", "0X1F", 7)] == [31, 31, 31, 7]
+    result = CliRunner().invoke(main, ["withdraw", "--id", "0xzz"])
+    assert result.exit_code == 2 and "not a decimal or 0x-hex integer" in result.output
