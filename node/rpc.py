@@ -381,11 +381,12 @@ class L2Api:
 
     # -- reads -------------------------------------------------------------
     def l2_getMarkets(self, tag: Any = "latest") -> list[dict[str, Any]]:
-        """Listed markets at ``tag`` with their symbols (from the symbols leaf)."""
+        """Listed markets at ``tag`` with their symbols (from the symbols leaf),
+        by id (a market listed later may have a lower id)."""
         state = self._state(tag)
         symbols = state.symbols
         out = []
-        for m in state.markets.values():
+        for m in sorted(state.markets.values(), key=lambda m: m.id):
             out.append({
                 "id": hexq(m.id),
                 "symbol": symbols[m.id].rstrip(b"\x00").decode("ascii", "replace")

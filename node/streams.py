@@ -318,6 +318,11 @@ class _BlockFacts:
 Levels = dict[int, tuple[int, int]]  # price -> (size, orders)
 
 
+def _by_value(quantity: str) -> int:
+    """Sort key of a hex quantity (as a number: "0x2" before "0x10")."""
+    return int(quantity, 16)
+
+
 def _level_diff(old: Levels, new: Levels) -> list[list[Any]]:
     out = [[str(p), str(s), hexq(c)] for p, (s, c) in new.items() if old.get(p) != (s, c)]
     out += [[str(p), "0", "0x0"] for p in old if p not in new]
@@ -490,7 +495,7 @@ class StreamHub:
         if channel == "markets":
             if not self.markets:  # else the last published state, as deltas follow it
                 self.markets = {m["id"]: m for m in self.node.api.l2_getMarkets("pending")}
-            return {"markets": [self.markets[i] for i in sorted(self.markets)]}
+            return {"markets": [self.markets[i] for i in sorted(self.markets, key=_by_value)]}
         if channel == "account":
             return self._account_contents(key[1], None, "unsafe")
         head = self.node.chain.head

@@ -618,7 +618,7 @@ def test_one_session_sends_no_json_numbers(devnet: Ctx) -> None:
         withdrawal = client.withdraw(taker, 10**6)
         results.append(("l2_sendWithdraw", withdrawal))
         results.append(("l2_sendOraclePrice", client.send_oracle_price(ORACLE, 1, 166650)))
-        call("l2_sendListMarket", devnet.list_market(78, b"WALK-USD"))
+        call("l2_sendListMarket", devnet.list_market(16, b"WALK-USD"))  # 0x10 after 0x2
         call("l2_getBlockByNumber", "pending", True)
         cancel_sig = maker.sign_cancel(client.domain, ask_hash)
         call("l2_cancelOrder", {"orderHash": "0x" + ask_hash.hex(),
@@ -637,6 +637,17 @@ def test_one_session_sends_no_json_numbers(devnet: Ctx) -> None:
                 assert "result" in msg, msg
                 results.append(("subscribe", msg["result"]))
 
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": "m", "method": "l2_subscribe",
+                            "params": ["markets"]}))
+        while (msg := json.loads(ws.recv(timeout=10))).get("id") != "m":
+            pass
+        while (snap := json.loads(ws.recv(timeout=10))["params"])["subscription"] != msg["result"]:
+            pass
+        ids = [int(m["id"], 16) for m in snap["result"]["contents"]["markets"]]
+        assert 16 in ids and ids == sorted(ids), ids  # by id, as numbers
+        listed = [int(m["id"], 16) for m in call("l2_getMarkets", "pending")]
+        assert listed == sorted(listed), listed
+        notes.append(("l2_subscription", snap["result"]))
         receipt = call("l2_getTransactionReceipt", fill["txHash"])
         block = call("l2_getBlockByNumber", receipt["blockNumber"], True)
         call("l2_getBlockByHash", block["hash"], False)
