@@ -558,7 +558,9 @@ def test_one_session_sends_no_json_numbers(devnet: Ctx) -> None:
     orders, fills, a cancel, a withdrawal, an oracle update, a listing and
     batches: no JSON numbers (but in the OP-shaped methods), money decimal,
     quantities and ids hex. Orders go in both the node's form (hex) and the
-    form a wallet signs (EIP-712 message: JSON numbers)."""
+    form a wallet signs (EIP-712 message: JSON numbers). ``devnet_injectFault``
+    comes last (it makes the proposer faulty); a live dispute game is
+    test_dispute_e2e's."""
     from node.client import L2Client
     from node.eip712 import order_message
 
@@ -672,6 +674,8 @@ def test_one_session_sends_no_json_numbers(devnet: Ctx) -> None:
         except Exception as exc:  # no leaf at the finalized root yet: -32001, documented
             assert getattr(exc, "code", None) == -32001, exc
         op = {m: client.call(m) for m in OP_SHAPED}
+        assert call("devnet_injectFault", {"kind": "last-step", "step": 3}) == {
+            "kind": "last-step", "step": "0x3"}
     for method, result in results + notes:
         no_json_numbers(result, method, frozenset(DATA.get(method, ())))
     assert set(QUANTITIES) & {k for _, r in notes for k in _keys(r)} >= {
