@@ -214,9 +214,9 @@ class MarketFeed(threading.Thread):
                         continue
                     env = msg["params"]["result"]
                     expected = seqs.get(env["subscription"], -1) + 1
-                    if env["seq"] != expected:
+                    if quantity(env["seq"]) != expected:
                         raise _Gap()
-                    seqs[env["subscription"]] = env["seq"]
+                    seqs[env["subscription"]] = expected
                     self.apply(env)
         except WebSocketException as exc:  # closed, or the server does not speak WebSocket
             raise OSError(f"{type(exc).__name__}: {exc}") from None
@@ -680,8 +680,8 @@ def wind_down(bots: Bots, w3: Any, timeout: float) -> dict[str, Any]:
                      "pnl": str(view.equity(account) - b.start_equity)})
     out["bots"] = rows
     out["market"] = view.market["symbol"]
-    out["priceDecimals"] = quantity(view.market["priceDecimals"])
-    out["sizeDecimals"] = quantity(view.market["sizeDecimals"])
+    out["priceDecimals"] = hex(quantity(view.market["priceDecimals"]))
+    out["sizeDecimals"] = hex(quantity(view.market["sizeDecimals"]))
     return out
 
 

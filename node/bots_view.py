@@ -87,7 +87,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    sd = summary["sizeDecimals"]
+    sd = quantity(summary["sizeDecimals"])
     console = Console()
     table = Table(title=f"derivnet bots on {summary['market']}", show_header=False)
     for k, v in [

@@ -514,7 +514,7 @@ class derivnet(ccxt.Exchange):  # noqa: N801 - ccxt names exchange classes by th
             if price is None:
                 raise InvalidOrder(f"{self.id} a limit order needs a price")
             units = self.price_units(market, price)
-        kw = {k: int(params[k]) for k in ("expiry", "salt") if k in params}
+        kw = {k: quantity(params[k]) for k in ("expiry", "salt") if k in params}
         order, _, sig = self.l2.make_order(self.signer, mid, is_buy, units, size, **kw)
         result = self.rpc("l2_sendOrder", order_params(order, sig, tif))
         return self.parse_sent_order(result, order.to_json(), market, type, tif)
@@ -586,7 +586,7 @@ class derivnet(ccxt.Exchange):  # noqa: N801 - ccxt names exchange classes by th
         out = []
         for ro in self.rpc("l2_getOpenOrders", *args):
             o = ro["order"]
-            market = self.market_by_number(int(o["market"]))
+            market = self.market_by_number(quantity(o["market"]))
             pd, sd, _, _ = self.scales(market)
             amount, remaining = int(o["size"]), int(ro["remaining"])
             out.append(self.safe_order({
@@ -609,7 +609,7 @@ def normalize_fill(raw: dict[str, Any], block: int, timestamp_ms: int) -> dict[s
     maker, taker = raw["maker"], raw["taker"]
     return {
         "txHash": raw.get("hash") or raw.get("txHash"),
-        "market": quantity(raw["market"]) if isinstance(raw["market"], str) else raw["market"],
+        "market": quantity(raw["market"]),
         "price": raw["price"], "size": raw["size"], "takerSide": raw["takerSide"],
         "maker": maker["account"].lower(), "taker": taker["account"].lower(),
         "makerOrderHash": raw.get("makerOrderHash") or maker.get("orderHash"),
@@ -746,7 +746,7 @@ class derivnet_async(ccxt_async.Exchange):  # noqa: N801
         self.ws = None
 
     def deliver(self, sub: _Subscription, env: dict[str, Any]) -> None:
-        if env["seq"] != sub.seq:
+        if quantity(env["seq"]) != sub.seq:
             self.forget(sub)
             sub.queue.put_nowait(InvalidNonce(
                 f"{self.id} {sub.key[0]}: seq {env['seq']} after {sub.seq - 1}: "

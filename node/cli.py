@@ -537,15 +537,46 @@ def _clients(rpc: str, l1_rpc: str | None):  # type: ignore[no-untyped-def]
     return stack, client, w3
 
 
+MONEY_FIELDS = ("amount",)
+"""--json fields that are money (USDC base units): decimal strings."""
+
+
 def _emit(as_json: bool, data: dict[str, object], lines: list[str]) -> None:
+    """Print ``lines``, or with ``as_json`` ``data`` in the API's number
+    convention (docs/protocol.md "Numbers"): money (MONEY_FIELDS) as decimal
+    strings, other integers (ids, indexes, batches) as hex quantities."""
     import json
 
     if as_json:
+        data = {k: (str(v) if k in MONEY_FIELDS else hex(v))
+                if isinstance(v, int) and not isinstance(v, bool) else v
+                for k, v in data.items()}
         click.echo(json.dumps(data, indent=2))
     else:
         for line in lines:
             click.echo(line)
 
+
+class _Quantity(click.ParamType):
+    """A non-negative integer given in decimal or 0x-hex (the API's forms)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        try:
+            n = int(text[2:], 16) if text.startswith("0x") else int(text, 10)
+        except ValueError:
+            self.fail(f"{value!r} is not a decimal or 0x-hex integer", param, ctx)
+        if n < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return n
+
+
+_QUANTITY = _Quantity()
 
 _rpc_opt = click.option("--rpc", default="http://127.0.0.1:8545", show_default=True,
                         help="L2 JSON-RPC URL.")
@@ -623,9 +654,9 @@ def deposit(amount: str, to: str | None, account: int | None, private_key: str |
 
 @main.command()
 @click.argument("amount", required=False)
-@click.option("--id", "withdrawal_id", type=int, default=None,
-              help="Resume withdrawal ID (sent earlier): wait for it and finalize it on L1 "
-                   "instead of withdrawing again.")
+@click.option("--id", "withdrawal_id", type=_QUANTITY, default=None,
+              help="Resume withdrawal ID (sent earlier; decimal or 0x-hex, as --json prints "
+                   "it): wait for it and finalize it on L1 instead of withdrawing again.")
 @click.option("--to", "to", default=None, help="L1 recipient (default: the account).")
 @_acct_opt
 @_key_opt

@@ -33,8 +33,8 @@ class RpcError(Exception):
 
 def quantity(value: Any) -> int:
     """An int from a JSON-RPC number: a 0x-hex quantity (the node's form for
-    ids, block numbers, counts), a decimal string (money) or a JSON number
-    (``l2_syncStatus``/``l2_rollupConfig``, OP's shape)."""
+    ids, block numbers, counts, ``seq``), a decimal string (money) or a JSON
+    number (``l2_syncStatus``/``l2_rollupConfig``, OP's shape; user input)."""
     if isinstance(value, str):
         return int(value, 16) if value.startswith(("0x", "0X")) else int(value)
     return int(value)
@@ -192,8 +192,8 @@ class L2Client:
                           timestamp: int | None = None) -> dict[str, Any]:
         ts = int(time.time()) if timestamp is None else timestamp
         tx = oracle.oracle_price(self.domain, self.market_id(market), price, ts)
-        return self.call("l2_sendOraclePrice", {"market": tx.market, "price": str(tx.price),
-                                                "timestamp": tx.timestamp,
+        return self.call("l2_sendOraclePrice", {"market": hex(tx.market), "price": str(tx.price),
+                                                "timestamp": hex(tx.timestamp),
                                                 "signature": "0x" + tx.signature.hex()})
 
     def withdraw(self, signer: Signer, amount: int, recipient: bytes | None = None) -> dict[str, Any]:
@@ -204,7 +204,8 @@ class L2Client:
         tx = signer.withdraw(self.domain, recipient or signer.address, amount, nonce)
         return self.call("l2_sendWithdraw", {
             "account": "0x" + tx.account.hex(), "recipient": "0x" + tx.recipient.hex(),
-            "amount": str(tx.amount), "nonce": tx.nonce, "signature": "0x" + tx.signature.hex()})
+            "amount": str(tx.amount), "nonce": hex(tx.nonce),
+            "signature": "0x" + tx.signature.hex()})
 
     # -- reads -----------------------------------------------------------
     def get_account(self, address: bytes | str, tag: str = "latest") -> dict[str, Any]:

@@ -381,11 +381,12 @@ class L2Api:
 
     # -- reads -------------------------------------------------------------
     def l2_getMarkets(self, tag: Any = "latest") -> list[dict[str, Any]]:
-        """Listed markets at ``tag`` with their symbols (from the symbols leaf)."""
+        """Listed markets at ``tag`` with their symbols (from the symbols leaf),
+        by id (a market listed later may have a lower id)."""
         state = self._state(tag)
         symbols = state.symbols
         out = []
-        for m in state.markets.values():
+        for m in sorted(state.markets.values(), key=lambda m: m.id):
             out.append({
                 "id": hexq(m.id),
                 "symbol": symbols[m.id].rstrip(b"\x00").decode("ascii", "replace")
@@ -440,7 +441,7 @@ class L2Api:
             if mid not in books:
                 raise unknown_market(f"market {mid} is not listed")
             chosen = [books[mid]]
-        now = self.node.chain.pending_timestamp
+        now = self._pending_time()
         return [{"orderHash": hexb(ro.order_hash), "order": ro.order.to_json(),
                  "remaining": str(ro.remaining)}
                 for book in chosen for ro in book.orders_of(addr) if ro.order.expiry > now]
@@ -481,7 +482,7 @@ class L2Api:
             "number": hexq(chain.head.number + 1),
             "hash": None,
             "parentHash": hexb(chain.head.hash),
-            "timestamp": hexq(chain.pending_timestamp),
+            "timestamp": hexq(self._pending_time()),
             "l1Origin": hexq(self.node.sequencer.l1_origin),
             "transactionsRoot": None,
             "receiptsRoot": None,
@@ -490,6 +491,18 @@ class L2Api:
             "batch": None,
         }
         return self._with_txs(out, list(chain.pending_txs), list(chain.pending_receipts), full)
+
+    def _pending_time(self) -> int:
+        """The pending block's timestamp (unix s): the one it was opened with,
+        or, with nothing pending yet, the time the next one would get (the
+        sequencer's clock, never before the head's)."""
+        chain = self.node.chain
+        if chain.pending_txs:
+            return chain.pending_timestamp
+        seq = self.node.sequencer
+        replay = getattr(seq, "_replay_time", None)
+        now = replay if replay is not None else int(seq.clock())
+        return max(now, chain.head.header.timestamp)
 
     def _with_txs(self, out: dict[str, Any], raw_txs: Any, receipts: Any,
                   full: bool) -> dict[str, Any]:

@@ -19,15 +19,17 @@ Notification (JSON-RPC 2.0, no id)::
      "params": {"subscription": ID, "result": ENVELOPE}}
 
     ENVELOPE = {"subscription": ID, "type": "snapshot" | "update",
-                "channel": CHANNEL, "id": KEY, "seq": N, "block": "0x..",
+                "channel": CHANNEL, "id": KEY, "seq": "0x..", "block": "0x..",
                 "contents": {...}}
 
-``seq`` counts 0, 1, 2... per subscription (0 is the snapshot); a gap means
+``seq`` counts 0x0, 0x1, 0x2... per subscription (0x0 is the snapshot); a gap means
 the client lost messages and should resubscribe. ``id`` is the channel key:
 the market symbol (orderbook, trades, candles; "#<id>" if it has none), the
 lower-case address (account), null (markets, blocks). ``block`` is the L2
 block the update describes (hex). Money, sizes and prices are decimal
-strings; block numbers and timestamps hex quantities (node/rpc.py). Channel
+strings; every other integer (block numbers, timestamps, market ids, deposit
+and withdrawal ids, counts, ``seq``) a hex quantity, as in node/rpc.py (no
+JSON numbers). Channel
 contents are documented in README.md ("Streams") and docs/protocol.md.
 
 ``eth_subscribe("newHeads")`` sends geth's shape:
@@ -53,7 +55,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from node.blocks import Block
-from node.rpc import RpcError, account_json, bad_params, hexb, hexq, parse_address, parse_int
+from node.rpc import RpcError, account_json, bad_params, hexb, hexq, hexq_or_none, parse_address
+from node.rpc import parse_int
 from node.rpc import unknown_market
 from node.socket_writer import SocketWriter, frame
 from node.transactions import Deposit, Fill, Withdraw, decode_tx
@@ -288,7 +291,7 @@ class Subscription:
                             '{"subscription":' + json.dumps(self.id) + ',"result":'
                             '{"subscription":' + json.dumps(self.id) + ',"type":')
             self._middle = (',"channel":' + json.dumps(self.key[0]) + ',"id":'
-                            + json.dumps(self.label, separators=_COMPACT) + ',"seq":')
+                            + json.dumps(self.label, separators=_COMPACT) + ',"seq":"')
 
     def envelope(self, kind: str, block: int, contents_json: str) -> str:
         """The encoded notification (contents already encoded once per block;
@@ -296,7 +299,7 @@ class Subscription:
         if self.geth:
             return self._prefix + contents_json + "}}"
         seq, self.seq = self.seq, self.seq + 1
-        return (self._prefix + '"' + kind + '"' + self._middle + str(seq) + ',"block":"'
+        return (self._prefix + '"' + kind + '"' + self._middle + hexq(seq) + '","block":"'
                 + hexq(block) + '","contents":' + contents_json + "}}}")
 
 
@@ -313,6 +316,11 @@ class _BlockFacts:
 
 
 Levels = dict[int, tuple[int, int]]  # price -> (size, orders)
+
+
+def _by_value(quantity: str) -> int:
+    """Sort key of a hex quantity (as a number: "0x2" before "0x10")."""
+    return int(quantity, 16)
 
 
 def _level_diff(old: Levels, new: Levels) -> list[list[Any]]:
@@ -476,18 +484,18 @@ class StreamHub:
             if view is None:
                 view = self.books[key[1:]] = self._book_view(key[1], key[2])  # type: ignore[index]
             bids, asks = view
-            return {"market": key[1],
+            return {"market": hexq(key[1]),
                     "bids": [[str(p), str(s), hexq(c)] for p, (s, c) in sorted(bids.items(), reverse=True)],
                     "asks": [[str(p), str(s), hexq(c)] for p, (s, c) in sorted(asks.items())]}
         if channel == "trades":
-            return {"market": key[1], "trades": list(self.trades.get(key[1], ()))}
+            return {"market": hexq(key[1]), "trades": list(self.trades.get(key[1], ()))}
         if channel == "candles":
-            return {"market": key[1], "resolution": key[2],
+            return {"market": hexq(key[1]), "resolution": key[2],
                     "candles": list(self.candles.get((key[1], key[2]), ()))}
         if channel == "markets":
             if not self.markets:  # else the last published state, as deltas follow it
                 self.markets = {m["id"]: m for m in self.node.api.l2_getMarkets("pending")}
-            return {"markets": [self.markets[i] for i in sorted(self.markets)]}
+            return {"markets": [self.markets[i] for i in sorted(self.markets, key=_by_value)]}
         if channel == "account":
             return self._account_contents(key[1], None, "unsafe")
         head = self.node.chain.head
@@ -518,8 +526,8 @@ class StreamHub:
         return {"number": hexq(h.number), "hash": hexb(block.hash),
                 "parentHash": hexb(h.parent_hash), "timestamp": hexq(h.timestamp),
                 "l1Origin": hexq(h.l1_origin), "stateRoot": hexb(h.state_root),
-                "transactions": len(block.txs), "fills": fills,
-                "status": self.node.block_status(h.number), "sealedAt": sealed_at}
+                "transactions": hexq(len(block.txs)), "fills": hexq(fills),
+                "status": self.node.block_status(h.number), "sealedAt": hexq_or_none(sealed_at)}
 
     # -- publishing -----------------------------------------------------------
     def _publish(self, key: tuple[Any, ...], kind: str, block: int, contents: Any) -> None:
@@ -552,15 +560,16 @@ class StreamHub:
         for key in list(self.subs):
             channel = key[0]
             if channel == "trades":
-                trades = [self._trade(f, block) for f in facts.fills if f["market"] == key[1]]
+                market = hexq(key[1])
+                trades = [self._trade(f, block) for f in facts.fills if f["market"] == market]
                 recent = self.trades.setdefault(key[1], deque(maxlen=RECENT_TRADES))
                 recent.extend(trades)
                 if trades:
-                    self._publish(key, "update", number, {"market": key[1], "trades": trades})
+                    self._publish(key, "update", number, {"market": market, "trades": trades})
             elif channel == "candles":
                 changed = self._candles(key[1], key[2], block, facts)
                 if changed:
-                    self._publish(key, "update", number, {"market": key[1],
+                    self._publish(key, "update", number, {"market": hexq(key[1]),
                                                           "resolution": key[2],
                                                           "candles": changed})
             elif channel == "account" and key[1] in facts.accounts:
@@ -590,7 +599,7 @@ class StreamHub:
             self.books[(market, depth)] = (bids, asks)
             if db or da or new_block:
                 self._publish(("orderbook", market, depth), "update", number,
-                              {"market": market, "bids": db, "asks": da})
+                              {"market": hexq(market), "bids": db, "asks": da})
 
     def _publish_markets(self, number: int) -> None:
         changed = []
@@ -653,7 +662,7 @@ class StreamHub:
             h = hexb(tx_hash(raw))
             if isinstance(tx, Fill):
                 fill = {
-                    "txHash": h, "type": "Fill", "market": tx.maker.market,
+                    "txHash": h, "type": "Fill", "market": hexq(tx.maker.market),
                     "price": str(tx.price), "size": str(tx.size),
                     "takerSide": "buy" if tx.taker.is_buy else "sell",
                     "maker": {"account": hexb(tx.maker.account),
@@ -667,13 +676,13 @@ class StreamHub:
                     facts.accounts.setdefault(who, []).append(h)
             elif isinstance(tx, Deposit):
                 who = hexb(tx.account)
-                facts.deposits.append({"txHash": h, "index": tx.index, "account": who,
+                facts.deposits.append({"txHash": h, "index": hexq(tx.index), "account": who,
                                        "amount": str(tx.amount),
                                        "blockNumber": hexq(block.number)})
                 facts.accounts.setdefault(who, []).append(h)
             elif isinstance(tx, Withdraw):
                 who = hexb(tx.account)
-                facts.withdrawals.append({"txHash": h, "id": wid, "account": who,
+                facts.withdrawals.append({"txHash": h, "id": hexq(wid), "account": who,
                                           "recipient": hexb(tx.recipient),
                                           "amount": str(tx.amount),
                                           "blockNumber": hexq(block.number)})
@@ -691,7 +700,8 @@ class StreamHub:
 
     def _candles(self, market: int, res: str, block: Block,
                  facts: _BlockFacts) -> list[dict[str, Any]]:
-        fills = [f for f in facts.fills if f["market"] == market]
+        market_hex = hexq(market)
+        fills = [f for f in facts.fills if f["market"] == market_hex]
         if not fills:
             return []
         seconds = RESOLUTIONS[res]
@@ -703,14 +713,16 @@ class StreamHub:
             if candle is None:
                 candle = {"start": hexq(start), "resolution": res, "open": f["price"],
                           "high": f["price"], "low": f["price"], "close": f["price"],
-                          "volume": "0", "trades": 0}
+                          "volume": "0", "trades": "0x0"}
                 history.append(candle)
             candle["high"] = str(max(int(candle["high"]), price))
             candle["low"] = str(min(int(candle["low"]), price))
             candle["close"] = f["price"]
             candle["volume"] = str(int(candle["volume"]) + size)
-            candle["trades"] += 1
-        return [dict(candle)] if candle is not None else []
+        if candle is None:
+            return []
+        candle["trades"] = hexq(int(candle["trades"], 16) + len(fills))  # one block, one candle
+        return [dict(candle)]
 
     def _header(self, block: Block, sealed_at: int) -> dict[str, Any]:
         """geth's newHeads header shape (fields without an L2 meaning zeroed)."""
@@ -723,5 +735,5 @@ class StreamHub:
             "logsBloom": "0x" + "00" * 256, "difficulty": "0x0", "gasLimit": "0x0",
             "gasUsed": "0x0", "extraData": "0x", "mixHash": "0x" + "00" * 32,
             "nonce": "0x0000000000000000", "l1Origin": hexq(h.l1_origin),
-            "sealedAt": sealed_at,
+            "sealedAt": hexq(sealed_at),
         }

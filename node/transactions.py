@@ -90,15 +90,20 @@ class Order:
         return cls(account, market, side == 1, price, size, salt, expiry)
 
     def to_json(self) -> dict[str, object]:
-        """JSON-RPC form: 0x address, decimal-string price/size/salt."""
+        """JSON-RPC form (docs/protocol.md "Numbers"): 0x address, price and
+        size decimal strings, market, salt and expiry hex quantities. The
+        node reads each number in any form (JSON number, decimal or 0x-hex
+        string), so the EIP-712 message a wallet signed (``eth_signTypedData_v4``:
+        JSON numbers or decimal strings, node.eip712.order_message) may be sent
+        as it is."""
         return {
             "account": "0x" + self.account.hex(),
-            "market": self.market,
+            "market": hex(self.market),
             "isBuy": self.is_buy,
             "price": str(self.price),
             "size": str(self.size),
-            "salt": str(self.salt),
-            "expiry": self.expiry,
+            "salt": hex(self.salt),
+            "expiry": hex(self.expiry),
         }
 
     def validate_ranges(self) -> None:

@@ -178,7 +178,7 @@ class Subscribers:
         contents = json.loads(raw)["params"]["result"]["contents"]
         if contents.get("event") != "block":
             return
-        sealed_at = contents["block"]["sealedAt"]
+        sealed_at = int(contents["block"]["sealedAt"], 16)  # ms, a hex quantity
         self.delays.append(now - sealed_at)
         self.sealed[int(contents["block"]["number"], 16)] = sealed_at
 

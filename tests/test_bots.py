@@ -23,7 +23,7 @@ from node.client import L2Client, quantity
 from node.signing import Signer, dev_keys
 from tests.devnet_process import ROOT, DevnetProcess
 
-MARKET = {"id": "0x1", "symbol": "ETH-USD", "priceDecimals": 2, "sizeDecimals": 4,
+MARKET = {"id": "0x1", "symbol": "ETH-USD", "priceDecimals": "0x2", "sizeDecimals": "0x4",
           "tickSize": "1", "stepSize": "1", "oraclePrice": "166600", "oracleTime": "0x0"}
 
 

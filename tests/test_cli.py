@@ -38,10 +38,11 @@ def test_help_on_every_command() -> None:
 
 def test_deposit_withdraw_status(devnet: DevnetProcess) -> None:
     dep = run("deposit", "1000", "--account", "7", "--rpc", devnet.url, "--json")
-    assert dep["included"] and dep["amount"] == 1_000_000_000
+    assert dep["included"] and dep["amount"] == "1000000000" and dep["index"].startswith("0x")
     out = run("withdraw", "400", "--account", "7", "--rpc", devnet.url, "--warp", "--timeout",
               "90", "--json")
-    assert out["amount"] == 400_000_000 and out["l1_tx"].startswith("0x")
+    assert out["amount"] == "400000000" and out["l1_tx"].startswith("0x")
+    assert out["withdrawal_id"] == "0x0" and out["batch"].startswith("0x")
     status = run("status", "--rpc", devnet.url, "--json")
     assert status["finalized_l2"]["number"] >= 1
     assert status["latest_batch"]["status"] in ("safe", "finalized")
@@ -52,3 +53,11 @@ def test_deposit_withdraw_status(devnet: DevnetProcess) -> None:
 def test_bad_amount_is_a_usage_error(devnet: DevnetProcess) -> None:
     result = CliRunner().invoke(main, ["deposit", "0.0000001", "--rpc", devnet.url])
     assert result.exit_code == 2 and "amount must be positive" in result.output
+
+
+def test_withdrawal_id_reads_hex_as_json_prints_it() -> None:
+    from node.cli import _QUANTITY
+
+    assert [_QUANTITY.convert(v, None, None) for v in ("0x1f", "31", "0X1F", 7)] == [31, 31, 31, 7]
+    result = CliRunner().invoke(main, ["withdraw", "--id", "0xzz"])
+    assert result.exit_code == 2 and "not a decimal or 0x-hex integer" in result.output

@@ -200,6 +200,10 @@ def test_malicious_challenger_loses_and_the_batch_finalizes(harness) -> None:
     assert len(shown["rounds"]) == kinds.count("Dissected")  # none for a one-step batch
     assert all(r["picked"]["segment"] == "0x0" for r in shown["rounds"])  # it always picks 0
     assert int(shown["gasUsed"], 16) > 0
+    from tests.test_protocol_conformance import no_json_numbers
+
+    no_json_numbers(shown, "l2_getDispute")  # docs/protocol.md "Numbers": hex, money decimal
+    no_json_numbers(h.client.call("l2_getDisputes"), "l2_getDisputes")
     assert h.client.call("l2_getDispute", "0x5") is None
     from node.client import RpcError
 

@@ -574,10 +574,10 @@ def test_withdraw_resumes_by_id_and_never_pays_twice(tmp_path: Path) -> None:
             assert client.get_account(user.address, "pending")["nonce"] == nonce  # no new one
         # the CLI: resume the second, then again (already paid), then an unknown id
         cli = ["--account", "6", "--rpc", node.url, "--timeout", "60", "--json"]
-        out = CliRunner().invoke(main, ["withdraw", "--id", str(second), "--warp", *cli])
+        out = CliRunner().invoke(main, ["withdraw", "--id", hex(second), "--warp", *cli])
         assert out.exit_code == 0, out.output
         done = json.loads(out.output)
-        assert done["withdrawal_id"] == second and done["l1_tx"] and not done["already_paid"]
+        assert done["withdrawal_id"] == hex(second) and done["l1_tx"] and not done["already_paid"]
         again = CliRunner().invoke(main, ["withdraw", "--id", str(second), *cli])
         assert again.exit_code == 0 and json.loads(again.output)["already_paid"]
         unknown = CliRunner().invoke(main, ["withdraw", "--id", "999", *cli])

@@ -131,6 +131,7 @@ class Ctx:
 
     domain: Domain
     url: str
+    l1_url: str = ""
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
 
     def call(self, method: str, params: Any) -> dict[str, Any]:
@@ -393,7 +394,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
                          **{"--l1": "in-process"})
     proc.start()
     try:
-        ctx = Ctx(Domain(901, b""), proc.url)
+        ctx = Ctx(Domain(901, b""), proc.url, proc.l1_url)
         config = ctx.result("l2_rollupConfig")
         ctx.domain = Domain(901, bytes.fromhex(config["rollup_address"][2:]))
         yield ctx
@@ -484,3 +485,211 @@ def test_the_node_serves_exactly_the_documented_methods() -> None:
         served |= set(re.findall(r'"((?:l2|eth|devnet)_\w+)":', source))
     assert served == documented_methods()
     assert {m for m, _, _ in HTTP + WS} >= served  # every method is probed above
+
+
+# -- one session: no JSON numbers where docs/protocol.md "Numbers" wants strings --------
+MONEY = {"collateral", "equity", "initialMargin", "maintenanceMargin", "freeCollateral", "size",
+         "cost", "entryPrice", "oraclePrice", "value", "unrealizedPnl", "price", "amount",
+         "filled", "remaining", "tickSize", "stepSize", "volume", "open", "high", "low", "close",
+         "challengerBond"}
+"""Fields that are money, sizes or prices: decimal strings."""
+QUANTITIES = {"number", "timestamp", "l1Origin", "nonce", "salt", "expiry", "index", "batch",
+              "firstBlock", "lastBlock", "l1Block", "depositEnd", "market", "withdrawalId",
+              "blockNumber", "seq", "block", "sealedAt", "transactions", "fills", "trades",
+              "start", "priceDecimals", "sizeDecimals", "initialMarginPpm",
+              "maintenanceMarginPpm", "makerFeePpm", "takerFeePpm", "oracleTime", "fromBlock",
+              "toBlock", "unsafe", "safe", "finalized", "step", "batchIndex", "lo", "hi",
+              "stepCount", "gasUsed", "difficulty", "gasLimit"}
+"""Fields that are quantities or ids: hex quantities (when a string; ``transactions``,
+``fills``, ``trades``, ``block`` are lists or objects elsewhere)."""
+OP_SHAPED = ("l2_syncStatus", "l2_rollupConfig")
+"""The documented exception: OP Stack shapes keep JSON numbers."""
+TRADERS = [Signer(k) for k in dev_keys(10)[7:9]]
+
+
+DATA = {"l2_getProof": {"value"}, "eth_subscription": {"nonce"}}
+"""Fields of these answers that are hex data under a MONEY or QUANTITIES name
+(the account leaf; geth's 8-byte header nonce)."""
+
+
+def no_json_numbers(value: Any, path: str, data: frozenset[str] = frozenset()) -> None:
+    """Assert ``value`` holds no JSON number, its MONEY fields are decimal
+    strings, its QUANTITIES hex quantities (``data`` fields hex data) and its
+    book levels ``[price, size, orders]`` ``[D, D, Q]``."""
+    assert isinstance(value, (str, bool, dict, list)) or value is None, (path, value)
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if isinstance(v, str) and key in data:
+                assert X(v), (f"{path}.{key}", v)
+            elif isinstance(v, str) and key in MONEY:
+                assert D(v), (f"{path}.{key}", v)
+            elif isinstance(v, str) and key in QUANTITIES:
+                assert Q(v), (f"{path}.{key}", v)
+            no_json_numbers(v, f"{path}.{key}", data)
+    elif isinstance(value, list):
+        if path.endswith((".bids", ".asks")):
+            assert all(D(p) and D(sz) and Q(n) for p, sz, n in value), (path, value)
+        for i, v in enumerate(value):
+            no_json_numbers(v, f"{path}[{i}]", data)
+
+
+def _fund(ctx: Ctx, client: Any, amount: int) -> None:
+    """Deposit ``amount`` for each of TRADERS: every L1 transaction sent at
+    once (nonces from the pending state), then wait for the L2 inclusion."""
+    from l1_stub.client import connect, wait_receipt
+    from node.wallet import rollup_client
+
+    with connect(ctx.l1_url) as w3:
+        rollup = rollup_client(client, w3)
+        sent = [tx for t in TRADERS for tx in (rollup.faucet(t.private_key, amount),
+                                               rollup.approve(t.private_key, amount),
+                                               rollup.deposit(t.private_key, t.address, amount))]
+        for tx in sent:
+            assert wait_receipt(w3, tx, timeout=30)["status"] == 1
+        count = rollup.deposit_count()
+    deadline = time.monotonic() + 30
+    while client.sync_status()["deposits_included"] < count:
+        assert time.monotonic() < deadline, "deposits not included"
+        time.sleep(0.1)
+
+
+def test_one_session_sends_no_json_numbers(devnet: Ctx) -> None:
+    """Every documented result and notification of a session with deposits,
+    orders, fills, a cancel, a withdrawal, an oracle update, a listing and
+    batches: no JSON numbers (but in the OP-shaped methods), money decimal,
+    quantities and ids hex. Orders go in both the node's form (hex) and the
+    form a wallet signs (EIP-712 message: JSON numbers). ``devnet_injectFault``
+    comes last (it makes the proposer faulty); a live dispute game is
+    test_dispute_e2e's."""
+    from node.client import L2Client
+    from node.eip712 import order_message
+
+    maker, taker = TRADERS
+    wanted = {("orderbook", "update"), ("trades", "update"), ("candles", "update"),
+              ("markets", "update"), ("blocks", "block"), ("blocks", "finality"),
+              ("account", "fills"), ("account", "deposits"), ("account", "withdrawals"),
+              ("account", "finality"), ("newHeads", "header")}
+    seen: set[tuple[str, str]] = set()
+    notes: list[tuple[str, Any]] = []
+    results: list[tuple[str, Any]] = []
+
+    def see(msg: dict[str, Any]) -> None:
+        result = msg["params"]["result"]
+        notes.append((msg["method"], result))
+        if msg["method"] == "eth_subscription":
+            seen.add(("newHeads", "header"))
+            return
+        c = result["contents"]
+        if result["channel"] == "account":
+            seen.update(("account", k) for k in ("fills", "deposits", "withdrawals") if c.get(k))
+            if c["event"] == "finality":
+                seen.add(("account", "finality"))
+        elif result["channel"] == "blocks":
+            seen.add(("blocks", c["event"]))
+        elif result["type"] == "update" and (result["channel"] != "orderbook"
+                                             or c["bids"] or c["asks"]):
+            seen.add((result["channel"], "update"))
+
+    subs = [("l2_subscribe", ["orderbook", {"market": "ETH-USD", "depth": 5}]),
+            ("l2_subscribe", ["trades", {"market": "0x1"}]),
+            ("l2_subscribe", ["candles", {"market": 1}]), ("l2_subscribe", ["markets"]),
+            ("l2_subscribe", ["blocks"]),
+            ("l2_subscribe", ["account", {"address": "0x" + taker.address.hex()}]),
+            ("eth_subscribe", ["newHeads"])]
+    with ws_connect(devnet.url.replace("http", "ws"), open_timeout=10) as ws, \
+            L2Client(devnet.url) as client:
+        for i, (method, params) in enumerate(subs):
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": f"s{i}", "method": method,
+                                "params": params}))
+        _fund(devnet, client, 10_000 * 10**6)
+
+        def call(method: str, *params: Any) -> Any:
+            result = client.call(method, *params)
+            results.append((method, result))
+            return result
+
+        ask, ask_hash, ask_sig = client.make_order(maker, "ETH-USD", False, 166700, 30_000)
+        bid, _, bid_sig = client.make_order(taker, "ETH-USD", True, 166700, 10_000)
+        call("l2_sendOrder", order_params(ask, ask_sig))  # the node's form: hex
+        signed = {"order": order_message(bid), "signature": "0x" + bid_sig.hex(),
+                  "timeInForce": "IOC"}  # as a wallet signed it: JSON numbers
+        assert isinstance(signed["order"]["expiry"], int)
+        fill = call("l2_sendOrder", signed)["fills"][0]
+        (open_order,) = call("l2_getOpenOrders", "0x" + maker.address.hex())
+        assert open_order["order"] == ask.to_json()
+        withdrawal = client.withdraw(taker, 10**6)
+        results.append(("l2_sendWithdraw", withdrawal))
+        results.append(("l2_sendOraclePrice", client.send_oracle_price(ORACLE, 1, 166650)))
+        call("l2_sendListMarket", devnet.list_market(16, b"WALK-USD"))  # 0x10 after 0x2
+        call("l2_getBlockByNumber", "pending", True)
+        cancel_sig = maker.sign_cancel(client.domain, ask_hash)
+        call("l2_cancelOrder", {"orderHash": "0x" + ask_hash.hex(),
+                                "signature": "0x" + cancel_sig.hex()})
+
+        deadline = time.monotonic() + 30
+        while not wanted <= seen:
+            assert time.monotonic() < deadline, f"no {sorted(wanted - seen)} notification"
+            try:
+                msg = json.loads(ws.recv(timeout=1))
+            except TimeoutError:
+                continue
+            if "method" in msg:
+                see(msg)
+            else:
+                assert "result" in msg, msg
+                results.append(("subscribe", msg["result"]))
+
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": "m", "method": "l2_subscribe",
+                            "params": ["markets"]}))
+        while (msg := json.loads(ws.recv(timeout=10))).get("id") != "m":
+            pass
+        while (snap := json.loads(ws.recv(timeout=10))["params"])["subscription"] != msg["result"]:
+            pass
+        ids = [int(m["id"], 16) for m in snap["result"]["contents"]["markets"]]
+        assert 16 in ids and ids == sorted(ids), ids  # by id, as numbers
+        listed = [int(m["id"], 16) for m in call("l2_getMarkets", "pending")]
+        assert listed == sorted(listed), listed
+        notes.append(("l2_subscription", snap["result"]))
+        receipt = call("l2_getTransactionReceipt", fill["txHash"])
+        block = call("l2_getBlockByNumber", receipt["blockNumber"], True)
+        call("l2_getBlockByHash", block["hash"], False)
+        call("l2_getFill", fill["txHash"])
+        call("l2_getFill", fill["takerOrderHash"])
+        call("l2_getWithdrawal", withdrawal["withdrawalId"])
+        batch = call("l2_getBatch", "latest")
+        call("l2_getBatch", batch["index"])
+        address = "0x" + taker.address.hex()
+        for method, params in [
+                ("eth_chainId", []), ("eth_blockNumber", []), ("net_version", []),
+                ("web3_clientVersion", []), ("l2_getMarkets", []), ("l2_getMarkets", ["pending"]),
+                ("l2_getAccount", [address]), ("l2_getAccount", [address, "pending"]),
+                ("l2_getOrderBook", ["ETH-USD"]), ("l2_getProof", [address, "safe"]),
+                ("l2_getDisputes", []), ("l2_getDispute", ["0x0"]),
+                ("devnet_increaseTime", [0]), ("devnet_mine", []),
+                ("devnet_setBatcher", [True]), ("devnet_setCensorDeposits", [False]),
+                ("devnet_setDefender", [True])]:
+            call(method, *params)
+        try:
+            call("l2_getEscapeProof", address)
+        except Exception as exc:  # no leaf at the finalized root yet: -32001, documented
+            assert getattr(exc, "code", None) == -32001, exc
+        op = {m: client.call(m) for m in OP_SHAPED}
+        assert call("devnet_injectFault", {"kind": "last-step", "step": 3}) == {
+            "kind": "last-step", "step": "0x3"}
+    for method, result in results + notes:
+        no_json_numbers(result, method, frozenset(DATA.get(method, ())))
+    assert set(QUANTITIES) & {k for _, r in notes for k in _keys(r)} >= {
+        "seq", "market", "index", "trades", "transactions", "fills", "sealedAt"}
+    # the documented exception, and its own exception: bonds are money
+    assert isinstance(op["l2_syncStatus"]["unsafe_l2"]["number"], int)
+    assert D(op["l2_rollupConfig"]["challenger_bond"])
+
+
+def _keys(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _keys(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _keys(v)

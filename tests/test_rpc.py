@@ -159,6 +159,8 @@ def test_pending_block_shows_the_unsealed_transactions(node: Node) -> None:
     assert empty["number"] == hex(head.number + 1) and empty["transactions"] == []
     assert empty["parentHash"] == "0x" + head.hash.hex() and empty["status"] == "pending"
     assert empty["hash"] is None and empty["stateRoot"] is None
+    # nothing pending: the time the next block would get, not a stale one
+    assert head.header.timestamp <= int(empty["timestamp"], 16) <= node.sequencer.clock()
     rest = result(node, "l2_sendOrder", order(node, MAKER, False, 166650, 1_000, 301))
     take = result(node, "l2_sendOrder", order(node, TAKER, True, 166650, 1_000, 302, "IOC"))
     pending = result(node, "l2_getBlockByNumber", "pending", True)
@@ -170,6 +172,7 @@ def test_pending_block_shows_the_unsealed_transactions(node: Node) -> None:
     block = node.sequencer.seal()
     sealed = result(node, "l2_getBlockByNumber", hex(block.number), False)
     assert sealed["transactions"] == hashes and rest["status"] == "resting"
+    assert sealed["timestamp"] == pending["timestamp"]
 
 
 def test_client_identity_methods(node: Node) -> None:
