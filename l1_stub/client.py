@@ -48,7 +48,7 @@ GAS_DEPOSIT = 200_000
 # uses 4.29M gas, before and after that change.
 GAS_BATCH_BASE = 300_000
 GAS_BATCH_PER_BYTE = 72
-# tx_root_of (a view, for eth_call): ~1.4M execution for a full batch of
+# tx_root_of (a view, for eth_call): ~0.77M execution for a full batch of
 # fills plus its 128 KiB of calldata
 GAS_TX_ROOT_OF = 12_000_000
 
@@ -692,7 +692,7 @@ class RollupClient:
 
     def tx_root_of(self, index: int, batch_data: bytes, block: int | str = "latest") -> bytes:
         """The step commitment (tx_root) of batch ``index`` computed on L1
-        from its data (a view; ~1.4M gas of execution for a full batch).
+        from its data (a view; ~0.77M gas of execution for a full batch).
         Raises ContractLogicError ``rollup: batch data mismatch`` if
         keccak256(batch_data) is not the batch's data hash."""
         fn = self.rollup.functions.tx_root_of(index, bytes(batch_data))

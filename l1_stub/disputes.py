@@ -28,8 +28,9 @@ from l1_stub.contracts import load_contract
 GAS_OPEN = 400_000
 # open with batch data adds its calldata (at most the EIP-7623 floor, 40 gas
 # per byte), ~330k of memory for the 128 KiB data buffers and
-# Rollup.tx_root_of (~2.3k gas per step: ~10 per byte for fills, ~50 for
-# deposits). Measured: 566k for 1 step, 4.29M for 500 fills (130 KB)
+# Rollup.tx_root_of (~0.9k gas of execution per step: 0.77M for a full
+# batch of 500 fills). Measured: 566k for 1 step, 4.29M (the calldata
+# floor) for 500 fills (130 KB)
 GAS_OPEN_DATA_BASE = 300_000
 GAS_OPEN_PER_DATA_BYTE = 72
 GAS_DISSECT_BASE = 120_000
