@@ -188,7 +188,7 @@ def test_step_roots_re_execute_one_batch() -> None:
     steps = batch_steps(blocks)
     assert len(steps) == 4
     assert batch_commitment([BatchBlock(b.header.timestamp, 0, b.txs) for b in blocks]) == \
-        batch_commitment(split_blocks(batches[1].batch_data))  # step leaves are the commitment's leaves
+        batch_commitment(split_blocks(batches[1].batch_data))  # the commitment's leaves
     # reference: commit after every step
     ref_state = State(chain.tree, pre_root)
     ref = [pre_root]
