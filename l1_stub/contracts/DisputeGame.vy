@@ -482,8 +482,9 @@ def prove(
     """
     @notice Decide a one-step range [lo, lo + 1] (anyone may call, before the
             challenger's clock runs out): the step leaf keccak256(timestamp
-            u64 || tx) must be leaf `lo` of the batch commitment (siblings
-            bottom-up, as many as the commitment tree is high); the prover
+            u64 || tx) must be leaf `lo` of the batch's step commitment
+            tx_roots[batch_id], kept since `open` (siblings bottom-up, as
+            many as the commitment tree is high); the prover
             re-executes it from root_lo. A post root other than root_hi: the
             challenger wins; equal: the defender wins.
     """
