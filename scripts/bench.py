@@ -225,7 +225,7 @@ def bench_replica(fills_target: int, accounts: int, sig_workers: int) -> dict[st
 
     from l1_stub.client import RollupClient, deploy, wait_receipt
     from l1_stub.process import L1Process
-    from node.batch import BatchBlock, batch_commitment, encode_batch
+    from node.batch import BatchBlock, encode_batch
     from node.blocks import genesis_block
     from node.derive import PostedBatch, QueuedDeposit, derive_chain, execute_block
     from node.replica import Replica, ReplicaConfig
@@ -266,8 +266,8 @@ def bench_replica(fills_target: int, accounts: int, sig_workers: int) -> dict[st
         posted = []
         for i, bb in enumerate(blocks):
             parent = execute_block(state, parent, bb, domain).header
-            posted.append(PostedBatch(i, i + 1, encode_batch([bb]), parent.state_root,
-                                      batch_commitment([bb]),
+            data = encode_batch([bb])
+            posted.append(PostedBatch(i, i + 1, data, parent.state_root, keccak(data),
                                       accounts))
         for b in posted:
             h = rollup.submit_batch(key, b.batch_data, b.state_root, b.deposit_end)
