@@ -41,10 +41,16 @@ GAS_TRANSFER = 100_000
 GAS_DEPOSIT = 200_000
 # submitBatch: the gas used is max(21k + calldata (16/4 gas per non-zero/zero
 # byte) + execution, 21k + EIP-7623 floor (40/10 per byte)). Execution is
-# ~125k fixed (3 fresh slots, the 128 KiB calldata copy's memory) plus
-# ~1.3k per step (~5 gas/byte for fills, ~35 gas/byte for deposits).
+# ~170k fixed (3 fresh slots, the 128 KiB calldata copy's memory) plus
+# ~270 gas per fill step (the walk over block headers and type bytes; the
+# step commitment is no longer built on chain: it was ~1.2k per step), more
+# per deposit (its queue check), so the floor binds for fills: a full batch of 500 fills
+# uses 4.29M gas, before and after that change.
 GAS_BATCH_BASE = 300_000
 GAS_BATCH_PER_BYTE = 72
+# tx_root_of (a view, for eth_call): ~0.77M execution for a full batch of
+# fills plus its 128 KiB of calldata
+GAS_TX_ROOT_OF = 12_000_000
 
 
 # settlement calls (measured in tests/test_settlement_contracts.py): a proof
@@ -139,7 +145,7 @@ class BatchRecord:
     """A batch as stored by the Rollup (docs/protocol.md "Batches (L1)")."""
 
     index: int
-    tx_root: bytes
+    data_hash: bytes  # keccak256(batch_data): the batch commitment
     state_root: bytes
     l1_timestamp: int
     first_block: int
@@ -196,7 +202,7 @@ class BatchSubmission:
     block_count: int
     step_count: int
     state_root: bytes
-    tx_root: bytes
+    data_hash: bytes
     deposit_end: int
     batch_data: bytes
     l1_block: int
@@ -675,7 +681,7 @@ class RollupClient:
         b = self.rollup.functions.get_batch(index).call(block_identifier=block)
         return BatchRecord(
             index=index,
-            tx_root=_b32(b[0]),
+            data_hash=_b32(b[0]),
             state_root=_b32(b[1]),
             l1_timestamp=int(b[2]),
             first_block=int(b[3]),
@@ -683,6 +689,14 @@ class RollupClient:
             step_count=int(b[5]),
             deposit_end=int(b[6]),
         )
+
+    def tx_root_of(self, index: int, batch_data: bytes, block: int | str = "latest") -> bytes:
+        """The step commitment (tx_root) of batch ``index`` computed on L1
+        from its data (a view; ~0.77M gas of execution for a full batch).
+        Raises ContractLogicError ``rollup: batch data mismatch`` if
+        keccak256(batch_data) is not the batch's data hash."""
+        fn = self.rollup.functions.tx_root_of(index, bytes(batch_data))
+        return _b32(fn.call({"gas": GAS_TX_ROOT_OF}, block_identifier=block))
 
     def latest_state_root(self) -> bytes:
         return _b32(self.rollup.functions.latest_state_root().call())
@@ -723,7 +737,7 @@ class RollupClient:
                     block_count=int(args["block_count"]),
                     step_count=int(args["step_count"]),
                     state_root=_b32(args["state_root"]),
-                    tx_root=_b32(args["tx_root"]),
+                    data_hash=_b32(args["data_hash"]),
                     deposit_end=int(args["deposit_end"]),
                     batch_data=bytes(params["batch_data"]),
                     l1_block=int(entry["blockNumber"]),

@@ -26,6 +26,13 @@ from l1_stub.contracts import load_contract
 
 # gas limits (measured in tests/test_dispute_game.py; see docs/protocol.md)
 GAS_OPEN = 400_000
+# open with batch data adds its calldata (at most the EIP-7623 floor, 40 gas
+# per byte), ~330k of memory for the 128 KiB data buffers and
+# Rollup.tx_root_of (~0.9k gas of execution per step: 0.77M for a full
+# batch of 500 fills). Measured: 566k for 1 step, 4.29M (the calldata
+# floor) for 500 fills (130 KB)
+GAS_OPEN_DATA_BASE = 300_000
+GAS_OPEN_PER_DATA_BYTE = 72
 GAS_DISSECT_BASE = 120_000
 GAS_DISSECT_PER_ROOT = 25_000
 GAS_PICK = 120_000
@@ -35,6 +42,13 @@ GAS_VOID = 100_000
 GAS_CLAIM = 60_000
 
 ZERO = b"\x00" * 32
+
+
+def open_gas_limit(batch_data_len: int) -> int:
+    """Gas limit ``DisputeClient.open`` uses with ``batch_data_len`` bytes of batch data."""
+    if batch_data_len == 0:
+        return GAS_OPEN
+    return GAS_OPEN + GAS_OPEN_DATA_BASE + GAS_OPEN_PER_DATA_BYTE * batch_data_len
 
 
 class Status(IntEnum):
@@ -229,12 +243,21 @@ class DisputeClient:
 
     # -- moves ------------------------------------------------------------
 
-    def open(self, key: bytes, batch_index: int, *, bond: int | None = None) -> HexBytes:
+    def open(self, key: bytes, batch_index: int, batch_data: bytes = b"", *,
+             bond: int | None = None) -> HexBytes:
         """Open a game against batch ``batch_index`` posting the challenger
-        bond (``bond`` overrides it, e.g. to test the revert)."""
+        bond (``bond`` overrides it, e.g. to test the revert). ``batch_data``
+        (the batch's submitBatch data) is needed by the first game against a
+        batch with steps: the game computes and keeps the batch's step
+        commitment from it (``tx_root``); later games may pass b""."""
         value = self.challenger_bond() if bond is None else bond
-        return send_call(self.w3, key, self.game.functions.open(batch_index), gas=GAS_OPEN,
-                         value=value)
+        fn = self.game.functions.open(batch_index, bytes(batch_data))
+        return send_call(self.w3, key, fn, gas=open_gas_limit(len(batch_data)), value=value)
+
+    def tx_root(self, batch_id: int) -> bytes:
+        """The step commitment the game keeps for batch id ``batch_id``
+        (zero until a game against it was opened with its data)."""
+        return bytes(self.game.functions.tx_roots(batch_id).call())
 
     def dissect(self, key: bytes, game: int, roots: Sequence[bytes]) -> HexBytes:
         """The defender's roots at the inner points of the current range."""

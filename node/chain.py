@@ -42,7 +42,10 @@ def _block_key(number: int) -> bytes:
 
 @dataclass(frozen=True)
 class BatchInfo:
-    """Where a range of L2 blocks was posted on L1."""
+    """Where a range of L2 blocks was posted on L1. ``tx_root``: the batch's
+    step commitment (what a dispute proves steps against); ``data_hash``:
+    keccak(batch data), the Rollup's record of the batch (zero in records
+    written before the Rollup stored it)."""
 
     index: int
     first_block: int
@@ -52,6 +55,7 @@ class BatchInfo:
     l1_block: int
     l1_tx: bytes
     deposit_end: int
+    data_hash: bytes = b"\x00" * 32
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,7 @@ class BatchInfo:
             "l1Block": self.l1_block,
             "l1Tx": "0x" + self.l1_tx.hex(),
             "depositEnd": self.deposit_end,
+            "dataHash": "0x" + self.data_hash.hex(),
         }
 
     @classmethod
@@ -76,6 +81,7 @@ class BatchInfo:
             d["l1Block"],
             bytes.fromhex(d["l1Tx"][2:]),
             d["depositEnd"],
+            bytes.fromhex(d.get("dataHash", "0x" + "00" * 32)[2:]),
         )
 
 

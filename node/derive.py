@@ -7,7 +7,8 @@ JSON-RPC) and hands them in as ``PostedBatch`` / ``QueuedDeposit`` values.
 
 - ``split_batch`` cuts ``batch_data`` into blocks and transactions the way
   the Rollup contract does (type byte + fixed size, no decoding) and checks
-  the batch commitment (``tx_root``) and the deposits against the queue;
+  the batch's data hash (the Rollup's commitment) and the deposits against
+  the queue;
 - ``execute_block`` applies one block's transactions with the node's STF
   (a transaction that breaks a rule, or does not decode, is a no-op with a
   failed receipt) and commits the state root;
@@ -50,7 +51,8 @@ class PostedBatch:
 
     index: batch index; first_block: its first L2 block number (the event's
     ``first_block``); batch_data: the calldata argument; state_root: the
-    posted (claimed) root; tx_root: the Rollup's batch commitment (event);
+    posted (claimed) root; data_hash: the Rollup's batch commitment
+    keccak(batch_data) (event);
     deposit_end: queue position after the batch; l1_block / l1_tx: where it
     landed (block number, 32-byte tx hash)."""
 
@@ -58,7 +60,7 @@ class PostedBatch:
     first_block: int
     batch_data: bytes
     state_root: bytes
-    tx_root: bytes
+    data_hash: bytes
     deposit_end: int
     l1_block: int = 0
     l1_tx: bytes = b"\x00" * 32
@@ -171,14 +173,14 @@ def check_deposits(blocks: Sequence[BatchBlock], deposits: Mapping[int, QueuedDe
 
 def split_batch(batch: PostedBatch, deposits: Mapping[int, QueuedDeposit],
                 deposit_start: int) -> list[BatchBlock]:
-    """``split_blocks`` plus the checks against L1's record: the batch
-    commitment equals ``batch.tx_root`` and the deposits are the queue's next
+    """``split_blocks`` plus the checks against L1's record: the batch data
+    hashes to ``batch.data_hash`` and the deposits are the queue's next
     entries from ``deposit_start`` (the previous batch's deposit_end).
     Raises DerivationError."""
-    blocks = split_blocks(batch.batch_data)
-    if batch_commitment(blocks) != batch.tx_root:
+    if keccak(batch.batch_data) != batch.data_hash:
         raise DerivationError(f"batch {batch.index}: the batch data does not hash to the "
-                              "posted tx_root")
+                              "posted data_hash")
+    blocks = split_blocks(batch.batch_data)
     check_deposits(blocks, deposits, deposit_start, batch.deposit_end)
     return blocks
 

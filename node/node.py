@@ -636,14 +636,12 @@ class Node:
         subs = []
         if start < count:
             subs = await trio.to_thread.run_sync(self.rollup.batch_submissions)
-        from node.chain import BatchInfo
+        from sequencer.batcher import submission_info
 
         for s in subs:
             if s.index < start:
                 continue
-            self.chain.record_batch(BatchInfo(
-                s.index, s.first_block, s.first_block + s.block_count - 1, s.state_root,
-                s.tx_root, s.l1_block, s.tx_hash, s.deposit_end))
+            self.chain.record_batch(submission_info(s))
 
     async def post_batch(self) -> int | None:
         """Post the unposted blocks and wait until mined; returns the index

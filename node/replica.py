@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from node.batch import batch_commitment
 from node.chain import BatchInfo, Chain
 from node.crypto import ZERO_HASH, keccak
 from node.datadir import read_genesis_json
@@ -278,8 +279,8 @@ class Replica:
         while i >= 0:
             info = self.chain.batch(i)
             record = self.rollup.get_batch(i, at)
-            if info is not None and (record.tx_root, record.state_root) == (
-                    info.tx_root, info.state_root):
+            if info is not None and (record.data_hash, record.state_root) == (
+                    info.data_hash, info.state_root):
                 break
             changed_from = i
             i -= 1
@@ -359,7 +360,7 @@ class Replica:
         return PostedBatch(
             index=index, first_block=int(args["first_block"]),
             batch_data=bytes(params["batch_data"]), state_root=bytes(args["state_root"]),
-            tx_root=bytes(args["tx_root"]), deposit_end=int(args["deposit_end"]),
+            data_hash=bytes(args["data_hash"]), deposit_end=int(args["deposit_end"]),
             l1_block=int(entry["blockNumber"]), l1_tx=bytes(entry["transactionHash"]))
 
     def store_deposits(self, entries: list[tuple[QueuedDeposit, bytes]], scanned_to: int,
@@ -406,8 +407,9 @@ class Replica:
         for bb in blocks:
             chain.apply_block(bb.timestamp, bb.l1_origin, bb.txs)
         chain.record_batch(BatchInfo(batch.index, batch.first_block, chain.head.number,
-                                     batch.state_root, batch.tx_root, batch.l1_block,
-                                     batch.l1_tx, batch.deposit_end))
+                                     batch.state_root, batch_commitment(blocks),
+                                     batch.l1_block, batch.l1_tx, batch.deposit_end,
+                                     batch.data_hash))
         matches = chain.head.header.state_root == batch.state_root
         if not matches:
             self.mismatched.append(batch.index)

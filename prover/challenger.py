@@ -6,7 +6,9 @@ Rollup's calldata and deposit queue) and, on each ``step()``:
 
 1. opens a game against the first batch whose posted state root differs
    from the derived one, while that batch's challenge window is open (one
-   game per batch id at a time);
+   game per batch id at a time), passing the batch's data (read back from
+   its submitBatch transaction) unless the game already holds the batch's
+   step commitment;
 2. plays each of its games: picks the first segment of the defender's
    dissection whose end root differs from its own (its own roots come from
    re-executing only that batch, ``prover.trace.BatchTrace``), and once a
@@ -95,7 +97,7 @@ class Challenger:
         target = self._target(now)
         if target is not None:
             before = d.game_count()
-            tx = bytes(d.open(self.key, target))
+            tx = bytes(d.open(self.key, target, self._open_data(target)))
             self._await(tx)
             gid = before  # ids are sequential; find ours if another open raced
             for candidate in range(before, d.game_count()):
@@ -162,6 +164,21 @@ class Challenger:
                 continue
             return index
         return None
+
+    def _open_data(self, index: int) -> bytes:
+        """The data ``open`` needs for batch ``index``: b"" if the game
+        already holds the batch's step commitment, else the batch data of
+        its submitBatch transaction (the L1 block the replica derived it
+        from). Raises KeyError if the replica has not derived the batch."""
+        if self.disputes.tx_root(self.rollup.batch_id(index)) != b"\x00" * 32:
+            return b""
+        info = self.replica.chain.batch(index)
+        if info is None:
+            raise KeyError(f"batch {index} is not derived")
+        for s in self.rollup.batch_submissions(info.l1_block, info.l1_block):
+            if s.index == index and s.data_hash == info.data_hash:
+                return s.batch_data
+        raise KeyError(f"batch {index}: no submitBatch in L1 block {info.l1_block}")
 
     def _move(self, gid: int, g: GameState, now: int) -> Move | None:
         d = self.disputes

@@ -15,7 +15,9 @@
    ``--connections`` connections (one process each). Reports fills acked per
    second, fills sealed in L2 blocks during the window, fills on L1 (in
    posted batches, the safe head) by the end of the window, and how long
-   after the window the L1 needed to catch up.
+   after the window the L1 needed to catch up. Before it, the L1's own cap
+   (scripts/bench_l1.py): ``--l1-cap-batches`` full batches of fills posted
+   back to back to a bare L1 process, gas and wall/CPU ms per batch.
 3. Soft-confirmation latency: during each end-to-end run a probe process
    sends a taker order every ``--probe-interval`` s and times it until its
    fill is in a sealed block (polling ``l2_getTransactionReceipt``): p50/p99.
@@ -223,7 +225,7 @@ def bench_replica(fills_target: int, accounts: int, sig_workers: int) -> dict[st
 
     from l1_stub.client import RollupClient, deploy, wait_receipt
     from l1_stub.process import L1Process
-    from node.batch import BatchBlock, batch_commitment, encode_batch
+    from node.batch import BatchBlock, encode_batch
     from node.blocks import genesis_block
     from node.derive import PostedBatch, QueuedDeposit, derive_chain, execute_block
     from node.replica import Replica, ReplicaConfig
@@ -264,8 +266,8 @@ def bench_replica(fills_target: int, accounts: int, sig_workers: int) -> dict[st
         posted = []
         for i, bb in enumerate(blocks):
             parent = execute_block(state, parent, bb, domain).header
-            posted.append(PostedBatch(i, i + 1, encode_batch([bb]), parent.state_root,
-                                      batch_commitment([bb]),
+            data = encode_batch([bb])
+            posted.append(PostedBatch(i, i + 1, data, parent.state_root, keccak(data),
                                       accounts))
         for b in posted:
             h = rollup.submit_batch(key, b.batch_data, b.state_root, b.deposit_end)
@@ -851,6 +853,8 @@ def main() -> None:
                    help="seconds of steady trading after the replay in each stream run")
     p.add_argument("--skip-in-process", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--l1-cap-batches", type=int, default=10,
+                   help="full batches posted to a bare L1 process before the e2e runs (0: skip)")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     a = p.parse_args()
     tune_gc()  # as the devnet, replica and L1 processes do
@@ -880,6 +884,10 @@ def main() -> None:
                                            buffer=a.stream_buffer if stalled else None)
         figures["streams"] = {"plain": runs[0], "stalled": runs[a.stream_stalled]}
     if not a.skip_e2e:
+        if a.l1_cap_batches:
+            from bench_l1 import run as bench_l1_cap
+
+            figures["l1_cap"] = bench_l1_cap(a.l1_cap_batches)
         figures.update(bench_e2e(a))
     print("figures")
     flat = {}
@@ -903,6 +911,7 @@ def main() -> None:
             v for k, v in rp.items() if k.startswith("in_process_"))
         flat["replica_accounts"] = rp["accounts"]
     flat.update(figures.get("disputes", {}))
+    flat.update(figures.get("l1_cap", {}))
     if "streams" in figures:
         plain, stalled = figures["streams"]["plain"], figures["streams"]["stalled"]
         flat["stream_subscribers"] = plain["subscribers"]

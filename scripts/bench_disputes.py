@@ -73,7 +73,8 @@ def run(steps: int = 1000, fault_at: int = 700, quiet: bool = False) -> dict[str
     faulty = BatchTrace(State(tree, root), steps_list, domain, fault=Fault.ORACLE_PRICE,
                         from_step=fault_at)
     assert faulty.fault_step == fault_at
-    sent = rollup.submit_batch(sequencer_key, encode_batch([block]), faulty.post_root, 0)
+    batch_data = encode_batch([block])
+    sent = rollup.submit_batch(sequencer_key, batch_data, faulty.post_root, 0)
     l1.mine()
     assert wait_receipt(w3, sent)["status"] == 1
 
@@ -89,7 +90,7 @@ def run(steps: int = 1000, fault_at: int = 700, quiet: bool = False) -> dict[str
         count[party] += 1
 
     t0 = time.perf_counter()
-    mined("challenger", disputes.open(challenger_key, 0))
+    mined("challenger", disputes.open(challenger_key, 0, batch_data))
     degree = disputes.degree()
     proof_gas = 0
     while True:

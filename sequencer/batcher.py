@@ -12,9 +12,12 @@ catches up with the batches already on L1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from node.batch import BLOCK_HEADER_BYTES, BatchBlock, batch_commitment, encode_batch
 from node.chain import BatchInfo, Chain
+from node.crypto import keccak
+from node.derive import split_blocks
 
 # the Rollup contract's limits (l1_stub/contracts/Rollup.vy); the node reads
 # the deployed contract's values at start (RollupClient.max_batch_bytes/max_steps)
@@ -31,6 +34,7 @@ __all__ = [
     "batch_byte_cap",
     "batch_info",
     "plan_batch",
+    "submission_info",
 ]
 
 
@@ -53,7 +57,9 @@ def batch_byte_cap(contract_max: int, block_gas_limit: int, configured: int | No
 
 @dataclass(frozen=True)
 class PlannedBatch:
-    """Batch data for blocks first..last with the claimed root and deposit position."""
+    """Batch data for blocks first..last with the claimed root and deposit
+    position; ``tx_root`` is its step commitment, ``data_hash`` keccak(data)
+    (what the Rollup stores)."""
 
     first_block: int
     last_block: int
@@ -64,6 +70,10 @@ class PlannedBatch:
     step_count: int
     # True if the next block did not fit (more blocks wait to be posted)
     full: bool = False
+
+    @property
+    def data_hash(self) -> bytes:
+        return keccak(self.data)
 
 
 def plan_batch(chain: Chain, first: int, max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
@@ -122,4 +132,22 @@ def batch_info(planned: PlannedBatch, index: int, l1_block: int, l1_tx: bytes) -
         l1_block=l1_block,
         l1_tx=l1_tx,
         deposit_end=planned.deposit_end,
+        data_hash=planned.data_hash,
+    )
+
+
+def submission_info(s: Any) -> BatchInfo:
+    """The chain's record of a batch found on L1 (an
+    ``l1_stub.client.BatchSubmission``): its step commitment is computed
+    from the batch data."""
+    return BatchInfo(
+        index=s.index,
+        first_block=s.first_block,
+        last_block=s.first_block + s.block_count - 1,
+        state_root=s.state_root,
+        tx_root=batch_commitment(split_blocks(s.batch_data)),
+        l1_block=s.l1_block,
+        l1_tx=s.tx_hash,
+        deposit_end=s.deposit_end,
+        data_hash=s.data_hash,
     )

@@ -26,6 +26,7 @@ FIGURES = [
     "osp_gas_listmarket", "osp_gas_fill_at_limits", "osp_gas_withdraw_at_limits",
     "stream_p50_ms", "stream_p99_ms", "block_cadence_ms", "block_cadence_with_stalled_ms",
     "stalled_consumers_dropped", "dispute_challenger_txs", "dispute_total_txs", "dispute_total_gas",
+    "l1_batch_gas", "l1_batch_cpu_ms", "l1_cap_fills_per_s", "l1_cap_fills_per_cpu_s",
 ]
 
 
@@ -35,7 +36,8 @@ def test_bench_prints_every_figure() -> None:
            "--max-rate-batch", "400", "--max-rate-single", "200", "--probe-interval", "0.2",
            "--catch-up", "60", "--replica-fills", "300", "--replica-accounts", "20",
            "--dispute-steps", "60", "--stream-subscribers", "4", "--stream-procs", "1",
-           "--stream-stalled", "1", "--stream-limit", "150", "--stream-duration", "1", "--json"]
+           "--stream-stalled", "1", "--stream-limit", "150", "--stream-duration", "1",
+           "--l1-cap-batches", "2", "--json"]
     out = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -37,8 +37,9 @@ from l1_stub.disputes import (
     step_leaf,
     step_proof,
 )
-from node.batch import BatchBlock, encode_batch
+from node.batch import BatchBlock, batch_commitment, encode_batch
 from node.crypto import keccak
+from node.derive import split_blocks
 from node.transactions import Deposit, encode_tx
 
 GENESIS_ROOT = keccak(b"derivnet genesis")
@@ -77,6 +78,7 @@ class Posted:
     steps: list[Step]
     honest: list[bytes]
     claimed: list[bytes]
+    data: bytes = b""  # the batch data (submitBatch argument)
 
     @property
     def leaves(self) -> list[bytes]:
@@ -150,12 +152,12 @@ class Env:
         claimed = [r if fault is None or p <= fault else keccak(b"wrong" + p.to_bytes(4, "big"))
                    for p, r in enumerate(honest)]
         deposit_end = start_dep + sum(1 for tx in txs if tx[0] == 1)
-        self.wait(self.rollup.submit_batch(self.key(0), encode_batch(bb), claimed[-1],
-                                           deposit_end))
-        return Posted(index, steps, honest, claimed)
+        data = encode_batch(bb)
+        self.wait(self.rollup.submit_batch(self.key(0), data, claimed[-1], deposit_end))
+        return Posted(index, steps, honest, claimed, data)
 
     def open(self, batch: Posted, challenger: int = 1) -> tuple[int, dict]:
-        receipt = self.wait(self.game.open(self.key(challenger), batch.index))
+        receipt = self.wait(self.game.open(self.key(challenger), batch.index, batch.data))
         (log,) = self.game.game.events.GameOpened().process_receipt(receipt, errors=DISCARD)
         return int(log["args"]["game"]), receipt
 
@@ -324,7 +326,7 @@ def test_malicious_challenger_loses_and_batch_finalizes():
     env.wait(env.rollup.finalize_batch(env.key(3), 0))
     assert balance(env, env.addr(0)) == s_before + BOND_P
     assert env.rollup.finalized_batch_count() == 1
-    env.reverts(env.game.game.functions.open(0), "dispute: batch final", value=BOND_C)
+    env.reverts(env.game.game.functions.open(0, b""), "dispute: batch final", value=BOND_C)
 
 
 @pytest.mark.parametrize("degree", [2, 16])
@@ -414,8 +416,13 @@ def test_challenger_silent_loses_on_clock():
     env.wait(env.game.timeout(env.key(3), game))
     assert env.game.get_game(game).status == Status.DEFENDER_WON
     assert env.rollup.batch_count() == 1  # the wrong root stands for this game...
-    # ...but another challenger can still win inside the window
-    game2, _ = env.open(bad, challenger=2)
+    # ...but another challenger can still win inside the window; the game
+    # already keeps the batch's step commitment, so it needs no batch data
+    batch_id = env.rollup.batch_id(bad.index)
+    assert env.game.tx_root(batch_id) == batch_commitment(split_blocks(bad.data))
+    receipt = env.wait(env.game.open(env.key(2), bad.index))
+    (log,) = env.game.game.events.GameOpened().process_receipt(receipt, errors=DISCARD)
+    game2 = int(log["args"]["game"])
     assert play(env, game2, bad, honest_chooser(bad), challenger=2).status == Status.CHALLENGER_WON
     assert env.rollup.batch_count() == 0
 
@@ -462,7 +469,7 @@ def test_finality_waits_for_every_game():
     assert play(env, game, good, last_segment, prover=3).status == Status.DEFENDER_WON
     assert env.rollup.is_finalizable(0)
     env.wait(env.rollup.finalize_batch(env.key(3), 0))
-    env.reverts(env.game.game.functions.open(0), "dispute: batch final", value=BOND_C)
+    env.reverts(env.game.game.functions.open(0, b""), "dispute: batch final", value=BOND_C)
 
 
 def test_deletion_rolls_back_and_reposted_batch_is_new():
@@ -602,12 +609,15 @@ def test_sequencer_blocks_pass_the_timestamp_rules():
 def test_open_reverts():
     env = make_env(challenge_window=50)
     g = env.game.game.functions
-    env.reverts(g.open(0), "dispute: wrong bond", value=BOND_C - 1)
-    env.reverts(g.open(0), "dispute: no such batch", value=BOND_C)
-    env.post(3)
-    env.reverts(g.open(0), "dispute: wrong bond", value=0)
+    env.reverts(g.open(0, b""), "dispute: wrong bond", value=BOND_C - 1)
+    env.reverts(g.open(0, b""), "dispute: no such batch", value=BOND_C)
+    posted = env.post(3)
+    env.reverts(g.open(0, posted.data), "dispute: wrong bond", value=0)
+    # the first game against a batch with steps needs the batch's own data
+    env.reverts(g.open(0, b""), "dispute: batch data needed", value=BOND_C)
+    env.reverts(g.open(0, posted.data + b"\x00"), "rollup: batch data mismatch", value=BOND_C)
     env.warp(50)
-    env.reverts(g.open(0), "dispute: challenge window closed", value=BOND_C)
+    env.reverts(g.open(0, posted.data), "dispute: challenge window closed", value=BOND_C)
     env.reverts(g.get_game(0), "dispute: no such game")
     env.reverts(g.points(0), "dispute: no such game")
     env.reverts(g.clocks(0), "dispute: no such game")
@@ -624,14 +634,14 @@ def test_open_reverts_frozen_and_uninitialized():
     env = make_env(challenge_window=60, escape_delay=100)
     env.warp(101)
     env.wait(env.rollup.freeze(env.key(3)))
-    env.reverts(env.game.game.functions.open(0), "dispute: rollup frozen", value=BOND_C)
+    env.reverts(env.game.game.functions.open(0, b""), "dispute: rollup frozen", value=BOND_C)
     # a game nobody bound to a Rollup
     receipt = wait_receipt(env.w3, send_deploy(env.w3, env.key(4), "DisputeGame",
                                                (env.game.prover(), 2, 30, 0)))
     from l1_stub.contracts import load_contract
 
     fresh = env.w3.eth.contract(address=receipt["contractAddress"], abi=load_contract("DisputeGame")[0])
-    env.reverts(fresh.functions.open(0), "dispute: not initialized")
+    env.reverts(fresh.functions.open(0, b""), "dispute: not initialized")
     env.reverts(fresh.functions.initialize("0x" + "00" * 20), "dispute: zero rollup", sender=4)
 
 

@@ -300,7 +300,8 @@ def test_submit_batch_all_tx_types(env: Env):
 
     assert c.batch_count() == 1
     record = c.get_batch(0)
-    assert record.tx_root == batch_commitment(blocks)
+    assert record.data_hash == keccak(batch)
+    assert c.tx_root_of(0, batch) == batch_commitment(blocks)
     assert record.state_root == STATE_ROOT
     assert record.l1_timestamp == block["timestamp"]
     assert record.first_block == 1
@@ -316,7 +317,7 @@ def test_submit_batch_all_tx_types(env: Env):
     assert args["index"] == 0
     assert (args["first_block"], args["block_count"], args["step_count"]) == (1, 3, 7)
     assert args["state_root"] == STATE_ROOT
-    assert args["tx_root"] == record.tx_root
+    assert args["data_hash"] == record.data_hash
     assert args["deposit_end"] == 2
 
     # a second batch continues the block numbers and may consume no deposits
@@ -325,7 +326,11 @@ def test_submit_batch_all_tx_types(env: Env):
     env.submit(batch2, deposit_end=2, state_root=root2)
     record2 = c.get_batch(1)
     assert (record2.first_block, record2.block_count, record2.step_count) == (4, 2, 2)
-    assert record2.tx_root == batch_commitment(blocks2)
+    assert record2.data_hash == keccak(batch2)
+    assert c.tx_root_of(1, batch2) == batch_commitment(blocks2)
+    # the commitment is computed only from the batch's own data
+    reverts_with(lambda: c.tx_root_of(1, batch), "rollup: batch data mismatch")
+    reverts_with(lambda: c.tx_root_of(2, batch2), "rollup: no such batch")
     assert c.latest_state_root() == root2
     assert c.get_batch(0).state_root == STATE_ROOT
     assert c.next_l2_block() == 6
@@ -335,7 +340,7 @@ def test_submit_batch_all_tx_types(env: Env):
     assert [s.index for s in subs] == [0, 1]
     assert subs[0].batch_data == batch and subs[1].batch_data == batch2
     assert decode_batch(subs[1].batch_data) == blocks2
-    assert subs[0].tx_root == record.tx_root and subs[0].deposit_end == 2
+    assert subs[0].data_hash == record.data_hash and subs[0].deposit_end == 2
     assert subs[0].l1_block == receipt["blockNumber"]
 
 
@@ -348,7 +353,7 @@ def test_commitment_padding_matches_python(env: Env, steps: int):
     env.submit(batch, deposit_end=0)
     record = env.client.get_batch(0)
     leaves = [keccak(b.timestamp.to_bytes(8, "big") + tx) for b in blocks for tx in b.txs]
-    assert record.tx_root == merkle_root(leaves) == batch_commitment(blocks)
+    assert env.client.tx_root_of(0, batch) == merkle_root(leaves) == batch_commitment(blocks)
     assert record.step_count == steps
 
 
@@ -356,7 +361,7 @@ def test_batch_of_only_empty_blocks_commits_zero_root(env: Env):
     batch, blocks = batch_of((1_700_000_000, []), (1_700_000_001, []))
     env.submit(batch, deposit_end=0)
     record = env.client.get_batch(0)
-    assert record.tx_root == b"\x00" * 32 == batch_commitment(blocks)
+    assert env.client.tx_root_of(0, batch) == b"\x00" * 32 == batch_commitment(blocks)
     assert (record.block_count, record.step_count) == (2, 0)
     assert env.client.next_l2_block() == 3
 
@@ -399,8 +404,9 @@ def test_malformed_batches(env: Env):
     # each truncation of every tx type
     for tx in (fill_tx(), oracle_tx(), withdraw_tx(), deposit_tx(0, b"\x01" * 20, 5),
                list_market_tx()):
-        batch = header + (1).to_bytes(2, "big") + tx[:-1]
-        reverts_with(lambda b=batch: env.preflight(b, 0), "batch: truncated")
+        for cut in (tx[:-1], tx[:20]):  # 20: shorter than the word the type is read from
+            batch = header + (1).to_bytes(2, "big") + cut
+            reverts_with(lambda b=batch: env.preflight(b, 0), "batch: truncated")
     # a batch over MAX_BATCH_BYTES fails the calldata bound (no reason string)
     big = header + (0).to_bytes(2, "big")
     big = big * (131072 // len(big) + 1)
@@ -466,7 +472,7 @@ def test_too_many_steps():
     assert env.client.max_steps() == 8
     ok, blocks = batch_of((1_700_000_000, [oracle_tx(i) for i in range(5)]), (1_700_000_001, [fill_tx()] * 3))
     env.submit(ok, deposit_end=0)
-    assert env.client.get_batch(0).tx_root == batch_commitment(blocks)
+    assert env.client.tx_root_of(0, ok) == batch_commitment(blocks)
     bad, _ = batch_of((1_700_000_001, [oracle_tx(i) for i in range(5)]), (1_700_000_002, [fill_tx()] * 4))
     reverts_with(lambda: env.preflight(bad, 0), "batch: too many steps")
 
@@ -505,7 +511,8 @@ def test_gas_per_fill(env: Env, capsys):
                      for j in range((n + 49) // 50)]
         batch, blocks = batch_of(*blocks_in)
         receipt = env.submit(batch, deposit_end=0)
-        assert env.client.get_batch(env.client.batch_count() - 1).tx_root == batch_commitment(blocks)
+        index = env.client.batch_count() - 1
+        assert env.client.tx_root_of(index, batch) == batch_commitment(blocks)
         results[n] = (receipt["gasUsed"], len(batch))
     with capsys.disabled():
         print()

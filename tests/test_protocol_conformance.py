@@ -76,8 +76,8 @@ HEADER = {"number": Q, "hash": X, "parentHash": X, "timestamp": Q, "l1Origin": Q
 PENDING = {**HEADER, "hash": nullable(X), "transactionsRoot": nullable(X),
            "receiptsRoot": nullable(X), "stateRoot": nullable(X)}
 BATCH = {"index": Q, "firstBlock": Q, "lastBlock": Q, "stateRoot": X, "txRoot": X,
-         "l1Block": Q, "l1Tx": X, "depositEnd": Q, "status": S, "derivedStateRoot": X,
-         "matches": B}
+         "l1Block": Q, "l1Tx": X, "depositEnd": Q, "dataHash": X, "status": S,
+         "derivedStateRoot": X, "matches": B}
 PROOF = {"address": A, "key": X, "value": nullable(X), "stateRoot": X, "blockNumber": Q,
          "batch": nullable(Q), "proof": O}
 

@@ -33,6 +33,7 @@ from node.derive import (
     batch_steps,
     derive_batch,
     derive_chain,
+    split_blocks,
     state_at_step,
     step_roots,
 )
@@ -92,8 +93,9 @@ def sequence(chain: Chain, blocks: list[tuple[int, list[Any]]]) -> list[Block]:
 def post(index: int, blocks: list[Block], deposit_end: int) -> PostedBatch:
     """The PostedBatch the batcher would send for ``blocks``."""
     bbs = [BatchBlock(b.header.timestamp, b.header.l1_origin, b.txs) for b in blocks]
-    return PostedBatch(index, blocks[0].number, encode_batch(bbs), blocks[-1].header.state_root,
-                       batch_commitment(bbs), deposit_end)
+    data = encode_batch(bbs)
+    return PostedBatch(index, blocks[0].number, data, blocks[-1].header.state_root,
+                       keccak(data), deposit_end)
 
 
 QUEUE = {0: QueuedDeposit(0, ALICE.address, 10**10), 1: QueuedDeposit(1, BOB.address, 10**10)}
@@ -145,9 +147,10 @@ def test_batch_data_that_l1_would_refuse_does_not_derive() -> None:
     cases = [
         (b, wrong_queue, "not queue entry 1"),
         (replace(b, deposit_end=1), QUEUE, "deposit_end is 1"),
-        (replace(b, tx_root=keccak(b"x")), QUEUE, "tx_root"),
-        (replace(b, batch_data=b.batch_data[:-3]), QUEUE, "truncated"),
-        (replace(b, batch_data=b""), QUEUE, "empty"),
+        (replace(b, data_hash=keccak(b"x")), QUEUE, "data_hash"),
+        (replace(b, batch_data=b.batch_data[:-3], data_hash=keccak(b.batch_data[:-3])), QUEUE,
+         "truncated"),
+        (replace(b, batch_data=b"", data_hash=keccak(b"")), QUEUE, "empty"),
         (replace(b, first_block=2), QUEUE, "starts at L2 block 2"),
     ]
     for batch, queue, message in cases:
@@ -167,8 +170,7 @@ def test_failed_and_undecodable_transactions_are_no_ops() -> None:
     extra = BatchBlock(NOW + 9, 9, (fill, bytes(broken)))
     bbs = [BatchBlock(NOW + 9, 9, ())]  # an empty (heartbeat) block too
     data = encode_batch([extra, *bbs])
-    third = PostedBatch(2, 6, data, chain.head.header.state_root,
-                        batch_commitment([extra, *bbs]), 2)
+    third = PostedBatch(2, 6, data, chain.head.header.state_root, keccak(data), 2)
     state, genesis = genesis_state()
     derived = derive_chain(state, genesis.header, [*batches, third], QUEUE, DOMAIN)
     assert derived[2].matches
@@ -186,7 +188,7 @@ def test_step_roots_re_execute_one_batch() -> None:
     steps = batch_steps(blocks)
     assert len(steps) == 4
     assert batch_commitment([BatchBlock(b.header.timestamp, 0, b.txs) for b in blocks]) == \
-        batches[1].tx_root  # step leaves are the commitment's leaves
+        batch_commitment(split_blocks(batches[1].batch_data))  # the commitment's leaves
     # reference: commit after every step
     ref_state = State(chain.tree, pre_root)
     ref = [pre_root]
@@ -223,9 +225,9 @@ def test_chain_rollback_and_re_derive() -> None:
 
     chain, batches = sample_chain()
     head = chain.head
-    chain.record_batch(BatchInfo(0, 1, 2, batches[0].state_root, batches[0].tx_root, 1,
+    chain.record_batch(BatchInfo(0, 1, 2, batches[0].state_root, ZERO_HASH, 1,
                                  ZERO_HASH, 2))
-    chain.record_batch(BatchInfo(1, 3, 5, batches[1].state_root, batches[1].tx_root, 2,
+    chain.record_batch(BatchInfo(1, 3, 5, batches[1].state_root, ZERO_HASH, 2,
                                  ZERO_HASH, 2))
     withdraw_tx = chain.block(4).receipts[0].tx_hash
     assert chain.withdrawal_block(0) == 4 and chain.tx_location(withdraw_tx) == (4, 0)

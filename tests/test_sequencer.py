@@ -164,6 +164,7 @@ def test_plan_batch_covers_blocks_and_matches_commitment() -> None:
     blocks = decode_batch(planned.data)
     assert [len(b.txs) for b in blocks] == [2, 1]
     assert planned.tx_root == batch_commitment(blocks)
+    assert planned.data_hash == keccak(planned.data)
     assert planned.state_root == seq.chain.head.header.state_root
     assert planned.deposit_end == 2
     small = plan_batch(seq.chain, 1, max_bytes=120)

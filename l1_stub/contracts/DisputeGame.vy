@@ -18,6 +18,8 @@ MAX_DEGREE: constant(uint256) = 16
 MAX_STEP_DEPTH: constant(uint256) = 32
 # encoded transaction and witness bounds of prove_step
 MAX_TX_BYTES: constant(uint256) = 261
+# largest batch data (the Rollup's MAX_BATCH_BYTES)
+MAX_BATCH_BYTES: constant(uint256) = 131072
 MAX_WITNESS: constant(uint256) = 65536
 
 MASK64: constant(uint256) = 2**64 - 1
@@ -43,7 +45,7 @@ EIP712_DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
 # ---------------------------------------------------------------- interfaces
 
 struct Batch:
-    tx_root: bytes32
+    data_hash: bytes32
     state_root: bytes32
     l1_timestamp: uint64
     first_block: uint64
@@ -54,6 +56,7 @@ struct Batch:
 
 interface Rollup:
     def get_batch(index: uint256) -> Batch: view
+    def tx_root_of(index: uint256, batch_data: Bytes[MAX_BATCH_BYTES]) -> bytes32: view
     def batch_id(index: uint256) -> uint256: view
     def start_root(index: uint256) -> bytes32: view
     def finalized_batch_count() -> uint256: view
@@ -159,6 +162,9 @@ game_count: public(uint256)
 _games: HashMap[uint256, StoredGame]
 # game -> point j (1..segments-1) -> the defender's root at that point
 _points: HashMap[uint256, HashMap[uint256, bytes32]]
+# batch id -> its step commitment (Merkle root of the step leaves), set by
+# the first game opened against a batch with steps (Rollup.tx_root_of)
+tx_roots: public(HashMap[uint256, bytes32])
 # batch id -> number of its games still ACTIVE
 unresolved: public(HashMap[uint256, uint256])
 # wei each address may claim()
@@ -342,13 +348,18 @@ def _burn(amount: uint256):
 
 @payable
 @external
-def open(batch_index: uint256) -> uint256:
+def open(batch_index: uint256, batch_data: Bytes[MAX_BATCH_BYTES]) -> uint256:
     """
     @notice Dispute the state root posted by batch `batch_index`, posting
             exactly challenger_bond wei. Returns the game id. A batch with no
             steps is decided at once (the challenger wins iff the posted root
             differs from the start root); with one step the challenger must
             next prove it; otherwise the defender must dissect.
+    @param batch_data The batch's data (its submitBatch argument), needed by
+           the first game against a batch with steps: the game stores the
+           step commitment Rollup.tx_root_of(batch_index, batch_data), which
+           checks the data against the batch's data hash. Later games
+           against the same batch may pass b"" (ignored if given).
     """
     rollup: address = self.rollup
     assert rollup != empty(address), "dispute: not initialized"
@@ -364,6 +375,9 @@ def open(batch_index: uint256) -> uint256:
     game_id: uint256 = self.game_count
     self.game_count = game_id + 1
     steps: uint256 = convert(batch.step_count, uint256)
+    if steps != 0 and self.tx_roots[batch_id] == empty(bytes32):
+        assert len(batch_data) != 0, "dispute: batch data needed"
+        self.tx_roots[batch_id] = staticcall Rollup(rollup).tx_root_of(batch_index, batch_data)
     start: bytes32 = staticcall Rollup(rollup).start_root(batch_index)
     turn: uint8 = DEFENDER
     if steps == 1:
@@ -468,8 +482,9 @@ def prove(
     """
     @notice Decide a one-step range [lo, lo + 1] (anyone may call, before the
             challenger's clock runs out): the step leaf keccak256(timestamp
-            u64 || tx) must be leaf `lo` of the batch commitment (siblings
-            bottom-up, as many as the commitment tree is high); the prover
+            u64 || tx) must be leaf `lo` of the batch's step commitment
+            tx_roots[batch_id], kept since `open` (siblings bottom-up, as
+            many as the commitment tree is high); the prover
             re-executes it from root_lo. A post root other than root_hi: the
             challenger wins; equal: the defender wins.
     """
@@ -494,7 +509,7 @@ def prove(
         else:
             node = keccak256(concat(step_siblings[i], node))
         position >>= 1
-    assert node == batch.tx_root, "dispute: invalid step proof"
+    assert node == self.tx_roots[g.batch_id], "dispute: invalid step proof"
     post: bytes32 = staticcall OneStepProver(prover).prove_step(
         g.root_lo, timestamp, step_tx, self.domain_separator, witness
     )
