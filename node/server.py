@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,111 @@ def _contain_connection_errors() -> None:
 
 
 _contain_connection_errors()
+
+
+def _coalesce_response_writes() -> None:
+    """Write an HTTP/1.1 response's head and body with one socket write.
+
+    hypercorn 0.18 writes the head at ``http.response.start``, then the body,
+    then the end of the message: three ``send`` syscalls and three trips
+    through the connection's send lock per JSON-RPC answer, most of the
+    server's CPU per small request. Wrapping ``H11Protocol._send_h11_event``
+    holds a final response head (status >= 200, plain HTTP streams only; a
+    WebSocket's 101 and ``100 Continue`` go out at once) until the next event
+    of the connection and writes both together; empty writes (the end of a
+    message with a Content-Length) are skipped. A response whose app fails
+    before its body ends the connection, as before (the head is dropped).
+    Applies to every hypercorn server of the process (L2 and L1 ports).
+    """
+    import h11
+    from hypercorn.events import RawData
+    from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.http_stream import HTTPStream
+
+    original = H11Protocol._send_h11_event
+    if getattr(original, "coalesced", False):
+        return
+
+    async def send_h11_event(self: H11Protocol, event: Any) -> None:
+        try:
+            data = self.connection.send(event)
+        except h11.LocalProtocolError:
+            if self.connection.their_state != h11.ERROR:
+                raise
+            return
+        held = self.__dict__.pop("_held_head", None)
+        if held is not None:
+            data = held + data
+        if type(event) is h11.Response and isinstance(self.stream, HTTPStream):
+            self.__dict__["_held_head"] = data
+            return
+        if data:
+            await self.send(RawData(data=data))
+
+    send_h11_event.coalesced = True  # type: ignore[attr-defined]
+    H11Protocol._send_h11_event = send_h11_event  # type: ignore[method-assign]
+
+
+_coalesce_response_writes()
+
+
+class _KeepAliveTimer:
+    """hypercorn's per-connection keep-alive timer (``TrioSingleTask``'s
+    interface: ``restart`` when a response is done, ``stop`` when a request
+    arrives) without a task per request.
+
+    hypercorn 0.18 restarts the timer by cancelling a task and waiting
+    (``nursery.start``) for a new one, several scheduler rounds per request.
+    Here one task per connection waits in a cancel scope whose deadline
+    ``restart`` and ``stop`` move (no task wakes up); when the deadline passes
+    the connection is closed as hypercorn's own timer does
+    (``TCPServer._idle_timeout``: ``keep_alive_timeout`` s idle, or at once
+    when the server terminates).
+    """
+
+    def __init__(self) -> None:
+        self._deadline = math.inf
+        self._scope: trio.CancelScope | None = None
+        self._running = False
+
+    async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
+        tcp = getattr(action, "__self__", None)
+        self._deadline = trio.current_time() + tcp.config.keep_alive_timeout
+        if self._scope is not None:
+            self._scope.deadline = self._deadline
+        if not self._running:
+            self._running = True
+            task_group._nursery.start_soon(self._run, tcp)
+
+    async def stop(self) -> None:
+        self._deadline = math.inf
+        if self._scope is not None:
+            self._scope.deadline = math.inf
+
+    async def _run(self, tcp: Any) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._deadline) as self._scope:
+                await tcp.context.terminated.wait()
+                break  # the server is shutting down
+            if trio.current_time() >= self._deadline:
+                break  # idle for keep_alive_timeout
+        self._scope = None
+        with trio.CancelScope(shield=True):
+            await tcp._initiate_server_close()
+
+
+def _cheap_keep_alive_timers() -> None:
+    """Give hypercorn's trio TCP connections a ``_KeepAliveTimer`` (0.18's
+    ``TCPServer`` with its ``_idle_timeout`` and ``_initiate_server_close``)."""
+    import hypercorn.trio.tcp_server as tcp_server
+
+    if not all(hasattr(tcp_server.TCPServer, name)
+               for name in ("_idle_timeout", "_initiate_server_close")):
+        return
+    tcp_server.TrioSingleTask = _KeepAliveTimer  # type: ignore[attr-defined,misc]
+
+
+_cheap_keep_alive_timers()
 
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
 """Largest HTTP body or WebSocket message, bytes (geth's HTTP body limit)."""
@@ -360,8 +466,10 @@ class JsonRpcApp:
             status, out = body.http_status, json.dumps(body.response())
         else:
             status, out = await self.handle_async(body)
-        await send({"type": "http.response.start", "status": status, "headers": _JSON})
-        await send({"type": "http.response.body", "body": out.encode()})
+        body = out.encode()
+        headers = [*_JSON, (b"content-length", str(len(body)).encode())]  # not chunked
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _websocket(self, receive: Callable, send: Callable,
                          scope: dict[str, Any] | None = None) -> None:

@@ -766,6 +766,7 @@ def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
             domain = Domain(int(cfg["l2_chain_id"]), bytes.fromhex(cfg["rollup_address"][2:]))
             runs = [("batch", a.clients, a.batch_pairs, a.max_rate_batch),
                     ("single", a.connections, 0, a.max_rate_single)]
+            runs = [r for r in runs if r[0] in a.e2e_runs.split(",")]
             traders = sum(2 * n + 2 for _, n, _, _ in runs)
             t0 = time.perf_counter()
             fund(node.url, node.l1_url, list(range(traders)), 10**12)
@@ -851,6 +852,8 @@ def main() -> None:
                    help="seconds of steady trading after the replay in each stream run")
     p.add_argument("--skip-in-process", action="store_true")
     p.add_argument("--skip-e2e", action="store_true")
+    p.add_argument("--e2e-runs", default="batch,single",
+                   help="end-to-end runs to make, comma-separated (batch, single)")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     a = p.parse_args()
     tune_gc()  # as the devnet, replica and L1 processes do
