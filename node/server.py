@@ -346,6 +346,7 @@ class JsonRpcApp:
         # durability of what a frame's dispatch journaled (sequencer.commit.GroupCommit:
         # ``mark()`` before, ``await wait(mark)`` before answering); None: nothing to wait for
         self.commit: Any = None
+        self._batch_turn = trio.Lock()  # batches dispatch one at a time (handle_async)
         # (method, argument count) -> jsonrpcserver's "Invalid params" text, "" if they bind
         self._arity: dict[tuple[Callable[..., Any], int], str] = {}
 
@@ -401,8 +402,12 @@ class JsonRpcApp:
     async def handle_async(self, raw: bytes | str) -> tuple[int, str]:
         """``handle`` for the servers: (HTTP status, response text). Batch items
         are dispatched one at a time, with a trio checkpoint whenever 2 ms
-        have passed since the last one. The answer waits until what the
-        frame journaled is on disk (``commit``)."""
+        have passed since the last one. Batches take turns (a FIFO lock;
+        their signatures are recovered before, ``prepare_batch``): between
+        two slices of a batch the single requests, the block builder and the
+        rest run, but no other batch's slice, so each scheduler round costs
+        them at most one 2 ms slice however many batches are in flight. The
+        answer waits until what the frame journaled is on disk (``commit``)."""
         try:
             payload = await decode_frame_async(raw)
         except FrameError as exc:
@@ -417,14 +422,15 @@ class JsonRpcApp:
         if self.prepare_batch is not None:
             await self.prepare_batch(payload)
         responses = []
-        yielded = time.perf_counter()
-        for item in payload:
-            response = await self._dispatch_async(item)
-            if response is not None:
-                responses.append(response)
-            if time.perf_counter() - yielded > _YIELD_SECONDS:
-                await trio.lowlevel.checkpoint()
-                yielded = time.perf_counter()
+        async with self._batch_turn:
+            yielded = time.perf_counter()
+            for item in payload:
+                response = await self._dispatch_async(item)
+                if response is not None:
+                    responses.append(response)
+                if time.perf_counter() - yielded > _YIELD_SECONDS:
+                    await trio.lowlevel.checkpoint()
+                    yielded = time.perf_counter()
         if commit is not None:
             await commit.wait(mark)
         return 200, _dumps(responses or None)

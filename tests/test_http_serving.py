@@ -1,0 +1,162 @@
+"""node.server's tuning of hypercorn for small JSON-RPC requests: one socket
+write per HTTP response (with a Content-Length), the keep-alive timer moved
+instead of respawned per request, and JSON-RPC batches taking turns."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import time
+from typing import Any
+
+import trio
+import trio.testing
+
+from node.rpc import _wrap
+from node.server import JsonRpcApp, _KeepAliveTimer, serve_jsonrpc
+from tests.devnet_process import free_port
+
+
+def _app(log: list[Any] | None = None) -> JsonRpcApp:
+    def l2_echo(value: Any) -> Any:
+        if log is not None:  # each item outlasts a 2 ms slice: a batch yields after each
+            time.sleep(0.003)
+            log.append(value)
+        return value
+
+    return JsonRpcApp({"l2_echo": _wrap(l2_echo)})
+
+
+def test_each_response_is_one_write_with_a_content_length() -> None:
+    """Three keep-alive requests on one connection: each answer is framed
+    by Content-Length (not chunked) and leaves in one socket write."""
+    port = free_port()
+    writes: list[bytes] = []
+    answers: list[tuple[int, dict[str, str], Any]] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for i in range(3):
+            body = json.dumps({"jsonrpc": "2.0", "id": i, "method": "l2_echo",
+                               "params": ["x" * 100 * i]})
+            conn.request("POST", "/", body, {"content-type": "application/json"})
+            r = conn.getresponse()
+            answers.append((r.status, {k.lower(): v for k, v in r.getheaders()},
+                            json.loads(r.read())))
+        conn.close()
+
+    async def main() -> None:
+        original = trio.SocketStream.send_all
+
+        async def send_all(self: trio.SocketStream, data: Any) -> None:
+            writes.append(bytes(data))
+            await original(self, data)
+
+        trio.SocketStream.send_all = send_all  # type: ignore[method-assign]
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_jsonrpc, _app(), "127.0.0.1", port)
+                await trio.to_thread.run_sync(client)
+                nursery.cancel_scope.cancel()
+        finally:
+            trio.SocketStream.send_all = original  # type: ignore[method-assign]
+
+    trio.run(main)
+    assert [a[2] for a in answers] == [{"jsonrpc": "2.0", "result": "x" * 100 * i, "id": i}
+                                       for i in range(3)]
+    for status, headers, _ in answers:
+        assert status == 200 and "transfer-encoding" not in headers
+        assert headers["content-type"] == "application/json"
+    assert len(writes) == 3  # head and body together, nothing for the end of the message
+    for data in writes:
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["jsonrpc"] == "2.0"
+        assert f"content-length: {len(body)}".encode() in head.lower()
+
+
+class _Connection:
+    """What ``_KeepAliveTimer`` uses of hypercorn's ``TCPServer``."""
+
+    def __init__(self, timeout: float) -> None:
+        class Config:
+            keep_alive_timeout = timeout
+
+        class Context:
+            terminated = trio.Event()
+
+        self.config = Config()
+        self.context = Context()
+        self.closed_at: float | None = None
+
+    async def _idle_timeout(self) -> None:  # the action hypercorn passes (only its owner is used)
+        raise AssertionError("the timer closes the connection itself")
+
+    async def _initiate_server_close(self) -> None:
+        self.closed_at = trio.current_time()
+
+
+class _TaskGroup:
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+
+def test_keep_alive_timer_closes_only_after_the_idle_timeout() -> None:
+    conn = _Connection(75.0)
+
+    async def main() -> None:
+        timer = _KeepAliveTimer()
+        async with trio.open_nursery() as nursery:
+            group = _TaskGroup(nursery)
+            await timer.restart(group, conn._idle_timeout)  # connection opened: idle
+            await trio.sleep(50)
+            await timer.stop()  # a request arrives at 50 s ...
+            await trio.sleep(100)  # ... and takes 100 s: no timeout while busy
+            assert conn.closed_at is None
+            await timer.restart(group, conn._idle_timeout)  # answered at 150 s
+            await trio.sleep(74)
+            assert conn.closed_at is None
+            await trio.sleep(2)
+            assert conn.closed_at == 225.0  # 150 + 75
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_keep_alive_timer_closes_at_once_when_the_server_terminates() -> None:
+    conn = _Connection(math.inf)
+
+    async def main() -> None:
+        timer = _KeepAliveTimer()
+        async with trio.open_nursery() as nursery:
+            await timer.restart(_TaskGroup(nursery), conn._idle_timeout)
+            await trio.sleep(10)
+            conn.context.terminated.set()
+        assert conn.closed_at == 10.0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_batches_take_turns_and_single_requests_run_between_their_slices() -> None:
+    """Two batches sent together dispatch one after the other (no slice of
+    one between slices of the other); a single request sent meanwhile is
+    answered before the first batch ends."""
+    log: list[Any] = []
+    app = _app(log)
+
+    def batch(tag: str, n: int) -> bytes:
+        return json.dumps([{"jsonrpc": "2.0", "id": i, "method": "l2_echo",
+                            "params": [f"{tag}{i}"]} for i in range(n)]).encode()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app.handle_async, batch("a", 20))
+            nursery.start_soon(app.handle_async, batch("b", 20))
+            await trio.lowlevel.checkpoint()  # both batches have started
+            await app.handle_async(json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "l2_echo", "params": ["single"]}))
+
+    trio.run(main)
+    first, second = ("a", "b") if log[0].startswith("a") else ("b", "a")
+    batches = [x for x in log if x != "single"]
+    assert batches == [f"{first}{i}" for i in range(20)] + [f"{second}{i}" for i in range(20)]
+    assert log.index("single") < 20  # between two slices of the first batch
