@@ -13,7 +13,7 @@ for py-evm, so CPython's C JSON parser would otherwise overflow the C stack
 and kill the process); a batch of more than ``MAX_BATCH`` requests answers
 -32600 "batch too large: N > 1000 requests" (geth's BatchRequestLimit).
 Large frames are decoded in a worker thread and batch items are dispatched
-one at a time, yielding to other tasks every 2 ms, so a big batch never holds
+one at a time, yielding to other tasks every 0.5 ms, so a big batch never holds
 the event loop (and the block builder) for long.
 """
 
@@ -185,7 +185,7 @@ MAX_BATCH = 1000
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 _THREAD_DECODE_BYTES = 64 * 1024  # frames above this are decoded in a worker thread
-_YIELD_SECONDS = 0.002  # a batch yields to other tasks at least this often
+_YIELD_SECONDS = 0.0005  # a batch yields to other tasks at least this often
 
 # a JSON string; text whose quotes all pair up into strings. Possessive and
 # unrolled, so each is one linear pass (a failed string match is never retried)
@@ -401,12 +401,14 @@ class JsonRpcApp:
 
     async def handle_async(self, raw: bytes | str) -> tuple[int, str]:
         """``handle`` for the servers: (HTTP status, response text). Batch items
-        are dispatched one at a time, with a trio checkpoint whenever 2 ms
-        have passed since the last one. Batches take turns (a FIFO lock;
+        are dispatched one at a time, with a trio checkpoint whenever 0.5 ms
+        have passed since the last one (a single request needs ~10 scheduler
+        rounds through hypercorn, so the slice bounds how long a batch
+        delays it; a checkpoint costs ~10 us). Batches take turns (a FIFO lock;
         their signatures are recovered before, ``prepare_batch``): between
         two slices of a batch the single requests, the block builder and the
         rest run, but no other batch's slice, so each scheduler round costs
-        them at most one 2 ms slice however many batches are in flight. The
+        them at most one slice however many batches are in flight. The
         answer waits until what the frame journaled is on disk (``commit``)."""
         try:
             payload = await decode_frame_async(raw)

@@ -20,8 +20,8 @@ from tests.devnet_process import free_port
 
 def _app(log: list[Any] | None = None) -> JsonRpcApp:
     def l2_echo(value: Any) -> Any:
-        if log is not None:  # each item outlasts a 2 ms slice: a batch yields after each
-            time.sleep(0.003)
+        if log is not None:  # each item outlasts a slice: a batch yields after each
+            time.sleep(0.001)
             log.append(value)
         return value
 
