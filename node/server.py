@@ -129,21 +129,24 @@ class _KeepAliveTimer:
     ``restart`` and ``stop`` move (no task wakes up); when the deadline passes
     the connection is closed as hypercorn's own timer does
     (``TCPServer._idle_timeout``: ``keep_alive_timeout`` s idle, or at once
-    when the server terminates).
+    when the server terminates). ``end`` stops the task for good: called
+    when the connection's read loop ends (the client went away), so a
+    connection never waits for its timer to finish.
     """
 
     def __init__(self) -> None:
         self._deadline = math.inf
-        self._scope: trio.CancelScope | None = None
-        self._running = False
+        self._scope: trio.CancelScope | None = None  # the current wait
+        self._task_scope: trio.CancelScope | None = None  # the whole task
+        self._started = self._ended = False
 
     async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
         tcp = getattr(action, "__self__", None)
         self._deadline = trio.current_time() + tcp.config.keep_alive_timeout
         if self._scope is not None:
             self._scope.deadline = self._deadline
-        if not self._running:
-            self._running = True
+        if not self._started:
+            self._started = True
             task_group._nursery.start_soon(self._run, tcp)
 
     async def stop(self) -> None:
@@ -151,27 +154,50 @@ class _KeepAliveTimer:
         if self._scope is not None:
             self._scope.deadline = math.inf
 
+    def end(self) -> None:
+        """Stop the timer task for good (the connection is closing)."""
+        self._ended = True
+        if self._task_scope is not None:
+            self._task_scope.cancel()
+
     async def _run(self, tcp: Any) -> None:
-        while True:
-            with trio.CancelScope(deadline=self._deadline) as self._scope:
-                await tcp.context.terminated.wait()
-                break  # the server is shutting down
-            if trio.current_time() >= self._deadline:
-                break  # idle for keep_alive_timeout
-        self._scope = None
-        with trio.CancelScope(shield=True):
-            await tcp._initiate_server_close()
+        with trio.CancelScope() as self._task_scope:
+            if self._ended:
+                return
+            while True:
+                with trio.CancelScope(deadline=self._deadline) as self._scope:
+                    await tcp.context.terminated.wait()
+                    break  # the server is shutting down
+                if trio.current_time() >= self._deadline:
+                    break  # idle for keep_alive_timeout
+            self._scope = None
+            with trio.CancelScope(shield=True):
+                await tcp._initiate_server_close()
 
 
 def _cheap_keep_alive_timers() -> None:
     """Give hypercorn's trio TCP connections a ``_KeepAliveTimer`` (0.18's
-    ``TCPServer`` with its ``_idle_timeout`` and ``_initiate_server_close``)."""
+    ``TCPServer`` with its ``_idle_timeout``, ``_initiate_server_close`` and
+    ``_read_data``, whose end also ends the timer)."""
     import hypercorn.trio.tcp_server as tcp_server
 
-    if not all(hasattr(tcp_server.TCPServer, name)
-               for name in ("_idle_timeout", "_initiate_server_close")):
+    server = tcp_server.TCPServer
+    if getattr(server, "cheap_timers", False) or not all(
+            hasattr(server, name) for name in ("_idle_timeout", "_initiate_server_close",
+                                               "_read_data")):
         return
+    read_data = server._read_data
+
+    async def _read_data(self: Any) -> None:
+        try:
+            await read_data(self)
+        finally:
+            if isinstance(self.idle_task, _KeepAliveTimer):
+                self.idle_task.end()
+
     tcp_server.TrioSingleTask = _KeepAliveTimer  # type: ignore[attr-defined,misc]
+    server._read_data = _read_data  # type: ignore[method-assign]
+    server.cheap_timers = True  # type: ignore[attr-defined]
 
 
 _cheap_keep_alive_timers()

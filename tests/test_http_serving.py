@@ -160,3 +160,63 @@ def test_batches_take_turns_and_single_requests_run_between_their_slices() -> No
     batches = [x for x in log if x != "single"]
     assert batches == [f"{first}{i}" for i in range(20)] + [f"{second}{i}" for i in range(20)]
     assert log.index("single") < 20  # between two slices of the first batch
+
+
+def test_a_connection_ends_when_its_client_leaves_idle_or_mid_request() -> None:
+    """A client that closes its keep-alive connection, and one that leaves
+    while its request runs: the server drops each connection's tasks at
+    once (no task waits for the 75 s keep-alive timer)."""
+    import socket
+
+    port = free_port()
+
+    def slow(value: Any) -> Any:
+        time.sleep(0.3)
+        return value
+
+    wrapped = _wrap(slow)
+    wrapped.blocking = True  # type: ignore[attr-defined]  # dispatched in a worker thread
+    app = JsonRpcApp({"l2_echo": _wrap(lambda value: value), "l2_slow": wrapped})
+
+    def request(method: str) -> bytes:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": [1]}).encode()
+        return (b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+    def idle_client() -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/", request("l2_echo").partition(b"\r\n\r\n")[2],
+                     {"content-type": "application/json"})
+        answer = json.loads(conn.getresponse().read())  # the whole answer ...
+        conn.close()  # ... then the idle connection is closed
+        return answer
+
+    def leaving_client() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request("l2_slow"))  # and gone before the answer
+
+    results: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_jsonrpc, app, "127.0.0.1", port)
+            await trio.testing.wait_all_tasks_blocked()
+            baseline = trio.lowlevel.current_statistics().tasks_living
+            results["answer"] = await trio.to_thread.run_sync(idle_client)
+            results["idle"] = await trio.to_thread.run_sync(lambda: _poll(baseline))
+            await trio.to_thread.run_sync(leaving_client)
+            results["leaving"] = await trio.to_thread.run_sync(lambda: _poll(baseline))
+            nursery.cancel_scope.cancel()
+
+    def _poll(baseline: int) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if trio.from_thread.run_sync(
+                    lambda: trio.lowlevel.current_statistics().tasks_living) == baseline:
+                return True
+            time.sleep(0.01)
+        return False
+
+    trio.run(main)
+    assert results["answer"] == {"jsonrpc": "2.0", "result": 1, "id": 1}
+    assert results["idle"] and results["leaving"]
