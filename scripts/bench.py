@@ -19,8 +19,10 @@
    (scripts/bench_l1.py): ``--l1-cap-batches`` full batches of fills posted
    back to back to a bare L1 process, gas and wall/CPU ms per batch.
 3. Soft-confirmation latency: during each end-to-end run a probe process
-   sends a taker order every ``--probe-interval`` s and times it until its
-   fill is in a sealed block (polling ``l2_getTransactionReceipt``): p50/p99.
+   sends a taker order every ``--probe-interval`` s (jittered, on schedule
+   whatever the confirmations take) and times it until its fill is in a
+   sealed block (polling ``l2_getTransactionReceipt`` from a second
+   connection): p50/p99.
 4. Peak RSS (VmHWM) of the node process and of its L1 child.
 5. Replica derivation: ``--replica-fills`` fills posted as full batches to an
    embedded L1 process, then derived from L1 data alone: in memory
@@ -405,22 +407,77 @@ def client_main(spec: dict[str, Any], start: Any, out: Any) -> None:
 
 
 def probe_main(spec: dict[str, Any], start: Any, out: Any) -> None:
-    """Latency probe: a maker, then a timed taker every ``interval`` s; the
-    latency ends when ``l2_getTransactionReceipt`` of its fill answers."""
+    """Latency probe: a maker, then a timed taker every ``interval`` s (plus
+    a random 0..interval jitter, so that takers arrive at every phase of the
+    block period); the latency of a taker ends when ``l2_getTransactionReceipt``
+    of its fill answers. Takers go out on schedule on one connection while a
+    second thread polls the receipt of the oldest in flight (every 5 ms, the
+    next one at once when it is in) on another, so a slow confirmation never
+    delays the next taker: a sequential probe that waits for each fill falls
+    behind whenever a confirmation outlasts the interval, then sends each
+    taker right after the seal it saw, i.e. always a whole block period
+    before the next seal (p50 = p99 = the block time)."""
+    import random
+    import threading
+
     domain = Domain(spec["chain_id"], bytes.fromhex(spec["rollup"]))
     maker, taker = Signer(trader_key(spec["maker"])), Signer(trader_key(spec["taker"]))
     count = int(spec["duration"] / spec["interval"]) + 2
     pairs = [(json.dumps(_req(1, m)).encode(), json.dumps(_req(2, t)).encode())
              for m, t in _pair_bodies(domain, maker, taker, count, spec["salt0"])]
+    jitter = random.Random(spec["salt0"])
     out.put(("ready", spec["name"], None))
     start.wait()
-    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
     end = time.monotonic() + spec["duration"]
     latencies: list[float] = []
-    errors = 0
-    first_error = None
+    errors = [0]
+    first_error: list[str | None] = [None]
+    pending: dict[str, float] = {}  # fill tx hash -> time its taker was sent
+    lock = threading.Lock()
+    sending = threading.Event()  # set when the sender is done
+
+    def error(what: str) -> None:
+        errors[0] += 1
+        first_error[0] = first_error[0] or what
+
+    def poll() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
+        while True:
+            with lock:
+                waiting = list(pending.items())
+            if not waiting:
+                if sending.is_set():
+                    return
+                time.sleep(0.005)
+                continue
+            # the oldest first, the next at once only when it is in (a single request
+            # each: a batch would queue behind the load's batches)
+            for tx, t_send in sorted(waiting, key=lambda w: w[1]):
+                body = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "l2_getTransactionReceipt",
+                                   "params": [tx]}).encode()
+                try:
+                    r = _post(conn, body)
+                except (OSError, http.client.HTTPException) as exc:
+                    error(repr(exc))
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
+                    continue
+                now = time.monotonic()
+                if r.get("result") is not None:
+                    latencies.append(now - t_send)
+                elif now - t_send > 30:
+                    error(f"fill {tx} not in a sealed block after 30 s")
+                else:
+                    break
+                with lock:
+                    del pending[tx]
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
     for i, (mbody, tbody) in enumerate(pairs):
-        t_next = end - spec["duration"] + i * spec["interval"]
+        t_next = end - spec["duration"] + (i + jitter.random()) * spec["interval"]
         if max(t_next, time.monotonic()) >= end:  # (a busy node makes probes late)
             break
         time.sleep(max(0.0, t_next - time.monotonic()))
@@ -428,25 +485,20 @@ def probe_main(spec: dict[str, Any], start: Any, out: Any) -> None:
             _post(conn, mbody)
             t_send = time.monotonic()
             r = _post(conn, tbody)
-            if "error" in r or not r["result"]["fills"]:
-                errors += 1
-                continue
-            tx = r["result"]["fills"][0]["txHash"]
-            poll = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "l2_getTransactionReceipt",
-                               "params": [tx]}).encode()
-            while _post(conn, poll).get("result") is None:
-                if time.monotonic() - t_send > 30:
-                    raise TimeoutError(f"fill {tx} not in a sealed block after 30 s")
-                time.sleep(0.005)
-        except (OSError, http.client.HTTPException) as exc:  # incl. unanswered, TimeoutError
-            errors += 1
-            first_error = first_error or repr(exc)
+        except (OSError, http.client.HTTPException) as exc:  # incl. unanswered
+            error(repr(exc))
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", spec["port"], timeout=30)
             continue
-        latencies.append(time.monotonic() - t_send)
-    out.put(("done", spec["name"], {"latencies": latencies, "errors": errors,
-                                    "first_error": first_error}))
+        if "error" in r or not r["result"]["fills"]:
+            error(str(r.get("error", "the probe's taker did not fill")))
+            continue
+        with lock:
+            pending[r["result"]["fills"][0]["txHash"]] = t_send
+    sending.set()
+    poller.join(timeout=60)
+    out.put(("done", spec["name"], {"latencies": latencies, "errors": errors[0],
+                                    "first_error": first_error[0]}))
 
 
 class Rpc:
@@ -768,6 +820,7 @@ def bench_e2e(a: argparse.Namespace) -> dict[str, Any]:
             domain = Domain(int(cfg["l2_chain_id"]), bytes.fromhex(cfg["rollup_address"][2:]))
             runs = [("batch", a.clients, a.batch_pairs, a.max_rate_batch),
                     ("single", a.connections, 0, a.max_rate_single)]
+            runs = [r for r in runs if r[0] in a.e2e_runs.split(",")]
             traders = sum(2 * n + 2 for _, n, _, _ in runs)
             t0 = time.perf_counter()
             fund(node.url, node.l1_url, list(range(traders)), 10**12)
@@ -855,6 +908,8 @@ def main() -> None:
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--l1-cap-batches", type=int, default=10,
                    help="full batches posted to a bare L1 process before the e2e runs (0: skip)")
+    p.add_argument("--e2e-runs", default="batch,single",
+                   help="end-to-end runs to make, comma-separated (batch, single)")
     p.add_argument("--json", action="store_true", help="also print every figure as JSON")
     a = p.parse_args()
     tune_gc()  # as the devnet, replica and L1 processes do

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -95,6 +97,21 @@ def recover_orders(domain: Domain, requests: Sequence[Any]) -> Recovered:
     return out
 
 
+def exit_with_parent(parent: int) -> None:
+    """Worker initializer: a daemon thread ends this worker (``os._exit``)
+    within a second of process ``parent`` (the node) going away, however it
+    went (kill -9 included; an orphan is re-parented). Without it every
+    node that is killed, or stopped before its pool shuts down, leaves its
+    signature workers and multiprocessing's resource tracker behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def send_order_params(payload: Sequence[Any]) -> list[Any]:
     """The params objects of the ``l2_sendOrder`` requests of a batch."""
     out = []
@@ -125,7 +142,9 @@ class SignaturePrefetch:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=exit_with_parent,
+                                             initargs=(os.getpid(),))
         return self._pool
 
     def start(self) -> None:

@@ -1,0 +1,46 @@
+"""sequencer.intake's signature workers end with the node's process, however
+it ends (here kill -9): nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_NODE = """
+import os, sys
+from node.eip712 import Domain
+from sequencer.intake import SignaturePrefetch
+prefetch = SignaturePrefetch(Domain(1, bytes(20)), workers=2)
+prefetch.start()
+print(" ".join(str(p) for p in prefetch._pool._processes), flush=True)
+sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_the_node_is_killed() -> None:
+    with subprocess.Popen([sys.executable, "-c", _NODE], cwd=ROOT, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT))) as node:
+        assert node.stdout is not None
+        workers = [int(p) for p in node.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        node.send_signal(signal.SIGKILL)
+        node.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers)
