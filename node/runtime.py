@@ -2,12 +2,17 @@
 
 ``tune_gc`` is called once by the devnet, the replica and the embedded L1
 process after start-up, and by ``scripts/bench`` before it measures (so the
-benchmark settles the way the node does).
+benchmark settles the way the node does). ``exit_with_parent`` is the
+initializer of every worker process pool, so a node killed with SIGKILL
+leaves no orphaned workers behind.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import threading
+import time
 
 # CPython's default first-generation threshold is 700 allocations. The STF,
 # the Merkle tree and py-evm allocate millions of short-lived objects that
@@ -28,4 +33,28 @@ def tune_gc() -> None:
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
 
 
-__all__ = ["GEN0_THRESHOLD", "tune_gc"]
+# how often a worker process checks that its parent is still alive (s)
+PARENT_POLL_S = 0.5
+
+
+def exit_with_parent(parent: int) -> None:
+    """Initializer of a worker process pool
+    (``ProcessPoolExecutor(initializer=exit_with_parent, initargs=(os.getpid(),))``):
+    a daemon thread ends this worker (``os._exit``) within ``PARENT_POLL_S``
+    seconds of process ``parent`` going away, however it went (kill -9
+    included: the orphan is re-parented). Without it a killed node leaves its
+    workers and multiprocessing's resource tracker behind: forked workers
+    keep their own copies of the pool's pipes open, so they never see
+    end-of-file. (``prctl(PR_SET_PDEATHSIG)`` is not used: it fires when the
+    *thread* that started the worker exits, and a pool starts workers from
+    whichever thread submits.)"""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+__all__ = ["GEN0_THRESHOLD", "PARENT_POLL_S", "exit_with_parent", "tune_gc"]

@@ -19,8 +19,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -29,6 +27,7 @@ import trio
 
 from node.crypto import SignatureError, recover_address
 from node.eip712 import Domain, order_hash
+from node.runtime import exit_with_parent
 from node.sigverify import remember
 from node.transactions import Order
 
@@ -95,21 +94,6 @@ def recover_orders(domain: Domain, requests: Sequence[Any]) -> Recovered:
             signer = None
         out.append((digest, signature, signer))
     return out
-
-
-def exit_with_parent(parent: int) -> None:
-    """Worker initializer: a daemon thread ends this worker (``os._exit``)
-    within a second of process ``parent`` (the node) going away, however it
-    went (kill -9 included; an orphan is re-parented). Without it every
-    node that is killed, or stopped before its pool shuts down, leaves its
-    signature workers and multiprocessing's resource tracker behind."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def send_order_params(payload: Sequence[Any]) -> list[Any]:
