@@ -182,7 +182,10 @@ class Replica:
             if new:
                 Chain.initialize(self.db, leaves, stored)
             self.domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
-            self.chain = Chain(self.db, self.domain)
+            # blocks are written behind derivation (the next batch executes
+            # meanwhile); a kill -9 loses at most blocks _resume drops anyway
+            self.chain = Chain(self.db, self.domain, write_behind=True)
+            self._exit.callback(self.chain.close)
         except BaseException:
             self._exit.close()
             raise
