@@ -16,12 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node.blocks import Block, Receipt, genesis_block, make_header
+from node.blocks import Block, BlockHeader, Receipt, genesis_block, make_header
 from node.crypto import ZERO_HASH
 from node.db import KeyValueDB, PrefixedBatch, PrefixedDB, WriteBehindDB
-from node.derive import execute_txs
+from node.derive import PreparedBlock, block_rlp, execute_prepared, execute_txs
 from node.eip712 import Domain, order_hash
 from node.exceptions import InvalidBlock
+from node.merkle import merkle_root
 from node.smt import SparseMerkleTree
 from node.state import State
 from node.stf import apply_transaction
@@ -251,11 +252,40 @@ class Chain:
         transactions as the STF decoded them (else decoded again here)."""
         number = self.head.number + 1
         header = make_header(number, self.head.hash, timestamp, l1_origin, txs, receipts, root)
-        block = Block(header, txs, receipts)
+        return self._write_block(Block(header, txs, receipts), decoded)
+
+    def apply_prepared_block(self, prepared: PreparedBlock) -> Block:
+        """``apply_block`` for a block a worker prepared (``node.derive``):
+        the same block and receipts, with the hashes, roots and body
+        encoding taken from ``prepared`` (computed again here only for the
+        receipts root and encoding when a transaction failed)."""
+        if self.pending_txs:
+            raise InvalidBlock("apply_block with pending sequencer transactions")
+        if prepared.timestamp < self.head.header.timestamp:
+            raise InvalidBlock("block timestamp goes backwards")
+        receipts, decoded = execute_prepared(self.state, prepared, self.domain)
+        root = self.state.commit()
+        ok = all(r.success for r in receipts)
+        header = BlockHeader(
+            self.head.number + 1, self.head.hash, prepared.timestamp, prepared.l1_origin,
+            prepared.tx_root,
+            prepared.ok_receipts_root if ok else merkle_root([r.leaf() for r in receipts]),
+            root)
+        block = Block(header, prepared.txs, tuple(receipts))
+        return self._write_block(block, decoded,
+                                 block_rlp(header, prepared.ok_body_rlp) if ok else None)
+
+    def _write_block(self, block: Block, decoded: Sequence[Transaction | None] | None,
+                     encoded: bytes | None = None) -> Block:
+        """Write ``block`` (the next on the head; ``encoded``: its
+        ``encode()`` if known) with the tree's pending nodes and its
+        indexes in one batch, and make it the head."""
+        number = block.number
+        txs, receipts, root = block.txs, block.receipts, block.header.state_root
         self.wait_writes()  # the tree's flush checks its marker on disk
         with self.db.write_batch() as batch:
             self.tree.flush(PrefixedBatch(batch, b"s:"))
-            batch.put(_block_key(number), block.encode())
+            batch.put(_block_key(number), block.encode() if encoded is None else encoded)
             batch.put(b"h:" + block.hash, _u64(number))
             batch.put(b"r:" + root, _u64(number))  # latest block with this state root
             withdrawals = [i for i, r in enumerate(receipts) if r.success and txs[i][0] == TX_WITHDRAW]

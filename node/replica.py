@@ -38,11 +38,11 @@ from node.derive import (
     DerivationError,
     PostedBatch,
     QueuedDeposit,
+    PreparedBatch,
     Step,
     batch_steps,
-    check_timestamps,
-    split_batch,
-    split_blocks,
+    check_prepared,
+    prepare_batch,
     state_at_step,
     step_roots,
 )
@@ -392,9 +392,11 @@ class Replica:
         self.mismatched = [i for i in self.mismatched if i < survivors]
         self.rollbacks += 1
 
-    def derive(self, batch: PostedBatch) -> bool:
+    def derive(self, batch: PostedBatch, prepared: PreparedBatch | None = None) -> bool:
         """Derive and store one batch on the chain head; returns ``matches``.
-        Raises DerivationError (nothing stored) if L1's data does not derive."""
+        ``prepared``: ``prepare_batch(batch.batch_data, ...)`` if a worker
+        did it (else done here, signatures left to the STF). Raises
+        DerivationError (nothing stored) if L1's data does not derive."""
         chain = self.chain
         latest = chain.latest_batch()
         if batch.index != (latest.index + 1 if latest else 0):
@@ -404,10 +406,11 @@ class Replica:
             raise DerivationError(f"batch {batch.index} starts at L2 block {batch.first_block}, "
                                   f"the derived chain is at block {head.number}")
         deposit_start = latest.deposit_end if latest else 0
-        blocks = split_batch(batch, self.deposits, deposit_start)
-        check_timestamps(blocks, head.timestamp)
-        for bb in blocks:
-            chain.apply_block(bb.timestamp, bb.l1_origin, bb.txs)
+        if prepared is None:
+            prepared = prepare_batch(batch.batch_data)
+        check_prepared(batch, prepared, self.deposits, deposit_start, head.timestamp)
+        for block in prepared.blocks:
+            chain.apply_prepared_block(block)
         chain.record_batch(BatchInfo(batch.index, batch.first_block, chain.head.number,
                                      batch.state_root, batch.tx_root, batch.l1_block,
                                      batch.l1_tx, batch.deposit_end))
@@ -438,29 +441,28 @@ class Replica:
         calldata; raises what reading it raised. With ``sig_workers``, the
         signatures of batch k+1 are recovered on worker processes while batch
         k executes (``node.sigverify.Prefetcher``)."""
-        jobs: list[Any] = []
+        ahead: dict[int, Future[PreparedBatch]] = {}
         for k in range(len(batches)):
-            matches, jobs = self._derive_next(batches, k, jobs)
-            yield matches
+            yield self._derive_next(batches, k, ahead)
 
-    def _derive_next(self, batches: list[Future[PostedBatch]], k: int, jobs: list[Any]
-                     ) -> tuple[bool, list[Any]]:
-        """Derive batch k of ``batches`` (k and k+1 resolved here if not yet);
-        ``jobs``: the signature jobs submitted for batch k, if any. Returns
-        (matches, the jobs submitted for batch k+1)."""
+    def _derive_next(self, batches: list[Future[PostedBatch]], k: int,
+                     ahead: dict[int, Future[PreparedBatch]]) -> bool:
+        """Derive batch k of ``batches`` (waits for its calldata). With
+        ``sig_workers``, the workers prepare batches (``prepare_batch``:
+        split, hashes, roots, order hashes, signers) up to ``sig_workers``
+        ahead of k whose calldata is in; ``ahead`` holds those jobs by
+        position, between calls."""
         batch = batches[k].result()
-        if self.prefetcher is not None:
-            if k == 0:
-                jobs = self._prefetch(batch)
-            Prefetcher.collect(jobs)
-            jobs = self._prefetch(batches[k + 1].result()) if k + 1 < len(batches) else []
-        return self.derive(batch), jobs
-
-    def _prefetch(self, batch: PostedBatch) -> list[Any]:
         if self.prefetcher is None:
-            return []
-        raw = [tx for block in split_blocks(batch.batch_data) for tx in block.txs]
-        return self.prefetcher.submit_raw(self.domain, raw)
+            return self.derive(batch)
+        pool = self.prefetcher.pool
+        for j in range(k, min(k + 1 + self.prefetcher.workers, len(batches))):
+            if j not in ahead:
+                if j > k and not batches[j].done():
+                    break  # its calldata is still on its way: submit it next time
+                ahead[j] = pool.submit(prepare_batch, batches[j].result().batch_data,
+                                       self.domain)
+        return self.derive(batch, ahead.pop(k).result())
 
     def apply_read(self, read: dict[str, Any]) -> int:
         """Apply one ``read_l1`` result (rollback, deposits, new batches);
@@ -485,12 +487,13 @@ class Replica:
             try:
                 read = await trio.to_thread.run_sync(self.read_l1)
                 self._prepare(read)
-                batches, jobs = read["batches"], []
+                batches = read["batches"]
+                ahead: dict[int, Future[PreparedBatch]] = {}
                 for k in range(len(batches)):
                     # wait for calldata off the event loop (an L1 that hangs
                     # must not stop RPC), then derive; answer RPC in between
                     await trio.to_thread.run_sync(futures_wait, batches[k:k + 2])
-                    _matches, jobs = self._derive_next(batches, k, jobs)
+                    self._derive_next(batches, k, ahead)
                     await trio.lowlevel.checkpoint()
                 if after is not None:
                     await trio.to_thread.run_sync(after)

@@ -108,6 +108,40 @@ def _recover_fills(domain: Domain, encoded: Sequence[bytes]) -> FillRecovered:
     return out
 
 
+def recover_fill(domain: Domain, raw: bytes
+                 ) -> tuple[bytes, bytes | None, bytes, bytes | None] | None:
+    """(maker order hash, maker signer, taker order hash, taker signer) of an
+    encoded fill; None if ``raw`` does not decode to a fill (the STF makes
+    it a no-op). A signer is None for an unusable signature."""
+    try:
+        fill = decode_tx(raw)
+    except DecodeError:
+        return None
+    if not isinstance(fill, Fill):
+        return None
+    maker_hash, taker_hash = order_hash(domain, fill.maker), order_hash(domain, fill.taker)
+    return (maker_hash, _recover(maker_hash, fill.maker_signature),
+            taker_hash, _recover(taker_hash, fill.taker_signature))
+
+
+def seed_fills(domain: Domain, txs: Sequence[Transaction | None],
+               fills: Iterable[tuple[int, bytes, bytes | None, bytes, bytes | None]]) -> None:
+    """Seed the order-hash and signer memos from ``recover_fill`` results
+    computed elsewhere: ``fills`` holds (index into ``txs``, maker order
+    hash, maker signer, taker order hash, taker signer); an index whose
+    transaction is not a fill is skipped."""
+    memo = _MEMO
+    for i, maker_hash, maker, taker_hash, taker in fills:
+        fill = txs[i]
+        if isinstance(fill, Fill):
+            memo[maker_hash + fill.maker_signature] = maker
+            memo[taker_hash + fill.taker_signature] = taker
+            seed_order_hash(domain, fill.maker, maker_hash)
+            seed_order_hash(domain, fill.taker, taker_hash)
+    while len(memo) > MEMO_SIZE:
+        memo.popitem(last=False)
+
+
 class Prefetcher:
     """Recovers signatures on ``workers`` processes (default: CPU count).
 
