@@ -1,0 +1,160 @@
+"""The replica's pipeline (node/derive.py ``prepare_batch``, node/chain.py
+``apply_prepared_block``, node/db.py ``WriteBehindDB``): batches prepared on
+worker processes and blocks written behind derivation give the same store,
+byte for byte, as the node's own ``Chain.apply_block``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.batch import BatchBlock, batch_commitment, encode_batch
+from node.chain import Chain
+from node.db import KeyValueDB, LevelDB, MemoryDB, WriteBehindDB
+from node.derive import (
+    MALFORMED,
+    DerivationError,
+    PostedBatch,
+    check_prepared,
+    prepare_batch,
+)
+from node.sigverify import Prefetcher, clear_memo
+from node.transactions import encode_tx
+from tests.test_replica import DOMAIN, GENESIS, NOW, QUEUE, sample_chain, signed_fill
+
+
+def with_bad_batch() -> tuple[Chain, list[PostedBatch]]:
+    """``sample_chain`` plus a third batch: a replayed fill (Overfill), an
+    undecodable fill, a forged signature, and an empty block."""
+    chain, batches = sample_chain()
+    fill = encode_tx(signed_fill(1))
+    broken = bytearray(fill)
+    broken[1 + 24] = 2  # maker side byte
+    forged = bytearray(encode_tx(signed_fill(7)))
+    forged[1 + 57 + 10] ^= 1  # maker signature
+    blocks = [BatchBlock(NOW + 9, 9, (fill, bytes(broken), bytes(forged))),
+              BatchBlock(NOW + 9, 9, ())]
+    third = PostedBatch(2, chain.head.number + 1, encode_batch(blocks), b"",
+                        batch_commitment(blocks), 2)
+    for b in blocks:
+        chain.apply_block(b.timestamp, b.l1_origin, b.txs)
+    return chain, [*batches, third]
+
+
+def stored(db: Any) -> dict[bytes, bytes]:
+    return {k: v for k, v in db.iterate(b"") if not k.startswith(b"m:config")}
+
+
+def derive_prepared(db: KeyValueDB, batches: list[PostedBatch], prepared: list[Any],
+                    write_behind: bool = False) -> Chain:
+    Chain.initialize(db, GENESIS.leaves(), {"test": True})
+    chain = Chain(db, DOMAIN, write_behind=write_behind)
+    deposit_start = 0
+    for batch, p in zip(batches, prepared):
+        check_prepared(batch, p, QUEUE, deposit_start, chain.head.header.timestamp)
+        for block in p.blocks:
+            chain.apply_prepared_block(block)
+        deposit_start = batch.deposit_end
+    return chain
+
+
+@pytest.mark.parametrize("recover", [False, True])
+def test_prepared_blocks_are_the_nodes_blocks(recover: bool) -> None:
+    """Prepared on a worker process (order hashes and signers recovered
+    there) or here (the STF recovers): the same blocks, receipts, roots
+    and store as the sequencer's chain, failed and undecodable steps too."""
+    node_chain, batches = with_bad_batch()
+    clear_memo()
+    if recover:
+        with Prefetcher(1) as workers:
+            prepared = [workers.pool.submit(prepare_batch, b.batch_data, DOMAIN).result()
+                        for b in batches]
+        assert any(block.fills for p in prepared for block in p.blocks)
+    else:
+        prepared = [prepare_batch(b.batch_data) for b in batches]
+    db = MemoryDB()
+    chain = derive_prepared(db, batches, prepared)
+    assert chain.head.hash == node_chain.head.hash
+    last = chain.block(chain.head.number - 1)
+    assert [(r.success, r.error) for r in last.receipts] == [
+        (False, "Overfill"), (False, MALFORMED), (False, "InvalidOrderSignature")]
+    ours, theirs = stored(db), stored(node_chain.db)
+    assert ours.keys() == theirs.keys()
+    assert ours == theirs
+
+
+def test_a_prepared_batch_is_checked_like_split_batch() -> None:
+    _, batches = sample_chain()
+    p = prepare_batch(batches[1].batch_data)
+    with pytest.raises(DerivationError, match="tx_root"):
+        check_prepared(batches[0], p, QUEUE, 0, 0)
+    with pytest.raises(DerivationError, match="deposit"):
+        check_prepared(batches[1], p, QUEUE, 1, 0)
+    with pytest.raises(DerivationError, match="timestamp"):
+        check_prepared(batches[1], p, QUEUE, 2, NOW + 100)
+    with pytest.raises(DerivationError, match="truncated"):
+        prepare_batch(batches[1].batch_data[:-1])
+
+
+def test_blocks_written_behind_are_read_back_and_survive_a_reopen(tmp_path: Path) -> None:
+    """``write_behind``: every read through the Chain sees the blocks queued
+    before it; after ``close`` the store holds the same data as a chain
+    written in line."""
+    node_chain, batches = with_bad_batch()
+    prepared = [prepare_batch(b.batch_data) for b in batches]
+    db = LevelDB(str(tmp_path / "db"), sync=False)
+    try:
+        chain = derive_prepared(db, batches, prepared, write_behind=True)
+        for n in range(chain.head.number + 1):
+            assert chain.block(n).hash == node_chain.block(n).hash
+        chain.close()
+        assert stored(db) == stored(node_chain.db)
+    finally:
+        db.close()
+    db = LevelDB(str(tmp_path / "db"), sync=False)
+    try:
+        again = Chain(db, DOMAIN)
+        assert again.head.hash == node_chain.head.hash
+    finally:
+        db.close()
+
+
+class _FailingBatch:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __enter__(self) -> _FailingBatch:
+        return self
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.inner.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.inner.delete(key)
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            raise OSError("disk full")
+
+
+def test_a_failed_write_behind_raises_at_the_next_read_and_stops_later_writes() -> None:
+    inner = MemoryDB()
+    failing = True
+
+    class Flaky(MemoryDB):
+        def write_batch(self) -> Any:
+            return _FailingBatch(inner.write_batch()) if failing else inner.write_batch()
+
+    db = WriteBehindDB(Flaky())
+    with db.write_batch() as batch:
+        batch.put(b"a", b"1")
+    failing = False
+    with db.write_batch() as batch:
+        batch.put(b"b", b"2")
+    with pytest.raises(OSError, match="disk full"):
+        db.get(b"a")
+    assert inner.get(b"b") is None  # queued after a failed batch: never written
+    with pytest.raises(OSError, match="disk full"):
+        db.close()
