@@ -112,6 +112,30 @@ def decode_log(events: EventDecoders, raw: dict[str, Any]) -> tuple[str | None, 
                   "transactionHash": bytes.fromhex(raw["transactionHash"][2:])}
 
 
+def function_decoders(abi: list[dict[str, Any]]) -> dict[bytes, list[dict[str, Any]]]:
+    """4-byte selector -> ABI inputs of every function of a contract ABI."""
+    out = {}
+    for item in abi:
+        if item.get("type") == "function":
+            types = ",".join(i["type"] for i in item["inputs"])
+            out[keccak(f"{item['name']}({types})".encode())[:4]] = item["inputs"]
+    return out
+
+
+def decode_call(functions: dict[bytes, list[dict[str, Any]]], calldata: str) -> dict[str, Any]:
+    """The arguments (by name) of a call's 0x-hex ``calldata``, decoded with
+    eth_abi (web3's decode_function_input costs more than the request for
+    ~120 KB of batch data). Raises ValueError for an unknown selector."""
+    from eth_abi import decode as abi_decode
+
+    data = bytes.fromhex(calldata[2:])
+    inputs = functions.get(data[:4])
+    if inputs is None:
+        raise ValueError(f"unknown function selector 0x{data[:4].hex()}")
+    values = abi_decode([i["type"] for i in inputs], data[4:])
+    return dict(zip((i["name"] for i in inputs), values))
+
+
 class ReplicaError(ValueError):
     """The replica cannot start: L1 has no Rollup for this genesis, the genesis
     root or chain ids differ from L1's, or the datadir belongs to another chain."""
@@ -250,6 +274,9 @@ class Replica:
         if config.sig_workers:
             self.prefetcher = Prefetcher(config.sig_workers)
             self._exit.callback(self.prefetcher.close)
+        from l1_stub.contracts import load_contract
+
+        self._functions = function_decoders(load_contract("Rollup")[0])
         self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-calldata")
         self._exit.callback(self._fetcher.shutdown, cancel_futures=True)
         self.api = ReplicaApi(self)
@@ -404,7 +431,7 @@ class Replica:
         if answer.get("error") or not answer.get("result"):
             raise ConnectionError(f"batch {index}: its L1 transaction is not available "
                                   f"({answer.get('error')})")
-        _fn, params = self.rollup.rollup.decode_function_input(answer["result"]["input"])
+        params = decode_call(self._functions, answer["result"]["input"])
         return PostedBatch(
             index=index, first_block=int(args["first_block"]),
             batch_data=bytes(params["batch_data"]), state_root=bytes(args["state_root"]),
