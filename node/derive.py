@@ -403,8 +403,9 @@ def check_prepared(batch: PostedBatch, prepared: PreparedBatch,
     if prepared.commitment != batch.tx_root:
         raise DerivationError(f"batch {batch.index}: the batch data does not hash to the "
                               "posted tx_root")
-    check_deposits(prepared.blocks, deposits, deposit_start, batch.deposit_end)  # type: ignore[arg-type]
-    check_timestamps(prepared.blocks, parent_timestamp)  # type: ignore[arg-type]
+    blocks: Sequence[BatchBlock] = prepared.blocks  # type: ignore[assignment]  # same fields
+    check_deposits(blocks, deposits, deposit_start, batch.deposit_end)
+    check_timestamps(blocks, parent_timestamp)
 
 
 def execute_prepared(state: State, block: PreparedBlock, domain: Domain
