@@ -12,7 +12,11 @@ at the L1 head, rolls back batches that L1 deleted, reads new
 new batches with ``node.derive`` into a ``Chain`` store (LevelDB in the
 datadir, so a restart resumes). L1 reads run in a worker thread;
 derivation runs on the trio loop one batch at a time, so JSON-RPC reads
-always see whole blocks.
+always see whole blocks. With ``--sig-workers N`` the next batches are
+prepared on N processes (``node.derive.prepare_batch``: split, hashes,
+roots, order hashes, signers) while one executes, and each block is
+written to LevelDB on a thread while the next executes (``Chain``'s
+``write_behind``).
 """
 
 from __future__ import annotations
@@ -152,7 +156,7 @@ class ReplicaConfig:
     genesis_path: str | None = None
     rollup: str | None = None  # None: found from the genesis sequencer's creations
     poll_interval: float = 0.5
-    sig_workers: int = 0  # signature-recovery processes (0: recover in the STF)
+    sig_workers: int = 0  # batch-preparing processes (0: prepared here, signatures in the STF)
 
 
 def create_address(sender: bytes, nonce: int) -> bytes:
