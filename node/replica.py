@@ -12,11 +12,11 @@ at the L1 head, rolls back batches that L1 deleted, reads new
 new batches with ``node.derive`` into a ``Chain`` store (LevelDB in the
 datadir, so a restart resumes). L1 reads run in a worker thread;
 derivation runs on the trio loop one batch at a time, so JSON-RPC reads
-always see whole blocks. With ``--sig-workers N`` the next batches are
-prepared on N processes (``node.derive.prepare_batch``: split, hashes,
-roots, order hashes, signers) while one executes, and each block is
-written to LevelDB on a thread while the next executes (``Chain``'s
-``write_behind``).
+always see whole blocks. Each block is written to LevelDB on a thread
+while the next executes (``Chain``'s ``write_behind``); with
+``--sig-workers N`` the next batches are also prepared on N processes
+(``node.derive.prepare_batch``: split, hashes, roots, order hashes,
+signers) while one executes.
 """
 
 from __future__ import annotations
