@@ -158,3 +158,38 @@ def test_a_failed_write_behind_raises_at_the_next_read_and_stops_later_writes() 
     assert inner.get(b"b") is None  # queued after a failed batch: never written
     with pytest.raises(OSError, match="disk full"):
         db.close()
+
+
+def test_a_small_flat_index_is_read_whole_and_answers_absent_keys_from_memory() -> None:
+    """A tree whose persisted index fits ``INDEX_PRELOAD`` (and its cache)
+    reads it once at start; a key in no layer is then absent without a
+    store read (a new order's filled leaf: two a fill), until the cache is
+    first trimmed."""
+    from node.crypto import ZERO_HASH, keccak
+    from node.smt import INDEX_PREFIX, SparseMerkleTree
+
+    class Counting(MemoryDB):
+        gets = 0
+
+        def get(self, key: bytes) -> bytes | None:
+            Counting.gets += key.startswith(INDEX_PREFIX)  # flat-index reads only
+            return super().get(key)
+
+    db = Counting()
+    items = {keccak(bytes([i])): bytes([i]) * 40 for i in range(50)}
+    tree = SparseMerkleTree(db)
+    root = tree.update(ZERO_HASH, items)
+    with db.write_batch() as batch:
+        tree.flush(batch)
+    again = SparseMerkleTree(db)
+    before = Counting.gets
+    assert again.get(root, keccak(b"absent")) is None
+    assert all(again.get(root, k) == v for k, v in items.items())
+    assert Counting.gets == before
+    new_root = again.update(root, {keccak(b"new"): b"n"})
+    with db.write_batch() as batch:
+        again.flush(batch)
+    assert again.get(new_root, keccak(b"new")) == b"n"
+    assert again.get(new_root, keccak(b"absent")) is None and Counting.gets == before
+    small = SparseMerkleTree(db, index_cache_size=10)  # does not fit: reads the store
+    assert small.get(new_root, keccak(b"absent")) is None and Counting.gets > before
