@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from node.crypto import SignatureError, recover_address
 from node.eip712 import Domain, clear_order_hashes, order_hash, seed_order_hash
-from node.transactions import TX_FILL, DecodeError, Fill, Transaction, decode_tx, encode_tx
+from node.transactions import DecodeError, Fill, Transaction, decode_tx, encode_tx
 
 _MEMO: OrderedDict[bytes, bytes | None] = OrderedDict()
 MEMO_SIZE = 1 << 18
@@ -61,23 +61,6 @@ Recovered = list[tuple[bytes, bytes, bytes | None]]
 
 def _recover_many(pairs: Sequence[tuple[bytes, bytes]]) -> Recovered:
     return [(d, s, _recover(d, s)) for d, s in pairs]
-
-
-def _recover_raw(domain: Domain, raw_txs: Sequence[bytes]) -> Recovered:
-    """Decode encoded transactions, hash the fills' orders and recover their
-    signers (all on a worker: the main process only seeds the memo)."""
-    return _recover_many(fill_signatures(domain, _decoded_fills(raw_txs)))
-
-
-def _decoded_fills(raw_txs: Iterable[bytes]) -> Iterable[Fill]:
-    for raw in raw_txs:
-        if raw and raw[0] == TX_FILL:
-            try:
-                tx = decode_tx(raw)
-            except DecodeError:
-                continue  # a malformed body is a no-op step; nothing to recover
-            if isinstance(tx, Fill):
-                yield tx
 
 
 def fill_signatures(domain: Domain, txs: Iterable[Transaction]) -> list[tuple[bytes, bytes]]:
@@ -158,14 +141,6 @@ class Prefetcher:
         """Recover the signers of (digest, signature) ``pairs``."""
         parts = [pairs[i:i + self.chunk] for i in range(0, len(pairs), self.chunk)]
         return [self.pool.submit(_recover_many, p) for p in parts]
-
-    def submit_raw(self, domain: Domain, raw_txs: Sequence[bytes]) -> list[Job]:
-        """Recover the signers of the fills among encoded transactions: the
-        workers also decode them and compute the order hashes. A body that
-        does not decode is skipped (the STF makes it a no-op)."""
-        step = self.chunk // 2  # two signatures a fill
-        parts = [raw_txs[i:i + step] for i in range(0, len(raw_txs), step)]
-        return [self.pool.submit(_recover_raw, domain, p) for p in parts]
 
     def submit_fills(self, domain: Domain, fills: Sequence[Fill]) -> list[FillJob]:
         """Hash the orders of ``fills`` and recover their signers on the
