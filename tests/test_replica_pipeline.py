@@ -193,3 +193,69 @@ def test_a_small_flat_index_is_read_whole_and_answers_absent_keys_from_memory() 
     assert again.get(new_root, keccak(b"absent")) is None and Counting.gets == before
     small = SparseMerkleTree(db, index_cache_size=10)  # does not fit: reads the store
     assert small.get(new_root, keccak(b"absent")) is None and Counting.gets > before
+
+
+_CRASH_CHILD = """
+import sys
+from node.chain import BatchInfo, Chain
+from node.db import LevelDB
+from node.derive import prepare_batch
+from tests.test_replica import DOMAIN, GENESIS
+from tests.test_replica_pipeline import with_bad_batch
+_, batches = with_bad_batch()
+db = LevelDB(sys.argv[1], sync=False)
+Chain.initialize(db, GENESIS.leaves(), {"test": True})
+chain = Chain(db, DOMAIN, write_behind=True)
+prepared = [prepare_batch(b.batch_data) for b in batches]
+for index in range(10**6):  # the last batch again and again (its fills fail: still blocks)
+    p = prepared[min(index, len(prepared) - 1)]
+    first = chain.head.number + 1
+    for block in p.blocks:
+        chain.apply_prepared_block(block)
+    chain.record_batch(BatchInfo(index, first, chain.head.number, b"", b"", 0, bytes(32), 2))
+    print(index, flush=True)
+"""
+
+
+def test_a_kill_9_during_write_behind_leaves_a_store_that_resumes(tmp_path: Path) -> None:
+    """kill -9 while blocks are queued and written behind: the store holds a
+    prefix of the committed batches (head block, tree index and nodes
+    agree), and dropping the blocks past the last recorded batch (what
+    ``Replica._resume`` does) gives a chain that derives on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    path = str(tmp_path / "db")
+    child = subprocess.Popen([sys.executable, "-c", _CRASH_CHILD, path], cwd=root,
+                             env=dict(os.environ, PYTHONPATH=str(root)),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if int(line) >= 20:
+                break
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    db = LevelDB(path, sync=False)
+    try:
+        chain = Chain(db, DOMAIN)
+        head = chain.head
+        assert head.number > 20 and chain.tree.indexed_root == head.header.state_root
+        for n in range(head.number, 0, -1):  # every block is there, hash-linked
+            assert chain.block(n).header.parent_hash == chain.block(n - 1).hash
+        safe = chain.safe_head
+        assert 0 < safe <= head.number
+        chain.rollback(safe)
+        assert chain.state.root == chain.block(safe).header.state_root
+        _, batches = with_bad_batch()
+        block = chain.apply_prepared_block(prepare_batch(batches[-1].batch_data).blocks[0])
+        assert block.number == safe + 1
+    finally:
+        db.close()
