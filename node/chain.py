@@ -16,12 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node.blocks import Block, Receipt, genesis_block, make_header
+from node.blocks import Block, BlockHeader, Receipt, genesis_block, make_header
 from node.crypto import ZERO_HASH
-from node.db import KeyValueDB, PrefixedBatch, PrefixedDB
-from node.derive import execute_txs
+from node.db import KeyValueDB, PrefixedBatch, PrefixedDB, WriteBehindDB
+from node.derive import PreparedBlock, block_rlp, execute_prepared, execute_txs
 from node.eip712 import Domain, order_hash
 from node.exceptions import InvalidBlock
+from node.merkle import merkle_root
 from node.smt import SparseMerkleTree
 from node.state import State
 from node.stf import apply_transaction
@@ -30,6 +31,7 @@ from node.transactions import TX_FILL, TX_WITHDRAW, Transaction, decode_tx, enco
 _HEAD = b"m:head"
 _CONFIG = b"m:config"
 _SAFE = b"m:safe"
+_UNREAD: Any = object()  # latest batch not read from the store yet
 
 
 def _u64(n: int) -> bytes:
@@ -86,12 +88,20 @@ class BatchInfo:
 
 
 class Chain:
-    """Block store + pending state. One instance owns the store."""
+    """Block store + pending state. One instance owns the store.
 
-    def __init__(self, db: KeyValueDB, domain: Domain) -> None:
-        self.db = db
+    ``write_behind``: blocks and batch records are written on a background
+    thread while the next block executes (``node.db.WriteBehindDB``; for the
+    replica, whose store is derived again from L1 anyway); reads through
+    ``Chain`` see every write. Call ``close()`` before closing the store."""
+
+    def __init__(self, db: KeyValueDB, domain: Domain, write_behind: bool = False) -> None:
+        self.db: KeyValueDB = WriteBehindDB(db) if write_behind else db
         self.domain = domain
+        # the tree reads the store directly: what it flushed stays in memory
+        # until the next flush, which waits for the writes (``_store``)
         self.tree = SparseMerkleTree(PrefixedDB(db, b"s:"))
+        self._latest_batch: BatchInfo | None = _UNREAD
         head = db.get(_HEAD)
         if head is None:
             raise InvalidBlock("store has no genesis; call Chain.initialize first")
@@ -122,6 +132,17 @@ class Chain:
             batch.put(b"h:" + block.hash, _u64(0))
             batch.put(_CONFIG, json.dumps(config, sort_keys=True).encode())
             batch.put(_HEAD, _u64(0))
+
+    def wait_writes(self) -> None:
+        """Block until every block and batch record is in the store (no-op
+        unless ``write_behind``); raises a failed background write's error."""
+        if isinstance(self.db, WriteBehindDB):
+            self.db.wait()
+
+    def close(self) -> None:
+        """Finish the background writes (``write_behind``); the store stays open."""
+        if isinstance(self.db, WriteBehindDB):
+            self.db.close()
 
     @staticmethod
     def stored_config(db: KeyValueDB) -> dict[str, Any] | None:
@@ -237,10 +258,40 @@ class Chain:
         transactions as the STF decoded them (else decoded again here)."""
         number = self.head.number + 1
         header = make_header(number, self.head.hash, timestamp, l1_origin, txs, receipts, root)
-        block = Block(header, txs, receipts)
+        return self._write_block(Block(header, txs, receipts), decoded)
+
+    def apply_prepared_block(self, prepared: PreparedBlock) -> Block:
+        """``apply_block`` for a block a worker prepared (``node.derive``):
+        the same block and receipts, with the hashes, roots and body
+        encoding taken from ``prepared`` (computed again here only for the
+        receipts root and encoding when a transaction failed)."""
+        if self.pending_txs:
+            raise InvalidBlock("apply_block with pending sequencer transactions")
+        if prepared.timestamp < self.head.header.timestamp:
+            raise InvalidBlock("block timestamp goes backwards")
+        receipts, decoded = execute_prepared(self.state, prepared, self.domain)
+        root = self.state.commit()
+        ok = all(r.success for r in receipts)
+        header = BlockHeader(
+            self.head.number + 1, self.head.hash, prepared.timestamp, prepared.l1_origin,
+            prepared.tx_root,
+            prepared.ok_receipts_root if ok else merkle_root([r.leaf() for r in receipts]),
+            root)
+        block = Block(header, prepared.txs, tuple(receipts))
+        return self._write_block(block, decoded,
+                                 block_rlp(header, prepared.ok_body_rlp) if ok else None)
+
+    def _write_block(self, block: Block, decoded: Sequence[Transaction | None] | None,
+                     encoded: bytes | None = None) -> Block:
+        """Write ``block`` (the next on the head; ``encoded``: its
+        ``encode()`` if known) with the tree's pending nodes and its
+        indexes in one batch, and make it the head."""
+        number = block.number
+        txs, receipts, root = block.txs, block.receipts, block.header.state_root
+        self.wait_writes()  # the tree's flush checks its marker on disk
         with self.db.write_batch() as batch:
             self.tree.flush(PrefixedBatch(batch, b"s:"))
-            batch.put(_block_key(number), block.encode())
+            batch.put(_block_key(number), block.encode() if encoded is None else encoded)
             batch.put(b"h:" + block.hash, _u64(number))
             batch.put(b"r:" + root, _u64(number))  # latest block with this state root
             withdrawals = [i for i, r in enumerate(receipts) if r.success and txs[i][0] == TX_WITHDRAW]
@@ -270,6 +321,8 @@ class Chain:
         root = target.header.state_root
         count_at_target = State(self.tree, root).system.withdrawal_count
         count_at_head = self.head_state().system.withdrawal_count
+        self.wait_writes()
+        self._latest_batch = _UNREAD
         if dropped:
             self.tree.rebuild_index(root)
         with self.db.write_batch() as batch:
@@ -319,12 +372,14 @@ class Chain:
             for n in range(info.first_block, info.last_block + 1):
                 batch.put(b"bb:" + _u64(n), _u64(info.index))
             batch.put(_SAFE, _u64(info.index))
+        self._latest_batch = info
 
     def rollback_batches(self, count: int) -> list[BatchInfo]:
         """Forget every batch with index >= ``count`` (deleted on L1 after a
         lost dispute): their blocks are unsafe again, to be posted anew. The
         blocks themselves stay. Returns the forgotten batches, oldest first."""
         latest = self.latest_batch()
+        self._latest_batch = _UNREAD
         gone: list[BatchInfo] = []
         if latest is None or latest.index < count:
             return gone
@@ -348,8 +403,12 @@ class Chain:
         return BatchInfo.from_json(json.loads(raw)) if raw is not None else None
 
     def latest_batch(self) -> BatchInfo | None:
-        raw = self.db.get(_SAFE)
-        return self.batch(int.from_bytes(raw, "big")) if raw is not None else None
+        """The batch with the highest index (kept in memory once read, so the
+        replica's next batch need not wait for the store's writes)."""
+        if self._latest_batch is _UNREAD:
+            raw = self.db.get(_SAFE)
+            self._latest_batch = self.batch(int.from_bytes(raw, "big")) if raw is not None else None
+        return self._latest_batch
 
     def batch_of_block(self, number: int) -> int | None:
         raw = self.db.get(b"bb:" + _u64(number))

@@ -754,8 +754,8 @@ def escape(account: int | None, private_key: str | None, rpc: str, l1_rpc: str |
 @click.option("--poll-interval", default=0.5, show_default=True,
               type=click.FloatRange(0.05, 3600), help="Seconds between L1 polls.")
 @click.option("--sig-workers", default=0, show_default=True, type=click.IntRange(0, 64),
-              help="Processes that recover the next batch's signatures while one executes "
-                   "(0: recover them in the STF).")
+              help="Processes that prepare the next batches while one executes: split and "
+                   "hash them, recover their signatures (0: all in the main process).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def replica(l1_rpc: str, host: str, port: int, datadir: str | None, genesis_path: str | None,
             rollup: str | None, poll_interval: float, sig_workers: int, verbose: bool) -> None:

@@ -10,7 +10,8 @@ write-only; reads inside the block see the committed data, not the batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Protocol
 
@@ -240,3 +241,97 @@ class PrefixedDB:
 
     def close(self) -> None:
         pass
+
+
+class WriteBehindDB:
+    """A ``KeyValueDB`` whose committed batches are written on a background
+    thread, in commit order, while the caller goes on (LevelDB releases the
+    GIL in its write, so a block's write overlaps the next block's work).
+
+    ``write_batch()`` does not wait: a clean exit queues the batch's commit
+    behind the earlier ones. Every read, put, delete and iterate through
+    this object first waits for all queued commits (``wait()``), so it sees
+    every batch committed before it. A failed background write raises at
+    the next wait. Reads that go to ``inner`` directly (the state tree's own
+    ``PrefixedDB``) do not wait: they must only read keys the queued batches
+    do not change, and a writer that checks what is on disk before it
+    writes (the tree's ``flush``) must call ``wait()`` first. Each batch
+    stays atomic, so a kill -9 leaves a prefix of the committed batches.
+    ``close()`` waits and stops the thread; it does not close ``inner``.
+    """
+
+    def __init__(self, inner: KeyValueDB) -> None:
+        self.inner = inner
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-write-behind")
+        self._last: Future[None] | None = None
+
+    def wait(self) -> None:
+        """Block until every queued commit is written; raises a failed one's error."""
+        last = self._last  # done futures are kept: waits from other threads stay right
+        if last is not None:
+            last.result()
+
+    def _queue(self, commit: Callable[[], None]) -> None:
+        self._last = self._writer.submit(commit)
+
+    def get(self, key: bytes) -> bytes | None:
+        self.wait()
+        return self.inner.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.wait()
+        self.inner.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.wait()
+        self.inner.delete(key)
+
+    def write_batch(self) -> WriteBatch:
+        return _BehindBatch(self, self.inner.write_batch())
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self.wait()
+        yield from self.inner.iterate(prefix)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._writer.shutdown()
+
+
+class _BehindBatch:
+    """A batch of ``WriteBehindDB``: puts go straight to the inner batch (no
+    extra call per key); a clean exit queues its commit on the writer
+    thread, a raise discards it."""
+
+    put: Callable[[bytes, bytes], None]
+    delete: Callable[[bytes], None]
+
+    def __init__(self, owner: WriteBehindDB, inner: WriteBatch) -> None:
+        self._owner = owner
+        self._inner = inner.__enter__()
+        self.put = self._inner.put
+        self.delete = self._inner.delete
+
+    def __enter__(self) -> _BehindBatch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._inner.__exit__(exc_type, exc, tb)
+            return
+        inner = self._inner
+        previous = self._owner._last
+
+        def commit() -> None:
+            if previous is not None:
+                previous.result()  # an earlier commit failed: write nothing after it
+            inner.__exit__(None, None, None)
+
+        self._owner._queue(commit)

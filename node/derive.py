@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from rlp.codec import encode_raw, length_prefix
+
 from node.batch import BLOCK_HEADER_BYTES, BatchBlock, batch_commitment
 from node.blocks import Block, BlockHeader, Receipt, make_header
 from node.crypto import keccak
@@ -31,7 +33,15 @@ from node.eip712 import Domain
 from node.exceptions import InvalidBlock, InvalidTransaction
 from node.state import State
 from node.stf import apply_transaction
-from node.transactions import BODY_BYTES, TX_DEPOSIT, DecodeError, Transaction, decode_tx, tx_hash
+from node.transactions import (
+    BODY_BYTES,
+    TX_DEPOSIT,
+    TX_FILL,
+    DecodeError,
+    Transaction,
+    decode_tx,
+    tx_hash,
+)
 
 MALFORMED = "MalformedTransaction"
 """Receipt error of a transaction whose type and size are right (so the Rollup
@@ -320,8 +330,140 @@ def state_at_step(pre_state: State, steps: Sequence[Step], step: int,
     return pre_state
 
 
+# -- prepared batches (the replica's pipeline) ------------------------------------
+# per fill of a block: (tx index in the block, maker order hash, maker signer,
+# taker order hash, taker signer); a signer is None if the signature is unusable
+FillSigners = tuple[tuple[int, bytes, "bytes | None", bytes, "bytes | None"], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBlock:
+    """One block of a batch with everything but execution done (on a worker
+    process): ``tx_hashes`` (32 bytes each), ``tx_root``, and, assuming every
+    transaction succeeds, the receipts root and the RLP of the block's body
+    (``ok_body_rlp``: the transaction list then the receipt list, as
+    ``Block.encode`` writes them). ``fills``: the fills' order hashes and
+    signers (empty when not recovered ahead: the STF recovers them)."""
+
+    timestamp: int
+    l1_origin: int
+    txs: tuple[bytes, ...]
+    tx_hashes: tuple[bytes, ...]
+    tx_root: bytes
+    ok_receipts_root: bytes
+    ok_body_rlp: bytes
+    fills: FillSigners = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """``prepare_batch``'s result: the blocks and the batch commitment
+    (the Merkle root of the step leaves, to compare with the posted
+    ``tx_root``)."""
+
+    blocks: tuple[PreparedBlock, ...]
+    commitment: bytes
+
+
+def prepare_batch(batch_data: bytes, domain: Domain | None = None) -> PreparedBatch:
+    """Split batch data (``split_blocks``), compute its commitment and each
+    block's hashes, roots and body encoding; with ``domain``, also hash the
+    fills' orders and recover their signers. Pure and picklable: the
+    replica runs it on worker processes, one batch a job. Raises
+    DerivationError if the data does not split."""
+    from node.merkle import merkle_root
+    from node.sigverify import recover_fill
+
+    blocks = split_blocks(batch_data)
+    leaves = []
+    prepared = []
+    for block in blocks:
+        stamp = block.timestamp.to_bytes(8, "big")
+        leaves += [keccak(stamp + tx) for tx in block.txs]
+        hashes = tuple(map(keccak, block.txs))
+        fills: list[tuple[int, bytes, bytes | None, bytes, bytes | None]] = []
+        if domain is not None:
+            for i, raw in enumerate(block.txs):
+                if raw[0] == TX_FILL:
+                    recovered = recover_fill(domain, raw)
+                    if recovered is not None:
+                        fills.append((i, *recovered))
+        ok = b"\x01"
+        prepared.append(PreparedBlock(
+            block.timestamp, block.l1_origin, block.txs, hashes, merkle_root(hashes),
+            merkle_root([keccak(h + ok) for h in hashes]),
+            encode_raw(list(block.txs)) + encode_raw([[h, ok, b"", b""] for h in hashes]),
+            tuple(fills)))
+    return PreparedBatch(tuple(prepared), merkle_root(leaves))
+
+
+def check_prepared(batch: PostedBatch, prepared: PreparedBatch,
+                   deposits: Mapping[int, QueuedDeposit], deposit_start: int,
+                   parent_timestamp: int) -> None:
+    """``split_batch``'s and ``check_timestamps``' checks on a prepared batch:
+    commitment, deposits, timestamps. Raises DerivationError."""
+    if prepared.commitment != batch.tx_root:
+        raise DerivationError(f"batch {batch.index}: the batch data does not hash to the "
+                              "posted tx_root")
+    blocks: Sequence[BatchBlock] = prepared.blocks  # type: ignore[assignment]  # same fields
+    check_deposits(blocks, deposits, deposit_start, batch.deposit_end)
+    check_timestamps(blocks, parent_timestamp)
+
+
+def execute_prepared(state: State, block: PreparedBlock, domain: Domain
+                     ) -> tuple[list[Receipt], list[Transaction | None]]:
+    """``execute_txs`` for a prepared block: decodes its transactions, seeds
+    the order-hash and signer memos with what the worker computed, applies
+    them; returns (receipts, decoded transactions, None where one does not
+    decode). Same receipts as ``execute_txs``. Does not commit."""
+    from node.sigverify import seed_fills
+
+    decoded: list[Transaction | None] = []
+    errors: dict[int, str] = {}
+    for i, raw in enumerate(block.txs):
+        try:
+            decoded.append(decode_tx(raw))
+        except DecodeError as exc:
+            decoded.append(None)
+            errors[i] = str(exc)
+    if block.fills:
+        seed_fills(domain, decoded, block.fills)
+    receipts = []
+    timestamp = block.timestamp
+    for i, (tx, h) in enumerate(zip(decoded, block.tx_hashes)):
+        if tx is None:
+            receipts.append(Receipt(h, False, MALFORMED, errors[i]))
+            continue
+        try:
+            apply_transaction(state, tx, timestamp, domain)
+        except InvalidTransaction as exc:
+            receipts.append(Receipt(h, False, exc.rule, str(exc)))
+        else:
+            receipts.append(Receipt(h, True))
+    return receipts, decoded
+
+
+def block_rlp(header: BlockHeader, body_rlp: bytes) -> bytes:
+    """``Block.encode()`` of a block with ``header`` whose body (transaction
+    list then receipt list) encodes to ``body_rlp``."""
+    head = encode_raw([_rlp_int(header.number), header.parent_hash, _rlp_int(header.timestamp),
+                       _rlp_int(header.l1_origin), header.tx_root, header.receipts_root,
+                       header.state_root])
+    return length_prefix(len(head) + len(body_rlp), 0xC0) + head + body_rlp
+
+
+def _rlp_int(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
 __all__ = [
     "MALFORMED",
+    "PreparedBatch",
+    "PreparedBlock",
+    "block_rlp",
+    "check_prepared",
+    "execute_prepared",
+    "prepare_batch",
     "DerivationError",
     "DerivedBatch",
     "PostedBatch",

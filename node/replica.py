@@ -12,7 +12,11 @@ at the L1 head, rolls back batches that L1 deleted, reads new
 new batches with ``node.derive`` into a ``Chain`` store (LevelDB in the
 datadir, so a restart resumes). L1 reads run in a worker thread;
 derivation runs on the trio loop one batch at a time, so JSON-RPC reads
-always see whole blocks.
+always see whole blocks. Each block is written to LevelDB on a thread
+while the next executes (``Chain``'s ``write_behind``); with
+``--sig-workers N`` the next batches are also prepared on N processes
+(``node.derive.prepare_batch``: split, hashes, roots, order hashes,
+signers) while one executes.
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ from node.derive import (
     DerivationError,
     PostedBatch,
     QueuedDeposit,
+    PreparedBatch,
     Step,
     batch_steps,
-    check_timestamps,
-    split_batch,
-    split_blocks,
+    check_prepared,
+    prepare_batch,
     state_at_step,
     step_roots,
 )
@@ -69,6 +73,74 @@ _DEPOSIT_SCAN = b"R:dscan"  # last L1 block whose DepositQueued logs are stored
 LOG_PAGE_BLOCKS = 500  # L1 blocks per eth_getLogs call
 
 
+EventDecoders = dict[bytes, tuple[str, list[dict[str, Any]]]]
+
+
+def event_decoders(abi: list[dict[str, Any]], names: tuple[str, ...]) -> EventDecoders:
+    """topic 0 -> (event name, its ABI inputs) for the events ``names`` of a
+    contract ABI (static indexed types only, as the Rollup's events)."""
+    out: EventDecoders = {}
+    for item in abi:
+        if item.get("type") == "event" and item["name"] in names:
+            types = ",".join(i["type"] for i in item["inputs"])
+            out[keccak(f"{item['name']}({types})".encode())] = (item["name"], item["inputs"])
+    return out
+
+
+def decode_log(events: EventDecoders, raw: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(event name, entry) of one raw ``eth_getLogs`` result (hex strings),
+    decoded with eth_abi: entry has ``args`` (by input name; addresses as
+    checksummed hex, as web3 gives them), ``blockNumber``,
+    ``transactionIndex``, ``logIndex`` (ints) and ``transactionHash``
+    (bytes). (None, {}) for a log of another event."""
+    from eth_abi import decode as abi_decode
+
+    topics = [bytes.fromhex(t[2:]) for t in raw.get("topics") or ()]
+    found = events.get(topics[0]) if topics else None
+    if found is None:
+        return None, {}
+    name, inputs = found
+    plain = [i for i in inputs if not i.get("indexed")]
+    data = bytes.fromhex(raw["data"][2:])
+    args = dict(zip((i["name"] for i in plain), abi_decode([i["type"] for i in plain], data)))
+    indexed = [i for i in inputs if i.get("indexed")]
+    for i, topic in zip(indexed, topics[1:]):
+        args[i["name"]] = abi_decode([i["type"]], topic)[0]
+    for key, value in args.items():
+        if isinstance(value, str) and value.startswith("0x"):
+            from eth_utils import to_checksum_address
+
+            args[key] = to_checksum_address(value)
+    return name, {"args": args, "blockNumber": int(raw["blockNumber"], 16),
+                  "transactionIndex": int(raw["transactionIndex"], 16),
+                  "logIndex": int(raw["logIndex"], 16),
+                  "transactionHash": bytes.fromhex(raw["transactionHash"][2:])}
+
+
+def function_decoders(abi: list[dict[str, Any]]) -> dict[bytes, list[dict[str, Any]]]:
+    """4-byte selector -> ABI inputs of every function of a contract ABI."""
+    out = {}
+    for item in abi:
+        if item.get("type") == "function":
+            types = ",".join(i["type"] for i in item["inputs"])
+            out[keccak(f"{item['name']}({types})".encode())[:4]] = item["inputs"]
+    return out
+
+
+def decode_call(functions: dict[bytes, list[dict[str, Any]]], calldata: str) -> dict[str, Any]:
+    """The arguments (by name) of a call's 0x-hex ``calldata``, decoded with
+    eth_abi (web3's decode_function_input costs more than the request for
+    ~120 KB of batch data). Raises ValueError for an unknown selector."""
+    from eth_abi import decode as abi_decode
+
+    data = bytes.fromhex(calldata[2:])
+    inputs = functions.get(data[:4])
+    if inputs is None:
+        raise ValueError(f"unknown function selector 0x{data[:4].hex()}")
+    values = abi_decode([i["type"] for i in inputs], data[4:])
+    return dict(zip((i["name"] for i in inputs), values))
+
+
 class ReplicaError(ValueError):
     """The replica cannot start: L1 has no Rollup for this genesis, the genesis
     root or chain ids differ from L1's, or the datadir belongs to another chain."""
@@ -85,7 +157,7 @@ class ReplicaConfig:
     genesis_path: str | None = None
     rollup: str | None = None  # None: found from the genesis sequencer's creations
     poll_interval: float = 0.5
-    sig_workers: int = 0  # signature-recovery processes (0: recover in the STF)
+    sig_workers: int = 0  # batch-preparing processes (0: prepared here, signatures in the STF)
 
 
 def create_address(sender: bytes, nonce: int) -> bytes:
@@ -183,7 +255,10 @@ class Replica:
             if new:
                 Chain.initialize(self.db, leaves, stored)
             self.domain = Domain(self.genesis.l2_chain_id, bytes.fromhex(stored["rollup"][2:]))
-            self.chain = Chain(self.db, self.domain)
+            # blocks are written behind derivation (the next batch executes
+            # meanwhile); a kill -9 loses at most blocks _resume drops anyway
+            self.chain = Chain(self.db, self.domain, write_behind=True)
+            self._exit.callback(self.chain.close)
         except BaseException:
             self._exit.close()
             raise
@@ -204,6 +279,9 @@ class Replica:
         if config.sig_workers:
             self.prefetcher = Prefetcher(config.sig_workers)
             self._exit.callback(self.prefetcher.close)
+        from l1_stub.contracts import load_contract
+
+        self._functions = function_decoders(load_contract("Rollup")[0])
         self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-calldata")
         self._exit.callback(self._fetcher.shutdown, cancel_futures=True)
         self.api = ReplicaApi(self)
@@ -315,25 +393,27 @@ class Replica:
         one call can outlast the connection's timeout). An index deleted and
         posted again takes the later submission; one deleted and not posted
         again (``>= batch_count``) is left out."""
-        rollup = self.rollup.rollup
-        deposit_event = rollup.events.DepositQueued
-        batch_event = rollup.events.BatchSubmitted
-        topics = {bytes.fromhex(deposit_event.topic[2:]): deposit_event,
-                  bytes.fromhex(batch_event.topic[2:]): batch_event}
+        from l1_stub.contracts import load_contract
+
+        events = event_decoders(load_contract("Rollup")[0], ("DepositQueued", "BatchSubmitted"))
         logs = []
         for start in range(from_block, at + 1, LOG_PAGE_BLOCKS):
-            logs += self.w3.eth.get_logs({"address": self.deployment.rollup, "fromBlock": start,
-                                          "toBlock": min(at, start + LOG_PAGE_BLOCKS - 1)})
+            # raw: web3's log formatting and decoding cost ~1 ms a log
+            answer = self.w3.provider.make_request("eth_getLogs", [{
+                "address": self.deployment.rollup, "fromBlock": hex(start),
+                "toBlock": hex(min(at, start + LOG_PAGE_BLOCKS - 1))}])
+            if answer.get("error") or answer.get("result") is None:
+                raise ConnectionError(f"eth_getLogs: {answer.get('error')}")
+            logs += answer["result"]
         deposits = []
         chosen: dict[int, Any] = {}
         for raw in logs:
-            event = topics.get(bytes(raw["topics"][0])) if raw["topics"] else None
-            if event is deposit_event:
-                args = deposit_event().process_log(raw)["args"]
+            name, entry = decode_log(events, raw)
+            if name == "DepositQueued":
+                args = entry["args"]
                 deposits.append((QueuedDeposit(int(args["index"]), bytes.fromhex(args["to"][2:]),
                                                int(args["amount"])), bytes(args["running_hash"])))
-            elif event is batch_event:
-                entry = batch_event().process_log(raw)
+            elif name == "BatchSubmitted":
                 index = int(entry["args"]["index"])
                 key = (int(entry["blockNumber"]), int(entry["transactionIndex"]),
                        int(entry["logIndex"]))  # logIndex counts within a receipt here
@@ -356,7 +436,7 @@ class Replica:
         if answer.get("error") or not answer.get("result"):
             raise ConnectionError(f"batch {index}: its L1 transaction is not available "
                                   f"({answer.get('error')})")
-        _fn, params = self.rollup.rollup.decode_function_input(answer["result"]["input"])
+        params = decode_call(self._functions, answer["result"]["input"])
         return PostedBatch(
             index=index, first_block=int(args["first_block"]),
             batch_data=bytes(params["batch_data"]), state_root=bytes(args["state_root"]),
@@ -390,9 +470,11 @@ class Replica:
         self.mismatched = [i for i in self.mismatched if i < survivors]
         self.rollbacks += 1
 
-    def derive(self, batch: PostedBatch) -> bool:
+    def derive(self, batch: PostedBatch, prepared: PreparedBatch | None = None) -> bool:
         """Derive and store one batch on the chain head; returns ``matches``.
-        Raises DerivationError (nothing stored) if L1's data does not derive."""
+        ``prepared``: ``prepare_batch(batch.batch_data, ...)`` if a worker
+        did it (else done here, signatures left to the STF). Raises
+        DerivationError (nothing stored) if L1's data does not derive."""
         chain = self.chain
         latest = chain.latest_batch()
         if batch.index != (latest.index + 1 if latest else 0):
@@ -402,10 +484,11 @@ class Replica:
             raise DerivationError(f"batch {batch.index} starts at L2 block {batch.first_block}, "
                                   f"the derived chain is at block {head.number}")
         deposit_start = latest.deposit_end if latest else 0
-        blocks = split_batch(batch, self.deposits, deposit_start)
-        check_timestamps(blocks, head.timestamp)
-        for bb in blocks:
-            chain.apply_block(bb.timestamp, bb.l1_origin, bb.txs)
+        if prepared is None:
+            prepared = prepare_batch(batch.batch_data)
+        check_prepared(batch, prepared, self.deposits, deposit_start, head.timestamp)
+        for block in prepared.blocks:
+            chain.apply_prepared_block(block)
         chain.record_batch(BatchInfo(batch.index, batch.first_block, chain.head.number,
                                      batch.state_root, batch_commitment(blocks),
                                      batch.l1_block, batch.l1_tx, batch.deposit_end,
@@ -437,29 +520,28 @@ class Replica:
         calldata; raises what reading it raised. With ``sig_workers``, the
         signatures of batch k+1 are recovered on worker processes while batch
         k executes (``node.sigverify.Prefetcher``)."""
-        jobs: list[Any] = []
+        ahead: dict[int, Future[PreparedBatch]] = {}
         for k in range(len(batches)):
-            matches, jobs = self._derive_next(batches, k, jobs)
-            yield matches
+            yield self._derive_next(batches, k, ahead)
 
-    def _derive_next(self, batches: list[Future[PostedBatch]], k: int, jobs: list[Any]
-                     ) -> tuple[bool, list[Any]]:
-        """Derive batch k of ``batches`` (k and k+1 resolved here if not yet);
-        ``jobs``: the signature jobs submitted for batch k, if any. Returns
-        (matches, the jobs submitted for batch k+1)."""
+    def _derive_next(self, batches: list[Future[PostedBatch]], k: int,
+                     ahead: dict[int, Future[PreparedBatch]]) -> bool:
+        """Derive batch k of ``batches`` (waits for its calldata). With
+        ``sig_workers``, the workers prepare batches (``prepare_batch``:
+        split, hashes, roots, order hashes, signers) up to ``sig_workers``
+        ahead of k whose calldata is in; ``ahead`` holds those jobs by
+        position, between calls."""
         batch = batches[k].result()
-        if self.prefetcher is not None:
-            if k == 0:
-                jobs = self._prefetch(batch)
-            Prefetcher.collect(jobs)
-            jobs = self._prefetch(batches[k + 1].result()) if k + 1 < len(batches) else []
-        return self.derive(batch), jobs
-
-    def _prefetch(self, batch: PostedBatch) -> list[Any]:
         if self.prefetcher is None:
-            return []
-        raw = [tx for block in split_blocks(batch.batch_data) for tx in block.txs]
-        return self.prefetcher.submit_raw(self.domain, raw)
+            return self.derive(batch)
+        pool = self.prefetcher.pool
+        for j in range(k, min(k + 1 + self.prefetcher.workers, len(batches))):
+            if j not in ahead:
+                if j > k and not batches[j].done():
+                    break  # its calldata is still on its way: submit it next time
+                ahead[j] = pool.submit(prepare_batch, batches[j].result().batch_data,
+                                       self.domain)
+        return self.derive(batch, ahead.pop(k).result())
 
     def apply_read(self, read: dict[str, Any]) -> int:
         """Apply one ``read_l1`` result (rollback, deposits, new batches);
@@ -484,12 +566,13 @@ class Replica:
             try:
                 read = await trio.to_thread.run_sync(self.read_l1)
                 self._prepare(read)
-                batches, jobs = read["batches"], []
+                batches = read["batches"]
+                ahead: dict[int, Future[PreparedBatch]] = {}
                 for k in range(len(batches)):
                     # wait for calldata off the event loop (an L1 that hangs
                     # must not stop RPC), then derive; answer RPC in between
                     await trio.to_thread.run_sync(futures_wait, batches[k:k + 2])
-                    _matches, jobs = self._derive_next(batches, k, jobs)
+                    self._derive_next(batches, k, ahead)
                     await trio.lowlevel.checkpoint()
                 if after is not None:
                     await trio.to_thread.run_sync(after)

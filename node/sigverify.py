@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from node.crypto import SignatureError, recover_address
 from node.eip712 import Domain, clear_order_hashes, order_hash, seed_order_hash
-from node.transactions import TX_FILL, DecodeError, Fill, Transaction, decode_tx, encode_tx
+from node.transactions import DecodeError, Fill, Transaction, decode_tx, encode_tx
 
 _MEMO: OrderedDict[bytes, bytes | None] = OrderedDict()
 MEMO_SIZE = 1 << 18
@@ -63,23 +63,6 @@ def _recover_many(pairs: Sequence[tuple[bytes, bytes]]) -> Recovered:
     return [(d, s, _recover(d, s)) for d, s in pairs]
 
 
-def _recover_raw(domain: Domain, raw_txs: Sequence[bytes]) -> Recovered:
-    """Decode encoded transactions, hash the fills' orders and recover their
-    signers (all on a worker: the main process only seeds the memo)."""
-    return _recover_many(fill_signatures(domain, _decoded_fills(raw_txs)))
-
-
-def _decoded_fills(raw_txs: Iterable[bytes]) -> Iterable[Fill]:
-    for raw in raw_txs:
-        if raw and raw[0] == TX_FILL:
-            try:
-                tx = decode_tx(raw)
-            except DecodeError:
-                continue  # a malformed body is a no-op step; nothing to recover
-            if isinstance(tx, Fill):
-                yield tx
-
-
 def fill_signatures(domain: Domain, txs: Iterable[Transaction]) -> list[tuple[bytes, bytes]]:
     """The (order hash, signature) pairs of the fills among ``txs``."""
     pairs = []
@@ -108,6 +91,40 @@ def _recover_fills(domain: Domain, encoded: Sequence[bytes]) -> FillRecovered:
     return out
 
 
+def recover_fill(domain: Domain, raw: bytes
+                 ) -> tuple[bytes, bytes | None, bytes, bytes | None] | None:
+    """(maker order hash, maker signer, taker order hash, taker signer) of an
+    encoded fill; None if ``raw`` does not decode to a fill (the STF makes
+    it a no-op). A signer is None for an unusable signature."""
+    try:
+        fill = decode_tx(raw)
+    except DecodeError:
+        return None
+    if not isinstance(fill, Fill):
+        return None
+    maker_hash, taker_hash = order_hash(domain, fill.maker), order_hash(domain, fill.taker)
+    return (maker_hash, _recover(maker_hash, fill.maker_signature),
+            taker_hash, _recover(taker_hash, fill.taker_signature))
+
+
+def seed_fills(domain: Domain, txs: Sequence[Transaction | None],
+               fills: Iterable[tuple[int, bytes, bytes | None, bytes, bytes | None]]) -> None:
+    """Seed the order-hash and signer memos from ``recover_fill`` results
+    computed elsewhere: ``fills`` holds (index into ``txs``, maker order
+    hash, maker signer, taker order hash, taker signer); an index whose
+    transaction is not a fill is skipped."""
+    memo = _MEMO
+    for i, maker_hash, maker, taker_hash, taker in fills:
+        fill = txs[i]
+        if isinstance(fill, Fill):
+            memo[maker_hash + fill.maker_signature] = maker
+            memo[taker_hash + fill.taker_signature] = taker
+            seed_order_hash(domain, fill.maker, maker_hash)
+            seed_order_hash(domain, fill.taker, taker_hash)
+    while len(memo) > MEMO_SIZE:
+        memo.popitem(last=False)
+
+
 class Prefetcher:
     """Recovers signatures on ``workers`` processes (default: CPU count).
 
@@ -124,14 +141,6 @@ class Prefetcher:
         """Recover the signers of (digest, signature) ``pairs``."""
         parts = [pairs[i:i + self.chunk] for i in range(0, len(pairs), self.chunk)]
         return [self.pool.submit(_recover_many, p) for p in parts]
-
-    def submit_raw(self, domain: Domain, raw_txs: Sequence[bytes]) -> list[Job]:
-        """Recover the signers of the fills among encoded transactions: the
-        workers also decode them and compute the order hashes. A body that
-        does not decode is skipped (the STF makes it a no-op)."""
-        step = self.chunk // 2  # two signatures a fill
-        parts = [raw_txs[i:i + step] for i in range(0, len(raw_txs), step)]
-        return [self.pool.submit(_recover_raw, domain, p) for p in parts]
 
     def submit_fills(self, domain: Domain, fills: Sequence[Fill]) -> list[FillJob]:
         """Hash the orders of ``fills`` and recover their signers on the

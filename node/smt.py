@@ -47,6 +47,7 @@ NODE_PREFIX = b"n"
 VALUE_PREFIX = b"v"
 INDEX_PREFIX = b"f"
 INDEX_ROOT_KEY = b"r"
+INDEX_PRELOAD = 4096  # a persisted index this small is read whole at start
 _LEAF_TAG = b"\x00"
 _INTERNAL_TAG = b"\x01"
 
@@ -210,6 +211,22 @@ class SparseMerkleTree:
         # flushed; reads walk the nodes, writes stay pending in memory)
         self._disk_root: bytes | None = self._stored_index_root() if index else None
         self._indexed_root: bytes | None = self._disk_root
+        # True while every persisted index entry is in memory (a small index
+        # preloaded, then kept by every flush, until the cache is first
+        # trimmed): a key found in no layer is absent, no store read
+        self._index_complete = self._disk_root is not None and self._preload_index()
+
+    def _preload_index(self) -> bool:
+        """Read the persisted index into the cache if it has at most
+        ``INDEX_PRELOAD`` entries (and fits the cache); returns whether it did."""
+        entries: dict[bytes, bytes | None] = {}
+        limit = min(INDEX_PRELOAD, self._index_cache_size)
+        for key, value in self._db.iterate(INDEX_PREFIX):
+            if len(entries) >= limit:
+                return False
+            entries[key[len(INDEX_PREFIX):]] = value
+        self._index_cache.update(entries)
+        return True
 
     def _stored_index_root(self) -> bytes | None:
         """The root the persisted flat index describes: its marker; the empty
@@ -246,7 +263,9 @@ class SparseMerkleTree:
         """Keep the read caches within bounds."""
         _drop_older_half(self._cache, self._cache_size)
         _drop_older_half(self._value_cache, self._cache_size // 4)
-        _drop_older_half(self._index_cache, self._index_cache_size)
+        if len(self._index_cache) > self._index_cache_size:
+            self._index_complete = False
+            _drop_older_half(self._index_cache, self._index_cache_size)
 
     def _loader(self) -> Callable[[bytes], Node]:
         pending_get = self._pending.get
@@ -315,6 +334,7 @@ class SparseMerkleTree:
                 self._index_pending = {}
                 self._index_flushed = {}
                 self._index_cache = {}
+                self._index_complete = False
                 self._disk_root = self._indexed_root = self._stored_index_root()
                 return
         writer, prefix = unwrap_writer(batch)
@@ -358,6 +378,7 @@ class SparseMerkleTree:
         self._index_pending = changes
         self._index_flushed = {}
         self._index_cache = {}
+        self._index_complete = False
         self._indexed_root = root
         self._index_rewrite = True
 
@@ -385,6 +406,8 @@ class SparseMerkleTree:
                 cache = self._index_cache
                 value = cache.get(key, _ABSENT)
                 if value is _ABSENT:
+                    if self._index_complete:
+                        return None
                     value = cache[key] = self._db.get(INDEX_PREFIX + key)
                     if len(cache) > self._index_cache_size:
                         _drop_older_half(cache, self._index_cache_size)

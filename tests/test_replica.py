@@ -407,7 +407,9 @@ def refuses_another_genesis(l1_url: str, tmp_path: Path) -> None:
 def test_replica_process_derives_the_devnet_from_l1_alone(tmp_path: Path) -> None:
     node = DevnetProcess(None, tmp_path / "devnet.log")
     node.start()
-    replica = ReplicaProcess(node.l1_url, tmp_path / "replica", tmp_path / "replica.log")
+    # one signature worker: batches prepared on a worker process (node.derive.prepare_batch)
+    replica = ReplicaProcess(node.l1_url, tmp_path / "replica", tmp_path / "replica.log",
+                             "--sig-workers", "1")
     try:
         accounts = traffic(node.url, node.l1_url, 6, list_market=True, withdraw=True)
         batches = settle(node.url)
