@@ -357,18 +357,20 @@ class PreparedBlock:
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """``prepare_batch``'s result: the blocks and the batch commitment
-    (the Merkle root of the step leaves, to compare with the posted
-    ``tx_root``)."""
+    """``prepare_batch``'s result: the blocks, the data hash
+    keccak(batch_data) (to compare with the posted ``data_hash``) and the
+    step commitment ``tx_root`` (the Merkle root of the step leaves, what a
+    dispute proves steps against)."""
 
     blocks: tuple[PreparedBlock, ...]
+    data_hash: bytes
     commitment: bytes
 
 
 def prepare_batch(batch_data: bytes, domain: Domain | None = None) -> PreparedBatch:
-    """Split batch data (``split_blocks``), compute its commitment and each
-    block's hashes, roots and body encoding; with ``domain``, also hash the
-    fills' orders and recover their signers. Pure and picklable: the
+    """Split batch data (``split_blocks``), compute its data hash, its step
+    commitment and each block's hashes, roots and body encoding; with
+    ``domain``, also hash the fills' orders and recover their signers. Pure and picklable: the
     replica runs it on worker processes, one batch a job. Raises
     DerivationError if the data does not split."""
     from node.merkle import merkle_root
@@ -394,17 +396,17 @@ def prepare_batch(batch_data: bytes, domain: Domain | None = None) -> PreparedBa
             merkle_root([keccak(h + ok) for h in hashes]),
             encode_raw(list(block.txs)) + encode_raw([[h, ok, b"", b""] for h in hashes]),
             tuple(fills)))
-    return PreparedBatch(tuple(prepared), merkle_root(leaves))
+    return PreparedBatch(tuple(prepared), keccak(batch_data), merkle_root(leaves))
 
 
 def check_prepared(batch: PostedBatch, prepared: PreparedBatch,
                    deposits: Mapping[int, QueuedDeposit], deposit_start: int,
                    parent_timestamp: int) -> None:
     """``split_batch``'s and ``check_timestamps``' checks on a prepared batch:
-    commitment, deposits, timestamps. Raises DerivationError."""
-    if prepared.commitment != batch.tx_root:
+    data hash, deposits, timestamps. Raises DerivationError."""
+    if prepared.data_hash != batch.data_hash:
         raise DerivationError(f"batch {batch.index}: the batch data does not hash to the "
-                              "posted tx_root")
+                              "posted data_hash")
     blocks: Sequence[BatchBlock] = prepared.blocks  # type: ignore[assignment]  # same fields
     check_deposits(blocks, deposits, deposit_start, batch.deposit_end)
     check_timestamps(blocks, parent_timestamp)

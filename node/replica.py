@@ -34,7 +34,6 @@ from typing import Any
 
 import trio
 
-from node.batch import batch_commitment
 from node.chain import BatchInfo, Chain
 from node.crypto import ZERO_HASH, keccak
 from node.datadir import read_genesis_json
@@ -490,7 +489,7 @@ class Replica:
         for block in prepared.blocks:
             chain.apply_prepared_block(block)
         chain.record_batch(BatchInfo(batch.index, batch.first_block, chain.head.number,
-                                     batch.state_root, batch_commitment(blocks),
+                                     batch.state_root, prepared.commitment,
                                      batch.l1_block, batch.l1_tx, batch.deposit_end,
                                      batch.data_hash))
         matches = chain.head.header.state_root == batch.state_root

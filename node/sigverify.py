@@ -18,6 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from node.crypto import SignatureError, recover_address
 from node.eip712 import Domain, clear_order_hashes, order_hash, seed_order_hash
+from node.runtime import exit_with_parent
 from node.transactions import DecodeError, Fill, Transaction, decode_tx, encode_tx
 
 _MEMO: OrderedDict[bytes, bytes | None] = OrderedDict()
@@ -135,7 +136,8 @@ class Prefetcher:
     def __init__(self, workers: int | None = None, chunk: int = 512) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.chunk = chunk
-        self.pool = ProcessPoolExecutor(max_workers=self.workers)
+        self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=exit_with_parent,
+                                        initargs=(os.getpid(),))
 
     def submit(self, pairs: Sequence[tuple[bytes, bytes]]) -> list[Job]:
         """Recover the signers of (digest, signature) ``pairs``."""

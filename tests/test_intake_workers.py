@@ -1,5 +1,6 @@
-"""sequencer.intake's signature workers end with the node's process, however
-it ends (here kill -9): nothing is left behind."""
+"""Worker processes end with the process that started them, however it ends
+(here kill -9): the node's signature workers (sequencer.intake) and the
+replica's batch workers (node.sigverify.Prefetcher) leave nothing behind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +25,15 @@ print(" ".join(str(p) for p in prefetch._pool._processes), flush=True)
 sys.stdin.read()
 """
 
+_REPLICA = """
+import sys
+from node.sigverify import Prefetcher
+prefetcher = Prefetcher(2)
+prefetcher.collect(prefetcher.submit([(bytes(32), bytes(65))] * 2))
+print(" ".join(str(p) for p in prefetcher.pool._processes), flush=True)
+sys.stdin.read()
+"""
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -31,8 +43,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_workers_exit_when_the_node_is_killed() -> None:
-    with subprocess.Popen([sys.executable, "-c", _NODE], cwd=ROOT, stdin=subprocess.PIPE,
+@pytest.mark.parametrize("script", [_NODE, _REPLICA], ids=["intake", "prefetcher"])
+def test_workers_exit_when_the_node_is_killed(script: str) -> None:
+    with subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True,
                           env=dict(os.environ, PYTHONPATH=str(ROOT))) as node:
         assert node.stdout is not None

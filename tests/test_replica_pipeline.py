@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from node.batch import BatchBlock, batch_commitment, encode_batch
+from node.batch import BatchBlock, encode_batch
+from node.crypto import keccak
 from node.chain import Chain
 from node.db import KeyValueDB, LevelDB, MemoryDB, WriteBehindDB
 from node.derive import (
@@ -36,8 +37,8 @@ def with_bad_batch() -> tuple[Chain, list[PostedBatch]]:
     forged[1 + 57 + 10] ^= 1  # maker signature
     blocks = [BatchBlock(NOW + 9, 9, (fill, bytes(broken), bytes(forged))),
               BatchBlock(NOW + 9, 9, ())]
-    third = PostedBatch(2, chain.head.number + 1, encode_batch(blocks), b"",
-                        batch_commitment(blocks), 2)
+    data = encode_batch(blocks)
+    third = PostedBatch(2, chain.head.number + 1, data, b"", keccak(data), 2)
     for b in blocks:
         chain.apply_block(b.timestamp, b.l1_origin, b.txs)
     return chain, [*batches, third]
@@ -88,7 +89,7 @@ def test_prepared_blocks_are_the_nodes_blocks(recover: bool) -> None:
 def test_a_prepared_batch_is_checked_like_split_batch() -> None:
     _, batches = sample_chain()
     p = prepare_batch(batches[1].batch_data)
-    with pytest.raises(DerivationError, match="tx_root"):
+    with pytest.raises(DerivationError, match="data_hash"):
         check_prepared(batches[0], p, QUEUE, 0, 0)
     with pytest.raises(DerivationError, match="deposit"):
         check_prepared(batches[1], p, QUEUE, 1, 0)
