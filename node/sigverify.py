@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import Any
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from node.crypto import SignatureError, recover_address
@@ -114,14 +115,18 @@ def seed_fills(domain: Domain, txs: Sequence[Transaction | None],
     computed elsewhere: ``fills`` holds (index into ``txs``, maker order
     hash, maker signer, taker order hash, taker signer); an index whose
     transaction is not a fill is skipped."""
+    _seed(domain, [(txs[i], rest) for i, *rest in fills if isinstance(txs[i], Fill)])
+
+
+def _seed(domain: Domain, fills: Iterable[tuple[Any, Sequence[Any]]]) -> None:
+    """Seed the memos from (fill, (maker order hash, maker signer, taker
+    order hash, taker signer)) pairs; trim the signer memo to MEMO_SIZE."""
     memo = _MEMO
-    for i, maker_hash, maker, taker_hash, taker in fills:
-        fill = txs[i]
-        if isinstance(fill, Fill):
-            memo[maker_hash + fill.maker_signature] = maker
-            memo[taker_hash + fill.taker_signature] = taker
-            seed_order_hash(domain, fill.maker, maker_hash)
-            seed_order_hash(domain, fill.taker, taker_hash)
+    for fill, (maker_hash, maker, taker_hash, taker) in fills:
+        memo[maker_hash + fill.maker_signature] = maker
+        memo[taker_hash + fill.taker_signature] = taker
+        seed_order_hash(domain, fill.maker, maker_hash)
+        seed_order_hash(domain, fill.taker, taker_hash)
     while len(memo) > MEMO_SIZE:
         memo.popitem(last=False)
 
@@ -165,15 +170,8 @@ class Prefetcher:
     @staticmethod
     def collect_fills(domain: Domain, jobs: list[FillJob]) -> None:
         """Wait for ``submit_fills`` jobs; seed the order-hash and signer memos."""
-        memo = _MEMO
         for fills, future in jobs:
-            for fill, (maker_hash, maker, taker_hash, taker) in zip(fills, future.result()):
-                memo[maker_hash + fill.maker_signature] = maker
-                memo[taker_hash + fill.taker_signature] = taker
-                seed_order_hash(domain, fill.maker, maker_hash)
-                seed_order_hash(domain, fill.taker, taker_hash)
-        while len(memo) > MEMO_SIZE:
-            memo.popitem(last=False)
+            _seed(domain, zip(fills, future.result()))
 
     @staticmethod
     def collect(jobs: list[Job]) -> None:

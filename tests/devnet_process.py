@@ -23,6 +23,15 @@ def free_port() -> int:
 
 
 
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
     """Ctrl-C ``proc`` and wait for it; kill it if it has not exited 10 s later."""
     if proc.poll() is None:

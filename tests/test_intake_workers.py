@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.devnet_process import process_alive
+
 ROOT = Path(__file__).resolve().parent.parent
 
 _NODE = """
@@ -35,14 +37,6 @@ sys.stdin.read()
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.parametrize("script", [_NODE, _REPLICA], ids=["intake", "prefetcher"])
 def test_workers_exit_when_the_node_is_killed(script: str) -> None:
     with subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
@@ -50,10 +44,10 @@ def test_workers_exit_when_the_node_is_killed(script: str) -> None:
                           env=dict(os.environ, PYTHONPATH=str(ROOT))) as node:
         assert node.stdout is not None
         workers = [int(p) for p in node.stdout.readline().split()]
-        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        assert len(workers) == 2 and all(process_alive(p) for p in workers)
         node.send_signal(signal.SIGKILL)
         node.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in workers)
+    assert not any(process_alive(p) for p in workers)

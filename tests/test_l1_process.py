@@ -19,22 +19,13 @@ from l1_stub.process import L1Process, L1ProcessExited
 from node.signing import dev_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devnet_process import ROOT, DevnetProcess  # noqa: E402
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from devnet_process import ROOT, DevnetProcess, process_alive  # noqa: E402
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.05)
     return False
@@ -84,7 +75,7 @@ def test_controls_over_rpc(tmp_path: Path) -> None:
         assert receipt["status"] == 1
         head = l1.head()
         pid = l1.pid
-    assert not _alive(pid) and l1.proc.returncode == 0
+    assert not process_alive(pid) and l1.proc.returncode == 0
     with L1Process(port=0, datadir=tmp_path / "l1") as again:  # reopens the same chain
         assert again.head() == head and again.time_offset == 3_700
         assert again.w3.eth.get_transaction_receipt(tx)["status"] == 1
