@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
 from node.crypto import SignatureError, recover_address
 from node.eip712 import Domain, clear_order_hashes, order_hash, seed_order_hash
