@@ -471,10 +471,10 @@ def oi_scaled_initial_margin_ppm(
     """
     if not 0 <= base_imf_ppm <= PPM:
         raise ValueError(f"base imf {base_imf_ppm} ppm not in 0..{PPM}")
+    if upper_cap != 0 and lower_cap > upper_cap:
+        raise ValueError(f"open interest lower cap {lower_cap} > upper cap {upper_cap}")
     if upper_cap == 0 or open_interest <= lower_cap:
         return base_imf_ppm
-    if lower_cap > upper_cap:
-        raise ValueError(f"open interest lower cap {lower_cap} > upper cap {upper_cap}")
     if open_interest >= upper_cap:
         return PPM
     return base_imf_ppm + _ceil_div((PPM - base_imf_ppm) * (open_interest - lower_cap),
