@@ -481,6 +481,32 @@ def oi_scaled_initial_margin_ppm(
                                     upper_cap - lower_cap)
 
 
+def open_interest_delta(size: int, delta: int) -> int:
+    """The change of a market's open interest (the sum of long sizes, size
+    units) when one account's position goes from ``size`` to ``size +
+    delta``: ``max(size + delta, 0) - max(size, 0)``. A fill's change is the
+    sum over its maker and taker (equal to the change of the shorts' sum,
+    since sizes sum to zero)."""
+    return max(size + delta, 0) - max(size, 0)
+
+
+def open_notional(market: Market, open_interest: int) -> int:
+    """Open interest (size units) x oracle price in USDC base units, rounded
+    up (a larger open notional raises the initial margin: system's favour);
+    the ``open_interest`` argument of ``oi_scaled_initial_margin_ppm``."""
+    m, n = _scale(market)
+    return _ceil_div(open_interest * market.oracle_price * m, n)
+
+
+def oi_cap_allows(open_interest_before: int, open_interest_after: int, hard_cap: int) -> bool:
+    """True when a fill may move open interest (size units) from before to
+    after under a hard cap: no cap (0), at most the cap, or not growing (a
+    fill that reduces open interest is always allowed, as dYdX v4's OI caps
+    and Hyperliquid's open interest caps only stop new exposure)."""
+    return (hard_cap == 0 or open_interest_after <= hard_cap
+            or open_interest_after <= open_interest_before)
+
+
 # -- display --------------------------------------------------------------------
 
 

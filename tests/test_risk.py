@@ -261,6 +261,21 @@ def test_oi_scaled_initial_margin() -> None:
         risk.oi_scaled_initial_margin_ppm(1_000_001, 0, 0, 0)
 
 
+def test_open_interest_helpers() -> None:
+    # a fill: maker long 2 -> 5 (+3), taker short -1 -> -4: OI grows by 3
+    assert risk.open_interest_delta(2, 3) + risk.open_interest_delta(-1, -3) == 3
+    # a flip: long 2 sells 5 -> short 3 (-2); buyer short -3 -> long 2 (+2): OI unchanged
+    assert risk.open_interest_delta(2, -5) + risk.open_interest_delta(-3, 5) == 0
+    assert risk.open_interest_delta(0, -4) == 0
+    assert risk.open_notional(eth(200_000), 3 * ETH) == 6_000 * USDC
+    fine = Market(1, 6, 4, 1, 1, 100_000, 50_000, 0, 0, 3, 0)  # e = 4
+    assert risk.open_notional(fine, 1) == 1  # 3 / 10^4 rounded up
+    assert risk.oi_cap_allows(10, 20, 0)
+    assert risk.oi_cap_allows(10, 20, 20)
+    assert not risk.oi_cap_allows(10, 21, 20)
+    assert risk.oi_cap_allows(30, 25, 20)  # over the cap but shrinking
+
+
 # -- liquidation price ----------------------------------------------------------
 
 
