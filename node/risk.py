@@ -20,6 +20,10 @@ a position owes and has not settled (USDC base units, positive: it pays),
 as a callable ``Position -> int`` or a mapping ``market id -> int``; the
 default None is zero for every position. The equity is then
 ``collateral + sum(value(p) - unsettled(p))`` (funding spec v1, "EQUITY").
+Once positions carry funding indices (the funding branch), callers pass
+``lambda p: <unsettled funding of p in markets[p.market]>``; this module
+never reads node/margin.py's ``equity`` (which will count funding itself),
+only its per-position value and margin, so funding is never counted twice.
 
 Rounding always favours the system; each docstring says which way.
 """
@@ -332,10 +336,6 @@ def fund_covers(fund_balance: int, delta: int) -> bool:
 # -- StarkEx transition check -------------------------------------------------
 
 
-def _total_risk(account: Account, markets: Mapping[int, Market]) -> int:
-    return maintenance_margin(account, markets)
-
-
 def transition_violation(
     before: Account,
     after: Account,
@@ -365,7 +365,7 @@ def transition_violation(
     its bankruptcy price (closing at the oracle makes its ratio worse).
     """
     tv1 = equity(after, markets, unsettled)
-    tr1 = _total_risk(after, markets)
+    tr1 = maintenance_margin(after, markets)
     if tr1 <= tv1:
         return None
     held = {p.market: p.size for p in before.positions}
@@ -374,7 +374,7 @@ def transition_violation(
         if s0 * p.size <= 0 or abs(p.size) > abs(s0):
             return ENLARGING_HOLDINGS
     tv0 = equity(before, markets, unsettled)
-    tr0 = _total_risk(before, markets)
+    tr0 = maintenance_margin(before, markets)
     tv1_upper = after.collateral + sum(
         _value_ceil(markets[p.market], p.size) - _unsettled(unsettled, p)
         for p in after.positions
