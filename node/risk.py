@@ -522,12 +522,14 @@ def liquidation_price(
 
     With K = equity - maintenance margin without this position's value and
     margin: ``K + s*P*M/N = |s|*P*M*mmf/(N*PPM)``, so ``P = -K*N*PPM / (M *
-    (s*PPM - |s|*mmf))`` (exact, ignoring the per-term rounding; the
-    integer checks may differ by one base unit of equity). Rounded toward
-    liquidation (up for a long, down for a short: the warning comes early).
-    None when there is no position or a long cannot be liquidated at any
-    price >= 0 (or its mmf is 100%); 0 for a short liquidatable at every
-    price > 0.
+    (s*PPM - |s|*mmf))`` (exact, ignoring the per-term rounding).
+    Rounded toward liquidation (up for a long, down for a short), so every
+    oracle price beyond it (below for a long, above for a short) is
+    liquidatable; on the near side the integer check can still liquidate
+    where the exact equity - margin is under 2 base units (value floors,
+    margin rounds up). None when there is no position or a long cannot be
+    liquidated at any price >= 0 (up to that rounding; or its mmf is 100%);
+    0 for a short liquidatable at every price > 0.
     """
     pos = account.position(market_id)
     if pos is None:

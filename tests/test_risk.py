@@ -391,3 +391,86 @@ def test_transition_accepts_reductions_and_rejects_increases(
     if risk.liquidatable(account, ms):
         grown = traded(account, market, sign * change, market.oracle_price)
         assert risk.transition_violation(account, grown, ms) == risk.ENLARGING_HOLDINGS
+
+
+@settings(max_examples=150, deadline=None)
+@given(accounts_st())
+def test_bankruptcy_price_is_the_nearest_price(ma: tuple[Market, Account]) -> None:
+    market, account = ma
+    size = account.positions[0].size
+    ms = {1: market}
+    if maintenance_margin(account, ms) == 0:
+        return
+    quote = risk.bankruptcy_quote(account, ms, 1, -size)
+    price = risk.bankruptcy_price(account, ms, 1, -size)
+    buyer_pays, seller_gets = notional(market, abs(size), price)
+    if size > 0:  # the long sells: the lowest price that receives the quote
+        assert seller_gets >= quote or price == 0
+        if price > 0:
+            assert notional(market, size, price - 1)[1] < quote
+    else:  # the short buys: the highest price that pays at most -quote
+        assert -buyer_pays >= quote or price == 0
+        assert -notional(market, -size, price + 1)[0] < quote
+
+
+@settings(max_examples=150, deadline=None)
+@given(accounts_st(), st.integers(0, 10**6), st.integers(0, 50_000))
+def test_liquidation_with_the_fund_never_leaves_negative_equity(
+    ma: tuple[Market, Account], better: int, fee_ppm: int
+) -> None:
+    """Close the whole position at any price within the fillable bound and
+    apply the insurance fund delta: the account ends with equity >= 0, exactly 0
+    when the fund paid, and money is conserved (fund + account change == cash)."""
+    market, account = ma
+    size = account.positions[0].size
+    ms = {1: market}
+    if not risk.liquidatable(account, ms):
+        return
+    bound = risk.fillable_price(account, ms, 1, 1_000_000, 1_500_000)
+    price = bound + better if size > 0 else max(bound - better, 0)
+    assert risk.within_fillable(size, price, bound)
+    after = traded(account, market, -size, price)
+    cash = after.collateral - account.collateral
+    bq = risk.bankruptcy_quote(account, ms, 1, -size)
+    delta = risk.insurance_fund_delta(cash, bq, fee_ppm)
+    settled = Account(after.collateral - delta, 0, after.positions)
+    assert after.positions == ()
+    assert risk.equity(settled, ms) >= 0
+    if delta < 0:
+        assert risk.equity(settled, ms) == 0
+    assert (settled.collateral - account.collateral) + delta == cash
+
+
+@settings(max_examples=150, deadline=None)
+@given(accounts_st(), st.integers(1, 10**6))
+def test_liquidation_price_bounds_the_liquidatable_prices(
+    ma: tuple[Market, Account], step: int
+) -> None:
+    """Every oracle price beyond the liquidation price (below it for a long,
+    above for a short) is liquidatable; on the other side, every price where
+    the exact equity - margin is >= 2 base units (the integer rounding) is not."""
+    market, account = ma
+    size = account.positions[0].size
+    lp = risk.liquidation_price(account, {1: market}, 1)
+
+    def at(price: int) -> bool:
+        m = Market(1, market.price_decimals, market.size_decimals, 1, 1, market.imf_ppm,
+                   market.mmf_ppm, 0, 0, price, 0)
+        return risk.liquidatable(account, {1: m})
+
+    # slope of (equity - margin) per price unit, exact; 2 base units of rounding
+    slope = Fraction(abs(size) * 10**6, 10 ** (market.price_decimals + market.size_decimals))
+    slope *= Fraction(10**6 - market.mmf_ppm if size > 0 else 10**6 + market.mmf_ppm, 10**6)
+    far = int(2 / slope) + 1
+    if size > 0:
+        if lp is None:  # K >= 0: only the rounding of tiny values can liquidate it
+            assert not at(far + step)
+            return
+        if lp > 1:
+            assert at(max(lp - step, 1))
+        assert not at(lp + far + step)
+    else:
+        assert lp is not None
+        assert at(lp + step)
+        if lp - far - step > 0:
+            assert not at(lp - far - step)
