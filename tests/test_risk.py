@@ -474,3 +474,30 @@ def test_liquidation_price_bounds_the_liquidatable_prices(
         assert at(lp + step)
         if lp - far - step > 0:
             assert not at(lp - far - step)
+
+
+@settings(max_examples=100, deadline=None)
+@given(accounts_st(), accounts_st(), st.integers(1, 10**8))
+def test_two_markets_bankruptcy_and_reduction_are_no_riskier(
+    ma1: tuple[Market, Account], ma2: tuple[Market, Account], close: int
+) -> None:
+    """With a second position held fixed: a close at the bankruptcy cash keeps
+    E / MM, and a pure reduction at the oracle of an account with E >= 0 passes."""
+    m1, a1 = ma1
+    m2, a2 = ma2
+    m2 = Market(2, m2.price_decimals, m2.size_decimals, 1, 1, m2.imf_ppm, m2.mmf_ppm, 0, 0,
+                m2.oracle_price, 0)
+    p2 = a2.positions[0]
+    account = Account(a1.collateral + a2.collateral, 0,
+                      (a1.positions[0], Position(2, p2.size, p2.cost)))
+    ms = {1: m1, 2: m2}
+    if maintenance_margin(account, ms) == 0:
+        return
+    size = account.positions[0].size
+    delta = -size * min(close, abs(size)) // abs(size)
+    quote = risk.bankruptcy_quote(account, ms, 1, delta)
+    at_bk = account.traded(quote, trade_position(account.positions[0], 1, delta, -quote))
+    assert risk.is_valid_transition(account, at_bk, ms)
+    reduced = traded(account, m1, delta, m1.oracle_price)
+    if risk.equity(account, ms) >= 0:
+        assert risk.is_valid_transition(account, reduced, ms)
