@@ -62,22 +62,24 @@ def impact_price(
     if impact_notional < 0:
         raise ValueError(f"impact notional must be >= 0, got {impact_notional}")
     m, n = _scale(market)
-    left = Fraction(impact_notional)
-    base = Fraction(0)
+    left = impact_notional * n  # notional still to take, x N (integers throughout)
+    whole = 0  # size units of the levels taken whole
+    part = Fraction(0)  # size units taken from the last level
     for price, size in levels:
         if impact_notional == 0:
             return Fraction(price)
-        full = Fraction(size * price * m, n)  # exact notional of the whole level
+        full = size * price * m  # the level's exact notional, x N
         if left > full:
-            base += size
+            whole += size
             left -= full
         else:
-            base += size * left / full
-            left = Fraction(0)
+            part = Fraction(size * left, full)
+            left = 0
             break
+    base = whole + part
     if left > 0 or base == 0:
         return None
-    return impact_notional * Fraction(n, m) / base
+    return Fraction(impact_notional * n, m) / base
 
 
 def _premium_of(impact: Fraction | None, oracle_price: int, above: bool) -> int:

@@ -322,7 +322,7 @@ def accounts_st(draw: st.DrawFn) -> tuple[Market, Account]:
     return market, Account(eq - value, 0, (Position(1, size, 0),))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(accounts_st(), st.sampled_from((0, 500_000, 1_000_000, 2_000_000)),
        st.one_of(st.sampled_from((100_000, 1_500_000)), st.integers(1, 2_000_000)))
 def test_fillable_price_never_worse_than_the_bound(
@@ -349,7 +349,7 @@ def test_fillable_price_never_worse_than_the_bound(
         assert fp >= market.oracle_price
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(accounts_st(), st.integers(1, 10**8))
 def test_closing_at_the_bankruptcy_price_leaves_zero_equity(
     ma: tuple[Market, Account], close: int
@@ -376,7 +376,7 @@ def test_closing_at_the_bankruptcy_price_leaves_zero_equity(
     assert risk.is_valid_transition(account, partial, ms)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(accounts_st(), st.integers(1, 10**8))
 def test_transition_accepts_reductions_and_rejects_increases(
     ma: tuple[Market, Account], change: int
@@ -393,7 +393,7 @@ def test_transition_accepts_reductions_and_rejects_increases(
         assert risk.transition_violation(account, grown, ms) == risk.ENLARGING_HOLDINGS
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(accounts_st())
 def test_bankruptcy_price_is_the_nearest_price(ma: tuple[Market, Account]) -> None:
     market, account = ma
@@ -413,7 +413,7 @@ def test_bankruptcy_price_is_the_nearest_price(ma: tuple[Market, Account]) -> No
         assert -notional(market, -size, price + 1)[0] < quote
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(accounts_st(), st.integers(0, 10**6), st.integers(0, 50_000))
 def test_liquidation_with_the_fund_never_leaves_negative_equity(
     ma: tuple[Market, Account], better: int, fee_ppm: int
@@ -441,7 +441,7 @@ def test_liquidation_with_the_fund_never_leaves_negative_equity(
     assert (settled.collateral - account.collateral) + delta == cash
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(accounts_st(), st.integers(1, 10**6))
 def test_liquidation_price_bounds_the_liquidatable_prices(
     ma: tuple[Market, Account], step: int
