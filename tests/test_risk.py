@@ -501,3 +501,42 @@ def test_two_markets_bankruptcy_and_reduction_are_no_riskier(
     reduced = traded(account, m1, delta, m1.oracle_price)
     if risk.equity(account, ms) >= 0:
         assert risk.is_valid_transition(account, reduced, ms)
+
+
+def test_liquidation_then_deleverage_flow() -> None:
+    """docs/risk.md "Putting it together": the checks in the order a Liquidate
+    and a Deleverage will make them, on the worked examples."""
+    # liquidation through the book at the fillable price: the fund earns the fee
+    ms = {1: eth(199_000)}
+    account = long_1eth()
+    assert risk.liquidatable(account, ms)
+    assert risk.is_reduction(ETH, -ETH)
+    bound = risk.fillable_price(account, ms, 1, 1_000_000, 1_500_000)
+    assert bound == 197_575 and risk.within_fillable(ETH, 197_575, bound)
+    after = traded(account, ms[1], -ETH, 197_575)
+    delta = risk.insurance_fund_delta(after.collateral - account.collateral,
+                                      risk.bankruptcy_quote(account, ms, 1, -ETH), 15_000)
+    assert delta == 29_636_250 and risk.fund_covers(0, delta)
+    after = Account(after.collateral - delta, 0, after.positions)
+    assert after == Account(46_113_750, 0, ())
+    assert risk.is_valid_transition(account, after, ms)
+
+    # at 1800 the same fill would need 235 USDC from an empty fund: deleverage
+    ms = {1: eth(180_000)}
+    bound = risk.fillable_price(account, ms, 1, 1_000_000, 1_500_000)
+    cash = notional(ms[1], ETH, bound)[1]
+    delta = risk.insurance_fund_delta(cash, risk.bankruptcy_quote(account, ms, 1, -ETH), 15_000)
+    assert (bound, delta) == (166_500, -235 * USDC)
+    assert not risk.fund_covers(0, delta)
+    s1 = Account(2_100 * USDC, 0, (Position(1, -ETH, -2_000 * USDC),))
+    s2 = Account(1_200 * USDC, 0, (Position(1, -ETH // 2, -1_000 * USDC),))
+    ranked = risk.deleverage_candidates([(b"\x02" * 20, s2), (b"\x01" * 20, s1)], ms, 1, ETH)
+    assert ranked[0] == b"\x01" * 20
+    price = risk.deleverage_price(account, ms, 1, -ETH)
+    assert price == 190_000
+    liquidated_after = traded(account, ms[1], -ETH, price)
+    offset_after = traded(s1, ms[1], ETH, price)
+    assert liquidated_after == Account(0, 0, ())
+    assert offset_after == Account(200 * USDC, 0, ())  # 100 USDC of its 300 went to the bad debt
+    assert risk.is_valid_transition(account, liquidated_after, ms)
+    assert risk.is_valid_transition(s1, offset_after, ms)
