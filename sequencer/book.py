@@ -471,3 +471,14 @@ class OrderBook:
         """Drop heap entries of orders that left the book (amortised O(1) per order)."""
         self._expiries = [(ro.order.expiry, ro.sequence, h) for h, ro in self._orders.items()]
         heapq.heapify(self._expiries)
+
+    def live_levels(self, is_bid: bool, now: int) -> Iterator[tuple[int, int]]:
+        """One side's levels, best first, as ``(price, remaining size)``
+        summed over the orders live at ``now`` (``now < expiry``); levels
+        with no live order are skipped. Lazy: a reader that stops early
+        walks only the levels it read (the funding premium's impact price)."""
+        side = self._bids if is_bid else self._asks
+        for price in side.best_first():
+            size = sum(ro.remaining for ro in side.levels[price].values() if now < ro.order.expiry)
+            if size:
+                yield price, size
