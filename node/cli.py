@@ -11,6 +11,7 @@ import click
 
 from node.node import NodeConfig
 from prover.trace import Fault
+from sequencer.funding_clock import MAX_SAMPLE_INTERVAL, MAX_TICK_INTERVAL
 
 
 class _Group(click.Group):
@@ -148,6 +149,17 @@ def _sigterm_as_ctrl_c() -> None:
                    "one at run time).")
 @click.option("--silent-defender", is_flag=True,
               help="Never answer a dispute (the proposer then loses every game on its clock).")
+@click.option("--funding-sample-interval", type=click.IntRange(0, MAX_SAMPLE_INTERVAL),
+              default=None,
+              help="Seconds of L2 time between funding premium samples of each book "
+                   f"(0..{MAX_SAMPLE_INTERVAL}; devnet 1, mainnet preset 60; 0: no sampling, "
+                   "ticks carry interest only).")
+@click.option("--funding-interval", type=click.IntRange(0, MAX_TICK_INTERVAL), default=None,
+              help="Seconds of L2 time between FundingTicks, one per market with the median "
+                   f"premium (0..{MAX_TICK_INTERVAL}; devnet 10, mainnet preset 3600; 0: off).")
+@click.option("--oracle-key", default=None,
+              help="Hex private key of the genesis oracle, which signs FundingTicks (default: "
+                   "the dev account that genesis names; without one, ticks are off).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: float,
            batch_interval: float, l1_block_time: float, genesis_path: str | None,
@@ -157,7 +169,8 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
            proposer_bond: int | None, max_drift: int | None, sequencer_key: str | None,
            no_devnet_controls: bool, l1_mode: str, l1_rpc: str | None, l1_key: str | None,
            l1_rollup: str | None, faulty_proposer: str | None,
-           silent_defender: bool, verbose: bool) -> None:
+           silent_defender: bool, funding_sample_interval: int | None,
+           funding_interval: int | None, oracle_key: str | None, verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
 
@@ -175,6 +188,10 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
         raise click.BadParameter("differs from --sequencer-key (one key deploys and "
                                  "sequences)", param_hint="--l1-key")
     sequencer_key = sequencer_key or l1_key
+    if (funding_sample_interval is not None and funding_interval
+            and funding_sample_interval > funding_interval):
+        raise click.BadParameter(f"{funding_sample_interval} s is longer than --funding-interval "
+                                 f"({funding_interval} s)", param_hint="--funding-sample-interval")
     warning = _exposure_warning(host, not no_devnet_controls)
     if warning:
         click.echo(warning, err=True)
@@ -191,7 +208,10 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         devnet_controls=not no_devnet_controls,
                         l1_process=l1_mode == "process", l1_rpc=l1_rpc, l1_rollup=l1_rollup,
                         faulty_proposer=faulty_proposer,
-                        silent_defender=silent_defender)
+                        silent_defender=silent_defender,
+                        funding_sample_interval=funding_sample_interval,
+                        funding_interval=funding_interval,
+                        oracle_key=_parse_key(oracle_key, "--oracle-key") if oracle_key else None)
     try:
         node = Node(config)
     except ValueError as exc:  # DatadirMismatch, a bad genesis or key

@@ -56,6 +56,7 @@ from node.derive import batch_steps
 from l1_stub.process import L1ProcessExited
 from prover.trace import BatchTrace, Fault
 from sequencer.defender import Defender
+from sequencer.funding_clock import FundingClock, resolve_schedule
 from sequencer.batcher import BLOCK_HEADER_BYTES, batch_byte_cap, batch_info, plan_batch
 from sequencer.sequencer import Sequencer
 
@@ -151,6 +152,11 @@ class NodeConfig:
     faulty_proposer: str | None = None  # a prover.trace.Fault kind: the next batch's root is wrong
     silent_defender: bool = False  # never answer a dispute (loses every game on its clock)
     batcher_enabled: bool = True
+    # funding clock (sequencer/funding_clock.py), seconds of L2 time; None: the
+    # preset's (devnet 1 / 10, mainnet 60 / 3600); 0: off
+    funding_sample_interval: int | None = None
+    funding_interval: int | None = None
+    oracle_key: bytes | None = None  # None: the dev account that genesis names as oracle
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -253,6 +259,12 @@ class Node:
                                    max_block_steps=self.batch_limits[1])
         self.sequencer.l1_origin = self.l1_snapshot.number
         self.sequencer.frozen = self.l1_snapshot.frozen
+        try:
+            self.funding_clock = self._funding_clock(stored.get("preset") or "devnet")
+        except BaseException:
+            self.close()
+            raise
+        self.funding_retry = Backoff(1.0, 30.0)
         self.l1_origin_time = self.l1_snapshot.timestamp
         from l1_stub.contracts import write_abis
 
@@ -335,6 +347,24 @@ class Node:
             "pass its key with --sequencer-key"
         )
 
+    def _funding_clock(self, preset: str) -> FundingClock:
+        """The funding clock of the flags (or the datadir's preset), signing
+        with --oracle-key, else the dev account genesis names as oracle (none
+        if it is not one: ticks are off). Raises ValueError for a key that is
+        not the state's oracle or a bad schedule."""
+        from node.crypto import address_of
+
+        c = self.config
+        schedule = resolve_schedule(preset, c.funding_sample_interval, c.funding_interval)
+        oracle = self.chain.state.system.oracle
+        key = c.oracle_key
+        if key is not None and address_of(key) != oracle:
+            raise ValueError(f"--oracle-key is for 0x{address_of(key).hex()}, but the state "
+                             f"names 0x{oracle.hex()} as the oracle")
+        if key is None:
+            key = next((k for k in self.l1.dev_keys if address_of(k) == oracle), None)
+        return FundingClock(self.sequencer, self.clock, key, schedule)
+
     def _fund_sequencer(self) -> None:
         """Give a non-dev sequencer account L1 ether for gas (devnet faucet;
         on an external L1, --l1-rpc, the key brings its own ether)."""
@@ -394,6 +424,7 @@ class Node:
             nursery.start_soon(self._block_builder)
             nursery.start_soon(self._start_prefetch)
             nursery.start_soon(self._batcher)
+            nursery.start_soon(self.funding_clock.run, self.funding_retry)
             task_status.started()
 
     async def _l1_clock(self) -> None:

@@ -421,11 +421,16 @@ class L2Api:
     # -- reads -------------------------------------------------------------
     def l2_getMarkets(self, tag: Any = "latest") -> list[dict[str, Any]]:
         """Listed markets at ``tag`` with their symbols (from the symbols leaf),
-        by id (a market listed later may have a lower id)."""
+        by id (a market listed later may have a lower id). ``nextFundingTime``
+        (L2 unix s) and ``premiumEstimatePpm`` are the sequencer's funding
+        clock now, whatever the tag (null: ticks off, no sample yet, a replica)."""
         state = self._state(tag)
         symbols = state.symbols
+        clock = getattr(self.node, "funding_clock", None)  # the sequencer's (a replica: none)
+        next_tick = clock.next_funding_time() if clock is not None else None
         out = []
         for m in sorted(state.markets.values(), key=lambda m: m.id):
+            premium = clock.premium_estimate(m.id) if clock is not None else None
             out.append({
                 "id": hexq(m.id),
                 "symbol": symbols[m.id].rstrip(b"\x00").decode("ascii", "replace")
@@ -444,6 +449,8 @@ class L2Api:
                 "fundingTime": hexq(m.funding_time),
                 "fundingRate8h": str(m.funding_rate_ppm),
                 "fundingRate1h": ppm_per_hour(m.funding_rate_ppm),
+                "nextFundingTime": hexq_or_none(next_tick),
+                "premiumEstimatePpm": None if premium is None else str(premium),
             })
         return out
 
