@@ -363,7 +363,36 @@ class Node:
                              f"names 0x{oracle.hex()} as the oracle")
         if key is None:
             key = next((k for k in self.l1.dev_keys if address_of(k) == oracle), None)
-        return FundingClock(self.sequencer, self.clock, key, schedule)
+        off = None
+        if schedule.tick_interval and key is not None and not self.rollup_takes_funding_ticks():
+            off = (f"the Rollup at {self.deployment.rollup} refuses batches with a FundingTick "
+                   "(batch: unknown tx type)")
+            if c.funding_interval is None:  # the preset's default: off until the Rollup takes them
+                schedule = replace(schedule, tick_interval=0)
+            else:
+                log.warning("--funding-interval %d: %s; batches with ticks will not land",
+                            c.funding_interval, off)
+                off = None
+        return FundingClock(self.sequencer, self.clock, key, schedule, off_reason=off)
+
+    def rollup_takes_funding_ticks(self) -> bool:
+        """Whether the Rollup's submitBatch walks a FundingTick (type 0x06):
+        an eth_call of a one-tick batch reverts with "batch: unknown tx type"
+        on a Rollup built before funding, and with another reason (or none)
+        on one that takes it."""
+        from web3.exceptions import ContractLogicError
+
+        from node.batch import BatchBlock, encode_batch
+        from node.transactions import FundingTick, encode_tx
+
+        now = int(self.clock())
+        data = encode_batch([BatchBlock(now, 0, (encode_tx(FundingTick(1, now, 0, bytes(65))),))])
+        fn = self.rollup.rollup.functions.submitBatch(data, bytes(32), 0)
+        try:
+            fn.call({"from": self.l1.w3.to_checksum_address("0x" + self.genesis.sequencer.hex())})
+        except ContractLogicError as exc:
+            return "unknown tx type" not in str(exc)
+        return True
 
     def _fund_sequencer(self) -> None:
         """Give a non-dev sequencer account L1 ether for gas (devnet faucet;

@@ -195,8 +195,144 @@ def test_cli_refuses_bad_funding_flags(flags: list[str], message: str) -> None:
     assert out.exit_code == 2 and message in out.output
 
 
-def test_node_refuses_an_oracle_key_that_is_not_the_oracle() -> None:
+def test_node_oracle_key_and_ticks_off_until_the_rollup_takes_them() -> None:
     from node.node import Node, NodeConfig
 
     with pytest.raises(ValueError, match="--oracle-key is for 0x"):
         Node(NodeConfig(serve_l1=False, oracle_key=KEYS[4]))
+    node = Node(NodeConfig(serve_l1=False))  # devnet preset, the genesis oracle's dev key
+    try:
+        fc = node.funding_clock
+        assert fc.signer is not None and fc.signer.address == GENESIS.oracle
+        assert fc.schedule.sample_interval == 1
+        (eth, _) = node.api.l2_getMarkets()
+        if node.rollup_takes_funding_ticks():
+            assert fc.ticking and fc.schedule.tick_interval == 10 and fc.off_reason is None
+            assert int(eth["nextFundingTime"], 16) - node.clock() <= 10
+        else:  # a Rollup whose batch walk does not know FundingTick yet: off, and why
+            assert not fc.ticking and "unknown tx type" in (fc.off_reason or "")
+            assert eth["nextFundingTime"] is None
+        assert eth["premiumEstimatePpm"] is None  # no sample yet
+    finally:
+        node.close()
+
+
+# -- end to end: an in-process devnet with its loops running ----------------
+
+TRADERS = dict(zip(("maker", "long1", "long2", "short1", "short2"), map(Signer, KEYS[3:8]),
+                   strict=True))
+DEPOSIT = 1_000_000_000  # 1,000 USDC each (the maker 100,000)
+
+
+def test_funding_paid_on_a_running_devnet_with_invariants_after_every_block() -> None:
+    """Longs and shorts open ~3x positions through the book, the maker's bid
+    2% over the oracle and an oracle move down make the premium positive,
+    two time warps of an hour get ticks that pay for them; longs pay,
+    shorts receive (settled by a withdrawal), the invariants hold after
+    every block and the Rollup's root of the last batch is the L2 root."""
+    import json
+
+    from node.node import Node, NodeConfig
+    from node.client import order_params
+    from tests.devnet_process import free_port
+    from tests.invariants import watch_node
+
+    node = Node(NodeConfig(serve_l1=False, port=free_port(), block_time=0.1,
+                           batch_interval=0.5, l1_block_time=0.3, funding_interval=10))
+    try:
+        domain, rollup = node.chain.domain, node.rollup
+        # until the Rollup's batch walk knows FundingTick (l1_stub, the verifier's
+        # branch), batches with ticks revert: then the L1 half is left out
+        on_l1 = node.rollup_takes_funding_ticks()
+        node.config.batcher_enabled = on_l1
+        for name, who in TRADERS.items():
+            amount = DEPOSIT * (100 if name == "maker" else 1)
+            rollup.faucet(who.private_key, amount)
+            rollup.approve(who.private_key, amount)
+            rollup.deposit(who.private_key, who.address, amount)
+        node.l1.mine()
+        watch = watch_node(node)
+        state = node.chain.state
+
+        def call(method: str, *params: object) -> object:
+            out = json.loads(node.app.handle(json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})))
+            assert "error" not in out, out
+            return out["result"]
+
+        salt = iter(range(1, 1000))
+
+        def send(who: str, is_buy: bool, price: int, size: int, tif: str = "GTC") -> None:
+            o = Order(TRADERS[who].address, ETH, is_buy, price, size, next(salt),
+                      int(node.clock()) + 10**6)
+            call("l2_sendOrder", order_params(o, TRADERS[who].sign_order(domain, o)[1], tif))
+
+        async def until(what: str, predicate: object, timeout: float = 15.0) -> None:
+            with trio.fail_after(timeout):
+                while not predicate():  # type: ignore[operator]
+                    await trio.sleep(0.05)
+
+        async def warp_and_tick(seconds: int) -> int:
+            # a block pending since before the warp would stamp the tick with its time
+            await until("nothing pending", lambda: not node.chain.pending_txs)
+            target = int(call("devnet_increaseTime", seconds), 16) + int(time.time())
+            await until("a tick after the warp",
+                        lambda: node.chain.head_state().markets[ETH].funding_time >= target)
+            return node.chain.head_state().markets[ETH].funding_time
+
+        async def scenario() -> None:
+            await until("deposits", lambda: state.system.next_deposit == len(TRADERS))
+            send("short1", False, ETH_PRICE, 20_000)
+            send("long1", True, ETH_PRICE, 20_000, "IOC")
+            send("long2", True, ETH_PRICE, 10_000)
+            send("short2", False, ETH_PRICE, 10_000, "IOC")
+            send("maker", True, 170_000, 30_000)  # a bid 2% over the oracle: premium > 0
+            moved = ETH_PRICE * 98 // 100
+            tick = ORACLE.oracle_price(domain, ETH, moved, int(node.clock()))
+            node.sequencer.send_oracle_price(tick)
+            first = await warp_and_tick(10)
+            before = {n: node.chain.head_state().account(w.address) for n, w in TRADERS.items()}
+            second = await warp_and_tick(3_600)
+            third = await warp_and_tick(3_600)
+            assert third - second >= 3_600 and second - first >= 3_600
+            head = node.chain.head_state()
+            eth = head.markets[ETH]
+            assert eth.funding_rate_ppm > DEFAULT_FUNDING_PPM  # the premium counted
+            markets = {int(m["id"], 16): m for m in call("l2_getMarkets")}  # type: ignore[union-attr]
+            assert int(markets[ETH]["nextFundingTime"], 16) > third
+            estimate = markets[ETH]["premiumEstimatePpm"]  # samples since the last tick
+            assert estimate is None or int(estimate) > 0
+            owed = {}
+            for name, who in TRADERS.items():
+                acct = call("l2_getAccount", "0x" + who.address.hex())
+                owed[name] = sum(int(p["unsettledFunding"]) for p in acct["positions"])  # type: ignore[index]
+                w = who.withdraw(domain, who.address, 1, head.account(who.address).nonce)
+                node.sequencer.send_withdraw(w)  # settles every position's funding
+            assert owed["long1"] > owed["long2"] > 0 > owed["short2"] > owed["short1"]
+            await until("the withdrawals sealed",
+                        lambda: node.chain.head_state().system.withdrawal_count == len(TRADERS))
+            after = node.chain.head_state()
+            for name, who in TRADERS.items():  # longs paid, shorts received
+                paid = before[name].collateral - after.account(who.address).collateral - 1
+                assert paid == owed[name]
+            assert owed["maker"] == 0
+            if not on_l1:
+                return
+            last_withdrawal = node.chain.withdrawal_block(len(TRADERS) - 1)
+            await until("the withdrawals on L1", lambda: node.chain.safe_head >= last_withdrawal)
+            count = await trio.to_thread.run_sync(rollup.batch_count)
+            batch = await trio.to_thread.run_sync(rollup.get_batch, count - 1)
+            last = batch.first_block + batch.block_count - 1
+            assert batch.state_root == node.chain.block(last).header.state_root
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
+                await scenario()
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+        watch.assert_ok()
+        assert watch.blocks >= 5 and watch.ticks >= 6  # two markets, three ticks each
+    finally:
+        node.close()
