@@ -6,6 +6,7 @@ invariant over random sequences, and a tick posted over JSON-RPC."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -251,7 +252,10 @@ def _check_invariant(state: State, deposits: int, withdrawn: int, settlements: i
         assert sum(p.size for a in accounts for p in a.positions if p.market == m) == 0
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+SLOW = os.environ.get("DERIVNET_SLOW") == "1"  # 3,000 random sequences instead of 150
+
+
+@settings(max_examples=3000 if SLOW else 150, suppress_health_check=[HealthCheck.too_slow])
 @given(_ops)
 def test_ledger_invariant_over_random_ticks_fills_withdraws(ops) -> None:
     state = new_state()
