@@ -69,7 +69,8 @@ def nullable(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 MARKET = {"id": Q, "symbol": S, "priceDecimals": Q, "sizeDecimals": Q, "tickSize": D,
           "stepSize": D, "initialMarginPpm": Q, "maintenanceMarginPpm": Q, "makerFeePpm": Q,
           "takerFeePpm": Q, "oraclePrice": D, "oracleTime": Q, "fundingIndex": D,
-          "fundingTime": Q, "fundingRate8h": D, "fundingRate1h": F}
+          "fundingTime": Q, "fundingRate8h": D, "fundingRate1h": F,
+          "nextFundingTime": nullable(Q), "premiumEstimatePpm": nullable(D)}
 ACCOUNT = {"address": A, "collateral": D, "nonce": Q, "equity": D, "initialMargin": D,
            "maintenanceMargin": D, "freeCollateral": D, "positions": L}
 HEADER = {"number": Q, "hash": X, "parentHash": X, "timestamp": Q, "l1Origin": Q,
