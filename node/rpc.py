@@ -423,10 +423,13 @@ class L2Api:
         """Listed markets at ``tag`` with their symbols (from the symbols leaf),
         by id (a market listed later may have a lower id). ``nextFundingTime``
         (L2 unix s) and ``premiumEstimatePpm`` are the sequencer's funding
-        clock now, whatever the tag (null: ticks off, no sample yet, a replica)."""
+        clock now, at tags ``latest`` and ``pending`` (null at other tags, with
+        ticks off, before a sample, on a replica)."""
         state = self._state(tag)
         symbols = state.symbols
         clock = getattr(self.node, "funding_clock", None)  # the sequencer's (a replica: none)
+        if tag not in ("latest", "pending"):  # an older state: the clock's now is not its own
+            clock = None
         next_tick = clock.next_funding_time() if clock is not None else None
         out = []
         for m in sorted(state.markets.values(), key=lambda m: m.id):

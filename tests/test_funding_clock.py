@@ -302,6 +302,8 @@ def test_funding_paid_on_a_running_devnet_with_invariants_after_every_block() ->
             assert int(markets[ETH]["nextFundingTime"], 16) > third
             estimate = markets[ETH]["premiumEstimatePpm"]  # samples since the last tick
             assert estimate is None or int(estimate) > 0
+            (old, _) = call("l2_getMarkets", "0x1")  # type: ignore[misc]
+            assert old["nextFundingTime"] is None is old["premiumEstimatePpm"]
             owed = {}
             for name, who in TRADERS.items():
                 acct = call("l2_getAccount", "0x" + who.address.hex())
