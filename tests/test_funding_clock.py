@@ -11,6 +11,7 @@ import time
 
 import pytest
 import trio
+import trio.testing
 from click.testing import CliRunner
 
 from node.chain import Chain
@@ -167,6 +168,41 @@ def test_run_logs_once_without_a_key_and_returns() -> None:
             pass
 
     trio.run(fc.run, Retry())  # returns at once: nothing to do
+
+
+def test_run_survives_errors_with_backoff() -> None:
+    seq, fc, clock = make()
+    calls = {"n": 0}
+
+    def flaky() -> float:
+        calls["n"] += 1
+        if calls["n"] in (1, 2):  # the store or the clock fails twice in a row
+            raise RuntimeError("disk on fire")
+        clock.t = NOW + calls["n"]  # then one L2 second per look
+        return clock.t
+
+    fc.clock = flaky
+
+    class Retry:
+        def __init__(self) -> None:
+            self.log: list[str] = []
+
+        def failed(self, exc: BaseException) -> float:
+            self.log.append(str(exc))
+            return 2.0 ** len(self.log)
+
+        def succeeded(self) -> None:
+            self.log.append("ok")
+
+    retry = Retry()
+
+    async def run() -> None:
+        with trio.move_on_after(60):
+            await fc.run(retry)
+
+    trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert retry.log[:3] == ["disk on fire", "disk on fire", "ok"]
+    assert fc.ticks_posted >= 2 and seq.chain.pending_txs  # ticking again after the errors
 
 
 def test_schedules_presets_and_ranges() -> None:
