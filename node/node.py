@@ -259,13 +259,13 @@ class Node:
                                    max_block_steps=self.batch_limits[1])
         self.sequencer.l1_origin = self.l1_snapshot.number
         self.sequencer.frozen = self.l1_snapshot.frozen
+        self.l1_origin_time = self.l1_snapshot.timestamp
         try:
             self.funding_clock = self._funding_clock(stored.get("preset") or "devnet")
         except BaseException:
             self.close()
             raise
         self.funding_retry = Backoff(1.0, 30.0)
-        self.l1_origin_time = self.l1_snapshot.timestamp
         from l1_stub.contracts import write_abis
 
         abi_target = Path(config.datadir) / "abi" if config.datadir else None
