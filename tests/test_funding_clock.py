@@ -304,9 +304,11 @@ def test_funding_paid_on_a_running_devnet_with_invariants_after_every_block() ->
             call("l2_sendOrder", order_params(o, TRADERS[who].sign_order(domain, o)[1], tif))
 
         async def until(what: str, predicate: object, timeout: float = 15.0) -> None:
-            with trio.fail_after(timeout):
+            with trio.move_on_after(timeout):
                 while not predicate():  # type: ignore[operator]
                     await trio.sleep(0.05)
+                return
+            raise AssertionError(f"timed out waiting for {what}")
 
         async def warp_and_tick(seconds: int) -> int:
             # a block pending since before the warp would stamp the tick with its time
