@@ -200,7 +200,7 @@ def test_idle_devnet_cannot_be_frozen(make_devnet) -> None:
     warp of 14 s (short of the delay, past the heartbeat point) is answered
     by a prompt heartbeat."""
     node = make_devnet(**{"--escape-delay": "20", "--batch-interval": "2",
-                          "--block-time": "0.25"})
+                          "--block-time": "0.25", "--funding-interval": "0"})  # idle: no ticks
     with L2Client(node.url) as client, connect(node.l1_url) as w3:
         rollup = rollup_client(client, w3)
         time.sleep(22)
