@@ -11,7 +11,7 @@ that block's state and checks:
 - per market, the position sizes sum to zero;
 - ``sum(collateral, fee account included) + system.funding_pool ==
   deposits - withdrawals``, exactly (USDC base units);
-- ``0 <= funding_pool + sum(unsettled funding) < S + U`` with S the
+- ``0 <= funding_pool + sum(unsettled funding) <= S + U`` with S the
   settlements (bound: 2 per fill, one per market per withdrawal) and U the
   open positions whose index differs from their market's: funding paid
   equals funding received up to the accounted rounding dust.
@@ -68,10 +68,10 @@ def check_ledger(state: State, accounts: Iterable[bytes], deposits: int, withdra
     stale = sum(1 for a in views for p in a.positions
                 if p.funding_index != markets[p.market].funding_index)
     dust = pool + unsettled  # the exact funding sums to zero (sizes do): the rest is rounding
-    if not 0 <= dust <= max(0, settlements + stale - 1):  # each rounding adds < 1
+    if not 0 <= dust <= settlements + stale:  # each rounding adds less than 1
         raise InvariantBroken(
             f"funding pool {pool} + unsettled {unsettled} = {dust}, outside [0, "
-            f"{settlements} settlements + {stale} unsettled positions)")
+            f"{settlements} settlements + {stale} unsettled positions]")
 
 
 class LedgerWatch:
