@@ -462,6 +462,20 @@ class L2Api:
         state = self._state(tag)
         return account_json(state, addr, state.account(addr), self._symbol)
 
+    def l2_getSystem(self, tag: Any = "latest") -> dict[str, Any]:
+        """The system leaf at ``tag``: deposit and withdrawal counters, the
+        oracle, fee and admin accounts, and the funding pool (USDC base
+        units, decimal string; docs/protocol.md "Funding")."""
+        system = self._state(tag).system
+        return {
+            "nextDeposit": hexq(system.next_deposit),
+            "withdrawalCount": hexq(system.withdrawal_count),
+            "oracle": hexb(system.oracle),
+            "feeAccount": hexb(system.fee_account),
+            "admin": hexb(system.admin),
+            "fundingPool": str(system.funding_pool),
+        }
+
     def l2_getOrderBook(self, market: Any, depth: Any = 20) -> dict[str, Any]:
         mid = self._market_id(market)
         book = self.node.sequencer.books.get(mid)
@@ -761,10 +775,7 @@ class L2Api:
         }
 
     def l2_syncStatus(self) -> dict[str, Any]:
-        status = self.node.sync_status()
-        # the system leaf's funding pool at the head (money: a decimal string)
-        status["funding_pool"] = str(self.node.chain.head_state().system.funding_pool)
-        return status
+        return self.node.sync_status()
 
     def l2_rollupConfig(self) -> dict[str, Any]:
         return self.node.rollup_config_json()

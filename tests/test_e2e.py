@@ -18,7 +18,8 @@ from tests.devnet_process import TAPE, DevnetProcess
 
 
 def check_ledger(client: L2Client, rollup: RollupClient, tag: str = "latest") -> None:
-    """Per market positions sum to zero; collateral (incl. fees) = deposits - withdrawals."""
+    """Per market positions sum to zero; collateral (incl. fees) + the funding
+    pool = deposits - withdrawals (docs/protocol.md "Funding")."""
     deposits = rollup.deposits(0, rollup.deposit_count())
     accounts = {d.account.lower() for d in deposits} | {client.config["fee_account"]}
     views = [client.get_account(a, tag) for a in sorted(accounts)]
@@ -29,7 +30,8 @@ def check_ledger(client: L2Client, rollup: RollupClient, tag: str = "latest") ->
     state_deposits = sum(d.amount for d in deposits
                          if d.index < quantity(client.call("l2_getBatch", "latest")["depositEnd"]))
     collateral = sum(int(v["collateral"]) for v in views)
-    assert collateral == state_deposits  # no withdrawals in the replay
+    pool = int(client.call("l2_getSystem", tag)["fundingPool"])
+    assert collateral + pool == state_deposits  # no withdrawals in the replay
 
 
 SLOW = os.environ.get("DERIVNET_SLOW") == "1"

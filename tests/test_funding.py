@@ -363,8 +363,8 @@ def test_tick_over_json_rpc_settles_on_the_next_fill() -> None:
         notional = 1_000 * 166_600
         taker_fee = -(-notional * 500 // 10**6)
         assert int(acct["collateral"]) == collateral - owed - notional - taker_fee
-        status = call("l2_syncStatus")["result"]
-        assert status["funding_pool"] == str(owed - 10_000 * index // D_ETH)
+        system = call("l2_getSystem")["result"]
+        assert system["fundingPool"] == str(owed - 10_000 * index // D_ETH)
     finally:
         node.close()
 

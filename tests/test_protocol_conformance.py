@@ -263,6 +263,10 @@ HTTP: list[tuple[str, Params, Ok | Err]] = [
     ("l2_getDispute", [0], Ok(null=True, check=lambda r: False)),
     ("l2_getDispute", ["x"], Err(BAD, "id: expected an integer")),
     ("l2_syncStatus", [], Ok(check=lambda r: N(r["unsafe_l2"]["number"]))),
+    ("l2_getSystem", [], Ok({"nextDeposit": Q, "withdrawalCount": Q, "oracle": A,
+                             "feeAccount": A, "admin": A, "fundingPool": D})),
+    ("l2_getSystem", ["pending"], Ok(check=lambda r: D(r["fundingPool"]))),
+    ("l2_getSystem", [2**64 - 1], Err(-32001, "block 18446744073709551615 not found")),
     ("l2_rollupConfig", [], Ok(check=lambda r: r["l2_chain_id"] == 901)),
     # markets
     ("l2_getOrderBook", [1, "0x5"], Ok({"market": Q, "symbol": S, "bids": L, "asks": L})),
@@ -507,7 +511,8 @@ def test_the_node_serves_exactly_the_documented_methods() -> None:
 MONEY = {"collateral", "equity", "initialMargin", "maintenanceMargin", "freeCollateral", "size",
          "cost", "entryPrice", "oraclePrice", "value", "unrealizedPnl", "price", "amount",
          "filled", "remaining", "tickSize", "stepSize", "volume", "open", "high", "low", "close",
-         "challengerBond", "fundingIndex", "fundingRate8h", "unsettledFunding", "premiumPpm"}
+         "challengerBond", "fundingIndex", "fundingRate8h", "unsettledFunding", "premiumPpm",
+         "fundingPool"}
 """Fields that are money, sizes or prices: decimal strings."""
 QUANTITIES = {"number", "timestamp", "l1Origin", "nonce", "salt", "expiry", "index", "batch",
               "firstBlock", "lastBlock", "l1Block", "depositEnd", "market", "withdrawalId",
@@ -515,7 +520,8 @@ QUANTITIES = {"number", "timestamp", "l1Origin", "nonce", "salt", "expiry", "ind
               "start", "priceDecimals", "sizeDecimals", "initialMarginPpm",
               "maintenanceMarginPpm", "makerFeePpm", "takerFeePpm", "oracleTime", "fromBlock",
               "toBlock", "unsafe", "safe", "finalized", "step", "batchIndex", "lo", "hi",
-              "stepCount", "gasUsed", "difficulty", "gasLimit", "fundingTime"}
+              "stepCount", "gasUsed", "difficulty", "gasLimit", "fundingTime",
+              "nextDeposit", "withdrawalCount"}
 """Fields that are quantities or ids: hex quantities (when a string; ``transactions``,
 ``fills``, ``trades``, ``block`` are lists or objects elsewhere)."""
 OP_SHAPED = ("l2_syncStatus", "l2_rollupConfig")
