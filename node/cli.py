@@ -436,15 +436,20 @@ def markets(ctx: click.Context, rpc: str, as_json: bool) -> None:
 
         click.echo(json.dumps(listed, indent=2))
         return
+    _print_table("derivnet markets", MARKET_COLUMNS, _market_rows(listed))
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A rich table of ``rows`` (cells as text), never cropped: wider than
+    the terminal rather than cut."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    rows = _market_rows(listed)
     widths = [max([len(r[i]) for r in rows] + [len(max(col.split(), key=len))])
-              for i, col in enumerate(MARKET_COLUMNS)]
-    table = Table(title="derivnet markets", box=box.SIMPLE, padding=(0, 1))
-    for col, width in zip(MARKET_COLUMNS, widths, strict=True):
+              for i, col in enumerate(columns)]
+    table = Table(title=title, box=box.SIMPLE, padding=(0, 1))
+    for col, width in zip(columns, widths, strict=True):
         table.add_column(col, min_width=width)
     for row in rows:
         table.add_row(*row)
@@ -519,6 +524,109 @@ def markets_add(ctx: click.Context, symbol: str, price_decimals: int, size_decim
             raise click.ClickException(str(exc)) from None
     _emit(as_json, {**result, "symbol": symbol},
           [f"listed {symbol} as market {result['market']}: L2 tx {result['txHash']}"])
+
+
+# -- positions ----------------------------------------------------------------------
+
+POSITION_COLUMNS = ("symbol", "side", "size", "entry price", "oracle price", "value",
+                    "unrealized PnL", "unsettled funding", "liquidation price")
+SUMMARY_COLUMNS = ("collateral", "equity", "initial margin", "maintenance margin",
+                   "free collateral", "margin ratio %")
+
+
+class _Address(click.ParamType):
+    """An account address: 0x and 40 hex digits; mixed case must be the
+    EIP-55 checksum (eth_utils)."""
+
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        from eth_utils import is_checksum_address, is_hex_address
+
+        text = str(value)
+        if not (text.startswith("0x") and is_hex_address(text)):
+            self.fail(f"{text!r} is not an address: expected 0x followed by 40 hex digits",
+                      param, ctx)
+        digits = text[2:]
+        if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(text):
+            self.fail(f"{text!r} fails its EIP-55 checksum (mixed case)", param, ctx)
+        return "0x" + digits.lower()
+
+
+def _usdc_text(amount: Any) -> str:
+    """USDC base units (a decimal string) as USDC."""
+    from decimal import Decimal
+
+    return f"{Decimal(int(amount)).scaleb(-6):f}"
+
+
+def _position_rows(account: dict[str, Any],
+                   markets: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Table cells of ``account``'s positions (l2_getAccount): size in base
+    units, prices in quote units (the market's decimals, as `derivnet
+    markets`), money in USDC; "-" for no liquidation price."""
+    from decimal import Decimal
+
+    from node.client import quantity
+
+    rows = []
+    for p in account["positions"]:
+        m = markets[p["market"]]
+        pd, sd = quantity(m["priceDecimals"]), quantity(m["sizeDecimals"])
+
+        def price(v: Any, pd: int = pd) -> str:
+            return "-" if v is None else f"{Decimal(int(v)).scaleb(-pd):f}"
+
+        rows.append((str(p["symbol"]), str(p["side"]),
+                     f"{Decimal(abs(int(p['size']))).scaleb(-sd):f}",
+                     price(p["entryPrice"]), price(p["oraclePrice"]), _usdc_text(p["value"]),
+                     _usdc_text(p["unrealizedPnl"]), _usdc_text(p["unsettledFunding"]),
+                     price(p["liquidationPrice"])))
+    return rows
+
+
+def _summary_row(account: dict[str, Any]) -> tuple[str, ...]:
+    """Account totals in USDC and the margin ratio (maintenance margin /
+    equity) in percent, "-" when unbounded (equity <= 0)."""
+    from decimal import Decimal
+
+    ratio = account["marginRatioPpm"]
+    return (_usdc_text(account["collateral"]), _usdc_text(account["equity"]),
+            _usdc_text(account["initialMargin"]), _usdc_text(account["maintenanceMargin"]),
+            _usdc_text(account["freeCollateral"]),
+            "-" if ratio is None else f"{Decimal(int(ratio)).scaleb(-4):f}")
+
+
+@main.command()
+@click.argument("address", type=_Address())
+@click.option("--rpc", default="http://127.0.0.1:8545", show_default=True, help="L2 JSON-RPC URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw l2_getAccount answer.")
+def positions(address: str, rpc: str, as_json: bool) -> None:
+    """An account's positions (size, entry, oracle and liquidation prices, PnL,
+    unsettled funding) and its margin summary, at the latest block."""
+    from node.client import L2Client
+
+    import httpx
+
+    try:
+        with L2Client(rpc) as client:
+            account = client.call("l2_getAccount", address, "latest")
+            listed = client.call("l2_getMarkets", "latest") if account["positions"] else []
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"no node answering at {rpc}: {exc}") from None
+    if as_json:
+        import json
+
+        click.echo(json.dumps(account, indent=2))
+        return
+    markets = {m["id"]: m for m in listed}
+    if account["positions"]:
+        _print_table(f"derivnet positions {address}", POSITION_COLUMNS,
+                     _position_rows(account, markets))
+    else:
+        click.echo(f"{address} has no positions")
+    _print_table("margin (USDC)", SUMMARY_COLUMNS, [_summary_row(account)])
 
 
 # -- settlement commands --------------------------------------------------------

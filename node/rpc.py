@@ -35,6 +35,7 @@ from node.margin import (
     position_value,
     unsettled_funding,
 )
+from node.risk import liquidation_price, margin_ratio_ppm
 from node.state import Account, State, account_key
 from node.transactions import (
     DecodeError,
@@ -54,6 +55,11 @@ if TYPE_CHECKING:
 INVALID_PARAMS = -32602
 TX_REJECTED = -32003
 NOT_FOUND = -32001
+
+LIMIT_FILL = "limit"
+"""``fillType`` of a Fill transaction (two signed limit orders matched), the
+only kind of fill today; ``Liquidate`` and ``Deleverage`` will add
+``"liquidation"`` and ``"deleverage"`` (docs/protocol.md, "Fill types")."""
 
 
 class RpcError(JsonRpcError):
@@ -174,6 +180,7 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
     if isinstance(tx, Fill):
         out.update(
             type="Fill",
+            fillType=LIMIT_FILL,
             maker=tx.maker.to_json(),
             makerOrderHash=hexb(domain_hash(tx.maker)),
             taker=tx.taker.to_json(),
@@ -312,6 +319,7 @@ class L2Api:
                     "size": str(f.size),
                     "price": str(f.price),
                     "txHash": hexb(f.tx_hash),
+                    "fillType": LIMIT_FILL,
                 }
                 for f in result.fills
             ],
@@ -581,8 +589,9 @@ class L2Api:
             out["transactions"] = txs
             out["receipts"] = [
                 {"txHash": hexb(r.tx_hash), "status": "0x1" if r.success else "0x0",
-                 "error": r.error or None, "message": r.message or None}
-                for r in receipts
+                 "error": r.error or None, "message": r.message or None,
+                 "fillType": t.get("fillType")}
+                for t, r in zip(txs, receipts, strict=True)
             ]
             out["fills"] = [
                 t for t, r in zip(txs, receipts, strict=True) if t["type"] == "Fill" and r.success
@@ -606,6 +615,7 @@ class L2Api:
             "status": "0x1" if r.success else "0x0",
             "error": r.error or None,
             "message": r.message or None,
+            "fillType": LIMIT_FILL if block.txs[loc[1]][:1] == b"\x02" else None,
         }
 
     def l2_getBatch(self, index: Any = "latest") -> dict[str, Any] | None:
@@ -784,8 +794,17 @@ class L2Api:
 def account_json(
     state: State, addr: bytes, acc: Account, symbol_of: Callable[[int], str]
 ) -> dict[str, Any]:
-    """l2_getAccount's result for ``acc`` at ``state`` (amounts: decimal strings)."""
+    """l2_getAccount's result for ``acc`` at ``state`` (amounts: decimal strings).
+
+    Per position ``liquidationPrice`` (price units, null when the position
+    cannot be liquidated at any price) and per account ``marginRatioPpm``
+    (maintenance margin / equity in ppm, null when equity <= 0): node/risk.py
+    with each position's unsettled funding passed once as ``unsettled``
+    (node/risk.py never reads node/margin.py's ``equity``, which subtracts it
+    itself). Settled funding per position is not in state, so not shown.
+    """
     markets = state.markets
+    owed = {p.market: unsettled_funding(markets[p.market], p) for p in acc.positions}
     positions = []
     for p in acc.positions:
         m = markets[p.market]
@@ -795,6 +814,7 @@ def account_json(
             entry = abs(p.cost) * 10**e // abs(p.size)
         else:
             entry = abs(p.cost) // (abs(p.size) * 10**-e)
+        liq = liquidation_price(acc, markets, p.market, owed)
         positions.append({
             "market": hexq(p.market),
             "symbol": symbol_of(p.market),
@@ -806,10 +826,12 @@ def account_json(
             "value": str(value),
             "unrealizedPnl": str(value - p.cost),
             "fundingIndex": str(p.funding_index),
-            "unsettledFunding": str(unsettled_funding(m, p)),
+            "unsettledFunding": str(owed[p.market]),
+            "liquidationPrice": None if liq is None else str(liq),
         })
     eq = equity(acc, markets)
     im = initial_margin(acc, markets)
+    ratio = margin_ratio_ppm(acc, markets, owed)
     return {
         "address": hexb(addr),
         "collateral": str(acc.collateral),
@@ -818,6 +840,7 @@ def account_json(
         "initialMargin": str(im),
         "maintenanceMargin": str(maintenance_margin(acc, markets)),
         "freeCollateral": str(eq - im),
+        "marginRatioPpm": None if ratio is None else str(ratio),
         "positions": positions,
     }
 

@@ -57,7 +57,7 @@ import trio
 from node.blocks import Block
 from node.rpc import RpcError, account_json, bad_params, hexb, hexq, hexq_or_none, parse_address
 from node.rpc import parse_int
-from node.rpc import unknown_market
+from node.rpc import LIMIT_FILL, unknown_market
 from node.socket_writer import SocketWriter, frame
 from node.transactions import Deposit, Fill, Withdraw, decode_tx
 
@@ -662,7 +662,8 @@ class StreamHub:
             h = hexb(tx_hash(raw))
             if isinstance(tx, Fill):
                 fill = {
-                    "txHash": h, "type": "Fill", "market": hexq(tx.maker.market),
+                    "txHash": h, "type": "Fill", "fillType": LIMIT_FILL,
+                    "market": hexq(tx.maker.market),
                     "price": str(tx.price), "size": str(tx.size),
                     "takerSide": "buy" if tx.taker.is_buy else "sell",
                     "maker": {"account": hexb(tx.maker.account),
@@ -692,7 +693,8 @@ class StreamHub:
 
     @staticmethod
     def _trade(fill: dict[str, Any], block: Block) -> dict[str, Any]:
-        return {"txHash": fill["txHash"], "type": fill["type"], "price": fill["price"],
+        return {"txHash": fill["txHash"], "type": fill["type"], "fillType": fill["fillType"],
+                "price": fill["price"],
                 "size": fill["size"], "takerSide": fill["takerSide"],
                 "makerOrderHash": fill["maker"]["orderHash"],
                 "takerOrderHash": fill["taker"]["orderHash"],
