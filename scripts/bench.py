@@ -76,7 +76,7 @@ from node.smt import SparseMerkleTree  # noqa: E402
 from node.state import State  # noqa: E402
 from node.stf import apply_transaction  # noqa: E402
 from node.sigverify import Prefetcher, clear_memo  # noqa: E402
-from node.transactions import Deposit, Fill, Order, encode_tx  # noqa: E402
+from node.transactions import Deposit, Fill, FundingTick, Order, encode_tx  # noqa: E402
 
 TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
 EXPIRY = 2**40
@@ -167,25 +167,49 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
           f"(batch limits {max_bytes:,} bytes / {max_steps:,} steps)")
     rates: dict[str, Any] = {"fills": len(fills), "accounts": accounts, "blocks": len(blocks),
                              "largest_block_bytes": biggest}
+    ticks = funding_ticks(domain, len(blocks))
     for workers in workers_list:
-        dt, cpu = settle(genesis, domain, addresses, blocks, workers)
-        rate = len(fills) / dt
-        how = f"signatures on {workers} worker processes" if workers else "serial signatures"
-        print(f"  STF + Merkle root per block, {how}: {len(fills):,} fills in {dt:.2f} s "
-              f"= {rate:,.0f} fills/s ({len(fills) / cpu:,.0f} per CPU-second of this process; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-        key = "serial" if not workers else f"workers_{workers}"
-        rates[key] = round(rate)
-        rates[f"{key}_per_cpu_s"] = round(len(fills) / cpu)
+        for funding in (False, True):
+            dt, cpu = settle(genesis, domain, addresses, blocks, workers,
+                             ticks if funding else None)
+            rate = len(fills) / dt
+            how = f"signatures on {workers} worker processes" if workers else "serial signatures"
+            how += ", a FundingTick before every block" if funding else ""
+            print(f"  STF + Merkle root per block, {how}: {len(fills):,} fills in {dt:.2f} s "
+                  f"= {rate:,.0f} fills/s ({len(fills) / cpu:,.0f} per CPU-second of this "
+                  f"process; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+            key = ("serial" if not workers else f"workers_{workers}") + (
+                "_with_funding" if funding else "")
+            rates[key] = round(rate)
+            rates[f"{key}_per_cpu_s"] = round(len(fills) / cpu)
     return rates
 
 
+FUNDING_STEP_S = 60
+"""Seconds between the bench's blocks when it ticks funding."""
+
+
+def funding_ticks(domain: Domain, blocks: int) -> list[FundingTick]:
+    """One FundingTick for MARKET per block (not timed), signed by the
+    genesis oracle's dev key (dev account 1), block k's at 1_700_000_000 +
+    FUNDING_STEP_S x k with a 500 ppm premium: the first sets the market's
+    funding time, each later one moves the index, so a fill of a trader
+    seen in an earlier block settles funding."""
+    from node.signing import dev_keys
+
+    oracle = Signer(dev_keys(2)[1])
+    return [oracle.funding_tick(domain, MARKET, 1_700_000_000 + FUNDING_STEP_S * k, 500)
+            for k in range(blocks)]
+
+
 def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[list[Fill]],
-           workers: int) -> tuple[float, float]:
+           workers: int, ticks: list[FundingTick] | None = None) -> tuple[float, float]:
     """In-process settlement of ``blocks`` on a fresh state where each of
     ``addresses`` has deposited (not timed): the STF and a Merkle root per
     block, signatures recovered serially in the STF (``workers`` 0) or on
-    ``workers`` processes one block ahead. Returns (wall s, CPU s of this process)."""
+    ``workers`` processes one block ahead. With ``ticks`` (one per block,
+    ``funding_ticks``) block k starts with ``ticks[k]`` and has its
+    timestamp. Returns (wall s, CPU s of this process)."""
     tree = SparseMerkleTree(MemoryDB())
     state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
     for i, who in enumerate(addresses):
@@ -204,6 +228,9 @@ def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[li
             Prefetcher.collect_fills(domain, jobs)  # block k's order hashes and signers
             if k + 1 < len(blocks):  # hash and recover block k+1 while block k executes
                 jobs = prefetcher.submit_fills(domain, blocks[k + 1])
+        if ticks is not None:
+            now = ticks[k].timestamp
+            apply_transaction(state, ticks[k], now, domain)
         for f in block:
             apply_transaction(state, f, now, domain)
         state.commit()
@@ -965,8 +992,14 @@ def main() -> None:
         ip = figures["in_process"]
         flat["in_process_fills_per_s"] = max(v for k, v in ip.items()
                                              if k == "serial" or (k.startswith("workers")
-                                                                  and not k.endswith("cpu_s")))
-        flat["in_process_fills_per_cpu_s"] = max(v for k, v in ip.items() if k.endswith("cpu_s"))
+                                                                  and not k.endswith("cpu_s")
+                                                                  and "funding" not in k))
+        flat["in_process_fills_per_s_with_funding"] = max(
+            v for k, v in ip.items() if k.endswith("_with_funding"))
+        flat["in_process_fills_per_cpu_s"] = max(v for k, v in ip.items()
+                                                 if k.endswith("cpu_s") and "funding" not in k)
+        flat["in_process_fills_per_cpu_s_with_funding"] = max(
+            v for k, v in ip.items() if k.endswith("_with_funding_per_cpu_s"))
         flat["in_process_accounts"] = ip["accounts"]
         flat["in_process_largest_block_bytes"] = ip["largest_block_bytes"]
     if "replica" in figures:

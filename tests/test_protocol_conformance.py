@@ -72,7 +72,13 @@ MARKET = {"id": Q, "symbol": S, "priceDecimals": Q, "sizeDecimals": Q, "tickSize
           "fundingTime": Q, "fundingRate8h": D, "fundingRate1h": F,
           "nextFundingTime": nullable(Q), "premiumEstimatePpm": nullable(D)}
 ACCOUNT = {"address": A, "collateral": D, "nonce": Q, "equity": D, "initialMargin": D,
-           "maintenanceMargin": D, "freeCollateral": D, "positions": L}
+           "maintenanceMargin": D, "freeCollateral": D, "marginRatioPpm": nullable(D),
+           "positions": L}
+POSITION = {"market": Q, "symbol": S, "size": D, "side": S, "cost": D, "entryPrice": D,
+            "oraclePrice": D, "value": D, "unrealizedPnl": D, "fundingIndex": D,
+            "unsettledFunding": D, "liquidationPrice": nullable(D)}
+FILL_TYPES = {"limit"}
+"""``fillType`` values served today (docs/protocol.md "Fill types")."""
 HEADER = {"number": Q, "hash": X, "parentHash": X, "timestamp": Q, "l1Origin": Q,
           "transactionsRoot": X, "receiptsRoot": X, "stateRoot": X, "status": S,
           "batch": nullable(Q), "transactions": L}
@@ -512,7 +518,7 @@ MONEY = {"collateral", "equity", "initialMargin", "maintenanceMargin", "freeColl
          "cost", "entryPrice", "oraclePrice", "value", "unrealizedPnl", "price", "amount",
          "filled", "remaining", "tickSize", "stepSize", "volume", "open", "high", "low", "close",
          "challengerBond", "fundingIndex", "fundingRate8h", "unsettledFunding", "premiumPpm",
-         "fundingPool"}
+         "fundingPool", "liquidationPrice", "marginRatioPpm"}
 """Fields that are money, sizes or prices: decimal strings."""
 QUANTITIES = {"number", "timestamp", "l1Origin", "nonce", "salt", "expiry", "index", "batch",
               "firstBlock", "lastBlock", "l1Block", "depositEnd", "market", "withdrawalId",
@@ -704,9 +710,28 @@ def test_one_session_sends_no_json_numbers(devnet: Ctx) -> None:
         no_json_numbers(result, method, frozenset(DATA.get(method, ())))
     assert set(QUANTITIES) & {k for _, r in notes for k in _keys(r)} >= {
         "seq", "market", "index", "trades", "transactions", "fills", "sealedAt"}
+    # issue 8's views: the positions' fields, and a type on every fill and receipt
+    positions = [p for m, r in results if m == "l2_getAccount" for p in r["positions"]]
+    assert positions
+    for p in positions:
+        _shape(p, POSITION)
+    typed = [v for _, r in results + notes for v in _values(r, "fillType")]
+    assert "limit" in typed and set(typed) <= FILL_TYPES | {None}, typed
     # the documented exception, and its own exception: bonds are money
     assert isinstance(op["l2_syncStatus"]["unsafe_l2"]["number"], int)
     assert D(op["l2_rollupConfig"]["challenger_bond"])
+
+
+def _values(value: Any, key: str) -> Iterator[Any]:
+    """Every value of ``key`` in the objects nested in ``value``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == key:
+                yield v
+            yield from _values(v, key)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _values(v, key)
 
 
 def _keys(value: Any) -> Iterator[str]:
