@@ -42,7 +42,7 @@ OP_LEAF = b"\x02"
 OP_BRANCH = b"\x03"
 
 MAX_TREE_BYTES = 16384  # smt.vy MAX_TREE_BYTES
-MAX_WITNESS = 65536  # OneStepProver.vy MAX_WITNESS
+MAX_WITNESS = 73728  # OneStepProver.vy MAX_WITNESS
 
 
 class WitnessTooLarge(ValueError):

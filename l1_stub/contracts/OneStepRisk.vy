@@ -1,0 +1,371 @@
+# pragma version 0.4.3
+"""
+@title derivnet one-step risk transitions
+@notice Re-executes the perpetuals risk rules of the state transition
+        function on leaf values, for the one-step prover: today FundingTick
+        (node/stf.py, docs/protocol.md "State transition rules", "Funding";
+        the Liquidate and Deleverage rules of issue 8 belong here too).
+        Withdraw lives here too (it settles funding and checks the free
+        collateral). Pure: the caller (OneStepProver) proves the leaves against the
+        pre-state root and writes the returned leaf hashes back. Values are
+        the leaf values of docs/protocol.md "State" (abi-encoded parameter
+        lists); empty bytes stand for an absent leaf. See docs/protocol.md
+        "One-step proof", "FundingTick", "Withdraw".
+"""
+
+# ---------------------------------------------------------------- constants
+
+# leaf bounds, as in OneStepProver.vy and Rollup.vy (docs/protocol.md "State")
+MAX_MARKETS: constant(uint256) = 64
+MAX_POSITIONS: constant(uint256) = MAX_MARKETS
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
+SYSTEM_LEAF_BYTES: constant(uint256) = 6 * 32
+
+# encoded FundingTick (docs/protocol.md "Transactions"): type byte 0x06, then
+# market u32 | timestamp u64 | premium_ppm i32 | sig(65)
+TX_FUNDING_TICK: constant(uint256) = 6
+FUNDING_TICK_TX_BYTES: constant(uint256) = 82
+SIG: constant(uint256) = 17
+# encoded Withdraw: type byte 0x04, then
+# account(20) | recipient(20) | amount u128 | nonce u64 | sig(65)
+TX_WITHDRAW: constant(uint256) = 4
+WITHDRAW_TX_BYTES: constant(uint256) = 130
+# the longest transaction read here, zero-padded by a word for extract32
+MAX_TXP: constant(uint256) = WITHDRAW_TX_BYTES + 32
+
+FUNDING_TICK_TYPEHASH: constant(bytes32) = keccak256("FundingTick(uint32 market,uint64 timestamp,int32 premiumPpm)")
+SECP256K1_N: constant(uint256) = 115792089237316195423570985008687907852837564279074904382605163141518161494337
+WITHDRAW_TYPEHASH: constant(bytes32) = keccak256(
+    "Withdraw(address account,address recipient,uint128 amount,uint64 nonce)"
+)
+HALF_N: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
+
+# funding (docs/protocol.md "Funding"; dYdX v4 x/perpetuals funding)
+PPM: constant(int256) = 10**6
+DEFAULT_FUNDING_PPM: constant(int256) = 100  # 0.01% per 8 h, the interest component
+FUNDING_CLAMP_FACTOR: constant(int256) = 6  # |rate| <= 600% x (imf - mmf) per 8 h
+FUNDING_PERIOD: constant(int256) = 28_800  # s, the rate's period (8 h)
+MAX_FUNDING_ELAPSED: constant(uint256) = 28_800  # s, a tick pays for at most one period
+
+# margin (node/margin.py): 10**76 is the largest power of ten in an int256; every
+# |size * price| and |size| * price * ppm (< 2**223 < 10**68) rounds the same for any divisor past 10**68
+MARGIN_PPM: constant(uint256) = 10**6
+MAX_POW10: constant(uint256) = 62
+
+# ---------------------------------------------------------------- types
+
+struct Position:
+    market: uint32
+    size: int128
+    cost: int256
+    funding_index: int256
+
+struct Market:
+    id: uint32
+    price_decimals: uint8
+    size_decimals: uint8
+    tick_size: uint64
+    step_size: uint64
+    imf_ppm: uint32
+    mmf_ppm: uint32
+    maker_fee_ppm: uint32
+    taker_fee_ppm: uint32
+    oracle_price: uint64
+    oracle_time: uint64
+    funding_index: int256
+    funding_time: uint64
+    funding_rate_ppm: int32
+
+
+# ---------------------------------------------------------------- helpers
+
+@pure
+@internal
+def _uint(txp: Bytes[MAX_TXP], offset: uint256, size: uint256) -> uint256:
+    """
+    @dev The `size`-byte big-endian integer at `offset` of the zero-padded tx.
+    """
+    return convert(extract32(txp, offset), uint256) >> (256 - 8 * size)
+
+
+@pure
+@internal
+def _signer(txp: Bytes[MAX_TXP], offset: uint256, digest: bytes32) -> address:
+    """
+    @dev The signer of `digest` by the 65-byte signature r | s | v at
+         `offset`; empty(address) unless v is 27 or 28, 0 < r < n and
+         0 < s <= n / 2 (EIP-2), or if ecrecover fails.
+    """
+    r: uint256 = self._uint(txp, offset, 32)
+    s: uint256 = self._uint(txp, offset + 32, 32)
+    v: uint256 = self._uint(txp, offset + 64, 1)
+    if v != 27 and v != 28:
+        return empty(address)
+    if r == 0 or r >= SECP256K1_N or s == 0 or s > HALF_N:
+        return empty(address)
+    return ecrecover(digest, v, r, s)
+
+
+@pure
+@internal
+def _address(txp: Bytes[MAX_TXP], offset: uint256) -> address:
+    return convert(convert(self._uint(txp, offset, 20), uint160), address)
+
+
+@pure
+@internal
+def _system_word(system: Bytes[SYSTEM_LEAF_BYTES], index: uint256) -> uint256:
+    return convert(extract32(system, 32 * index), uint256)
+
+
+@pure
+@internal
+def _system_with(system: Bytes[SYSTEM_LEAF_BYTES], next_deposit: uint256, count: uint256,
+                 funding_pool: int256) -> bytes32:
+    """
+    @dev The hash of the system leaf with next_deposit (word 0),
+         withdrawal_count (word 1) and funding_pool (word 5) set; the
+         addresses (words 2-4) kept.
+    """
+    return keccak256(concat(convert(next_deposit, bytes32), convert(count, bytes32), slice(system, 64, 96),
+                            convert(funding_pool, bytes32)))
+
+
+@pure
+@internal
+def _markets(leaf: Bytes[MARKETS_LEAF_BYTES]) -> DynArray[Market, MAX_MARKETS]:
+    if len(leaf) == 0:
+        return []
+    return abi_decode(leaf, DynArray[Market, MAX_MARKETS])
+
+
+@pure
+@internal
+def _pow10(e: uint256) -> uint256:
+    return 10 ** min(e, MAX_POW10)
+
+
+@pure
+@internal
+def _position_value(size: int128, market: Market) -> int256:
+    """
+    @dev floor(size * oracle_price * 10**6 / 10**(pd + sd)), toward -infinity
+         (node/margin.py position_value).
+    """
+    raw: int256 = convert(size, int256) * convert(market.oracle_price, int256)
+    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
+    if decimals <= 6:
+        return raw * convert(10 ** (6 - decimals), int256)
+    divisor: int256 = convert(self._pow10(decimals - 6), int256)
+    q: int256 = raw // divisor
+    if raw < 0 and q * divisor != raw:
+        q -= 1
+    return q
+
+
+@pure
+@internal
+def _initial_margin(size: int128, market: Market) -> uint256:
+    """
+    @dev ceil(|size| * oracle_price * imf_ppm / (10**(pd + sd - 6) * 10**6))
+         (node/margin.py margin_requirement).
+    """
+    raw: uint256 = convert(abs(convert(size, int256)), uint256) * convert(market.oracle_price, uint256) \
+        * convert(market.imf_ppm, uint256)
+    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
+    divisor: uint256 = MARGIN_PPM
+    if decimals <= 6:
+        raw = raw * 10 ** (6 - decimals)
+    else:
+        divisor = self._pow10(decimals - 6) * MARGIN_PPM
+    return (raw + divisor - 1) // divisor
+
+
+@pure
+@internal
+def _market_at(markets: DynArray[Market, MAX_MARKETS], market: uint32, start: uint256) -> uint256:
+    """
+    @dev The index of market id `market` in `markets` (sorted by id),
+         searching from `start`; reverts if it is not listed.
+    """
+    m: uint256 = start
+    for _k: uint256 in range(MAX_MARKETS):
+        if m == len(markets) or markets[m].id >= market:
+            break
+        m += 1
+    assert m < len(markets) and markets[m].id == market, "osp: position in an unknown market"
+    return m
+
+
+@pure
+@internal
+def _unsettled(p: Position, market: Market) -> int256:
+    """
+    @dev Funding the position owes, USDC base units (> 0: it pays):
+         ceil(size * (market index - position index) / 10**(pd + sd)),
+         toward +infinity (docs/protocol.md "Funding").
+    """
+    owed: int256 = convert(p.size, int256) * (market.funding_index - p.funding_index)
+    d: int256 = convert(self._pow10(convert(market.price_decimals, uint256)
+                                    + convert(market.size_decimals, uint256)), int256)
+    q: int256 = owed // d
+    if owed > 0 and q * d != owed:
+        q += 1
+    return q
+
+
+@pure
+@internal
+def _free_collateral(collateral: int256, positions: DynArray[Position, MAX_POSITIONS],
+                     markets: DynArray[Market, MAX_MARKETS]) -> int256:
+    """
+    @dev equity - initial margin at oracle prices, equity net of unsettled
+         funding; positions and markets are both sorted by market id
+         (node/margin.py free_collateral).
+    """
+    free: int256 = collateral
+    m: uint256 = 0
+    for p: Position in positions:
+        m = self._market_at(markets, p.market, m)
+        free += self._position_value(p.size, markets[m]) - self._unsettled(p, markets[m])
+        free -= convert(self._initial_margin(p.size, markets[m]), int256)
+    return free
+
+
+
+# ---------------------------------------------------------------- external
+
+@pure
+@external
+def funding_tick(
+    encoded_tx: Bytes[FUNDING_TICK_TX_BYTES],
+    timestamp: uint64,
+    domain_separator: bytes32,
+    system: Bytes[SYSTEM_LEAF_BYTES],
+    markets: Bytes[MARKETS_LEAF_BYTES],
+) -> (bool, bytes32):
+    """
+    @notice Apply the encoded FundingTick `encoded_tx` (82 bytes) at block
+            `timestamp` (unix s) to the markets leaf. Returns (ok, new
+            markets leaf hash); ok=False (hash empty) when it breaks a rule,
+            checked in order: InvalidOracleSignature (EIP-712
+            FundingTick signer != system.oracle), UnknownMarket,
+            StaleFundingTick (tick timestamp <= market.funding_time),
+            FundingTickInFuture (tick timestamp > block timestamp),
+            InvalidPremium (|premium_ppm| > 10**6).
+    @dev Effect (docs/protocol.md "Funding"): with
+         cap = 6 * (imf_ppm - mmf_ppm),
+         rate = min(max(premium_ppm + 100, -cap), cap) (ppm per 8 h),
+         elapsed = 0 on the first tick (funding_time 0), else
+         min(tick timestamp - funding_time, 28800) s,
+         funding_index += trunc(rate * oracle_price * elapsed / 28800)
+         (price units x ppm, toward zero), funding_time = tick timestamp,
+         funding_rate_ppm = rate.
+    @param system The system leaf (192 bytes: word 2 is the oracle).
+    @param markets The markets leaf (empty: no market listed).
+    """
+    assert len(encoded_tx) == FUNDING_TICK_TX_BYTES and convert(slice(encoded_tx, 0, 1), uint256) == \
+        TX_FUNDING_TICK, "risk: not a funding tick"
+    assert len(system) == SYSTEM_LEAF_BYTES, "risk: no system leaf"
+    txp: Bytes[MAX_TXP] = concat(encoded_tx, empty(bytes32))
+    market_id: uint256 = self._uint(txp, 1, 4)
+    tick_time: uint256 = self._uint(txp, 5, 8)
+    raw_premium: uint256 = self._uint(txp, 13, 4)
+    premium: int256 = convert(raw_premium, int256)
+    if raw_premium >= 2**31:
+        premium -= 2**32
+    # InvalidOracleSignature
+    digest: bytes32 = keccak256(concat(b"\x19\x01", domain_separator, keccak256(abi_encode(
+        FUNDING_TICK_TYPEHASH, convert(market_id, uint32), convert(tick_time, uint64),
+        convert(premium, int32)))))
+    oracle: address = convert(convert(convert(extract32(system, 64), uint256), uint160), address)
+    signer: address = self._signer(txp, SIG, digest)
+    if signer == empty(address) or signer != oracle:
+        return False, empty(bytes32)
+    # UnknownMarket
+    rows: DynArray[Market, MAX_MARKETS] = []
+    if len(markets) != 0:
+        rows = abi_decode(markets, DynArray[Market, MAX_MARKETS])
+    for i: uint256 in range(len(rows), bound=MAX_MARKETS):
+        if convert(rows[i].id, uint256) != market_id:
+            continue
+        funding_time: uint256 = convert(rows[i].funding_time, uint256)
+        # StaleFundingTick, FundingTickInFuture, InvalidPremium
+        if tick_time <= funding_time or tick_time > convert(timestamp, uint256) or abs(premium) > PPM:
+            return False, empty(bytes32)
+        cap: int256 = FUNDING_CLAMP_FACTOR * (convert(rows[i].imf_ppm, int256) - convert(rows[i].mmf_ppm, int256))
+        rate: int256 = max(min(premium + DEFAULT_FUNDING_PPM, cap), -cap)
+        elapsed: int256 = 0
+        if funding_time != 0:
+            elapsed = convert(min(tick_time - funding_time, MAX_FUNDING_ELAPSED), int256)
+        # signed // truncates toward zero
+        rows[i].funding_index += rate * convert(rows[i].oracle_price, int256) * elapsed // FUNDING_PERIOD
+        rows[i].funding_time = convert(tick_time, uint64)
+        rows[i].funding_rate_ppm = convert(rate, int32)
+        return True, keccak256(abi_encode(rows))
+    return False, empty(bytes32)
+
+
+@pure
+@external
+def withdraw(encoded_tx: Bytes[WITHDRAW_TX_BYTES], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
+              markets_leaf: Bytes[MARKETS_LEAF_BYTES], account_leaf: Bytes[ACCOUNT_LEAF_BYTES]
+              ) -> (bool, bytes32, bytes32, bytes32):
+    """
+    @notice Apply the encoded Withdraw `encoded_tx` (130 bytes). Rules in
+            order: InvalidWithdrawSignature, InvalidNonce, ZeroAmount, then
+            the funding of every position is settled (market-id order,
+            into the system leaf's funding_pool), then
+            InsufficientFreeCollateral (amount > equity - initial margin).
+            Returns (ok, new system hash, new account hash, new withdrawal
+            leaf hash); ok=False (hashes empty) when a rule fails.
+    @param system The system leaf (192 bytes).
+    @param markets_leaf The markets leaf (empty: no market).
+    @param account_leaf The account's leaf (empty: absent).
+    @dev Reverts "osp: position in an unknown market" for an account with
+         a position in a market the markets leaf lacks.
+    """
+    assert len(encoded_tx) == WITHDRAW_TX_BYTES and convert(slice(encoded_tx, 0, 1), uint256) == \
+        TX_WITHDRAW, "risk: not a withdraw"
+    assert len(system) == SYSTEM_LEAF_BYTES, "risk: no system leaf"
+    txp: Bytes[MAX_TXP] = concat(encoded_tx, empty(bytes32))
+    account: address = self._address(txp, 1)
+    recipient: address = self._address(txp, 21)
+    amount: uint256 = self._uint(txp, 41, 16)
+    nonce: uint256 = self._uint(txp, 57, 8)
+    digest: bytes32 = keccak256(concat(b"\x19\x01", domain_separator, keccak256(abi_encode(
+        WITHDRAW_TYPEHASH, account, recipient, amount, nonce))))
+    signer: address = self._signer(txp, 65, digest)
+    if signer == empty(address) or signer != account:
+        return False, empty(bytes32), empty(bytes32), empty(bytes32)
+    collateral: int256 = 0
+    account_nonce: uint64 = 0
+    positions: DynArray[Position, MAX_POSITIONS] = []
+    if len(account_leaf) != 0:
+        collateral, account_nonce, positions = abi_decode(
+            account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS]))
+    if nonce != convert(account_nonce, uint256) or amount == 0:
+        return False, empty(bytes32), empty(bytes32), empty(bytes32)
+    # settle the funding of every position (market-id order), then check
+    markets: DynArray[Market, MAX_MARKETS] = self._markets(markets_leaf)
+    pool: int256 = convert(self._system_word(system, 5), int256)
+    m: uint256 = 0
+    for i: uint256 in range(len(positions), bound=MAX_POSITIONS):
+        m = self._market_at(markets, positions[i].market, m)
+        owed: int256 = self._unsettled(positions[i], markets[m])
+        collateral -= owed
+        pool += owed
+        positions[i].funding_index = markets[m].funding_index
+    free: int256 = self._free_collateral(collateral, positions, markets)
+    if convert(amount, int256) > free:
+        return False, empty(bytes32), empty(bytes32), empty(bytes32)
+    count: uint256 = self._system_word(system, 1)
+    new_account: bytes32 = keccak256(abi_encode(
+        collateral - convert(amount, int256), account_nonce + 1, positions))
+    new_withdrawal: bytes32 = keccak256(abi_encode(
+        convert(count, uint64), account, recipient, convert(amount, uint128)))
+    return True, self._system_with(system, self._system_word(system, 0), count + 1, pool), new_account, \
+        new_withdrawal
+
+
