@@ -196,6 +196,18 @@ class L2Client:
                                                 "timestamp": hex(tx.timestamp),
                                                 "signature": "0x" + tx.signature.hex()})
 
+    def send_funding_tick(self, oracle: Signer, market: str | int, premium_ppm: int,
+                          timestamp: int | None = None) -> dict[str, Any]:
+        """Sign (with the oracle key) and send a FundingTick: ``premium_ppm``
+        a signed 8-hour premium in ppm, ``timestamp`` unix s (default now).
+        Returns l2_sendFundingTick's answer ``{txHash}``."""
+        ts = int(time.time()) if timestamp is None else timestamp
+        tx = oracle.funding_tick(self.domain, self.market_id(market), ts, premium_ppm)
+        return self.call("l2_sendFundingTick", {"market": hex(tx.market),
+                                                "timestamp": hex(tx.timestamp),
+                                                "premiumPpm": str(tx.premium_ppm),
+                                                "signature": "0x" + tx.signature.hex()})
+
     def withdraw(self, signer: Signer, amount: int, recipient: bytes | None = None) -> dict[str, Any]:
         """Sign and send an L2 Withdraw; the nonce is the account's in the
         pending state (so withdrawals sent before a block is sealed do not

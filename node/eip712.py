@@ -1,5 +1,5 @@
-"""EIP-712 typed data for derivnet orders, cancels, oracle prices, withdrawals
-and market listings.
+"""EIP-712 typed data for derivnet orders, cancels, oracle prices, withdrawals,
+market listings and funding ticks.
 
 Digests are computed by hand (one keccak for the struct, one for the
 envelope) because orders are hashed on the hot path; tests hold them equal to
@@ -33,6 +33,7 @@ LIST_MARKET_TYPE = (
     "uint64 tickSize,uint64 stepSize,uint32 initialMarginPpm,uint32 maintenanceMarginPpm,"
     "uint32 makerFeePpm,uint32 takerFeePpm,uint64 oraclePrice)"
 )
+FUNDING_TICK_TYPE = "FundingTick(uint32 market,uint64 timestamp,int32 premiumPpm)"
 
 DOMAIN_TYPEHASH = keccak(DOMAIN_TYPE.encode())
 ORDER_TYPEHASH = keccak(ORDER_TYPE.encode())
@@ -40,6 +41,7 @@ CANCEL_TYPEHASH = keccak(CANCEL_TYPE.encode())
 ORACLE_PRICE_TYPEHASH = keccak(ORACLE_PRICE_TYPE.encode())
 WITHDRAW_TYPEHASH = keccak(WITHDRAW_TYPE.encode())
 LIST_MARKET_TYPEHASH = keccak(LIST_MARKET_TYPE.encode())
+FUNDING_TICK_TYPEHASH = keccak(FUNDING_TICK_TYPE.encode())
 
 _PAD12 = b"\x00" * 12
 
@@ -155,6 +157,15 @@ def oracle_price_digest(domain: Domain, market: int, price: int, timestamp: int)
     )
 
 
+def funding_tick_digest(domain: Domain, market: int, timestamp: int, premium_ppm: int) -> bytes:
+    """Digest of FundingTick(market, timestamp, premiumPpm), signed by the
+    oracle key; int32 premiumPpm encodes as a two's-complement 256-bit word."""
+    return domain.digest(
+        keccak(FUNDING_TICK_TYPEHASH + _word(market) + _word(timestamp)
+               + premium_ppm.to_bytes(32, "big", signed=True))
+    )
+
+
 def withdraw_digest(
     domain: Domain, account: bytes, recipient: bytes, amount: int, nonce: int
 ) -> bytes:
@@ -234,6 +245,11 @@ _TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "market", "type": "uint32"},
         {"name": "price", "type": "uint64"},
         {"name": "timestamp", "type": "uint64"},
+    ],
+    "FundingTick": [
+        {"name": "market", "type": "uint32"},
+        {"name": "timestamp", "type": "uint64"},
+        {"name": "premiumPpm", "type": "int32"},
     ],
     "Withdraw": [
         {"name": "account", "type": "address"},

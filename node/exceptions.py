@@ -94,6 +94,18 @@ class StaleOraclePrice(InvalidTransaction):
     """An oracle price not newer than the market's current one."""
 
 
+class StaleFundingTick(InvalidTransaction):
+    """A FundingTick whose timestamp is not after the market's funding_time."""
+
+
+class FundingTickInFuture(InvalidTransaction):
+    """A FundingTick whose timestamp is after the block timestamp."""
+
+
+class InvalidPremium(InvalidTransaction):
+    """A FundingTick premium with |premium_ppm| above 1e6 (100% per 8 h)."""
+
+
 class InvalidWithdrawSignature(InvalidTransaction):
     """A withdrawal not signed by its account."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from node.funding import funding_owed
 from node.state import Account, Market, Position
 
 PPM = 1_000_000
@@ -61,11 +62,25 @@ def margin_requirement(market: Market, size: int, fraction_ppm: int) -> int:
     return _ceil_div(raw, 10**e * PPM)
 
 
+def unsettled_funding(market: Market, position: Position) -> int:
+    """Funding ``position`` owes and has not settled, USDC base units
+    (positive: it pays): ceil(size x (market index - position index) /
+    10^(pd+sd)), node.funding.funding_owed. 0 when the indices are equal."""
+    if position.funding_index == market.funding_index:
+        return 0
+    return funding_owed(position.size, market.funding_index, position.funding_index,
+                        10 ** (market.price_decimals + market.size_decimals))
+
+
 def equity(account: Account, markets: Mapping[int, Market]) -> int:
-    """collateral + sum of position values at oracle prices."""
+    """collateral + sum of (position value at the oracle price - unsettled
+    funding), USDC base units; settling funding leaves it unchanged."""
     total = account.collateral
     for p in account.positions:
-        total += position_value(markets[p.market], p.size)
+        m = markets[p.market]
+        total += position_value(m, p.size)
+        if p.funding_index != m.funding_index:
+            total -= unsettled_funding(m, p)
     return total
 
 
@@ -92,14 +107,17 @@ def _trunc_div(a: int, b: int) -> int:
     return q if a >= 0 else -q
 
 
-def trade_position(pos: Position | None, market: int, delta: int, cash: int) -> Position:
+def trade_position(pos: Position | None, market: int, delta: int, cash: int,
+                   funding_index: int = 0) -> Position:
     """Position after trading ``delta`` (signed size) for ``cash`` (signed
     USDC: +paid for a buy, -received for a sell). Cost rule of
-    docs/protocol.md ("Accounts: cash model")."""
+    docs/protocol.md ("Accounts: cash model"). The result carries
+    ``funding_index`` (the market's current index: the STF settles ``pos``
+    first, and a position opened from zero or flipped starts there)."""
     size = pos.size if pos else 0
     cost = pos.cost if pos else 0
     if size == 0 or (size > 0) == (delta > 0):
-        return Position(market, size + delta, cost + cash)
+        return Position(market, size + delta, cost + cash, funding_index)
     closing = min(abs(delta), abs(size))
     cost -= _trunc_div(cost * closing, abs(size))
     sign = 1 if delta > 0 else -1
@@ -110,7 +128,7 @@ def trade_position(pos: Position | None, market: int, delta: int, cash: int) -> 
         cost = _trunc_div(cash * rest, abs(delta))
     if size == 0:
         cost = 0
-    return Position(market, size, cost)
+    return Position(market, size, cost, funding_index)
 
 
 def unrealized_pnl(market: Market, pos: Position) -> int:

@@ -61,7 +61,8 @@ from node.state import State
 log = logging.getLogger("derivnet.replica")
 
 METHOD_NOT_SUPPORTED = -32004  # EIP-1474 "method not supported"
-READ_ONLY = ("l2_sendOrder", "l2_cancelOrder", "l2_sendOraclePrice", "l2_sendWithdraw",
+READ_ONLY = ("l2_sendOrder", "l2_cancelOrder", "l2_sendOraclePrice", "l2_sendFundingTick",
+             "l2_sendWithdraw",
              "l2_sendListMarket", "l2_getOrderBook", "l2_getOpenOrders")
 MAX_ROLLUP_NONCE = 64  # nonces of the genesis sequencer searched for the Rollup
 

@@ -28,12 +28,19 @@ from jsonrpcserver.exceptions import JsonRpcError
 
 from node import exceptions as err
 from node.blocks import Block
-from node.margin import equity, initial_margin, maintenance_margin, position_value
+from node.margin import (
+    equity,
+    initial_margin,
+    maintenance_margin,
+    position_value,
+    unsettled_funding,
+)
 from node.state import Account, State, account_key
 from node.transactions import (
     DecodeError,
     Deposit,
     Fill,
+    FundingTick,
     ListMarket,
     OraclePrice,
     Order,
@@ -189,7 +196,18 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
         from node.markets import list_market_json
 
         out.update(type="ListMarket", **list_market_json(tx))
+    elif isinstance(tx, FundingTick):
+        out.update(type="FundingTick", market=hexq(tx.market), timestamp=hexq(tx.timestamp),
+                   premiumPpm=str(tx.premium_ppm))
     return out
+
+
+def ppm_per_hour(rate_8h_ppm: int) -> str:
+    """An 8-hour rate in ppm as the exact hourly rate, a decimal string
+    (rate / 8: at most three decimals, e.g. 100 -> "12.5")."""
+    q, r = divmod(abs(rate_8h_ppm) * 125, 1000)
+    text = str(q) + (f".{r:03d}".rstrip("0") if r else "")
+    return "-" + text if rate_8h_ppm < 0 else text
 
 
 
@@ -323,6 +341,27 @@ class L2Api:
             raise self._reject(exc) from None
         return {"txHash": hexb(receipt.tx_hash)}
 
+    def l2_sendFundingTick(self, request: Any) -> dict[str, Any]:
+        """A FundingTick signed by the oracle key (EIP-712 ``FundingTick``):
+        ``{market, timestamp, premiumPpm, signature}``, premiumPpm a signed
+        int32 (any integer form). Checked against the pending block like an
+        oracle price (-32003 naming the rule). Returns ``{txHash}``."""
+        only_fields(request, ("market", "timestamp", "premiumPpm", "signature"))
+        premium = parse_int(_field(request, "premiumPpm"), "premiumPpm")
+        if not -(2**31) <= premium < 2**31:
+            raise bad_params("premiumPpm: out of range (expected a signed 32-bit integer)")
+        tx = FundingTick(
+            market=self._market_id(_field(request, "market")),
+            timestamp=parse_uint(_field(request, "timestamp"), "timestamp"),
+            premium_ppm=premium,
+            signature=parse_bytes(_field(request, "signature"), "signature", 65),
+        )
+        try:
+            receipt = self.node.sequencer.send_funding_tick(tx)
+        except err.InvalidTransaction as exc:
+            raise self._reject(exc) from None
+        return {"txHash": hexb(receipt.tx_hash)}
+
     def l2_sendWithdraw(self, request: Any) -> dict[str, Any]:
         only_fields(request, ("account", "recipient", "amount", "nonce", "signature"))
         tx = Withdraw(
@@ -401,6 +440,10 @@ class L2Api:
                 "takerFeePpm": hexq(m.taker_fee_ppm),
                 "oraclePrice": str(m.oracle_price),
                 "oracleTime": hexq(m.oracle_time),
+                "fundingIndex": str(m.funding_index),
+                "fundingTime": hexq(m.funding_time),
+                "fundingRate8h": str(m.funding_rate_ppm),
+                "fundingRate1h": ppm_per_hour(m.funding_rate_ppm),
             })
         return out
 
@@ -708,7 +751,10 @@ class L2Api:
         }
 
     def l2_syncStatus(self) -> dict[str, Any]:
-        return self.node.sync_status()
+        status = self.node.sync_status()
+        # the system leaf's funding pool at the head (money: a decimal string)
+        status["funding_pool"] = str(self.node.chain.head_state().system.funding_pool)
+        return status
 
     def l2_rollupConfig(self) -> dict[str, Any]:
         return self.node.rollup_config_json()
@@ -738,6 +784,8 @@ def account_json(
             "oraclePrice": str(m.oracle_price),
             "value": str(value),
             "unrealizedPnl": str(value - p.cost),
+            "fundingIndex": str(p.funding_index),
+            "unsettledFunding": str(unsettled_funding(m, p)),
         })
     eq = equity(acc, markets)
     im = initial_margin(acc, markets)

@@ -15,12 +15,13 @@ from node.crypto import address_of, sign_digest
 from node.eip712 import (
     Domain,
     cancel_digest,
+    funding_tick_digest,
     list_market_digest,
     oracle_price_digest,
     order_hash,
     withdraw_digest,
 )
-from node.transactions import ListMarket, OraclePrice, Order, Withdraw
+from node.transactions import FundingTick, ListMarket, OraclePrice, Order, Withdraw
 
 
 class Signer:
@@ -43,6 +44,13 @@ class Signer:
     def oracle_price(self, domain: Domain, market: int, price: int, timestamp: int) -> OraclePrice:
         digest = oracle_price_digest(domain, market, price, timestamp)
         return OraclePrice(market, price, timestamp, sign_digest(self.private_key, digest))
+
+    def funding_tick(self, domain: Domain, market: int, timestamp: int,
+                     premium_ppm: int) -> FundingTick:
+        """A FundingTick signed by this key (the oracle key); premium_ppm is
+        a signed 8-hour premium in ppm."""
+        digest = funding_tick_digest(domain, market, timestamp, premium_ppm)
+        return FundingTick(market, timestamp, premium_ppm, sign_digest(self.private_key, digest))
 
     def withdraw(self, domain: Domain, recipient: bytes, amount: int, nonce: int) -> Withdraw:
         digest = withdraw_digest(domain, self.address, recipient, amount, nonce)

@@ -17,12 +17,14 @@ from eth_abi import encode as abi_encode
 from node.crypto import keccak
 from node.smt import SparseMerkleTree
 
-ACCOUNT_TYPES = ["int256", "uint64", "(uint32,int128,int256)[]"]
+ACCOUNT_TYPES = ["int256", "uint64", "(uint32,int128,int256,int256)[]"]
 MARKETS_TYPES = [
-    "(uint32,uint8,uint8,uint64,uint64,uint32,uint32,uint32,uint32,uint64,uint64)[]"
+    "(uint32,uint8,uint8,uint64,uint64,uint32,uint32,uint32,uint32,uint64,uint64,"
+    "int256,uint64,int32)[]"
 ]
 ORDER_TYPES = ["uint64"]
-SYSTEM_TYPES = ["uint64", "uint64", "address", "address", "address"]
+SYSTEM_TYPES = ["uint64", "uint64", "address", "address", "address", "int256"]
+POSITION_BYTES = 128  # four ABI words: market, size, cost, funding_index
 SYMBOLS_TYPES = ["(uint32,bytes16)[]"]
 WITHDRAWAL_TYPES = ["uint64", "address", "address", "uint128"]
 
@@ -68,12 +70,15 @@ def withdrawal_key(withdrawal_id: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """A perpetual position: size (signed, market size units, long > 0) and
-    cost (signed USDC base units paid for the open size)."""
+    """A perpetual position: size (signed, market size units, long > 0),
+    cost (signed USDC base units paid for the open size) and funding_index
+    (the market's funding index, price units x ppm, it last settled at;
+    docs/protocol.md "Funding")."""
 
     market: int
     size: int
     cost: int
+    funding_index: int = 0
 
 
 def _market_of(position: Position) -> int:
@@ -112,7 +117,7 @@ class Account:
         return Account(self.collateral + cash, self.nonce, tuple(rest))
 
     def encode(self) -> bytes:
-        """``abi.encode(int256 collateral, uint64 nonce, (uint32,int128,int256)[])``
+        """``abi.encode(int256 collateral, uint64 nonce, (uint32,int128,int256,int256)[])``
         byte for byte (the hot path of every commit, so by hand rather than
         eth_abi; tests/test_encoding.py checks it against eth_abi). Raises
         OverflowError for a field out of its ABI type's range."""
@@ -125,7 +130,8 @@ class Account:
             if not 0 <= p.market < 1 << 32 or not -(1 << 127) <= p.size < 1 << 127:
                 raise OverflowError("position market or size out of range")
             out += (p.market.to_bytes(32, "big") + p.size.to_bytes(32, "big", signed=True)
-                    + p.cost.to_bytes(32, "big", signed=True))
+                    + p.cost.to_bytes(32, "big", signed=True)
+                    + p.funding_index.to_bytes(32, "big", signed=True))
         return out
 
     @classmethod
@@ -134,14 +140,15 @@ class Account:
         if len(data) < 128 or data[64:96] != _OFFSET_0x60:
             raise ValueError("not an account leaf")
         n = int.from_bytes(data[96:128], "big")
-        if len(data) != 128 + 96 * n:
+        if len(data) != 128 + POSITION_BYTES * n:
             raise ValueError("account leaf length does not match its positions")
         positions = []
-        for off in range(128, 128 + 96 * n, 96):
+        for off in range(128, 128 + POSITION_BYTES * n, POSITION_BYTES):
             positions.append(Position(
                 int.from_bytes(data[off:off + 32], "big"),
                 int.from_bytes(data[off + 32:off + 64], "big", signed=True),
                 int.from_bytes(data[off + 64:off + 96], "big", signed=True),
+                int.from_bytes(data[off + 96:off + 128], "big", signed=True),
             ))
         return cls(int.from_bytes(data[0:32], "big", signed=True),
                    int.from_bytes(data[32:64], "big"), tuple(positions))
@@ -154,7 +161,9 @@ class Market:
     price_decimals / size_decimals: a price unit is 10^-pd USDC per base unit,
     a size unit 10^-sd base asset; tick_size / step_size in those units;
     *_ppm: fractions in parts per million; oracle_price in price units,
-    oracle_time in unix seconds.
+    oracle_time in unix seconds; funding_index: cumulative funding, price
+    units x ppm; funding_time: unix seconds of the last FundingTick (0: none
+    yet); funding_rate_ppm: the last tick's clamped 8-hour rate, ppm.
     """
 
     id: int
@@ -168,6 +177,9 @@ class Market:
     taker_fee_ppm: int
     oracle_price: int = 0
     oracle_time: int = 0
+    funding_index: int = 0
+    funding_time: int = 0
+    funding_rate_ppm: int = 0
 
     def as_tuple(self) -> tuple[int, ...]:
         return (
@@ -182,6 +194,9 @@ class Market:
             self.taker_fee_ppm,
             self.oracle_price,
             self.oracle_time,
+            self.funding_index,
+            self.funding_time,
+            self.funding_rate_ppm,
         )
 
 
@@ -223,25 +238,29 @@ def decode_symbols(data: bytes) -> dict[int, bytes]:
 class System:
     """next_deposit: next L1 queue index to credit; withdrawal_count: ids
     issued so far; oracle / fee_account / admin (signs ListMarket): 20-byte
-    addresses."""
+    addresses; funding_pool: USDC base units of funding settled by payers and
+    not yet paid to receivers, plus the rounding dust (docs/protocol.md
+    "Funding")."""
 
     next_deposit: int
     withdrawal_count: int
     oracle: bytes
     fee_account: bytes
     admin: bytes
+    funding_pool: int = 0
 
     def encode(self) -> bytes:
         return abi_encode(
             SYSTEM_TYPES,
-            [self.next_deposit, self.withdrawal_count, self.oracle, self.fee_account, self.admin],
+            [self.next_deposit, self.withdrawal_count, self.oracle, self.fee_account, self.admin,
+             self.funding_pool],
         )
 
     @classmethod
     def decode(cls, data: bytes) -> System:
-        nd, wc, oracle, fee, admin = abi_decode(SYSTEM_TYPES, data)
+        nd, wc, oracle, fee, admin, pool = abi_decode(SYSTEM_TYPES, data)
         return cls(nd, wc, bytes.fromhex(oracle[2:]), bytes.fromhex(fee[2:]),
-                   bytes.fromhex(admin[2:]))
+                   bytes.fromhex(admin[2:]), pool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,13 @@ from dataclasses import replace
 from node import exceptions as err
 from node.eip712 import (
     Domain,
+    funding_tick_digest,
     list_market_digest,
     oracle_price_digest,
     order_hash,
     withdraw_digest,
 )
+from node.funding import MAX_PREMIUM_PPM, funding_elapsed, funding_rate, index_delta
 from node.margin import (
     equity,
     fee,
@@ -26,12 +28,14 @@ from node.margin import (
     initial_margin,
     notional,
     trade_position,
+    unsettled_funding,
 )
 from node.sigverify import signer_of
 from node.state import Account, Market, State, Withdrawal, symbol_text
 from node.transactions import (
     Deposit,
     Fill,
+    FundingTick,
     ListMarket,
     OraclePrice,
     Order,
@@ -57,6 +61,8 @@ def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Dom
         apply_withdraw(state, tx, domain)
     elif isinstance(tx, ListMarket):
         apply_list_market(state, tx, domain)
+    elif isinstance(tx, FundingTick):
+        apply_funding_tick(state, tx, timestamp, domain)
     else:  # pragma: no cover - the Transaction union is closed
         raise TypeError(f"not a transaction: {tx!r}")
 
@@ -130,15 +136,23 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
     new: dict[bytes, Account] = {}
     grows: list[bool] = []  # maker's, taker's: the fill does more than reduce the position
     market_id = market.id
+    index = market.funding_index
+    settled = 0  # funding the maker and taker pay into the funding pool
     for order, charge in ((maker, maker_fee), (taker, taker_fee)):
         acc = state.account(order.account)
         old = acc.position(market_id)
+        # settle funding on the traded market first (maker, then taker): the
+        # new position starts at the market's index
+        owed = 0
+        if old is not None and old.funding_index != index:
+            owed = unsettled_funding(market, old)
+        settled += owed
         if order.is_buy:
-            pos = trade_position(old, market_id, size, pay)
-            cash = -pay
+            pos = trade_position(old, market_id, size, pay, index)
+            cash = -pay - owed
         else:
-            pos = trade_position(old, market_id, -size, -receive)
-            cash = receive
+            pos = trade_position(old, market_id, -size, -receive, index)
+            cash = receive - owed
         new[order.account] = acc.traded(cash - charge, pos)
         old_size = old.size if old else 0
         reduces_only = abs(pos.size) < abs(old_size) and (pos.size == 0 or (pos.size > 0) == (old_size > 0))
@@ -166,6 +180,9 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
         state.set_account(address, acc)
     state.set_filled(maker_hash, maker_filled)
     state.set_filled(taker_hash, taker_filled)
+    if settled:
+        system = state.system
+        state.set_system(replace(system, funding_pool=system.funding_pool + settled))
 
 
 def apply_oracle_price(state: State, tx: OraclePrice, domain: Domain) -> None:
@@ -181,9 +198,59 @@ def apply_oracle_price(state: State, tx: OraclePrice, domain: Domain) -> None:
         raise err.StaleOraclePrice(
             f"oracle timestamp {tx.timestamp} is not after {market.oracle_time}"
         )
-    state.set_market(
-        type(market)(*market.as_tuple()[:9], oracle_price=tx.price, oracle_time=tx.timestamp)
-    )
+    state.set_market(replace(market, oracle_price=tx.price, oracle_time=tx.timestamp))
+
+
+def apply_funding_tick(state: State, tx: FundingTick, timestamp: int, domain: Domain) -> None:
+    """Advance ``tx.market``'s funding index (docs/protocol.md "Funding").
+
+    Rules in order: InvalidOracleSignature, UnknownMarket, StaleFundingTick
+    (tx.timestamp <= funding_time), FundingTickInFuture (tx.timestamp >
+    block ``timestamp``), InvalidPremium (|premium| > 1e6 ppm). Writes the
+    markets leaf only: funding_index += index_delta(rate, oracle price,
+    elapsed), funding_time = tx.timestamp, funding_rate_ppm = rate.
+    """
+    digest = funding_tick_digest(domain, tx.market, tx.timestamp, tx.premium_ppm)
+    if signer_of(digest, tx.signature) != state.system.oracle:
+        raise err.InvalidOracleSignature("funding tick is not signed by the oracle key")
+    market = state.markets.get(tx.market)
+    if market is None:
+        raise err.UnknownMarket(f"market {tx.market} is not listed")
+    if tx.timestamp <= market.funding_time:
+        raise err.StaleFundingTick(
+            f"funding tick timestamp {tx.timestamp} is not after {market.funding_time}"
+        )
+    if tx.timestamp > timestamp:
+        raise err.FundingTickInFuture(
+            f"funding tick timestamp {tx.timestamp} is after block time {timestamp}"
+        )
+    if abs(tx.premium_ppm) > MAX_PREMIUM_PPM:
+        raise err.InvalidPremium(f"premium {tx.premium_ppm} ppm is beyond +-{MAX_PREMIUM_PPM}")
+    rate = funding_rate(tx.premium_ppm, market.imf_ppm, market.mmf_ppm)
+    elapsed = funding_elapsed(market.funding_time, tx.timestamp)
+    state.set_market(replace(
+        market,
+        funding_index=market.funding_index + index_delta(rate, market.oracle_price, elapsed),
+        funding_time=tx.timestamp,
+        funding_rate_ppm=rate,
+    ))
+
+
+def settle_funding(account: Account, markets: dict[int, Market]) -> tuple[Account, int]:
+    """``account`` with every position settled at its market's funding index
+    (in market-id order) and the total it paid (USDC base units; negative:
+    it received). Pure: the caller writes the account and the pool."""
+    paid = 0
+    positions = []
+    for p in account.positions:
+        m = markets[p.market]
+        if p.funding_index != m.funding_index:
+            paid += unsettled_funding(m, p)
+            p = replace(p, funding_index=m.funding_index)
+        positions.append(p)
+    if not paid and positions == list(account.positions):
+        return account, 0
+    return Account(account.collateral - paid, account.nonce, tuple(positions)), paid
 
 
 def apply_withdraw(state: State, tx: Withdraw, domain: Domain) -> None:
@@ -195,6 +262,7 @@ def apply_withdraw(state: State, tx: Withdraw, domain: Domain) -> None:
         raise err.InvalidNonce(f"nonce {tx.nonce}, expected {acc.nonce}")
     if tx.amount == 0:
         raise err.ZeroAmount("withdrawal amount is zero")
+    acc, paid = settle_funding(acc, state.markets)
     free = free_collateral(acc, state.markets)
     if tx.amount > free:
         raise err.InsufficientFreeCollateral(
@@ -203,7 +271,8 @@ def apply_withdraw(state: State, tx: Withdraw, domain: Domain) -> None:
     system = state.system
     state.set_account(tx.account, Account(acc.collateral - tx.amount, acc.nonce + 1, acc.positions))
     state.add_withdrawal(Withdrawal(system.withdrawal_count, tx.account, tx.recipient, tx.amount))
-    state.set_system(replace(system, withdrawal_count=system.withdrawal_count + 1))
+    state.set_system(replace(system, withdrawal_count=system.withdrawal_count + 1,
+                             funding_pool=system.funding_pool + paid))
 
 
 def check_symbol(symbol: bytes) -> None:

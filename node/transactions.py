@@ -1,8 +1,9 @@
 """L2 transactions and orders, and their packed encoding (docs/protocol.md).
 
-Every state change is one of five transactions: ``Deposit``, ``Fill``,
-``OraclePrice``, ``Withdraw`` and ``ListMarket``. Each encodes to one type byte and a
-fixed-size body, so a batch of them splits on L1 without length prefixes.
+Every state change is one of six transactions: ``Deposit``, ``Fill``,
+``OraclePrice``, ``Withdraw``, ``ListMarket`` and ``FundingTick``. Each
+encodes to one type byte and a fixed-size body, so a batch of them splits on
+L1 without length prefixes.
 Addresses are 20 raw bytes, signatures 65 raw bytes ``r || s || v``.
 """
 
@@ -22,6 +23,7 @@ TX_FILL = 0x02
 TX_ORACLE_PRICE = 0x03
 TX_WITHDRAW = 0x04
 TX_LIST_MARKET = 0x05
+TX_FUNDING_TICK = 0x06
 
 BODY_BYTES = {
     TX_DEPOSIT: 44,
@@ -29,6 +31,7 @@ BODY_BYTES = {
     TX_ORACLE_PRICE: 85,
     TX_WITHDRAW: 129,
     TX_LIST_MARKET: 127,
+    TX_FUNDING_TICK: 81,
 }
 
 U32 = 2**32
@@ -249,10 +252,42 @@ class ListMarket:
             _check_range(name, getattr(self, name), bound)
 
 
-Transaction = Union[Deposit, Fill, OraclePrice, Withdraw, ListMarket]
+@dataclass(frozen=True, slots=True)
+class FundingTick:
+    """Advances one market's funding index, signed by the oracle key.
+
+    market: market id (u32); timestamp: unix seconds of the sample (u64);
+    premium_ppm: the premium the sequencer sampled, signed ppm of an
+    8-hour rate (i32, two's complement in the packed body).
+    """
+
+    market: int
+    timestamp: int
+    premium_ppm: int
+    signature: bytes
+
+    def body(self) -> bytes:
+        return (
+            self.market.to_bytes(4, "big")
+            + self.timestamp.to_bytes(8, "big")
+            + self.premium_ppm.to_bytes(4, "big", signed=True)
+            + self.signature
+        )
+
+    def validate_ranges(self) -> None:
+        """Raise DecodeError if a field does not fit its packed width."""
+        if len(self.signature) != SIGNATURE_BYTES:
+            raise DecodeError("signature must be 65 bytes")
+        _check_range("market", self.market, U32)
+        _check_range("timestamp", self.timestamp, U64)
+        if not -(1 << 31) <= self.premium_ppm < 1 << 31:
+            raise DecodeError(f"premium_ppm out of int32 range: {self.premium_ppm}")
+
+
+Transaction = Union[Deposit, Fill, OraclePrice, Withdraw, ListMarket, FundingTick]
 
 _TYPE_OF = {Deposit: TX_DEPOSIT, Fill: TX_FILL, OraclePrice: TX_ORACLE_PRICE, Withdraw: TX_WITHDRAW,
-            ListMarket: TX_LIST_MARKET}
+            ListMarket: TX_LIST_MARKET, FundingTick: TX_FUNDING_TICK}
 
 
 def tx_type(tx: Transaction) -> int:
@@ -315,6 +350,13 @@ def decode_tx_at(data: bytes, offset: int) -> tuple[Transaction, int]:
             amount=int.from_bytes(b[40:56], "big"),
             nonce=int.from_bytes(b[56:64], "big"),
             signature=b[64:129],
+        )
+    elif kind == TX_FUNDING_TICK:
+        tx = FundingTick(
+            market=int.from_bytes(b[0:4], "big"),
+            timestamp=int.from_bytes(b[4:12], "big"),
+            premium_ppm=int.from_bytes(b[12:16], "big", signed=True),
+            signature=b[16:81],
         )
     else:
         tx = ListMarket(

@@ -7,7 +7,7 @@ apply; the STF checks everything again when the fill lands in a block.
 from __future__ import annotations
 
 from node import exceptions as err
-from node.margin import equity, fee, initial_margin, notional, trade_position
+from node.margin import equity, fee, initial_margin, notional, trade_position, unsettled_funding
 from node.state import Account, State
 from node.sigverify import signer_of
 from node.transactions import DecodeError, Order
@@ -64,12 +64,14 @@ def check_margin(state: State, order: Order, size: int) -> None:
     acc = state.account(order.account)
     old = acc.position(market.id)
     pay, receive = notional(market, size, order.price)
+    index = market.funding_index  # the STF settles the position's funding first
+    owed = unsettled_funding(market, old) if old is not None else 0
     if order.is_buy:
-        pos = trade_position(old, market.id, size, pay)
-        cash = -pay - fee(pay, market.taker_fee_ppm)
+        pos = trade_position(old, market.id, size, pay, index)
+        cash = -pay - fee(pay, market.taker_fee_ppm) - owed
     else:
-        pos = trade_position(old, market.id, -size, -receive)
-        cash = receive - fee(receive, market.taker_fee_ppm)
+        pos = trade_position(old, market.id, -size, -receive, index)
+        cash = receive - fee(receive, market.taker_fee_ppm) - owed
     old_size = old.size if old else 0
     if abs(pos.size) < abs(old_size) and (pos.size == 0 or (pos.size > 0) == (old_size > 0)):
         return

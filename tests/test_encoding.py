@@ -15,6 +15,7 @@ from node.crypto import keccak
 from node.eip712 import (
     Domain,
     cancel_digest,
+    funding_tick_digest,
     oracle_price_digest,
     order_hash,
     order_message,
@@ -23,12 +24,13 @@ from node.eip712 import (
 )
 from node.merkle import merkle_proof, merkle_root, verify_merkle_proof
 from node.signing import Signer
-from node.state import Account, Position, System, Withdrawal, decode_markets, encode_markets
+from node.state import Account, Market, Position, System, Withdrawal, decode_markets, encode_markets
 from node.genesis import load_genesis
 from node.transactions import (
     DecodeError,
     Deposit,
     Fill,
+    FundingTick,
     ListMarket,
     OraclePrice,
     Order,
@@ -53,6 +55,7 @@ txs = st.one_of(
     st.builds(Withdraw, addr, addr, st.integers(0, 2**128 - 1), u64, sig),
     st.builds(ListMarket, u32, st.binary(min_size=16, max_size=16), st.integers(0, 255),
               st.integers(0, 255), u64, u64, u32, u32, u32, u32, u64, sig),
+    st.builds(FundingTick, u32, u64, st.integers(-(2**31), 2**31 - 1), sig),
 )
 
 
@@ -128,13 +131,21 @@ def test_other_digests_match_eth_account() -> None:
         typed_data(DOMAIN, "Cancel", {"account": "0x" + a.hex(), "orderHash": target}))
     assert oracle_price_digest(DOMAIN, 1, 166621, 1_700_000_000) == _full_digest(
         typed_data(DOMAIN, "OraclePrice", {"market": 1, "price": 166621, "timestamp": 1_700_000_000}))
+    for premium in (-(2**31), -1, 0, 2500, 2**31 - 1):
+        assert funding_tick_digest(DOMAIN, 2, 1_700_000_000, premium) == _full_digest(
+            typed_data(DOMAIN, "FundingTick",
+                       {"market": 2, "timestamp": 1_700_000_000, "premiumPpm": premium}))
+    tick = SIGNER.funding_tick(DOMAIN, 2, 1_700_000_000, -7)
+    raw = encode_tx(tick)
+    assert len(raw) == 82 and raw[0] == 6 and raw[13:17] == (-7).to_bytes(4, "big", signed=True)
     assert withdraw_digest(DOMAIN, a, b"\x07" * 20, 10**9, 3) == _full_digest(
         typed_data(DOMAIN, "Withdraw", {"account": "0x" + a.hex(), "recipient": "0x" + "07" * 20,
                                         "amount": 10**9, "nonce": 3}))
 
 
 @given(st.integers(-(2**255), 2**255 - 1), u64,
-       st.lists(st.tuples(u32, st.integers(-(2**127), 2**127 - 1), st.integers(-(2**255), 2**255 - 1)),
+       st.lists(st.tuples(u32, st.integers(-(2**127), 2**127 - 1),
+                          st.integers(-(2**255), 2**255 - 1), st.integers(-(2**255), 2**255 - 1)),
                 max_size=3, unique_by=lambda t: t[0]))
 def test_account_leaf_round_trip(collateral, nonce, positions) -> None:
     acc = Account(collateral, nonce, tuple(Position(*p) for p in sorted(positions)))
@@ -145,8 +156,11 @@ def test_account_leaf_round_trip(collateral, nonce, positions) -> None:
 def test_other_leaves_round_trip() -> None:
     markets = {m.market.id: m.market for m in load_genesis().markets}
     assert decode_markets(encode_markets(markets)) == markets
-    s = System(3, 4, b"\x01" * 20, b"\x02" * 20, b"\x03" * 20)
-    assert System.decode(s.encode()) == s
+    markets[7] = Market(7, 2, 3, 1, 1, 50_000, 30_000, 0, 0, 10, 11, -(2**255), 2**64 - 1, -(2**31))
+    assert decode_markets(encode_markets(markets)) == markets
+    for pool in (0, -5, 2**255 - 1):
+        s = System(3, 4, b"\x01" * 20, b"\x02" * 20, b"\x03" * 20, pool)
+        assert System.decode(s.encode()) == s
     w = Withdrawal(5, b"\x03" * 20, b"\x04" * 20, 10**12)
     assert Withdrawal.decode(w.encode()) == w
 
@@ -167,7 +181,7 @@ _INT256 = st.integers(-(2**255), 2**255 - 1)
     collateral=_INT256,
     nonce=st.integers(0, 2**64 - 1),
     positions=st.lists(
-        st.tuples(st.integers(0, 2**32 - 1), st.integers(-(2**127), 2**127 - 1), _INT256),
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(-(2**127), 2**127 - 1), _INT256, _INT256),
         max_size=6,
     ),
 )
@@ -188,7 +202,9 @@ def test_account_leaf_encoding_refuses_out_of_range() -> None:
     from node.state import Account, Position
 
     for acc in (Account(2**255), Account(0, 2**64), Account(0, 0, (Position(2**32, 1, 1),)),
-                Account(0, 0, (Position(1, 2**127, 1),)), Account(0, 0, (Position(1, 1, -(2**255) - 1),))):
+                Account(0, 0, (Position(1, 2**127, 1),)),
+                Account(0, 0, (Position(1, 1, -(2**255) - 1),)),
+                Account(0, 0, (Position(1, 1, 1, 2**255),))):
         with pytest.raises(OverflowError):
             acc.encode()
     with pytest.raises(ValueError):

@@ -214,7 +214,7 @@ def test_list_market_property(market: int, symbol: str, pd: int, sd: int, tick: 
     assert ok
     state.commit()
     assert state.markets[market].as_tuple() == (market, pd, sd, tick, step, imf, mmf, *fees,
-                                                price, 0)
+                                                price, 0, 0, 0, 0)
     assert state.symbol_of(market) == symbol and len(state.markets) == 3
 
 
