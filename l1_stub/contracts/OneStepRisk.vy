@@ -21,6 +21,11 @@ MAX_POSITIONS: constant(uint256) = MAX_MARKETS
 ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
 MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
 SYSTEM_LEAF_BYTES: constant(uint256) = 6 * 32
+# a market row of the markets leaf (after offset | length): id, price_decimals,
+# size_decimals, tick_size, step_size, imf_ppm, mmf_ppm, maker_fee_ppm,
+# taker_fee_ppm, oracle_price, oracle_time, funding_index, funding_time,
+# funding_rate_ppm
+MARKET_ROW_BYTES: constant(uint256) = 14 * 32
 
 # encoded FundingTick (docs/protocol.md "Transactions"): type byte 0x06, then
 # market u32 | timestamp u64 | premium_ppm i32 | sig(65)
@@ -134,27 +139,18 @@ def _system_with(system: Bytes[SYSTEM_LEAF_BYTES], next_deposit: uint256, count:
 
 @pure
 @internal
-def _markets(leaf: Bytes[MARKETS_LEAF_BYTES]) -> DynArray[Market, MAX_MARKETS]:
-    if len(leaf) == 0:
-        return []
-    return abi_decode(leaf, DynArray[Market, MAX_MARKETS])
-
-
-@pure
-@internal
 def _pow10(e: uint256) -> uint256:
     return 10 ** min(e, MAX_POW10)
 
 
 @pure
 @internal
-def _position_value(size: int128, market: Market) -> int256:
+def _position_value(size: int256, price: uint256, decimals: uint256) -> int256:
     """
     @dev floor(size * oracle_price * 10**6 / 10**(pd + sd)), toward -infinity
-         (node/margin.py position_value).
+         (node/margin.py position_value); `decimals` = pd + sd.
     """
-    raw: int256 = convert(size, int256) * convert(market.oracle_price, int256)
-    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
+    raw: int256 = size * convert(price, int256)
     if decimals <= 6:
         return raw * convert(10 ** (6 - decimals), int256)
     divisor: int256 = convert(self._pow10(decimals - 6), int256)
@@ -166,72 +162,34 @@ def _position_value(size: int128, market: Market) -> int256:
 
 @pure
 @internal
-def _initial_margin(size: int128, market: Market) -> uint256:
+def _initial_margin(size: int256, price: uint256, imf_ppm: uint256, decimals: uint256) -> int256:
     """
     @dev ceil(|size| * oracle_price * imf_ppm / (10**(pd + sd - 6) * 10**6))
          (node/margin.py margin_requirement).
     """
-    raw: uint256 = convert(abs(convert(size, int256)), uint256) * convert(market.oracle_price, uint256) \
-        * convert(market.imf_ppm, uint256)
-    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
+    raw: uint256 = convert(abs(size), uint256) * price * imf_ppm
     divisor: uint256 = MARGIN_PPM
     if decimals <= 6:
         raw = raw * 10 ** (6 - decimals)
     else:
         divisor = self._pow10(decimals - 6) * MARGIN_PPM
-    return (raw + divisor - 1) // divisor
+    return convert((raw + divisor - 1) // divisor, int256)
 
 
 @pure
 @internal
-def _market_at(markets: DynArray[Market, MAX_MARKETS], market: uint32, start: uint256) -> uint256:
+def _unsettled(size: int256, index_diff: int256, decimals: uint256) -> int256:
     """
-    @dev The index of market id `market` in `markets` (sorted by id),
-         searching from `start`; reverts if it is not listed.
-    """
-    m: uint256 = start
-    for _k: uint256 in range(MAX_MARKETS):
-        if m == len(markets) or markets[m].id >= market:
-            break
-        m += 1
-    assert m < len(markets) and markets[m].id == market, "osp: position in an unknown market"
-    return m
-
-
-@pure
-@internal
-def _unsettled(p: Position, market: Market) -> int256:
-    """
-    @dev Funding the position owes, USDC base units (> 0: it pays):
+    @dev Funding a position owes, USDC base units (> 0: it pays):
          ceil(size * (market index - position index) / 10**(pd + sd)),
          toward +infinity (docs/protocol.md "Funding").
     """
-    owed: int256 = convert(p.size, int256) * (market.funding_index - p.funding_index)
-    d: int256 = convert(self._pow10(convert(market.price_decimals, uint256)
-                                    + convert(market.size_decimals, uint256)), int256)
+    owed: int256 = size * index_diff
+    d: int256 = convert(self._pow10(decimals), int256)
     q: int256 = owed // d
     if owed > 0 and q * d != owed:
         q += 1
     return q
-
-
-@pure
-@internal
-def _free_collateral(collateral: int256, positions: DynArray[Position, MAX_POSITIONS],
-                     markets: DynArray[Market, MAX_MARKETS]) -> int256:
-    """
-    @dev equity - initial margin at oracle prices, equity net of unsettled
-         funding; positions and markets are both sorted by market id
-         (node/margin.py free_collateral).
-    """
-    free: int256 = collateral
-    m: uint256 = 0
-    for p: Position in positions:
-        m = self._market_at(markets, p.market, m)
-        free += self._position_value(p.size, markets[m]) - self._unsettled(p, markets[m])
-        free -= convert(self._initial_margin(p.size, markets[m]), int256)
-    return free
-
 
 
 # ---------------------------------------------------------------- external
@@ -347,17 +305,39 @@ def withdraw(encoded_tx: Bytes[WITHDRAW_TX_BYTES], domain_separator: bytes32, sy
             account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS]))
     if nonce != convert(account_nonce, uint256) or amount == 0:
         return False, empty(bytes32), empty(bytes32), empty(bytes32)
-    # settle the funding of every position (market-id order), then check
-    markets: DynArray[Market, MAX_MARKETS] = self._markets(markets_leaf)
+    # settle the funding of every position (market-id order) and sum
+    # value - initial margin at oracle prices (the unsettled funding is 0
+    # once settled): positions and market rows are both sorted by id, one
+    # merge walk over the raw leaf (row: 14 words, see MARKET_ROW_BYTES)
     pool: int256 = convert(self._system_word(system, 5), int256)
-    m: uint256 = 0
+    margin_free: int256 = 0
+    cursor: uint256 = 64
+    end: uint256 = 64
+    if len(markets_leaf) != 0:
+        end += convert(extract32(markets_leaf, 32), uint256) * MARKET_ROW_BYTES
     for i: uint256 in range(len(positions), bound=MAX_POSITIONS):
-        m = self._market_at(markets, positions[i].market, m)
-        owed: int256 = self._unsettled(positions[i], markets[m])
+        market: uint256 = convert(positions[i].market, uint256)
+        listed: uint256 = 0
+        for _k: uint256 in range(MAX_MARKETS):
+            if cursor == end:
+                break
+            listed = convert(extract32(markets_leaf, cursor), uint256)
+            if listed >= market:
+                break
+            cursor += MARKET_ROW_BYTES
+        assert cursor != end and listed == market, "osp: position in an unknown market"
+        decimals: uint256 = convert(extract32(markets_leaf, cursor + 32), uint256) \
+            + convert(extract32(markets_leaf, cursor + 2 * 32), uint256)
+        price: uint256 = convert(extract32(markets_leaf, cursor + 9 * 32), uint256)
+        index: int256 = convert(extract32(markets_leaf, cursor + 11 * 32), int256)
+        size: int256 = convert(positions[i].size, int256)
+        owed: int256 = self._unsettled(size, index - positions[i].funding_index, decimals)
         collateral -= owed
         pool += owed
-        positions[i].funding_index = markets[m].funding_index
-    free: int256 = self._free_collateral(collateral, positions, markets)
+        positions[i].funding_index = index
+        margin_free += self._position_value(size, price, decimals) - self._initial_margin(
+            size, price, convert(extract32(markets_leaf, cursor + 5 * 32), uint256), decimals)
+    free: int256 = collateral + margin_free
     if convert(amount, int256) > free:
         return False, empty(bytes32), empty(bytes32), empty(bytes32)
     count: uint256 = self._system_word(system, 1)
