@@ -328,6 +328,21 @@ def test_withdraw_all_free_collateral_with_funding_owed_and_due(env: Env) -> Non
     assert state.system.funding_pool != pool
 
 
+def test_negative_funding_pool(env: Env) -> None:
+    """The pool goes below zero when receivers settle before payers (it is
+    the pool plus the unsettled funding that stays >= 0): every type reads
+    it as a signed word."""
+    state = new_state()
+    state.set_system(replace(state.system, funding_pool=-5))
+    state.commit()
+    u0, u1, u3 = USERS[0], USERS[1], USERS[3]
+    assert check_step(env, state, Deposit(state.system.next_deposit, u0.address, 1)) == "ok"
+    assert check_step(env, state, tick_tx(ETH, NOW, 10)) == "ok"
+    assert state.system.funding_pool == -5
+    for tx in (_fill(u1, u3, False, 100, 166_600, salt=21), withdraw_tx(u1, 1, 0)):
+        assert check_step(env, state, tx) == "ok", tx
+
+
 def test_too_many_markets(env: Env) -> None:
     state = new_state()
     for market_id in range(3, 65):

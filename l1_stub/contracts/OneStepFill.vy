@@ -225,22 +225,24 @@ def transition(
     maker_filled: Bytes[32],
     taker_filled: Bytes[32],
     markets: Bytes[MARKETS_LEAF_BYTES],
-) -> (bool, Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[32], Bytes[32],
-      int256):
+) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256):
     """
     @notice Apply the encoded Fill `fill_tx` at block `timestamp` (unix s)
             to its leaves: the maker's and taker's account leaves, the fee
             account's leaf, both order leaves (filled size) and the markets
-            leaf. Returns (ok, maker account, taker account, fee account,
-            maker filled, taker filled, funding); ok=False (all else empty,
-            funding 0) when the Fill breaks an STF rule, a no-op. `funding`
-            (USDC base units, signed) is what settling the maker's and then
-            the taker's position in the market paid into the funding pool
-            (the system leaf's funding_pool, which the caller writes). When the fee account is the
-            maker (taker), `fee_account_leaf` is not read: the maker's
-            (taker's) leaf is the fee account's, and both outputs carry its
-            final value. Leaves are trusted to be canonical (the prover
-            proves them against the state root).
+            leaf. Returns (ok, value hashes of the new maker account, taker
+            account, fee account, maker order and taker order leaves,
+            funding); ok=False (hashes empty, funding 0) when the Fill
+            breaks an STF rule, a no-op. A hash is keccak256 of the leaf
+            value as node/state.py encodes it (the tree's value hash).
+            `funding` (USDC base units, signed) is what settling the maker's
+            and then the taker's position in the market paid into the
+            funding pool (the system leaf's funding_pool, which the caller
+            writes). When the fee account is the maker (taker),
+            `fee_account_leaf` is not read: the maker's (taker's) leaf is
+            the fee account's, and both outputs carry its final value.
+            Leaves are trusted to be canonical (the prover proves them
+            against the state root).
     """
     assert len(fill_tx) == FILL_TX_BYTES and self._word(fill_tx, 0) >> 248 == TX_FILL, \
         "fill: not a fill"
@@ -251,7 +253,7 @@ def transition(
     price: uint256 = last & MASK64
     # a side byte other than 0/1 does not decode (node.transactions.DecodeError)
     if maker.side > 1 or taker.side > 1:
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
 
     # UnknownMarket (the maker's): the markets leaf is sorted by id
     n_markets: uint256 = 0
@@ -266,36 +268,36 @@ def transition(
                 mk = row
             break
     if mk == 0:
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # MarketMismatch, SameSide, SelfTrade, ZeroFillSize
     if taker.market != maker.market or maker.side == taker.side or maker.account == taker.account \
             or size == 0:
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # InvalidStepSize, InvalidTickSize, FillPriceMismatch
     tick: uint256 = convert(extract32(markets, mk + 3 * 32), uint256)
     step: uint256 = convert(extract32(markets, mk + 4 * 32), uint256)
     if size % step != 0 or maker.price % tick != 0 or taker.price % tick != 0 or price != maker.price:
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # PricesDoNotCross
     if maker.side == 1:
         if maker.price < taker.price:
-            return False, b"", b"", b"", b"", b"", 0
+            return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     elif taker.price < maker.price:
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # OrderExpired (maker, taker)
     now: uint256 = convert(timestamp, uint256)
     if maker.expiry <= now or taker.expiry <= now:
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # InvalidOrderSignature (maker, taker)
     if not self._signed_by(fill_tx, MAKER_SIG, self._order_hash(maker, domain_separator), maker.account):
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     if not self._signed_by(fill_tx, TAKER_SIG, self._order_hash(taker, domain_separator), taker.account):
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # Overfill (maker, taker)
     maker_total: uint256 = self._filled(maker_filled) + size
     taker_total: uint256 = self._filled(taker_filled) + size
     if maker_total > maker.size or taker_total > taker.size:
-        return False, b"", b"", b"", b"", b"", 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
 
     # notional: the buyer pays the ceiling, the seller receives the floor
     decimals: uint256 = convert(extract32(markets, mk + 32), uint256) \
@@ -326,8 +328,8 @@ def transition(
     market_index: int256 = convert(extract32(markets, mk + FUNDING_INDEX_WORD), int256)
     market_unit: uint256 = self._pow10(decimals)
     funding: int256 = 0
-    out_maker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-    out_taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+    out_maker: bytes32 = empty(bytes32)
+    out_taker: bytes32 = empty(bytes32)
     collateral: int256 = 0
     nonce: uint64 = 0
     positions: DynArray[Position, MAX_POSITIONS] = []
@@ -450,17 +452,19 @@ def transition(
                 )
                 need = unsafe_add(need, unsafe_div(unsafe_add(scaled, unsafe_sub(unit, 1)), unit))
             if equity < convert(need, int256):
-                return False, b"", b"", b"", b"", b"", 0
+                return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
         if role == 0:
-            out_maker = abi_encode(collateral, nonce, positions)
+            out_maker = keccak256(abi_encode(collateral, nonce, positions))
         else:
-            out_taker = abi_encode(collateral, nonce, positions)
+            out_taker = keccak256(abi_encode(collateral, nonce, positions))
 
     # fees and rounding dust to the fee account (credited above if it traded)
     if fee_account == maker.account:
-        return True, out_maker, out_taker, out_maker, abi_encode(maker_total), abi_encode(taker_total), funding
+        return True, out_maker, out_taker, out_maker, keccak256(abi_encode(maker_total)), \
+            keccak256(abi_encode(taker_total)), funding
     if fee_account == taker.account:
-        return True, out_maker, out_taker, out_taker, abi_encode(maker_total), abi_encode(taker_total), funding
+        return True, out_maker, out_taker, out_taker, keccak256(abi_encode(maker_total)), \
+            keccak256(abi_encode(taker_total)), funding
     collateral = 0
     nonce = 0
     positions = []
@@ -468,5 +472,5 @@ def transition(
         collateral, nonce, positions = abi_decode(
             fee_account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS])
         )
-    return True, out_maker, out_taker, abi_encode(collateral + income, nonce, positions), \
-        abi_encode(maker_total), abi_encode(taker_total), funding
+    return True, out_maker, out_taker, keccak256(abi_encode(collateral + income, nonce, positions)), \
+        keccak256(abi_encode(maker_total)), keccak256(abi_encode(taker_total)), funding

@@ -107,8 +107,7 @@ interface OneStepFill:
         maker_account: Bytes[ACCOUNT_LEAF_BYTES], taker_account: Bytes[ACCOUNT_LEAF_BYTES],
         fee_account_leaf: Bytes[ACCOUNT_LEAF_BYTES], maker_filled: Bytes[ORDER_LEAF_BYTES],
         taker_filled: Bytes[ORDER_LEAF_BYTES], markets: Bytes[MARKETS_LEAF_BYTES]
-    ) -> (bool, Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
-          Bytes[ORDER_LEAF_BYTES], Bytes[ORDER_LEAF_BYTES], int256): pure
+    ) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256): pure
 
 interface OneStepRisk:
     def withdraw(encoded_tx: Bytes[WITHDRAW_TX_BYTES], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
@@ -270,7 +269,7 @@ def _deposit(txp: Bytes[MAX_TX_BYTES + 32], system: Bytes[SYSTEM_LEAF_BYTES],
         new_account = keccak256(concat(convert(collateral, bytes32),
                                        slice(account, 32, len(account) - 32)))
     return True, self._system_with(system, next_deposit + 1, self._system_word(system, 1),
-                                   convert(self._system_word(system, 5), int256)), new_account
+                                   convert(extract32(system, 5 * 32), int256)), new_account
 
 
 @pure
@@ -512,11 +511,11 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         taker_hash: bytes32 = empty(bytes32)
         maker_hash, taker_hash = staticcall OneStepFill(FILL).order_hashes(encoded_tx, domain_separator)
         ok: bool = False
-        new_maker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        new_taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        new_fee: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        new_maker_filled: Bytes[ORDER_LEAF_BYTES] = b""
-        new_taker_filled: Bytes[ORDER_LEAF_BYTES] = b""
+        new_maker: bytes32 = empty(bytes32)
+        new_taker: bytes32 = empty(bytes32)
+        new_fee: bytes32 = empty(bytes32)
+        new_maker_filled: bytes32 = empty(bytes32)
+        new_taker_filled: bytes32 = empty(bytes32)
         funding: int256 = 0
         ok, new_maker, new_taker, new_fee, new_maker_filled, new_taker_filled, funding = \
             staticcall OneStepFill(FILL).transition(
@@ -525,22 +524,20 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         old_system: bytes32 = keccak256(system)
         # the funding the fill settled goes to the system leaf's funding_pool
         new_system: bytes32 = self._system_with(system, self._system_word(system, 0), self._system_word(system, 1),
-                                                convert(self._system_word(system, 5), int256) + funding)
+                                                convert(extract32(system, 5 * 32), int256) + funding)
         old_markets: bytes32 = empty(bytes32)
         if len(markets) != 0:
             old_markets = keccak256(markets)
         slots: DynArray[Slot, 7] = [
             Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=new_system),
             Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets),
-            Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash_account(maker),
-                 new=self._hash_account(new_maker)),
-            Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash_account(taker),
-                 new=self._hash_account(new_taker)),
-            Slot(key=self._key(0x01, fee_account), old=self._hash_account(fee), new=self._hash_account(new_fee)),
+            Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash_account(maker), new=new_maker),
+            Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash_account(taker), new=new_taker),
+            Slot(key=self._key(0x01, fee_account), old=self._hash_account(fee), new=new_fee),
             Slot(key=convert(keccak256(concat(b"\x03", maker_hash)), uint256), old=self._hash_word(maker_filled),
-                 new=self._hash_word(new_maker_filled)),
+                 new=new_maker_filled),
             Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256), old=self._hash_word(taker_filled),
-                 new=self._hash_word(new_taker_filled)),
+                 new=new_taker_filled),
         ]
         # as _root_after, inline: one copy of the tree witness less
         keys: DynArray[uint256, smt.MAX_KEYS] = []

@@ -309,7 +309,7 @@ def withdraw(encoded_tx: Bytes[WITHDRAW_TX_BYTES], domain_separator: bytes32, sy
     # value - initial margin at oracle prices (the unsettled funding is 0
     # once settled): positions and market rows are both sorted by id, one
     # merge walk over the raw leaf (row: 14 words, see MARKET_ROW_BYTES)
-    pool: int256 = convert(self._system_word(system, 5), int256)
+    pool: int256 = convert(extract32(system, 5 * 32), int256)
     margin_free: int256 = 0
     cursor: uint256 = 64
     end: uint256 = 64
