@@ -343,6 +343,25 @@ def test_negative_funding_pool(env: Env) -> None:
         assert check_step(env, state, tx) == "ok", tx
 
 
+def test_funding_index_fault_is_caught_by_the_one_step_proof(env: Env) -> None:
+    """prover.trace's funding-index fault: the faulty trace's root after the
+    tick differs from the one-step proof's, which equals the honest one."""
+    from node.derive import Step
+    from prover.trace import BatchTrace, Fault
+
+    state = new_state()
+    steps = [Step(NOW, encode_tx(tx)) for tx in (
+        oracle_tx(ETH, 170_000, NOW), tick_tx(ETH, NOW, 400), withdraw_tx(USERS[1], 1, 0))]
+    honest = BatchTrace(State(state.tree, state.root), steps, DOMAIN)
+    faulty = BatchTrace(State(state.tree, state.root), steps, DOMAIN, fault=Fault.FUNDING_INDEX)
+    assert faulty.fault_step == 1 and faulty.roots[:2] == honest.roots[:2]
+    assert faulty.post_root != honest.post_root
+    before = faulty.state_before(1)
+    tx = tick_tx(ETH, NOW, 400)
+    proved = env.prover.prove_step(before.root, NOW, tx, DOMAIN, step_witness(before, tx, NOW, DOMAIN))
+    assert proved == honest.roots[2] != faulty.roots[2]
+
+
 def test_too_many_markets(env: Env) -> None:
     state = new_state()
     for market_id in range(3, 65):
