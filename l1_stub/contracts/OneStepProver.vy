@@ -90,12 +90,6 @@ struct Symbol:
     id: uint32
     symbol: bytes16
 
-# the leaves of one step: tree key, value hash before and after
-struct Slot:
-    key: uint256
-    old: bytes32
-    new: bytes32
-
 interface OneStepProver:
     def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES],
                          domain_separator: bytes32, witness: Bytes[MAX_WITNESS]) -> bytes32: view
@@ -108,13 +102,6 @@ interface OneStepFill:
         fee_account_leaf: Bytes[ACCOUNT_LEAF_BYTES], maker_filled: Bytes[ORDER_LEAF_BYTES],
         taker_filled: Bytes[ORDER_LEAF_BYTES], markets: Bytes[MARKETS_LEAF_BYTES]
     ) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256): pure
-
-interface OneStepRisk:
-    def withdraw(encoded_tx: Bytes[WITHDRAW_TX_BYTES], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
-                 markets_leaf: Bytes[MARKETS_LEAF_BYTES], account_leaf: Bytes[ACCOUNT_LEAF_BYTES]
-                 ) -> (bool, bytes32, bytes32, bytes32): pure
-    def funding_tick(encoded_tx: Bytes[FUNDING_TICK_TX_BYTES], timestamp: uint64, domain_separator: bytes32,
-                     system: Bytes[SYSTEM_LEAF_BYTES], markets: Bytes[MARKETS_LEAF_BYTES]) -> (bool, bytes32): pure
 
 FILL: public(immutable(address))
 RISK: public(immutable(address))
@@ -393,66 +380,9 @@ def _tx_bytes(kind: uint256) -> uint256:
         return DEPOSIT_TX_BYTES
     if kind == TX_ORACLE_PRICE:
         return ORACLE_PRICE_TX_BYTES
-    if kind == TX_WITHDRAW:
-        return WITHDRAW_TX_BYTES
     if kind == TX_LIST_MARKET:
         return LIST_MARKET_TX_BYTES
-    if kind == TX_FUNDING_TICK:
-        return FUNDING_TICK_TX_BYTES
     return 0
-
-@pure
-@internal
-def _sorted(slots: DynArray[Slot, 7]) -> (DynArray[uint256, smt.MAX_KEYS], DynArray[bytes32, smt.MAX_KEYS],
-                                           DynArray[bytes32, smt.MAX_KEYS]):
-    """
-    @dev The slots' keys ascending with their old and new value hashes;
-         equal keys (one leaf in two slots) must agree on both.
-    """
-    keys: DynArray[uint256, smt.MAX_KEYS] = []
-    olds: DynArray[bytes32, smt.MAX_KEYS] = []
-    news: DynArray[bytes32, smt.MAX_KEYS] = []
-    taken: uint256 = 0  # bit i: slot i placed
-    for _r: uint256 in range(7):
-        best: uint256 = len(slots)
-        for i: uint256 in range(len(slots), bound=7):
-            if (taken >> i) & 1 == 0 and (best == len(slots) or slots[i].key < slots[best].key):
-                best = i
-        if best == len(slots):
-            break
-        taken |= 1 << best
-        slot: Slot = slots[best]
-        n: uint256 = len(keys)
-        if n > 0 and keys[n - 1] == slot.key:
-            assert olds[n - 1] == slot.old and news[n - 1] == slot.new, "osp: aliased leaves differ"
-            continue
-        keys.append(slot.key)
-        olds.append(slot.old)
-        news.append(slot.new)
-    return keys, olds, news
-
-
-@pure
-@internal
-def _root_after(pre_root: bytes32, ok: bool, slots: DynArray[Slot, 7], tree: Bytes[smt.MAX_TREE_BYTES]) -> bytes32:
-    """
-    @dev Check the multiproof `tree` of the slots' old values against
-         pre_root; the root after their new values, pre_root if not `ok`
-         (a failed rule writes nothing, but the values it read must still
-         be proven).
-    """
-    keys: DynArray[uint256, smt.MAX_KEYS] = []
-    olds: DynArray[bytes32, smt.MAX_KEYS] = []
-    news: DynArray[bytes32, smt.MAX_KEYS] = []
-    keys, olds, news = self._sorted(slots)
-    if not ok:
-        news = olds
-    old_root: bytes32 = empty(bytes32)
-    new_root: bytes32 = empty(bytes32)
-    old_root, new_root = smt.roots(tree, keys, olds, news)
-    assert old_root == pre_root, "osp: witness does not prove the pre-state root"
-    return new_root
-
 
 @pure
 @internal
@@ -528,22 +458,22 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         old_markets: bytes32 = empty(bytes32)
         if len(markets) != 0:
             old_markets = keccak256(markets)
-        slots: DynArray[Slot, 7] = [
-            Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=new_system),
-            Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets),
-            Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash_account(maker), new=new_maker),
-            Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash_account(taker), new=new_taker),
-            Slot(key=self._key(0x01, fee_account), old=self._hash_account(fee), new=new_fee),
-            Slot(key=convert(keccak256(concat(b"\x03", maker_hash)), uint256), old=self._hash_word(maker_filled),
+        slots: DynArray[smt.Slot, 7] = [
+            smt.Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=new_system),
+            smt.Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets),
+            smt.Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash_account(maker), new=new_maker),
+            smt.Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash_account(taker), new=new_taker),
+            smt.Slot(key=self._key(0x01, fee_account), old=self._hash_account(fee), new=new_fee),
+            smt.Slot(key=convert(keccak256(concat(b"\x03", maker_hash)), uint256), old=self._hash_word(maker_filled),
                  new=new_maker_filled),
-            Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256), old=self._hash_word(taker_filled),
+            smt.Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256), old=self._hash_word(taker_filled),
                  new=new_taker_filled),
         ]
         # as _root_after, inline: one copy of the tree witness less
         keys: DynArray[uint256, smt.MAX_KEYS] = []
         olds: DynArray[bytes32, smt.MAX_KEYS] = []
         news: DynArray[bytes32, smt.MAX_KEYS] = []
-        keys, olds, news = self._sorted(slots)
+        keys, olds, news = smt.sorted_slots(slots)
         if not ok:
             news = olds
         old_root: bytes32 = empty(bytes32)
@@ -551,7 +481,14 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         old_root, new_root = smt.roots(tree, keys, olds, news)
         assert old_root == pre_root, "osp: witness does not prove the pre-state root"
         return new_root
-    return staticcall OneStepProver(self).prove_state_step(pre_root, timestamp, encoded_tx, domain_separator, witness)
+    # the other types in a fresh call (memory): Withdraw and FundingTick in
+    # OneStepRisk, the rest here
+    kind: uint256 = convert(slice(encoded_tx, 0, 1), uint256)
+    target: address = self
+    if kind == TX_WITHDRAW or kind == TX_FUNDING_TICK:
+        target = RISK
+    return staticcall OneStepProver(target).prove_state_step(pre_root, timestamp, encoded_tx, domain_separator,
+                                                             witness)
 
 
 @view
@@ -559,8 +496,9 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
 def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES],
                      domain_separator: bytes32, witness: Bytes[MAX_WITNESS]) -> bytes32:
     """
-    @notice prove_step for the transaction types other than Fill (Deposit,
-            OraclePrice, Withdraw, ListMarket, FundingTick); same arguments and result.
+    @notice prove_step for Deposit, OraclePrice and ListMarket; same
+            arguments and result. (Withdraw and FundingTick: OneStepRisk's
+            prove_state_step; Fill: prove_step itself.)
     """
     size: uint256 = len(encoded_tx)
     txp: Bytes[MAX_TX_BYTES + 32] = concat(encoded_tx, empty(bytes32))
@@ -571,7 +509,7 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
     markets: Bytes[MARKETS_LEAF_BYTES] = b""
     account: Bytes[ACCOUNT_LEAF_BYTES] = b""
     tree: Bytes[smt.MAX_TREE_BYTES] = b""
-    slots: DynArray[Slot, 7] = []
+    slots: DynArray[smt.Slot, 7] = []
     ok: bool = False
     new_system: bytes32 = empty(bytes32)
     new_account: bytes32 = empty(bytes32)
@@ -580,39 +518,17 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         system, account, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
         ok, new_system, new_account = self._deposit(txp, system, account)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=self._hash(system), new=new_system))
-        slots.append(Slot(key=self._key(0x01, self._address(txp, 9)), old=self._hash(account), new=new_account))
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=self._hash(system), new=new_system))
+        slots.append(smt.Slot(key=self._key(0x01, self._address(txp, 9)), old=self._hash(account), new=new_account))
 
-    elif kind == TX_ORACLE_PRICE or kind == TX_FUNDING_TICK:
+    elif kind == TX_ORACLE_PRICE:
         system, markets, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
         new_markets: bytes32 = empty(bytes32)
-        if kind == TX_ORACLE_PRICE:
-            ok, new_markets = self._oracle_price(txp, domain_separator, system, markets)
-        else:
-            assert len(system) == SYSTEM_LEAF_BYTES, "osp: no system leaf"
-            ok, new_markets = staticcall OneStepRisk(RISK).funding_tick(
-                slice(encoded_tx, 0, FUNDING_TICK_TX_BYTES), timestamp, domain_separator, system, markets)
+        ok, new_markets = self._oracle_price(txp, domain_separator, system, markets)
         old_system: bytes32 = self._hash(system)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
-        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets))
-
-    elif kind == TX_WITHDRAW:
-        withdrawal: Bytes[WITHDRAWAL_LEAF_BYTES] = b""
-        system, markets, account, withdrawal, tree = abi_decode(
-            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
-                      Bytes[WITHDRAWAL_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
-        new_withdrawal: bytes32 = empty(bytes32)
-        assert len(system) == SYSTEM_LEAF_BYTES, "osp: no system leaf"
-        ok, new_system, new_account, new_withdrawal = staticcall OneStepRisk(RISK).withdraw(
-            slice(encoded_tx, 0, WITHDRAW_TX_BYTES), domain_separator, system, markets, account)
-        count: uint256 = self._system_word(system, 1)
-        old_markets: bytes32 = self._hash(markets)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=self._hash(system), new=new_system))
-        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets))
-        slots.append(Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash(account), new=new_account))
-        slots.append(Slot(key=convert(keccak256(concat(b"\x05", convert(convert(count, uint64), bytes8))), uint256),
-                          old=self._hash(withdrawal), new=new_withdrawal))
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
+        slots.append(smt.Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets))
 
     else:  # TX_LIST_MARKET
         symbols: Bytes[SYMBOLS_LEAF_BYTES] = b""
@@ -623,8 +539,8 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         new_symbols: bytes32 = empty(bytes32)
         ok, new_markets_hash, new_symbols = self._list_market(txp, domain_separator, system, markets, symbols)
         system_hash: bytes32 = self._hash(system)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=system_hash, new=system_hash))
-        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets_hash))
-        slots.append(Slot(key=convert(SYMBOLS_KEY, uint256), old=self._hash(symbols), new=new_symbols))
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=system_hash, new=system_hash))
+        slots.append(smt.Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets_hash))
+        slots.append(smt.Slot(key=convert(SYMBOLS_KEY, uint256), old=self._hash(symbols), new=new_symbols))
 
-    return self._root_after(pre_root, ok, slots, tree)
+    return smt.root_after(pre_root, ok, slots, tree)

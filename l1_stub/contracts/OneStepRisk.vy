@@ -6,12 +6,16 @@
         (node/stf.py, docs/protocol.md "State transition rules", "Funding";
         the Liquidate and Deleverage rules of issue 8 belong here too).
         Withdraw lives here too (it settles funding and checks the free
-        collateral). Pure: the caller (OneStepProver) proves the leaves against the
-        pre-state root and writes the returned leaf hashes back. Values are
+        collateral). OneStepProver.prove_step hands these types to this
+        contract's prove_state_step (same arguments and result), which
+        proves the leaves against the pre-state root with the shared
+        multiproof module smt.vy and returns the post-state root. Values are
         the leaf values of docs/protocol.md "State" (abi-encoded parameter
         lists); empty bytes stand for an absent leaf. See docs/protocol.md
         "One-step proof", "FundingTick", "Withdraw".
 """
+
+import smt
 
 # ---------------------------------------------------------------- constants
 
@@ -36,8 +40,16 @@ SIG: constant(uint256) = 17
 # account(20) | recipient(20) | amount u128 | nonce u64 | sig(65)
 TX_WITHDRAW: constant(uint256) = 4
 WITHDRAW_TX_BYTES: constant(uint256) = 130
-# the longest transaction read here, zero-padded by a word for extract32
-MAX_TXP: constant(uint256) = WITHDRAW_TX_BYTES + 32
+# prove_state_step's bounds, as OneStepProver's
+MAX_TX_BYTES: constant(uint256) = 261
+MAX_WITNESS: constant(uint256) = 73728
+WITHDRAWAL_LEAF_BYTES: constant(uint256) = 4 * 32
+# a transaction zero-padded by a word for extract32
+MAX_TXP: constant(uint256) = MAX_TX_BYTES + 32
+
+# state keys (docs/protocol.md "State")
+MARKETS_KEY: constant(bytes32) = keccak256(b"\x02")
+SYSTEM_KEY: constant(bytes32) = keccak256(b"\x04")
 
 FUNDING_TICK_TYPEHASH: constant(bytes32) = keccak256("FundingTick(uint32 market,uint64 timestamp,int32 premiumPpm)")
 SECP256K1_N: constant(uint256) = 115792089237316195423570985008687907852837564279074904382605163141518161494337
@@ -195,16 +207,16 @@ def _unsettled(size: int256, index_diff: int256, decimals: uint256) -> int256:
 # ---------------------------------------------------------------- external
 
 @pure
-@external
-def funding_tick(
-    encoded_tx: Bytes[FUNDING_TICK_TX_BYTES],
+@internal
+def _funding_tick(
+    txp: Bytes[MAX_TXP],
     timestamp: uint64,
     domain_separator: bytes32,
     system: Bytes[SYSTEM_LEAF_BYTES],
     markets: Bytes[MARKETS_LEAF_BYTES],
 ) -> (bool, bytes32):
     """
-    @notice Apply the encoded FundingTick `encoded_tx` (82 bytes) at block
+    @dev Apply the encoded FundingTick `txp` (82 bytes, zero-padded) at block
             `timestamp` (unix s) to the markets leaf. Returns (ok, new
             markets leaf hash); ok=False (hash empty) when it breaks a rule,
             checked in order: InvalidOracleSignature (EIP-712
@@ -212,7 +224,7 @@ def funding_tick(
             StaleFundingTick (tick timestamp <= market.funding_time),
             FundingTickInFuture (tick timestamp > block timestamp),
             InvalidPremium (|premium_ppm| > 10**6).
-    @dev Effect (docs/protocol.md "Funding"): with
+         Effect (docs/protocol.md "Funding"): with
          cap = 6 * (imf_ppm - mmf_ppm),
          rate = min(max(premium_ppm + 100, -cap), cap) (ppm per 8 h),
          elapsed = 0 on the first tick (funding_time 0), else
@@ -220,13 +232,9 @@ def funding_tick(
          funding_index += trunc(rate * oracle_price * elapsed / 28800)
          (price units x ppm, toward zero), funding_time = tick timestamp,
          funding_rate_ppm = rate.
-    @param system The system leaf (192 bytes: word 2 is the oracle).
-    @param markets The markets leaf (empty: no market listed).
+         `system` is the system leaf (192 bytes: word 2 is the oracle),
+         `markets` the markets leaf (empty: no market listed).
     """
-    assert len(encoded_tx) == FUNDING_TICK_TX_BYTES and convert(slice(encoded_tx, 0, 1), uint256) == \
-        TX_FUNDING_TICK, "risk: not a funding tick"
-    assert len(system) == SYSTEM_LEAF_BYTES, "risk: no system leaf"
-    txp: Bytes[MAX_TXP] = concat(encoded_tx, empty(bytes32))
     market_id: uint256 = self._uint(txp, 1, 4)
     tick_time: uint256 = self._uint(txp, 5, 8)
     raw_premium: uint256 = self._uint(txp, 13, 4)
@@ -266,28 +274,21 @@ def funding_tick(
 
 
 @pure
-@external
-def withdraw(encoded_tx: Bytes[WITHDRAW_TX_BYTES], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
+@internal
+def _withdraw(txp: Bytes[MAX_TXP], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
               markets_leaf: Bytes[MARKETS_LEAF_BYTES], account_leaf: Bytes[ACCOUNT_LEAF_BYTES]
               ) -> (bool, bytes32, bytes32, bytes32):
     """
-    @notice Apply the encoded Withdraw `encoded_tx` (130 bytes). Rules in
+    @dev Apply the encoded Withdraw `txp` (130 bytes, zero-padded). Rules in
             order: InvalidWithdrawSignature, InvalidNonce, ZeroAmount, then
             the funding of every position is settled (market-id order,
             into the system leaf's funding_pool), then
             InsufficientFreeCollateral (amount > equity - initial margin).
             Returns (ok, new system hash, new account hash, new withdrawal
             leaf hash); ok=False (hashes empty) when a rule fails.
-    @param system The system leaf (192 bytes).
-    @param markets_leaf The markets leaf (empty: no market).
-    @param account_leaf The account's leaf (empty: absent).
-    @dev Reverts "osp: position in an unknown market" for an account with
+         Reverts "osp: position in an unknown market" for an account with
          a position in a market the markets leaf lacks.
     """
-    assert len(encoded_tx) == WITHDRAW_TX_BYTES and convert(slice(encoded_tx, 0, 1), uint256) == \
-        TX_WITHDRAW, "risk: not a withdraw"
-    assert len(system) == SYSTEM_LEAF_BYTES, "risk: no system leaf"
-    txp: Bytes[MAX_TXP] = concat(encoded_tx, empty(bytes32))
     account: address = self._address(txp, 1)
     recipient: address = self._address(txp, 21)
     amount: uint256 = self._uint(txp, 41, 16)
@@ -349,3 +350,65 @@ def withdraw(encoded_tx: Bytes[WITHDRAW_TX_BYTES], domain_separator: bytes32, sy
         new_withdrawal
 
 
+@pure
+@internal
+def _leaf_hash(leaf: Bytes[MARKETS_LEAF_BYTES]) -> bytes32:
+    # keccak256(value); empty(bytes32) for an absent leaf (empty bytes)
+    if len(leaf) == 0:
+        return empty(bytes32)
+    return keccak256(leaf)
+
+
+@view
+@external
+def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES],
+                     domain_separator: bytes32, witness: Bytes[MAX_WITNESS]) -> bytes32:
+    """
+    @notice OneStepProver.prove_step for a Withdraw or a FundingTick (same
+            arguments and result): the post-state root, pre_root if the
+            transaction fails a rule. Witness slots as docs/protocol.md
+            "Witness": Withdraw (system, markets, account, withdrawal),
+            FundingTick (system, markets).
+    @dev Reverts "osp: bad tx" for another type or a wrong length, "osp:
+         ..." for a witness that does not prove against pre_root.
+    """
+    size: uint256 = len(encoded_tx)
+    assert size > 0, "osp: bad tx"
+    txp: Bytes[MAX_TXP] = concat(encoded_tx, empty(bytes32))
+    kind: uint256 = self._uint(txp, 0, 1)
+    assert (kind == TX_WITHDRAW and size == WITHDRAW_TX_BYTES) or \
+        (kind == TX_FUNDING_TICK and size == FUNDING_TICK_TX_BYTES), "osp: bad tx"
+    system: Bytes[SYSTEM_LEAF_BYTES] = b""
+    markets: Bytes[MARKETS_LEAF_BYTES] = b""
+    tree: Bytes[smt.MAX_TREE_BYTES] = b""
+    slots: DynArray[smt.Slot, smt.MAX_SLOTS] = []
+    ok: bool = False
+    if kind == TX_FUNDING_TICK:
+        system, markets, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
+        assert len(system) == SYSTEM_LEAF_BYTES, "osp: no system leaf"
+        new_markets: bytes32 = empty(bytes32)
+        ok, new_markets = self._funding_tick(txp, timestamp, domain_separator, system, markets)
+        old_system: bytes32 = keccak256(system)
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
+        slots.append(smt.Slot(key=convert(MARKETS_KEY, uint256), old=self._leaf_hash(markets), new=new_markets))
+    else:  # TX_WITHDRAW
+        account: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        new_system: bytes32 = empty(bytes32)
+        new_account: bytes32 = empty(bytes32)
+        withdrawal: Bytes[WITHDRAWAL_LEAF_BYTES] = b""
+        system, markets, account, withdrawal, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
+                      Bytes[WITHDRAWAL_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
+        new_withdrawal: bytes32 = empty(bytes32)
+        assert len(system) == SYSTEM_LEAF_BYTES, "osp: no system leaf"
+        ok, new_system, new_account, new_withdrawal = self._withdraw(txp, domain_separator, system, markets, account)
+        count: uint256 = self._system_word(system, 1)
+        old_markets: bytes32 = self._leaf_hash(markets)
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=self._leaf_hash(system), new=new_system))
+        slots.append(smt.Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets))
+        account_key: uint256 = convert(keccak256(concat(b"\x01", convert(self._address(txp, 1), bytes20))), uint256)
+        slots.append(smt.Slot(key=account_key, old=self._leaf_hash(account), new=new_account))
+        slots.append(smt.Slot(key=convert(keccak256(concat(b"\x05", convert(convert(count, uint64), bytes8))), uint256),
+                          old=self._leaf_hash(withdrawal), new=new_withdrawal))
+    return smt.root_after(pre_root, ok, slots, tree)
