@@ -5,10 +5,10 @@
 @notice Re-executes one L2 transaction (one step of a batch) against a
         pre-state root and returns the post-state root, from one shared
         sparse Merkle multiproof of every leaf the step reads or writes
-        (docs/protocol.md "One-step proof"). Deposit, OraclePrice, Withdraw
-        and ListMarket are re-executed here; a Fill is decoded and checked
-        by OneStepFill, a Withdraw and a FundingTick by OneStepRisk
-        (constructor arguments). A transaction that fails any
+        (docs/protocol.md "One-step proof"). Deposit, OraclePrice and
+        ListMarket are re-executed here; a Fill is decoded and checked by
+        OneStepFill, a Withdraw and a FundingTick by OneStepRisk's own
+        prove_state_step (constructor arguments). A transaction that fails any
         rule of the state transition function (docs/protocol.md "State
         transition rules") is a no-op: the post-state root is pre_root.
 """
@@ -63,12 +63,6 @@ MASK64: constant(uint256) = 2**64 - 1
 MASK128: constant(uint256) = 2**128 - 1
 
 # ---------------------------------------------------------------- types
-
-struct Position:
-    market: uint32
-    size: int128
-    cost: int256
-    funding_index: int256
 
 struct Market:
     id: uint32
@@ -415,9 +409,10 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
            multiproof (docs/protocol.md "One-step proof").
     @dev Reverts "osp: bad tx" for an unknown type or a wrong length, and
          "osp: ..." for a witness that does not prove against pre_root.
-         A Fill is re-executed here (by OneStepFill); the other types in
-         prove_state_step, called as an external call so that their large
-         buffers (the markets leaf decoded) do not weigh on a Fill's memory.
+         A Fill is re-executed here (by OneStepFill); the other types in a
+         prove_state_step (this contract's, or OneStepRisk's for Withdraw
+         and FundingTick), called as an external call so that each runs in
+         fresh memory and their large buffers do not weigh on each other.
     """
     size: uint256 = len(encoded_tx)
     assert size > 0, "osp: bad tx"

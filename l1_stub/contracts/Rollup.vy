@@ -35,11 +35,13 @@ TX_FILL: constant(uint256) = 2
 TX_ORACLE_PRICE: constant(uint256) = 3
 TX_WITHDRAW: constant(uint256) = 4
 TX_LIST_MARKET: constant(uint256) = 5
+TX_FUNDING_TICK: constant(uint256) = 6
 DEPOSIT_TX_BYTES: constant(uint256) = 45
 FILL_TX_BYTES: constant(uint256) = 261
 ORACLE_PRICE_TX_BYTES: constant(uint256) = 86
 WITHDRAW_TX_BYTES: constant(uint256) = 130
 LIST_MARKET_TX_BYTES: constant(uint256) = 128
+FUNDING_TICK_TX_BYTES: constant(uint256) = 82
 DEPOSIT_BODY_BYTES: constant(uint256) = 44
 
 MASK64: constant(uint256) = 2**64 - 1
@@ -345,6 +347,8 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
                 p = unsafe_add(p, WITHDRAW_TX_BYTES)
             elif kind == TX_LIST_MARKET:
                 p = unsafe_add(p, LIST_MARKET_TX_BYTES)
+            elif kind == TX_FUNDING_TICK:
+                p = unsafe_add(p, FUNDING_TICK_TX_BYTES)
             elif kind == TX_DEPOSIT:
                 assert p + DEPOSIT_TX_BYTES <= n, "batch: truncated"
                 if pos == start:
@@ -442,6 +446,8 @@ def tx_root_of(index: uint256, batch_data: Bytes[MAX_BATCH_BYTES]) -> bytes32:
                 size = WITHDRAW_TX_BYTES
             elif kind == TX_LIST_MARKET:
                 size = LIST_MARKET_TX_BYTES
+            elif kind == TX_FUNDING_TICK:
+                size = FUNDING_TICK_TX_BYTES
             elif kind == TX_DEPOSIT:
                 size = DEPOSIT_TX_BYTES
             leaf: bytes32 = keccak256(concat(ts, slice(batch_data, p, size)))
