@@ -143,12 +143,12 @@ class MarketView:
     def equity(self, account: dict[str, Any]) -> int:
         """Equity in USDC base units: collateral plus the positions' values at
         the current oracle price (the cash model, ``node.margin.equity``:
-        collateral already paid the positions' cost)."""
+        collateral already paid the positions' cost), minus unsettled funding."""
         eq = int(account.get("collateral", 0))
         for p in account.get("positions", []):
             price = self.oracle_price if quantity(p["market"]) == self.market_id else \
                 int(p["oraclePrice"])
-            eq += self.usdc(int(p["size"]), price)
+            eq += self.usdc(int(p["size"]), price) - int(p.get("unsettledFunding", 0))
         return eq
 
 

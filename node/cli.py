@@ -366,12 +366,13 @@ def bots(makers: int, takers: int, duration: float, rpc: str, l1_rpc: str | None
 # -- markets ------------------------------------------------------------------------
 
 MARKET_COLUMNS = ("id", "symbol", "price dec", "size dec", "tick", "step", "margin i/m %",
-                  "fee m/t %", "oracle price")
+                  "fee m/t %", "oracle price", "funding 8h %")
 
 
 def _market_rows(markets: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """Table cells: tick (quote units), step (base units), margins and fees
-    in percent, oracle price in quote units."""
+    in percent, oracle price in quote units, the last funding tick's 8-hour
+    rate in percent (positive: longs pay shorts)."""
     from decimal import Decimal
 
     from node.client import quantity
@@ -387,7 +388,8 @@ def _market_rows(markets: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                      f"{Decimal(int(m['stepSize'])).scaleb(-sd):f}",
                      f"{pct(m['initialMarginPpm'])}/{pct(m['maintenanceMarginPpm'])}",
                      f"{pct(m['makerFeePpm'])}/{pct(m['takerFeePpm'])}",
-                     f"{Decimal(int(m['oraclePrice'])).scaleb(-pd):f}"))
+                     f"{Decimal(int(m['oraclePrice'])).scaleb(-pd):f}",
+                     f"{Decimal(int(m.get('fundingRate8h', 0))).scaleb(-4).normalize():f}"))
     return rows
 
 

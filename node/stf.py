@@ -9,6 +9,7 @@ broken rule raises the matching ``InvalidTransaction`` subclass and leaves
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 
 from node import exceptions as err
@@ -236,20 +237,18 @@ def apply_funding_tick(state: State, tx: FundingTick, timestamp: int, domain: Do
     ))
 
 
-def settle_funding(account: Account, markets: dict[int, Market]) -> tuple[Account, int]:
+def settle_funding(account: Account, markets: Mapping[int, Market]) -> tuple[Account, int]:
     """``account`` with every position settled at its market's funding index
     (in market-id order) and the total it paid (USDC base units; negative:
     it received). Pure: the caller writes the account and the pool."""
+    if all(p.funding_index == markets[p.market].funding_index for p in account.positions):
+        return account, 0
     paid = 0
     positions = []
     for p in account.positions:
         m = markets[p.market]
-        if p.funding_index != m.funding_index:
-            paid += unsettled_funding(m, p)
-            p = replace(p, funding_index=m.funding_index)
-        positions.append(p)
-    if not paid and positions == list(account.positions):
-        return account, 0
+        paid += unsettled_funding(m, p)
+        positions.append(replace(p, funding_index=m.funding_index))
     return Account(account.collateral - paid, account.nonce, tuple(positions)), paid
 
 

@@ -6,6 +6,7 @@ invariant over random sequences, and a tick posted over JSON-RPC."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -251,7 +252,10 @@ def _check_invariant(state: State, deposits: int, withdrawn: int, settlements: i
         assert sum(p.size for a in accounts for p in a.positions if p.market == m) == 0
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+SLOW = os.environ.get("DERIVNET_SLOW") == "1"  # 3,000 random sequences instead of 150
+
+
+@settings(max_examples=3000 if SLOW else 150, suppress_health_check=[HealthCheck.too_slow])
 @given(_ops)
 def test_ledger_invariant_over_random_ticks_fills_withdraws(ops) -> None:
     state = new_state()
@@ -363,3 +367,15 @@ def test_tick_over_json_rpc_settles_on_the_next_fill() -> None:
         assert status["funding_pool"] == str(owed - 10_000 * index // D_ETH)
     finally:
         node.close()
+
+
+def test_markets_table_shows_the_8h_funding_rate_in_percent() -> None:
+    from node.cli import MARKET_COLUMNS, _market_rows
+
+    market = {"id": "0x1", "symbol": "ETH-USD", "priceDecimals": "0x2", "sizeDecimals": "0x4",
+              "tickSize": "1", "stepSize": "1", "initialMarginPpm": "0x186a0",
+              "maintenanceMarginPpm": "0xc350", "makerFeePpm": "0xc8", "takerFeePpm": "0x1f4",
+              "oraclePrice": "166600", "fundingRate8h": "-1250"}
+    (row,) = _market_rows([market])
+    assert MARKET_COLUMNS[-1] == "funding 8h %" and row[-1] == "-0.125"
+    assert _market_rows([{**market, "fundingRate8h": "300000"}])[0][-1] == "30"

@@ -231,7 +231,8 @@ def _frame(draw: Any, methods: list[str]) -> str:
 
 _FUZZ_METHODS = [
     "eth_chainId", "eth_blockNumber", "net_version", "web3_clientVersion", "l2_sendOrder",
-    "l2_cancelOrder", "l2_sendOraclePrice", "l2_sendWithdraw", "l2_getMarkets", "l2_getAccount",
+    "l2_cancelOrder", "l2_sendOraclePrice", "l2_sendFundingTick", "l2_sendWithdraw",
+    "l2_getMarkets", "l2_getAccount",
     "l2_getOrderBook", "l2_getBlockByNumber", "l2_getBlockByHash", "l2_getTransactionReceipt",
     "l2_getBatch", "l2_getProof", "l2_getFill", "l2_getWithdrawal", "l2_getEscapeProof",
     "l2_rollupConfig", "devnet_increaseTime", "devnet_setCensorDeposits", "devnet_setBatcher",

@@ -52,6 +52,7 @@ def _form(pattern: str) -> Callable[[Any], bool]:
 
 Q = _form(r"0x(0|[1-9a-f][0-9a-f]*)")  # hex quantity
 D = _form(r"-?(0|[1-9][0-9]*)")  # decimal integer string
+F = _form(r"-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?")  # exact decimal string (fundingRate1h)
 X = _form(r"0x([0-9a-f]{2})*")  # hex data, lower case
 A = _form(r"0x[0-9a-f]{40}")  # address, lower case
 S = _form(r".*")  # any string
@@ -67,7 +68,8 @@ def nullable(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 MARKET = {"id": Q, "symbol": S, "priceDecimals": Q, "sizeDecimals": Q, "tickSize": D,
           "stepSize": D, "initialMarginPpm": Q, "maintenanceMarginPpm": Q, "makerFeePpm": Q,
-          "takerFeePpm": Q, "oraclePrice": D, "oracleTime": Q}
+          "takerFeePpm": Q, "oraclePrice": D, "oracleTime": Q, "fundingIndex": D,
+          "fundingTime": Q, "fundingRate8h": D, "fundingRate1h": F}
 ACCOUNT = {"address": A, "collateral": D, "nonce": Q, "equity": D, "initialMargin": D,
            "maintenanceMargin": D, "freeCollateral": D, "positions": L}
 HEADER = {"number": Q, "hash": X, "parentHash": X, "timestamp": Q, "l1Origin": Q,
@@ -159,6 +161,12 @@ class Ctx:
     def oracle(self, signer: Signer, market: int = 1) -> dict[str, Any]:
         tx = signer.oracle_price(self.domain, market, 166600, int(time.time()))
         return {"market": tx.market, "price": str(tx.price), "timestamp": hex(tx.timestamp),
+                "signature": "0x" + tx.signature.hex()}
+
+    def funding_tick(self, signer: Signer, market: int = 1, premium: int = 0) -> dict[str, Any]:
+        ts = int(time.time()) - 60  # before the pending block's timestamp
+        tx = signer.funding_tick(self.domain, market, ts, premium)
+        return {"market": tx.market, "timestamp": hex(tx.timestamp), "premiumPpm": premium,
                 "signature": "0x" + tx.signature.hex()}
 
     def list_market(self, market: int, symbol: bytes) -> dict[str, Any]:
@@ -301,6 +309,13 @@ HTTP: list[tuple[str, Params, Ok | Err]] = [
     ("l2_sendOraclePrice", lambda c: [_with(c.oracle(ORACLE), timestamp=-1)],
      Err(BAD, "timestamp: out of range")),
     ("l2_sendOraclePrice", lambda c: [c.oracle(ORACLE)], Ok({"txHash": X})),
+    ("l2_sendFundingTick", lambda c: [c.funding_tick(USER)],
+     Err(-32003, "InvalidOracleSignature: ", rule=True)),
+    ("l2_sendFundingTick", lambda c: [_with(c.funding_tick(ORACLE), premiumPpm=2**31)],
+     Err(BAD, "premiumPpm: out of range")),
+    ("l2_sendFundingTick", lambda c: [c.funding_tick(ORACLE, premium=1_000_001)],
+     Err(-32003, "InvalidPremium: ", rule=True)),
+    ("l2_sendFundingTick", lambda c: [c.funding_tick(ORACLE, premium=-250)], Ok({"txHash": X})),
     ("l2_sendListMarket", [_with(BAD_LISTING, priceDecimals=256)],
      Err(BAD, "priceDecimals: out of range (expected 0 <= priceDecimals < 2^8)")),
     ("l2_sendListMarket", [_with(BAD_LISTING, market="ETH-USD")],
@@ -491,7 +506,7 @@ def test_the_node_serves_exactly_the_documented_methods() -> None:
 MONEY = {"collateral", "equity", "initialMargin", "maintenanceMargin", "freeCollateral", "size",
          "cost", "entryPrice", "oraclePrice", "value", "unrealizedPnl", "price", "amount",
          "filled", "remaining", "tickSize", "stepSize", "volume", "open", "high", "low", "close",
-         "challengerBond"}
+         "challengerBond", "fundingIndex", "fundingRate8h", "unsettledFunding", "premiumPpm"}
 """Fields that are money, sizes or prices: decimal strings."""
 QUANTITIES = {"number", "timestamp", "l1Origin", "nonce", "salt", "expiry", "index", "batch",
               "firstBlock", "lastBlock", "l1Block", "depositEnd", "market", "withdrawalId",
@@ -499,7 +514,7 @@ QUANTITIES = {"number", "timestamp", "l1Origin", "nonce", "salt", "expiry", "ind
               "start", "priceDecimals", "sizeDecimals", "initialMarginPpm",
               "maintenanceMarginPpm", "makerFeePpm", "takerFeePpm", "oracleTime", "fromBlock",
               "toBlock", "unsafe", "safe", "finalized", "step", "batchIndex", "lo", "hi",
-              "stepCount", "gasUsed", "difficulty", "gasLimit"}
+              "stepCount", "gasUsed", "difficulty", "gasLimit", "fundingTime"}
 """Fields that are quantities or ids: hex quantities (when a string; ``transactions``,
 ``fills``, ``trades``, ``block`` are lists or objects elsewhere)."""
 OP_SHAPED = ("l2_syncStatus", "l2_rollupConfig")
@@ -620,6 +635,8 @@ def test_one_session_sends_no_json_numbers(devnet: Ctx) -> None:
         withdrawal = client.withdraw(taker, 10**6)
         results.append(("l2_sendWithdraw", withdrawal))
         results.append(("l2_sendOraclePrice", client.send_oracle_price(ORACLE, 1, 166650)))
+        results.append(("l2_sendFundingTick",
+                        client.send_funding_tick(ORACLE, 2, -40, int(time.time()) - 60)))
         call("l2_sendListMarket", devnet.list_market(16, b"WALK-USD"))  # 0x10 after 0x2
         call("l2_getBlockByNumber", "pending", True)
         cancel_sig = maker.sign_cancel(client.domain, ask_hash)
