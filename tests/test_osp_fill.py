@@ -481,16 +481,19 @@ def test_zz_differential_run_covered_both_outcomes() -> None:
     counts."""
     if not STATS:
         pytest.skip("the differential test did not run")
-    print(f"\nfills by outcome: {sorted(STATS.items())}\nby STF rule: {sorted(RULES.items())}")
+    print(f"\nfills by outcome: {sorted(STATS.items())}\nby STF rule: {sorted(RULES.items())}"
+          f"\napplied fills by funding settled: {SETTLED}")
     assert RULES.get("applied", 0) > 0
     if sum(STATS.values()) >= 200:
         for rule in ("InsufficientMargin", "InvalidOrderSignature"):
             assert RULES.get(rule, 0) > 0, rule
+        assert SETTLED["paid"] > 0 and SETTLED["received"] > 0, SETTLED
 
 
 # ---------------------------------------------------------------- edge cases
 
 ETH = Market(1, 2, 4, 1, 1, 100_000, 50_000, 200, 500, 166_621, 0)  # ETH-USD of genesis
+ETH_INDEX = 123_456_789  # a funding index (price units x ppm) for the funding cases
 MAKER, TAKER = SIGNERS[0], SIGNERS[1]
 
 
@@ -592,6 +595,37 @@ def test_absent_markets_leaf_is_unknown_market(deployed: Deployed) -> None:
     args = call_args(state, eth_fill(), NOW)
     args[9] = b""
     assert not deployed.transition(args)[0]
+
+
+@pytest.mark.parametrize("maker_index,taker_index", [
+    (0, 0),                       # both at zero: the maker (long) owes, the taker (short) is owed
+    (-7, 3),                      # not multiples of 10^6: the payer rounds up, the receiver down
+    (-(10**6), 2 * 10**6),        # exact multiples: no rounding
+    (ETH_INDEX, ETH_INDEX),       # settled at the index: nothing owed
+])
+def test_fill_settles_maker_then_taker_and_flips(deployed: Deployed, maker_index: int,
+                                                 taker_index: int) -> None:
+    """The maker's long (settled at ``maker_index``) flips short, the
+    taker's short flips long: both settle at the market's funding index
+    first (into the pool), and both new positions start at it; an account
+    opening from zero takes the index too."""
+    market = replace(ETH, funding_index=ETH_INDEX)
+    state = funded([market], OUTSIDER,
+                   s0=Account(10**10, 0, (Position(ETH.id, 5_000, 833_105, maker_index),)),
+                   s1=Account(10**10, 0, (Position(ETH.id, -5_000, -833_105, taker_index),)),
+                   s2=Account(10**10))
+    pool = state.system.funding_pool
+    owed = [unsettled_funding(market, state.account(s.address).positions[0]) for s in (MAKER, TAKER)]
+    assert check_fill(deployed, state, eth_fill(size=12_000, maker_buys=False), NOW)
+    maker, taker = (state.account(s.address) for s in (MAKER, TAKER))
+    assert maker.positions == (Position(ETH.id, -7_000, maker.positions[0].cost, ETH_INDEX),)
+    assert taker.positions == (Position(ETH.id, 7_000, taker.positions[0].cost, ETH_INDEX),)
+    assert state.system.funding_pool == pool + sum(owed)
+    # a third account opens from zero: its position starts at the index
+    opener = Order(SIGNERS[2].address, ETH.id, True, 166_621, 1_000, 5, NOW + 60)
+    closer = Order(MAKER.address, ETH.id, False, 166_621, 1_000, 5, NOW + 60)
+    assert check_fill(deployed, state, signed_fill(opener, closer), NOW)
+    assert state.account(SIGNERS[2].address).positions[0].funding_index == ETH_INDEX
 
 
 def test_u64_extremes(deployed: Deployed) -> None:
