@@ -413,7 +413,7 @@ def deploy(
     MAX_FINALIZE_ON_FREEZE). The settlement windows and dispute parameters
     default to ``PRESETS["devnet"]``; pass ``**asdict(PRESETS["mainnet"])``
     for the mainnet values. ``prover``: the one-step prover's address; None
-    deploys OneStepFill + OneStepProver when this build has them, else
+    deploys OneStepFill + OneStepRisk + OneStepProver when this build has them, else
     uses NO_PROVER. Raises ValueError for a value out of range."""
     if len(genesis_state_root) != 32:
         raise ValueError("genesis_state_root must be 32 bytes")
@@ -481,17 +481,20 @@ def deploy(
 
 def _deploy_prover(w3: Web3, key: bytes, nonce: int, mine: MineFn | None,
                    timeout: float) -> tuple[str, int]:
-    """Deploy OneStepFill then OneStepProver(fill) if this build has them;
-    returns (prover address, next nonce). Without them: (NO_PROVER, nonce)."""
+    """Deploy OneStepFill, OneStepRisk, then OneStepProver(fill, risk) if
+    this build has them; returns (prover address, next nonce). Without them:
+    (NO_PROVER, nonce)."""
     from l1_stub.contracts import CONTRACT_NAMES
 
-    if "OneStepProver" not in CONTRACT_NAMES or "OneStepFill" not in CONTRACT_NAMES:
+    if not {"OneStepProver", "OneStepFill", "OneStepRisk"} <= set(CONTRACT_NAMES):
         return NO_PROVER, nonce
     fill = wait_receipt(w3, send_deploy(w3, key, "OneStepFill", nonce=nonce), mine,
                         timeout=timeout)["contractAddress"]
-    prover = wait_receipt(w3, send_deploy(w3, key, "OneStepProver", (fill,), nonce=nonce + 1),
+    risk = wait_receipt(w3, send_deploy(w3, key, "OneStepRisk", nonce=nonce + 1), mine,
+                        timeout=timeout)["contractAddress"]
+    prover = wait_receipt(w3, send_deploy(w3, key, "OneStepProver", (fill, risk), nonce=nonce + 2),
                           mine, timeout=timeout)["contractAddress"]
-    return prover, nonce + 2
+    return prover, nonce + 3
 
 
 # ---------------------------------------------------------------- client

@@ -363,36 +363,7 @@ class Node:
                              f"names 0x{oracle.hex()} as the oracle")
         if key is None:
             key = next((k for k in self.l1.dev_keys if address_of(k) == oracle), None)
-        off = None
-        if schedule.tick_interval and key is not None and not self.rollup_takes_funding_ticks():
-            off = (f"the Rollup at {self.deployment.rollup} refuses batches with a FundingTick "
-                   "(batch: unknown tx type)")
-            if c.funding_interval is None:  # the preset's default: off until the Rollup takes them
-                schedule = replace(schedule, tick_interval=0)
-            else:
-                log.warning("--funding-interval %d: %s; batches with ticks will not land",
-                            c.funding_interval, off)
-                off = None
-        return FundingClock(self.sequencer, self.clock, key, schedule, off_reason=off)
-
-    def rollup_takes_funding_ticks(self) -> bool:
-        """Whether the Rollup's submitBatch walks a FundingTick (type 0x06):
-        an eth_call of a one-tick batch reverts with "batch: unknown tx type"
-        on a Rollup built before funding, and with another reason (or none)
-        on one that takes it."""
-        from web3.exceptions import ContractLogicError
-
-        from node.batch import BatchBlock, encode_batch
-        from node.transactions import FundingTick, encode_tx
-
-        now = int(self.clock())
-        data = encode_batch([BatchBlock(now, 0, (encode_tx(FundingTick(1, now, 0, bytes(65))),))])
-        fn = self.rollup.rollup.functions.submitBatch(data, bytes(32), 0)
-        try:
-            fn.call({"from": self.l1.w3.to_checksum_address("0x" + self.genesis.sequencer.hex())})
-        except ContractLogicError as exc:
-            return "unknown tx type" not in str(exc)
-        return True
+        return FundingClock(self.sequencer, self.clock, key, schedule)
 
     def _fund_sequencer(self) -> None:
         """Give a non-dev sequencer account L1 ether for gas (devnet faucet;
@@ -998,7 +969,7 @@ class Node:
             """Make the proposer post a wrong state root for the next batch
             that has a step the fault applies to: ``{kind, step?}`` with kind
             one of prover.trace.Fault (fill-collateral, skip-deposit,
-            forged-withdrawal, oracle-price, last-step, failed-valid-tx) and
+            forged-withdrawal, oracle-price, last-step, failed-valid-tx, funding-index) and
             step the first step index of the batch it may apply at (default
             0). -32602 for an unknown kind or a bad step."""
             if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):

@@ -1,7 +1,7 @@
 """Deploy the one-step prover contracts on an L1 and call ``prove_step``.
 
-``deploy_prover(w3, key)`` deploys OneStepFill, then OneStepProver bound to
-it (docs/protocol.md "One-step proof"); ``OneStepProverClient`` calls
+``deploy_prover(w3, key)`` deploys OneStepFill and OneStepRisk, then
+OneStepProver bound to them (docs/protocol.md "One-step proof"); ``OneStepProverClient`` calls
 ``prove_step`` with ``eth_call`` (it is a view) and measures its gas with
 ``eth_estimateGas``. ``compile_with_imports`` compiles a Vyper source that
 imports modules of ``l1_stub/contracts`` from another folder (test
@@ -32,6 +32,7 @@ from node.transactions import Transaction, encode_tx
 
 PROVER_NAME = "OneStepProver"
 FILL_NAME = "OneStepFill"
+RISK_NAME = "OneStepRisk"
 # creation gas of a contract up to the 24,576-byte limit (200 gas a byte + init)
 DEPLOY_GAS = 8_000_000
 
@@ -50,6 +51,7 @@ class ProverDeployment:
 
     prover: str
     fill: str
+    risk: str
 
 
 def fill_available() -> bool:
@@ -57,19 +59,24 @@ def fill_available() -> bool:
     return FILL_NAME in CONTRACT_NAMES and (CONTRACTS_DIR / f"{FILL_NAME}.vy").exists()
 
 
-def deploy_prover(w3: Web3, key: bytes, fill: str | None = None) -> ProverDeployment:
-    """Deploy OneStepFill (unless ``fill``, its address, is given) and
-    OneStepProver(fill) from ``key``; waits for both receipts (an
-    auto-mining or interval-mining chain). Without a OneStepFill contract
-    (``fill_available()`` False) and no ``fill``, the prover is bound to
-    the zero address: every type but Fill works."""
+def deploy_prover(w3: Web3, key: bytes, fill: str | None = None, risk: str | None = None
+                  ) -> ProverDeployment:
+    """Deploy OneStepFill (unless ``fill``, its address, is given),
+    OneStepRisk (unless ``risk`` is given) and OneStepProver(fill, risk) from
+    ``key``; waits for every receipt (an auto-mining or interval-mining
+    chain). Without a OneStepFill contract (``fill_available()`` False) and
+    no ``fill``, the prover is bound to the zero address: every type but
+    Fill works."""
     if fill is None:
         fill = "0x" + "00" * 20
         if fill_available():
             fill = deploy_compiled(w3, key, compile_contract(FILL_NAME)).address
+    if risk is None:
+        risk = deploy_compiled(w3, key, compile_contract(RISK_NAME)).address
     fill = to_checksum_address(fill)
-    prover = deploy_compiled(w3, key, compile_contract(PROVER_NAME), (fill,))
-    return ProverDeployment(to_checksum_address(prover.address), fill)
+    risk = to_checksum_address(risk)
+    prover = deploy_compiled(w3, key, compile_contract(PROVER_NAME), (fill, risk))
+    return ProverDeployment(to_checksum_address(prover.address), fill, risk)
 
 
 class OneStepProverClient:

@@ -25,7 +25,15 @@ from dataclasses import replace
 from node.derive import Step, execute_txs
 from node.eip712 import Domain
 from node.state import State, Withdrawal
-from node.transactions import DecodeError, Deposit, Fill, OraclePrice, Transaction, decode_tx
+from node.transactions import (
+    DecodeError,
+    Deposit,
+    Fill,
+    FundingTick,
+    OraclePrice,
+    Transaction,
+    decode_tx,
+)
 
 # where a forged withdrawal pays (an address nobody holds a key for)
 FORGED_RECIPIENT = bytes.fromhex("00000000000000000000000000000000000bad00")
@@ -41,6 +49,7 @@ class Fault(enum.Enum):
     ORACLE_PRICE = "oracle-price"  # oracle prices of a market are written one unit too high
     LAST_STEP = "last-step"  # only the root after the last step is wrong
     FAILED_VALID_TX = "failed-valid-tx"  # a transaction that applies is treated as failed
+    FUNDING_INDEX = "funding-index"  # a funding tick writes the market's index one unit too high
 
     @classmethod
     def parse(cls, text: str) -> Fault:
@@ -87,6 +96,11 @@ def _faulty_apply(state: State, step: Step, domain: Domain, fault: Fault, last: 
     if fault is Fault.ORACLE_PRICE and applied and isinstance(tx, OraclePrice):
         market = state.markets[tx.market]
         state.set_market(replace(market, oracle_price=market.oracle_price + 1))
+        return True
+    if fault is Fault.FUNDING_INDEX and applied and isinstance(tx, FundingTick):
+        # the index is cumulative: later ticks carry the error on
+        market = state.markets[tx.market]
+        state.set_market(replace(market, funding_index=market.funding_index + 1))
         return True
     if fault is Fault.FORGED_WITHDRAWAL:
         system = state.system

@@ -34,7 +34,15 @@ from node.state import (
     order_key,
     withdrawal_key,
 )
-from node.transactions import Deposit, Fill, ListMarket, OraclePrice, Transaction, Withdraw
+from node.transactions import (
+    Deposit,
+    Fill,
+    FundingTick,
+    ListMarket,
+    OraclePrice,
+    Transaction,
+    Withdraw,
+)
 
 OP_EMPTY = b"\x00"
 OP_HASH = b"\x01"
@@ -42,7 +50,7 @@ OP_LEAF = b"\x02"
 OP_BRANCH = b"\x03"
 
 MAX_TREE_BYTES = 16384  # smt.vy MAX_TREE_BYTES
-MAX_WITNESS = 65536  # OneStepProver.vy MAX_WITNESS
+MAX_WITNESS = 73728  # OneStepProver.vy MAX_WITNESS
 
 
 class WitnessTooLarge(ValueError):
@@ -149,6 +157,7 @@ def slot_keys(state: State, tx: Transaction, domain: Domain) -> list[bytes]:
     - OraclePrice: system, markets
     - Withdraw: system, markets, account, withdrawal ``system.withdrawal_count``
     - ListMarket: system, markets, symbols
+    - FundingTick: system, markets
     """
     system = state.system
     if isinstance(tx, Deposit):
@@ -163,7 +172,7 @@ def slot_keys(state: State, tx: Transaction, domain: Domain) -> list[bytes]:
             order_key(order_hash(domain, tx.maker)),
             order_key(order_hash(domain, tx.taker)),
         ]
-    if isinstance(tx, OraclePrice):
+    if isinstance(tx, OraclePrice | FundingTick):
         return [SYSTEM_KEY, MARKETS_KEY]
     if isinstance(tx, Withdraw):
         return [SYSTEM_KEY, MARKETS_KEY, account_key(tx.account),

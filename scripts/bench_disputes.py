@@ -135,7 +135,9 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
     21,000 intrinsic gas and calldata included) on a small state (2 genesis
     markets, two funded traders with a position each; ``osp_gas_<type>``) and
     at the limits the state allows (64 markets, the fill's three accounts
-    holding a position in each; ``osp_gas_<type>_at_limits``)."""
+    holding a position in each; ``osp_gas_<type>_at_limits``).
+    ``FillFunding`` is a Fill after a FundingTick moved the market's index:
+    both parties settle funding (the system leaf's pool is written)."""
     from node.stf import apply_transaction
     from node.state import symbol_bytes
     from dataclasses import replace
@@ -170,6 +172,9 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
     apply_transaction(state, fill(1), now, domain)
     state.commit()
     market = genesis.markets[0].market
+    # the market has had a tick: the next one moves its index
+    state.set_market(replace(state.markets[1], funding_time=now - 3_600))
+    state.commit()
 
     def cases(deposit_index: int, market_id: int) -> dict[str, Any]:
         return {
@@ -180,7 +185,16 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
             "ListMarket": admin.list_market(domain, ListMarket(
                 market_id, symbol_bytes(f"X{market_id}-USD"), market.price_decimals,
                 market.size_decimals, 1, 1, 100_000, 50_000, 200, 500, 2_000, b"")),
+            "FundingTick": oracle.funding_tick(domain, 1, now, 2_500),
         }
+
+    def after_tick(state: State) -> State:
+        """``state`` after the FundingTick of ``cases`` (a fill then settles)."""
+        ticked = State(tree, state.root)
+        apply_transaction(ticked, oracle.funding_tick(domain, 1, now, 2_500), now, domain)
+        ticked.commit()
+        assert ticked.markets[1].funding_index != state.markets[1].funding_index
+        return ticked
 
     def measure(state: State, txs: dict[str, Any], suffix: str, label: str) -> dict[str, int]:
         out = {}
@@ -197,11 +211,14 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
         return out
 
     out = measure(state, cases(2, 3), "", "")
+    out.update(measure(after_tick(state), {"FillFunding": fill(3)}, "", " settling funding"))
     # the worst case the state allows: 63 markets listed (the ListMarket makes
     # 64), and the three accounts a fill touches holding a position in each
     limits = State(tree, state.root)
     for i in range(3, 64):
-        limits.set_market(replace(market, id=i, oracle_price=1_000 + i, oracle_time=now))
+        # every position owes funding: the margin checks settle-compute each
+        limits.set_market(replace(market, id=i, oracle_price=1_000 + i, oracle_time=now,
+                                  funding_index=10**9 + i, funding_time=now - 60))
         limits.set_symbol(i, symbol_bytes(f"M{i}-USD"))
     for who, sign in ((alice.address, 1), (bob.address, -1), (genesis.fee_account, 1)):
         acc = limits.account(who)
@@ -210,6 +227,8 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
     limits.commit()
     out.update(measure(limits, cases(2, 64), "_at_limits",
                        " at the limits (64 markets, 64 positions x 3 accounts)"))
+    out.update(measure(after_tick(limits), {"FillFunding": fill(3)}, "_at_limits",
+                       " settling funding at the limits"))
     return out
 
 

@@ -111,10 +111,8 @@ class FundingClock:
     """
 
     def __init__(self, sequencer: Sequencer, clock: Callable[[], float],
-                 oracle_key: bytes | None, schedule: FundingSchedule,
-                 off_reason: str | None = None) -> None:
+                 oracle_key: bytes | None, schedule: FundingSchedule) -> None:
         self.sequencer = sequencer
-        self.off_reason = off_reason  # why the node turned ticks off (logged by run)
         self.clock = clock
         self.schedule = schedule
         self.signer = Signer(oracle_key) if oracle_key is not None else None
@@ -209,9 +207,7 @@ class FundingClock:
     async def run(self, retry: Retry) -> None:
         """Step on the clock until cancelled (a trio task). An error is logged
         and retried after ``retry``'s backoff; the task never ends by itself."""
-        if self.off_reason is not None:
-            log.warning("funding ticks are off: %s", self.off_reason)
-        elif self.schedule.tick_interval == 0:
+        if self.schedule.tick_interval == 0:
             log.info("funding ticks are off (funding interval 0)")
         elif self.signer is None:
             log.warning("funding ticks are off: no oracle key (pass --oracle-key)")

@@ -231,7 +231,7 @@ def test_cli_refuses_bad_funding_flags(flags: list[str], message: str) -> None:
     assert out.exit_code == 2 and message in out.output
 
 
-def test_node_oracle_key_and_ticks_off_until_the_rollup_takes_them() -> None:
+def test_node_oracle_key_and_default_schedule() -> None:
     from node.node import Node, NodeConfig
 
     with pytest.raises(ValueError, match="--oracle-key is for 0x"):
@@ -242,12 +242,8 @@ def test_node_oracle_key_and_ticks_off_until_the_rollup_takes_them() -> None:
         assert fc.signer is not None and fc.signer.address == GENESIS.oracle
         assert fc.schedule.sample_interval == 1
         (eth, _) = node.api.l2_getMarkets()
-        if node.rollup_takes_funding_ticks():
-            assert fc.ticking and fc.schedule.tick_interval == 10 and fc.off_reason is None
-            assert int(eth["nextFundingTime"], 16) - node.clock() <= 10
-        else:  # a Rollup whose batch walk does not know FundingTick yet: off, and why
-            assert not fc.ticking and "unknown tx type" in (fc.off_reason or "")
-            assert eth["nextFundingTime"] is None
+        assert fc.ticking and fc.schedule.tick_interval == 10
+        assert int(eth["nextFundingTime"], 16) - node.clock() <= 10
         assert eth["premiumEstimatePpm"] is None  # no sample yet
     finally:
         node.close()
@@ -277,10 +273,6 @@ def test_funding_paid_on_a_running_devnet_with_invariants_after_every_block() ->
                            batch_interval=0.5, l1_block_time=0.3, funding_interval=10))
     try:
         domain, rollup = node.chain.domain, node.rollup
-        # until the Rollup's batch walk knows FundingTick (l1_stub, the verifier's
-        # branch), batches with ticks revert: then the L1 half is left out
-        on_l1 = node.rollup_takes_funding_ticks()
-        node.config.batcher_enabled = on_l1
         for name, who in TRADERS.items():
             amount = DEPOSIT * (100 if name == "maker" else 1)
             rollup.faucet(who.private_key, amount)
@@ -356,8 +348,6 @@ def test_funding_paid_on_a_running_devnet_with_invariants_after_every_block() ->
                 paid = before[name].collateral - after.account(who.address).collateral - 1
                 assert paid == owed[name]
             assert owed["maker"] == 0
-            if not on_l1:
-                return
             last_withdrawal = node.chain.withdrawal_block(len(TRADERS) - 1)
             await until("the withdrawals on L1", lambda: node.chain.safe_head >= last_withdrawal)
             count = await trio.to_thread.run_sync(rollup.batch_count)

@@ -25,6 +25,7 @@ from node.merkle import merkle_root
 from node.transactions import (
     Deposit,
     Fill,
+    FundingTick,
     ListMarket,
     OraclePrice,
     Order,
@@ -121,6 +122,10 @@ def oracle_tx(i: int = 0) -> bytes:
 
 def withdraw_tx(i: int = 0) -> bytes:
     return encode_tx(Withdraw(_rnd.randbytes(20), _rnd.randbytes(20), 10**6 + i, i, _sig()))
+
+
+def funding_tick_tx(i: int = 0) -> bytes:
+    return encode_tx(FundingTick(1, 1_800_000_000 + i, -(10**6) + i, _sig()))
 
 
 def list_market_tx(i: int = 0) -> bytes:
@@ -346,7 +351,7 @@ def test_submit_batch_all_tx_types(env: Env):
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33])
 def test_commitment_padding_matches_python(env: Env, steps: int):
-    txs = [oracle_tx(i) if i % 3 else withdraw_tx(i) for i in range(steps)]
+    txs = [oracle_tx(i) if i % 3 else withdraw_tx(i) if i % 2 else funding_tick_tx(i) for i in range(steps)]
     # spread over blocks so leaves carry different timestamps
     blocks_in = [(1_700_000_000 + j, txs[j * 4 : (j + 1) * 4]) for j in range((steps + 3) // 4)]
     batch, blocks = batch_of(*blocks_in)
@@ -386,8 +391,8 @@ def test_malformed_batches(env: Env):
     fill = fill_tx()
     header = (1_700_000_000).to_bytes(8, "big") + (3).to_bytes(8, "big")
     reverts_with(lambda: env.preflight(b"", 0), "batch: empty")
-    # unknown type byte (0x00 and 0x06)
-    for bad in (b"\x00", b"\x06"):
+    # unknown type byte (0x00 and 0x07)
+    for bad in (b"\x00", b"\x07"):
         batch = header + (1).to_bytes(2, "big") + bad + b"\x11" * 300
         reverts_with(lambda b=batch: env.preflight(b, 0), "batch: unknown tx type")
     # truncated block header

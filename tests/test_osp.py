@@ -1,8 +1,12 @@
-"""One-step prover (l1_stub/contracts/OneStepProver.vy, smt.vy) against the
-Python STF and tree: for every transaction type, valid and invalid
+"""One-step prover (l1_stub/contracts/OneStepProver.vy, OneStepRisk.vy,
+smt.vy) against the Python STF and tree: for every transaction type, valid and invalid
 transactions give the same post-state root from ``node.stf`` +
 ``State.commit`` (a failed transaction: the pre-state root) and from
 ``prove_step`` with the witness of ``prover.witness.step_witness``.
+
+The state carries funding: ETH has a funding index and a last tick, the
+users' positions sit at other indices (owed on one side, due on the other),
+so Withdraw settles and every margin check counts unsettled funding.
 
 Default run: about 200 hypothesis steps; ``DERIVNET_SLOW=1`` runs 5,000 (with
 tests/test_osp_fill.py's 5,000 fills: the 10,000 steps of issue 7)
@@ -33,7 +37,7 @@ from node.signing import Signer, dev_keys
 from node.smt import EMPTY_ROOT, SparseMerkleTree
 from node.state import Account, Market, Position, State, symbol_bytes
 from node.stf import apply_transaction
-from node.transactions import Deposit, Fill, ListMarket, Order, Transaction, encode_tx
+from node.transactions import Deposit, Fill, FundingTick, ListMarket, Order, Transaction, encode_tx
 from prover.osp import (
     OneStepProverClient,
     ProofReverted,
@@ -72,17 +76,32 @@ def env() -> Env:
     return Env(l1, OneStepProverClient(l1.w3, deployment.prover))
 
 
+ETH_INDEX = 123_456_789  # ETH-USD's funding index (price units x ppm) in new_state
+ETH_TICKED = NOW - 3_600  # its last FundingTick
+BTC_INDEX = -40_000_001  # BTC-USD's funding index; BTC has had no tick yet (funding_time 0)
+
+
 def new_state() -> State:
     """Genesis (ETH-USD, BTC-USD) with our oracle and admin keys, and funded
-    users 0-3; user 1 and 2 hold positions (so free collateral counts margin)."""
+    users 0-3; user 1 and 2 hold positions (so free collateral counts margin
+    and funding). ETH was ticked an hour ago; user 1's ETH long sits below
+    the index (it owes), its BTC short above (it is owed), user 2's BTC long
+    at an index that makes its debt an exact multiple."""
     genesis = replace(GENESIS, oracle=ORACLE.address, admin=ADMIN.address)
     tree = SparseMerkleTree(MemoryDB())
     state = State(tree, tree.update(EMPTY_ROOT, genesis.leaves()))
     for i, who in enumerate(USERS[:4]):
         apply_transaction(state, Deposit(i, who.address, 1_000_000_000), NOW, DOMAIN)
+    markets = state.markets
+    state.set_market(replace(markets[ETH], funding_index=ETH_INDEX, funding_time=ETH_TICKED,
+                             funding_rate_ppm=250))
+    state.set_market(replace(markets[BTC], funding_index=BTC_INDEX))
     state.set_account(USERS[1].address, Account(500_000_000, 0, (
-        Position(ETH, 2_000, -333_200), Position(BTC, -3_000, 70_500_000))))
-    state.set_account(USERS[2].address, Account(-100_000_000, 0, (Position(BTC, 500, 1_000),)))
+        Position(ETH, 2_000, -333_200, 7), Position(BTC, -3_000, 70_500_000, 5))))
+    btc = markets[BTC]
+    unit = 10 ** (btc.price_decimals + btc.size_decimals)
+    state.set_account(USERS[2].address, Account(-100_000_000, 0, (
+        Position(BTC, 500, 1_000, BTC_INDEX - 3 * unit),),))
     state.commit()
     return state
 
@@ -160,6 +179,17 @@ def resign(tx, mutate: Callable[[bytes], bytes]):
     return replace(tx, signature=mutate(tx.signature))
 
 
+def tick_tx(market: int, ts: int, premium_ppm: int, signer: Signer = ORACLE) -> FundingTick:
+    return signer.funding_tick(DOMAIN, market, ts, premium_ppm)
+
+
+def with_market(state: State, market: int, **fields: int) -> State:
+    """``state`` with ``fields`` of market ``market`` changed, committed."""
+    state.set_market(replace(state.markets[market], **fields))
+    state.commit()
+    return state
+
+
 # ---------------------------------------------------------------- every rule
 
 
@@ -218,6 +248,22 @@ def rule_cases() -> list[tuple[str, Callable[[State], Transaction], str]]:
         ("list maker fee", lambda s: listing(3, maker_fee_ppm=1_000_001), "InvalidFee"),
         ("list taker fee", lambda s: listing(3, taker_fee_ppm=1_000_001), "InvalidFee"),
         ("list zero price", lambda s: listing(3, oracle_price=0), "InvalidPrice"),
+        ("funding tick", lambda s: tick_tx(ETH, NOW, 1_234), "ok"),
+        ("funding tick negative", lambda s: tick_tx(ETH, NOW - 1, -777), "ok"),
+        ("funding first tick", lambda s: tick_tx(BTC, NOW, 5_000), "ok"),
+        ("funding premium at +1e6", lambda s: tick_tx(ETH, NOW, 10**6), "ok"),
+        ("funding premium at -1e6", lambda s: tick_tx(ETH, NOW, -(10**6)), "ok"),
+        ("funding tick at its block", lambda s: tick_tx(ETH, NOW, 0), "ok"),
+        ("funding wrong signer", lambda s: tick_tx(ETH, NOW, 1, STRANGER), "InvalidOracleSignature"),
+        ("funding signed by admin", lambda s: tick_tx(ETH, NOW, 1, ADMIN), "InvalidOracleSignature"),
+        ("funding unknown market", lambda s: tick_tx(77, NOW, 1), "UnknownMarket"),
+        ("funding stale", lambda s: tick_tx(ETH, ETH_TICKED, 1), "StaleFundingTick"),
+        ("funding older", lambda s: tick_tx(ETH, ETH_TICKED - 1, 1), "StaleFundingTick"),
+        ("funding in future", lambda s: tick_tx(ETH, NOW + 1, 1), "FundingTickInFuture"),
+        ("funding premium above 1e6", lambda s: tick_tx(ETH, NOW, 10**6 + 1), "InvalidPremium"),
+        ("funding premium below -1e6", lambda s: tick_tx(ETH, NOW, -(10**6) - 1), "InvalidPremium"),
+        ("funding premium int32 min", lambda s: tick_tx(ETH, NOW, -(2**31)), "InvalidPremium"),
+        ("withdraw settles funding", lambda s: withdraw_tx(u1, 1, 0), "ok"),
     ]
     for name, mutate in SIG_MUTATIONS.items():
         cases.append((f"oracle sig {name}", lambda s, m=mutate: resign(oracle_tx(ETH, 1, NOW), m),
@@ -227,6 +273,8 @@ def rule_cases() -> list[tuple[str, Callable[[State], Transaction], str]]:
                       "InvalidWithdrawSignature"))
         cases.append((f"list sig {name}", lambda s, m=mutate: resign(listing(3), m),
                       "InvalidAdminSignature"))
+        cases.append((f"funding sig {name}", lambda s, m=mutate: resign(tick_tx(ETH, NOW, 1), m),
+                      "InvalidOracleSignature"))
     return cases
 
 
@@ -234,6 +282,84 @@ def rule_cases() -> list[tuple[str, Callable[[State], Transaction], str]]:
 def test_every_rule(env: Env, name: str, make: Callable[[State], Transaction], outcome: str) -> None:
     state = new_state()
     assert check_step(env, state, make(state)) == outcome
+
+
+@pytest.mark.parametrize("since,premium", [
+    (100_000, 0),        # elapsed capped at one period
+    (28_800, 50),        # exactly one period
+    (28_801, -50),       # one second past it
+    (1, 299_900),        # one second, at +cap after the default 100 ppm
+    (7, -(10**6)),       # at -cap
+])
+def test_funding_tick_elapsed_and_clamp(env: Env, since: int, premium: int) -> None:
+    """The index moves by trunc(rate x oracle_price x elapsed / 28800) with
+    elapsed capped at 28800 s and rate clamped to 6 x (imf - mmf)."""
+    state = with_market(new_state(), ETH, funding_time=NOW - since)
+    market = state.markets[ETH]
+    assert check_step(env, state, tick_tx(ETH, NOW, premium)) == "ok"
+    cap = 6 * (market.imf_ppm - market.mmf_ppm)
+    rate = max(-cap, min(cap, premium + 100))
+    num = rate * market.oracle_price * min(since, 28_800)
+    delta = abs(num) // 28_800 * (1 if num >= 0 else -1)
+    after = state.markets[ETH]
+    assert (after.funding_index, after.funding_time, after.funding_rate_ppm) == \
+        (ETH_INDEX + delta, NOW, rate)
+
+
+def test_funding_tick_zero_cap(env: Env) -> None:
+    """imf == mmf: the cap is 0, every rate clamps to 0, the index stays."""
+    state = with_market(new_state(), ETH, imf_ppm=50_000, mmf_ppm=50_000)
+    assert check_step(env, state, tick_tx(ETH, NOW, 9_999)) == "ok"
+    assert state.markets[ETH].funding_index == ETH_INDEX
+    assert state.markets[ETH].funding_rate_ppm == 0
+
+
+def test_withdraw_all_free_collateral_with_funding_owed_and_due(env: Env) -> None:
+    """User 1 owes on its ETH long and is owed on its BTC short: the free
+    collateral counts both, the withdrawal settles both into the pool."""
+    state = new_state()
+    u1 = USERS[1]
+    room = free(state, u1)
+    assert check_step(env, state, withdraw_tx(u1, room + 1, 0)) == "InsufficientFreeCollateral"
+    pool = state.system.funding_pool
+    assert check_step(env, state, withdraw_tx(u1, room, 0)) == "ok"
+    acc = state.account(u1.address)
+    assert [p.funding_index for p in acc.positions] == [ETH_INDEX, BTC_INDEX]
+    assert state.system.funding_pool != pool
+
+
+def test_negative_funding_pool(env: Env) -> None:
+    """The pool goes below zero when receivers settle before payers (it is
+    the pool plus the unsettled funding that stays >= 0): every type reads
+    it as a signed word."""
+    state = new_state()
+    state.set_system(replace(state.system, funding_pool=-5))
+    state.commit()
+    u0, u1, u3 = USERS[0], USERS[1], USERS[3]
+    assert check_step(env, state, Deposit(state.system.next_deposit, u0.address, 1)) == "ok"
+    assert check_step(env, state, tick_tx(ETH, NOW, 10)) == "ok"
+    assert state.system.funding_pool == -5
+    for tx in (_fill(u1, u3, False, 100, 166_600, salt=21), withdraw_tx(u1, 1, 0)):
+        assert check_step(env, state, tx) == "ok", tx
+
+
+def test_funding_index_fault_is_caught_by_the_one_step_proof(env: Env) -> None:
+    """prover.trace's funding-index fault: the faulty trace's root after the
+    tick differs from the one-step proof's, which equals the honest one."""
+    from node.derive import Step
+    from prover.trace import BatchTrace, Fault
+
+    state = new_state()
+    steps = [Step(NOW, encode_tx(tx)) for tx in (
+        oracle_tx(ETH, 170_000, NOW), tick_tx(ETH, NOW, 400), withdraw_tx(USERS[1], 1, 0))]
+    honest = BatchTrace(State(state.tree, state.root), steps, DOMAIN)
+    faulty = BatchTrace(State(state.tree, state.root), steps, DOMAIN, fault=Fault.FUNDING_INDEX)
+    assert faulty.fault_step == 1 and faulty.roots[:2] == honest.roots[:2]
+    assert faulty.post_root != honest.post_root
+    before = faulty.state_before(1)
+    tx = tick_tx(ETH, NOW, 400)
+    proved = env.prover.prove_step(before.root, NOW, tx, DOMAIN, step_witness(before, tx, NOW, DOMAIN))
+    assert proved == honest.roots[2] != faulty.roots[2]
 
 
 def test_too_many_markets(env: Env) -> None:
@@ -255,6 +381,7 @@ def test_chained_steps_and_gas(env: Env) -> None:
         ("OraclePrice", oracle_tx(ETH, 170_000, NOW)),
         ("Withdraw", withdraw_tx(USERS[1], 1_000, 0)),
         ("ListMarket", listing(3)),
+        ("FundingTick", tick_tx(ETH, NOW, 1_000)),
     ]
     for name, tx in steps:
         witness = step_witness(state, tx, NOW, DOMAIN)
@@ -278,6 +405,7 @@ def test_gas_at_the_leaf_bounds(env: Env) -> None:
     for name, tx in [("OraclePrice", oracle_tx(ETH, 170_000, NOW)),
                      ("Withdraw", withdraw_tx(USERS[0], 1_000, 0)),
                      ("ListMarket", listing(64)),
+                     ("FundingTick", tick_tx(ETH, NOW, 1_000)),
                      ("Deposit", Deposit(state.system.next_deposit, USERS[0].address, 5))]:
         witness = step_witness(state, tx, NOW, DOMAIN)
         gas = env.prover.gas(state.root, NOW, tx, DOMAIN, witness)
@@ -413,7 +541,7 @@ def draw_fill(data: st.DataObject, state: State, timestamp: int) -> Fill:
 def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transaction:
     """A transaction for ``state``: valid half the time, else with one
     rule's failure (every rule of the type can be drawn)."""
-    kinds = ["deposit", "oracle", "withdraw", "list", "fill", "fill"]
+    kinds = ["deposit", "oracle", "withdraw", "list", "fill", "fill", "funding"]
     kind = data.draw(st.sampled_from(kinds))
     if kind == "fill":
         return draw_fill(data, state, timestamp)
@@ -436,6 +564,21 @@ def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transact
         elif fault == "stale":
             ts = data.draw(st.integers(0, last))
         return _signed(data, lambda k: oracle_tx(market, price, ts, k), ORACLE, fault)
+    if kind == "funding":
+        fault = _fault(data, [*SIGNATURE_FAULTS, "market", "stale", "future", "premium"])
+        market = data.draw(st.sampled_from(sorted(markets)))
+        last = markets[market].funding_time
+        ts = data.draw(st.integers(last + 1, max(last + 1, timestamp)))
+        premium = data.draw(st.integers(-(10**6), 10**6) | st.sampled_from([-(10**6), 10**6, 0, -100]))
+        if fault == "market":
+            market = max(markets) + data.draw(st.integers(1, 5))
+        elif fault == "stale":
+            ts = data.draw(st.integers(0, last))
+        elif fault == "future":
+            ts = max(timestamp, last) + data.draw(st.integers(1, 100))
+        elif fault == "premium":
+            premium = data.draw(st.sampled_from([1, -1])) * data.draw(st.integers(10**6 + 1, 2**31 - 1))
+        return _signed(data, lambda k: tick_tx(market, ts, premium, k), ORACLE, fault)
     if kind == "withdraw":
         fault = _fault(data, [*SIGNATURE_FAULTS, "nonce", "zero", "too much"])
         acc = state.account(who.address)

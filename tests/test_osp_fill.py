@@ -34,11 +34,12 @@ from node import exceptions as err
 from node.crypto import SECP256K1_N, ZERO_HASH, keccak
 from node.db import MemoryDB
 from node.eip712 import Domain, order_hash
-from node.margin import equity, fee, initial_margin, notional, trade_position
+from node.margin import equity, fee, initial_margin, notional, trade_position, unsettled_funding
 from node.signing import Signer
 from node.smt import SparseMerkleTree
 from node.state import (
     MARKETS_KEY,
+    SYSTEM_KEY,
     Account,
     Market,
     Position,
@@ -75,9 +76,10 @@ class Deployed:
     fill: Any  # web3 contract OneStepFill
     probe: Any  # web3 contract FillGasProbe (tests/contracts)
 
-    def transition(self, args: list[Any]) -> tuple[bool, bytes, bytes, bytes, bytes, bytes]:
-        ok, maker, taker, fee_acc, mf, tf = self.fill.functions.transition(*args).call()
-        return ok, bytes(maker), bytes(taker), bytes(fee_acc), bytes(mf), bytes(tf)
+    def transition(self, args: list[Any]) -> tuple[bool, bytes, bytes, bytes, bytes, bytes, int]:
+        """(ok, the five new leaf value hashes, funding) of transition."""
+        ok, maker, taker, fee_acc, mf, tf, funding = self.fill.functions.transition(*args).call()
+        return ok, bytes(maker), bytes(taker), bytes(fee_acc), bytes(mf), bytes(tf), funding
 
     def gas(self, args: list[Any]) -> tuple[int, bool]:
         """Gas of one transition call made by another contract (what the
@@ -166,16 +168,18 @@ def check_fill(deployed: Deployed, state: State, fill: Fill, timestamp: int) -> 
     maker_hash, taker_hash = order_hash(DOMAIN, fill.maker), order_hash(DOMAIN, fill.taker)
     hashes = deployed.fill.functions.order_hashes(args[0], args[2]).call()
     assert (bytes(hashes[0]), bytes(hashes[1])) == (maker_hash, taker_hash)
-    ok, maker, taker, fee_acc, mf, tf = deployed.transition(args)
+    ok, maker, taker, fee_acc, mf, tf, funding = deployed.transition(args)
     context = describe(state, fill, timestamp)
+    system = state.system
     expected = reference(state, fill, timestamp)
     if expected is None:
         assert not ok, f"the contract applied a fill the STF rejects: {context}"
+        assert funding == 0
         assert state.dirty_items() == {}
         return False
     assert ok, f"the contract rejected a fill the STF applies: {context}"
     fee_account = state.system.fee_account
-    got = {
+    got = {  # value hashes
         account_key(fill.maker.account): maker,
         account_key(fill.taker.account): taker,
         order_key(maker_hash): mf,
@@ -185,7 +189,12 @@ def check_fill(deployed: Deployed, state: State, fill: Fill, timestamp: int) -> 
     if key in got:  # the fee account is a party: both outputs are its final leaf
         assert fee_acc == got[key]
     got[key] = fee_acc
-    assert got == expected
+    # the settled funding goes to the system leaf's pool (written by the
+    # prover; the STF writes it only when it changes, the same root)
+    pool = replace(system, funding_pool=system.funding_pool + funding).encode()
+    assert expected.pop(SYSTEM_KEY, system.encode()) == pool, context
+    assert got == {key: keccak(value) for key, value in expected.items()}, context
+    SETTLED["paid" if funding > 0 else "received" if funding < 0 else "none"] += 1
     state.commit()
     return True
 
@@ -212,6 +221,10 @@ def markets_strategy(draw: st.DrawFn) -> list[Market]:
             taker_fee_ppm=draw(st.one_of(st.integers(0, 1000), st.integers(0, 1_000_000))),
             oracle_price=draw(st.one_of(st.integers(1, 10**9), st.integers(1, U64 - 1))),
             oracle_time=draw(st.integers(0, NOW)),
+            funding_index=draw(st.one_of(st.just(0), st.integers(-(10**12), 10**12),
+                                         st.integers(-(2**90), 2**90))),
+            funding_time=draw(st.integers(0, NOW)),
+            funding_rate_ppm=draw(st.integers(-(2**31), 2**31 - 1)),
         ))
     return out
 
@@ -234,7 +247,16 @@ def account_strategy(draw: st.DrawFn, markets: list[Market]) -> Account:
             continue
         scale = _value_scale(market, size, market.oracle_price)
         cost = draw(st.integers(-2 * scale, 2 * scale)) * (1 if size > 0 else -1)
-        positions.append(Position(market.id, size, max(-(2**180), min(2**180, cost))))
+        # the index it last settled at: the market's (nothing owed), an exact
+        # multiple of 10^(pd+sd) away, or anywhere (rounding)
+        unit = 10 ** (market.price_decimals + market.size_decimals)
+        index = draw(st.one_of(
+            st.just(market.funding_index),
+            st.integers(-5, 5).map(lambda k: market.funding_index + k * unit),
+            st.integers(-(10**12), 10**12).map(lambda k: market.funding_index + k),
+            st.integers(-(2**90), 2**90),
+        ))
+        positions.append(Position(market.id, size, max(-(2**180), min(2**180, cost)), index))
     collateral = draw(st.one_of(
         st.integers(-(10**12), 10**15),
         st.integers(-(2**200), 2**200),
@@ -258,12 +280,14 @@ def margin_floor(state: State, market: Market, order: Order, size: int, price: i
     pay, receive = notional(market, size, price)
     acc = state.account(order.account)
     old = acc.position(market.id)
+    owed = 0 if old is None else unsettled_funding(market, old)  # settled first
+    index = market.funding_index
     if order.is_buy:
-        pos = trade_position(old, market.id, size, pay)
-        change = -pay - fee(pay, fee_ppm)
+        pos = trade_position(old, market.id, size, pay, index)
+        change = -pay - fee(pay, fee_ppm) - owed
     else:
-        pos = trade_position(old, market.id, -size, -receive)
-        change = receive - fee(receive, fee_ppm)
+        pos = trade_position(old, market.id, -size, -receive, index)
+        change = receive - fee(receive, fee_ppm) - owed
     if order.account == state.system.fee_account:  # it also gets the fees and the dust
         own, other = (pay, receive) if order.is_buy else (receive, pay)
         change += fee(own, fee_ppm) + fee(other, other_fee_ppm) + pay - receive
@@ -428,6 +452,7 @@ def world_strategy(draw: st.DrawFn) -> State:
 
 
 STATS: dict[str, int] = {}  # outcome (and the rule broken on purpose) -> fills
+SETTLED = {"paid": 0, "received": 0, "none": 0}  # applied fills by the sign of the funding settled
 RULES: dict[str, int] = {}  # "applied" or the STF rule that failed -> fills
 
 
@@ -456,16 +481,19 @@ def test_zz_differential_run_covered_both_outcomes() -> None:
     counts."""
     if not STATS:
         pytest.skip("the differential test did not run")
-    print(f"\nfills by outcome: {sorted(STATS.items())}\nby STF rule: {sorted(RULES.items())}")
+    print(f"\nfills by outcome: {sorted(STATS.items())}\nby STF rule: {sorted(RULES.items())}"
+          f"\napplied fills by funding settled: {SETTLED}")
     assert RULES.get("applied", 0) > 0
     if sum(STATS.values()) >= 200:
         for rule in ("InsufficientMargin", "InvalidOrderSignature"):
             assert RULES.get(rule, 0) > 0, rule
+        assert SETTLED["paid"] > 0 and SETTLED["received"] > 0, SETTLED
 
 
 # ---------------------------------------------------------------- edge cases
 
 ETH = Market(1, 2, 4, 1, 1, 100_000, 50_000, 200, 500, 166_621, 0)  # ETH-USD of genesis
+ETH_INDEX = 123_456_789  # a funding index (price units x ppm) for the funding cases
 MAKER, TAKER = SIGNERS[0], SIGNERS[1]
 
 
@@ -503,8 +531,8 @@ def test_zero_fee_credit_still_writes_the_fee_leaf(deployed: Deployed) -> None:
     market = replace(ETH, maker_fee_ppm=0, taker_fee_ppm=0)
     state = funded([market], OUTSIDER, s0=Account(10**10), s1=Account(10**10))
     args = call_args(state, eth_fill(), NOW)
-    ok, _, _, fee_leaf, _, _ = deployed.transition(args)
-    assert ok and Account.decode(fee_leaf) == Account()
+    ok, _, _, fee_leaf, _, _, _ = deployed.transition(args)
+    assert ok and fee_leaf == keccak(Account().encode())
     assert check_fill(deployed, state, eth_fill(), NOW)
 
 
@@ -544,7 +572,7 @@ def test_side_byte_other_than_0_or_1_fails_the_fill(deployed: Deployed) -> None:
         with pytest.raises(Exception):
             decode_tx(bytes(tx))
         ok, *rest = deployed.transition([bytes(tx), *args[1:]])
-        assert not ok and rest == [b""] * 5
+        assert not ok and rest == [ZERO_HASH] * 5 + [0]
         deployed.fill.functions.order_hashes(bytes(tx), args[2]).call()
 
 
@@ -567,6 +595,37 @@ def test_absent_markets_leaf_is_unknown_market(deployed: Deployed) -> None:
     args = call_args(state, eth_fill(), NOW)
     args[9] = b""
     assert not deployed.transition(args)[0]
+
+
+@pytest.mark.parametrize("maker_index,taker_index", [
+    (0, 0),                       # both at zero: the maker (long) owes, the taker (short) is owed
+    (-7, 3),                      # not multiples of 10^6: the payer rounds up, the receiver down
+    (-(10**6), 2 * 10**6),        # exact multiples: no rounding
+    (ETH_INDEX, ETH_INDEX),       # settled at the index: nothing owed
+])
+def test_fill_settles_maker_then_taker_and_flips(deployed: Deployed, maker_index: int,
+                                                 taker_index: int) -> None:
+    """The maker's long (settled at ``maker_index``) flips short, the
+    taker's short flips long: both settle at the market's funding index
+    first (into the pool), and both new positions start at it; an account
+    opening from zero takes the index too."""
+    market = replace(ETH, funding_index=ETH_INDEX)
+    state = funded([market], OUTSIDER,
+                   s0=Account(10**10, 0, (Position(ETH.id, 5_000, 833_105, maker_index),)),
+                   s1=Account(10**10, 0, (Position(ETH.id, -5_000, -833_105, taker_index),)),
+                   s2=Account(10**10))
+    pool = state.system.funding_pool
+    owed = [unsettled_funding(market, state.account(s.address).positions[0]) for s in (MAKER, TAKER)]
+    assert check_fill(deployed, state, eth_fill(size=12_000, maker_buys=False), NOW)
+    maker, taker = (state.account(s.address) for s in (MAKER, TAKER))
+    assert maker.positions == (Position(ETH.id, -7_000, maker.positions[0].cost, ETH_INDEX),)
+    assert taker.positions == (Position(ETH.id, 7_000, taker.positions[0].cost, ETH_INDEX),)
+    assert state.system.funding_pool == pool + sum(owed)
+    # a third account opens from zero: its position starts at the index
+    opener = Order(SIGNERS[2].address, ETH.id, True, 166_621, 1_000, 5, NOW + 60)
+    closer = Order(MAKER.address, ETH.id, False, 166_621, 1_000, 5, NOW + 60)
+    assert check_fill(deployed, state, signed_fill(opener, closer), NOW)
+    assert state.account(SIGNERS[2].address).positions[0].funding_index == ETH_INDEX
 
 
 def test_u64_extremes(deployed: Deployed) -> None:
@@ -618,14 +677,15 @@ def test_gas(deployed: Deployed) -> None:
     """Gas of transition as the one-step prover pays it (a STATICCALL from a
     Vyper contract, argument encoding and result decoding included): typical
     fills stay far under the 250k aim; a fill at the limits (64 markets, 64
-    positions in each of the three accounts, ~41 KB of leaves) under 360k."""
+    positions in each of the three accounts, ~54 KB of leaves with funding
+    fields) under 420k."""
     typical_1 = gas_case(deployed, markets=1, positions=1)
     typical_6 = gas_case(deployed, markets=6, positions=2, fee_positions=0)
     limits = gas_case(deployed, markets=64, positions=64, fee_positions=64)
     print(f"OneStepFill.transition gas: 1 market {typical_1}, 6 markets/2 positions {typical_6}, "
           f"64 markets/64 positions x3 {limits}")
     assert typical_1 < 150_000 and typical_6 < 150_000
-    assert limits < 360_000
+    assert limits < 420_000
 
 
 def test_runtime_size_under_eip170() -> None:

@@ -684,6 +684,62 @@ def test_escape_rejects_bad_proofs(frozen_table):
     assert not env.client.escaped(who)
 
 
+# markets with a funding index (price units x ppm) and positions settled at
+# other indices: the escape pays equity net of unsettled funding,
+# ceil(size * (market index - position index) / 10^(pd + sd))
+FUNDED_MARKETS = {
+    ETH.id: dataclasses.replace(ETH, funding_index=-3_000_000_001, funding_time=TS, funding_rate_ppm=-9),
+    WIDE.id: dataclasses.replace(WIDE, funding_index=10**10 + 7, funding_time=TS, funding_rate_ppm=300),
+    HUGE.id: dataclasses.replace(HUGE, funding_index=10**30, funding_time=TS),
+    COARSE.id: COARSE,
+}
+
+
+def funded(collateral: int, *positions: tuple[int, int, int]) -> Account:
+    """An account with (market, size, settled index) positions."""
+    return Account(collateral, 0, tuple(Position(m, size, size * 7, index)
+                                        for m, size, index in sorted(positions)))
+
+
+FUNDING_ROWS: list[tuple[str, Account, int]] = [
+    # (name, account, the unsettled funding it owes, by hand)
+    ("long pays, rounded up", funded(1_000, (WIDE.id, 7, 0)), 8),
+    ("short receives, rounded down", funded(1_000, (WIDE.id, -7, 0)), -7),
+    ("short receives, exact multiple", funded(1_000, (WIDE.id, -10**4, 7)), -10**4),
+    ("settled at the index", funded(1_000, (WIDE.id, 7, 10**10 + 7)), 0),
+    ("long receives on a negative index", funded(5, (ETH.id, 3, 0)), -9_000),
+    ("short pays on a negative index", funded(5, (ETH.id, -3, 0)), 9_001),
+    ("funding takes equity below zero", funded(-position_value(ETH, -3) + 9_000, (ETH.id, -3, 0)), 9_001),
+    ("huge divisor, capped", funded(5, (HUGE.id, 2**127 - 1, 0)), 1),
+    ("market without funding", funded(50, (COARSE.id, -2, 123)), 1),
+    ("every funded market", funded(10**12, (ETH.id, 5, 17), (WIDE.id, -3, 10**11), (HUGE.id, -1, 0)), 0),
+]
+
+
+def test_escape_pays_equity_net_of_unsettled_funding():
+    """escape() decodes the funding fields (markets +3, positions +1) and pays
+    max(collateral + sum(value - unsettled funding), 0), as node.margin.equity."""
+    from node.margin import unsettled_funding
+
+    for name, acc, owed in FUNDING_ROWS[:-1]:
+        got = sum(unsettled_funding(FUNDED_MARKETS[p.market], p) for p in acc.positions)
+        assert got == owed, name
+    env = make_env(SettlementWindows(0, 30, 0))
+    accounts = {addr20(f"funded {name}"): acc for name, acc, _ in FUNDING_ROWS}
+    state = state_of(accounts, markets=FUNDED_MARKETS)
+    expected = {a: max(equity(acc, FUNDED_MARKETS), 0) for a, acc in accounts.items()}
+    # 9,000 of equity without the funding, -1 with it: paid 0
+    assert expected[addr20("funded funding takes equity below zero")] == 0
+    fund_rollup(env, sum(expected.values()))
+    env.submit(state.root)
+    env.wait(env.client.freeze(env.key(5)))
+    for who, amount in expected.items():
+        receipt = env.wait(env.escape(state, who))
+        (event,) = env.client.rollup.events.Escaped().process_receipt(receipt, errors=DISCARD)
+        assert event["args"]["amount"] == amount, who
+    assert env.balance(env.deployment.rollup) == 0
+
+
 def test_escape_unknown_market_and_sum_over_a_ledger():
     """A balanced ledger (sizes net to zero per market, collateral summing to
     the deposits): the escapes pay the sum of floored equities, which never

@@ -16,12 +16,14 @@
 # leaf bounds, as in Rollup.vy (docs/protocol.md "State")
 MAX_MARKETS: constant(uint256) = 64
 MAX_POSITIONS: constant(uint256) = MAX_MARKETS
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 3 * 32 * MAX_POSITIONS
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 11 * 32 * MAX_MARKETS
-# the markets leaf is offset | length | 11 words per market: id, price_decimals,
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
+# the markets leaf is offset | length | 14 words per market: id, price_decimals,
 # size_decimals, tick_size, step_size, imf_ppm, mmf_ppm, maker_fee_ppm,
-# taker_fee_ppm, oracle_price, oracle_time
-MARKET_ROW_BYTES: constant(uint256) = 11 * 32
+# taker_fee_ppm, oracle_price, oracle_time, funding_index, funding_time,
+# funding_rate_ppm
+MARKET_ROW_BYTES: constant(uint256) = 14 * 32
+FUNDING_INDEX_WORD: constant(uint256) = 11 * 32
 
 # encoded Fill (docs/protocol.md "Transactions"): type byte 0x02, then
 # maker order(57) | maker sig(65) | taker order(57) | taker sig(65) | size u64 | price u64
@@ -54,6 +56,7 @@ struct Position:
     market: uint32
     size: int128
     cost: int256
+    funding_index: int256
 
 # an order as packed in the tx; `side` is the raw isBuy byte (0 sell, 1 buy;
 # anything else makes the tx undecodable, which fails the Fill)
@@ -155,6 +158,22 @@ def _trunc_div(a: int256, b: int256) -> int256:
 
 @pure
 @internal
+def _unsettled(size: int256, index_diff: int256, unit: uint256) -> int256:
+    """
+    @dev Funding a position owes: ceil(size * (market index - position
+         index) / 10**(pd + sd)), toward +infinity (u > 0: it pays;
+         docs/protocol.md "Funding"). `unit` = 10**(pd + sd).
+    """
+    owed: int256 = size * index_diff
+    d: int256 = convert(unit, int256)
+    q: int256 = owed // d  # toward zero: step up above 0
+    if owed > 0 and q * d != owed:
+        q += 1
+    return q
+
+
+@pure
+@internal
 def _trade(size: int256, cost: int256, delta: int256, cash: int256) -> (int256, int256):
     """
     @dev (size, cost) of a position after trading `delta` (signed size
@@ -206,18 +225,24 @@ def transition(
     maker_filled: Bytes[32],
     taker_filled: Bytes[32],
     markets: Bytes[MARKETS_LEAF_BYTES],
-) -> (bool, Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[32], Bytes[32]):
+) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256):
     """
     @notice Apply the encoded Fill `fill_tx` at block `timestamp` (unix s)
             to its leaves: the maker's and taker's account leaves, the fee
             account's leaf, both order leaves (filled size) and the markets
-            leaf. Returns (ok, maker account, taker account, fee account,
-            maker filled, taker filled); ok=False (all else empty) when the
-            Fill breaks an STF rule, a no-op. When the fee account is the
-            maker (taker), `fee_account_leaf` is not read: the maker's
-            (taker's) leaf is the fee account's, and both outputs carry its
-            final value. Leaves are trusted to be canonical (the prover
-            proves them against the state root).
+            leaf. Returns (ok, value hashes of the new maker account, taker
+            account, fee account, maker order and taker order leaves,
+            funding); ok=False (hashes empty, funding 0) when the Fill
+            breaks an STF rule, a no-op. A hash is keccak256 of the leaf
+            value as node/state.py encodes it (the tree's value hash).
+            `funding` (USDC base units, signed) is what settling the maker's
+            and then the taker's position in the market paid into the
+            funding pool (the system leaf's funding_pool, which the caller
+            writes). When the fee account is the maker (taker),
+            `fee_account_leaf` is not read: the maker's (taker's) leaf is
+            the fee account's, and both outputs carry its final value.
+            Leaves are trusted to be canonical (the prover proves them
+            against the state root).
     """
     assert len(fill_tx) == FILL_TX_BYTES and self._word(fill_tx, 0) >> 248 == TX_FILL, \
         "fill: not a fill"
@@ -228,7 +253,7 @@ def transition(
     price: uint256 = last & MASK64
     # a side byte other than 0/1 does not decode (node.transactions.DecodeError)
     if maker.side > 1 or taker.side > 1:
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
 
     # UnknownMarket (the maker's): the markets leaf is sorted by id
     n_markets: uint256 = 0
@@ -243,36 +268,36 @@ def transition(
                 mk = row
             break
     if mk == 0:
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # MarketMismatch, SameSide, SelfTrade, ZeroFillSize
     if taker.market != maker.market or maker.side == taker.side or maker.account == taker.account \
             or size == 0:
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # InvalidStepSize, InvalidTickSize, FillPriceMismatch
     tick: uint256 = convert(extract32(markets, mk + 3 * 32), uint256)
     step: uint256 = convert(extract32(markets, mk + 4 * 32), uint256)
     if size % step != 0 or maker.price % tick != 0 or taker.price % tick != 0 or price != maker.price:
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # PricesDoNotCross
     if maker.side == 1:
         if maker.price < taker.price:
-            return False, b"", b"", b"", b"", b""
+            return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     elif taker.price < maker.price:
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # OrderExpired (maker, taker)
     now: uint256 = convert(timestamp, uint256)
     if maker.expiry <= now or taker.expiry <= now:
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # InvalidOrderSignature (maker, taker)
     if not self._signed_by(fill_tx, MAKER_SIG, self._order_hash(maker, domain_separator), maker.account):
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     if not self._signed_by(fill_tx, TAKER_SIG, self._order_hash(taker, domain_separator), taker.account):
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # Overfill (maker, taker)
     maker_total: uint256 = self._filled(maker_filled) + size
     taker_total: uint256 = self._filled(taker_filled) + size
     if maker_total > maker.size or taker_total > taker.size:
-        return False, b"", b"", b"", b"", b""
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
 
     # notional: the buyer pays the ceiling, the seller receives the floor
     decimals: uint256 = convert(extract32(markets, mk + 32), uint256) \
@@ -297,10 +322,14 @@ def transition(
     seller_fee: uint256 = self._ceil_div(receive * seller_fee_ppm, PPM)
     income: int256 = convert(buyer_fee + seller_fee + pay - receive, int256)
 
-    # cash, fee and position updates, then InsufficientMargin: maker, then taker
+    # funding settlement, cash, fee and position updates, then
+    # InsufficientMargin: maker, then taker
     market: uint32 = maker.market
-    out_maker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-    out_taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
+    market_index: int256 = convert(extract32(markets, mk + FUNDING_INDEX_WORD), int256)
+    market_unit: uint256 = self._pow10(decimals)
+    funding: int256 = 0
+    out_maker: bytes32 = empty(bytes32)
+    out_taker: bytes32 = empty(bytes32)
     collateral: int256 = 0
     nonce: uint64 = 0
     positions: DynArray[Position, MAX_POSITIONS] = []
@@ -345,21 +374,27 @@ def transition(
         if held:
             old_size = convert(positions[k].size, int256)
             old_cost = positions[k].cost
+            # lazy funding settlement of the traded market's position
+            owed: int256 = self._unsettled(old_size, market_index - positions[k].funding_index, market_unit)
+            collateral -= owed
+            funding += owed
         new_size: int256 = 0
         new_cost: int256 = 0
         new_size, new_cost = self._trade(old_size, old_cost, delta, cash)
         if held and new_size != 0:
-            positions[k] = Position(market=market, size=convert(new_size, int128), cost=new_cost)
+            positions[k] = Position(market=market, size=convert(new_size, int128), cost=new_cost,
+                                    funding_index=market_index)
         elif held:
             for j: uint256 in range(k, len(positions) - 1, bound=MAX_POSITIONS):
                 positions[j] = positions[j + 1]
             positions.pop()
         elif new_size != 0:
-            positions.append(Position(market=market, size=0, cost=0))
+            positions.append(empty(Position))
             for j: uint256 in range(len(positions) - 1 - k, bound=MAX_POSITIONS):
                 at: uint256 = len(positions) - 1 - j
                 positions[at] = positions[at - 1]
-            positions[k] = Position(market=market, size=convert(new_size, int128), cost=new_cost)
+            positions[k] = Position(market=market, size=convert(new_size, int128), cost=new_cost,
+                                    funding_index=market_index)
 
         # no margin check when the fill only reduced the position (no flip)
         reduces_only: bool = abs(new_size) < abs(old_size) and (new_size == 0 or (new_size > 0) == (old_size > 0))
@@ -367,6 +402,7 @@ def transition(
             # equity >= initial margin at oracle prices (node/margin.py); with
             # d = pd + sd, per position:
             #   value = floor(size * oracle_price * 10**6 / 10**d)  (toward -infinity)
+            #   unsettled = ceil(size * (funding_index - p.funding_index) / 10**d)
             #   margin = ceil(|size| * oracle_price * imf_ppm / 10**d)
             # (= ceil(|size| * oracle_price * imf_ppm / (10**(d-6) * 10**6)) of the spec).
             # |size| < 2**127, oracle_price < 2**64, imf_ppm < 2**32, 10**(6-d) < 2**20 and
@@ -406,23 +442,29 @@ def transition(
                     if value_raw < 0 and unsafe_mul(q, divisor) != value_raw:
                         q = unsafe_sub(q, 1)
                     equity += q
+                equity -= self._unsettled(
+                    convert(p.size, int256),
+                    convert(extract32(markets, unsafe_add(cursor, FUNDING_INDEX_WORD)), int256) - p.funding_index,
+                    unit)
                 scaled: uint256 = unsafe_mul(
                     convert(abs(value_raw), uint256),
                     convert(extract32(markets, unsafe_add(cursor, 5 * 32)), uint256),
                 )
                 need = unsafe_add(need, unsafe_div(unsafe_add(scaled, unsafe_sub(unit, 1)), unit))
             if equity < convert(need, int256):
-                return False, b"", b"", b"", b"", b""
+                return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
         if role == 0:
-            out_maker = abi_encode(collateral, nonce, positions)
+            out_maker = keccak256(abi_encode(collateral, nonce, positions))
         else:
-            out_taker = abi_encode(collateral, nonce, positions)
+            out_taker = keccak256(abi_encode(collateral, nonce, positions))
 
     # fees and rounding dust to the fee account (credited above if it traded)
     if fee_account == maker.account:
-        return True, out_maker, out_taker, out_maker, abi_encode(maker_total), abi_encode(taker_total)
+        return True, out_maker, out_taker, out_maker, keccak256(abi_encode(maker_total)), \
+            keccak256(abi_encode(taker_total)), funding
     if fee_account == taker.account:
-        return True, out_maker, out_taker, out_taker, abi_encode(maker_total), abi_encode(taker_total)
+        return True, out_maker, out_taker, out_taker, keccak256(abi_encode(maker_total)), \
+            keccak256(abi_encode(taker_total)), funding
     collateral = 0
     nonce = 0
     positions = []
@@ -430,5 +472,5 @@ def transition(
         collateral, nonce, positions = abi_decode(
             fee_account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS])
         )
-    return True, out_maker, out_taker, abi_encode(collateral + income, nonce, positions), \
-        abi_encode(maker_total), abi_encode(taker_total)
+    return True, out_maker, out_taker, keccak256(abi_encode(collateral + income, nonce, positions)), \
+        keccak256(abi_encode(maker_total)), keccak256(abi_encode(taker_total)), funding

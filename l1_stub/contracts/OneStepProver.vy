@@ -5,9 +5,10 @@
 @notice Re-executes one L2 transaction (one step of a batch) against a
         pre-state root and returns the post-state root, from one shared
         sparse Merkle multiproof of every leaf the step reads or writes
-        (docs/protocol.md "One-step proof"). Deposit, OraclePrice, Withdraw
-        and ListMarket are re-executed here; a Fill is decoded and checked
-        by OneStepFill (constructor argument). A transaction that fails any
+        (docs/protocol.md "One-step proof"). Deposit, OraclePrice and
+        ListMarket are re-executed here; a Fill is decoded and checked by
+        OneStepFill, a Withdraw and a FundingTick by OneStepRisk's own
+        prove_state_step (constructor arguments). A transaction that fails any
         rule of the state transition function (docs/protocol.md "State
         transition rules") is a no-op: the post-state root is pre_root.
 """
@@ -16,16 +17,16 @@ import smt
 
 # ---------------------------------------------------------------- constants
 
-MAX_WITNESS: public(constant(uint256)) = 65536
+MAX_WITNESS: public(constant(uint256)) = 73728
 MAX_TX_BYTES: constant(uint256) = 261
 
 # leaf bounds, as in Rollup.vy (docs/protocol.md "State")
 MAX_MARKETS: constant(uint256) = 64
 MAX_POSITIONS: constant(uint256) = MAX_MARKETS
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 3 * 32 * MAX_POSITIONS
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 11 * 32 * MAX_MARKETS
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
 SYMBOLS_LEAF_BYTES: constant(uint256) = 2 * 32 + 2 * 32 * MAX_MARKETS
-SYSTEM_LEAF_BYTES: constant(uint256) = 5 * 32
+SYSTEM_LEAF_BYTES: constant(uint256) = 6 * 32
 WITHDRAWAL_LEAF_BYTES: constant(uint256) = 4 * 32
 ORDER_LEAF_BYTES: constant(uint256) = 32
 
@@ -35,17 +36,16 @@ TX_FILL: constant(uint256) = 2
 TX_ORACLE_PRICE: constant(uint256) = 3
 TX_WITHDRAW: constant(uint256) = 4
 TX_LIST_MARKET: constant(uint256) = 5
+TX_FUNDING_TICK: constant(uint256) = 6
 DEPOSIT_TX_BYTES: constant(uint256) = 45
 FILL_TX_BYTES: constant(uint256) = 261
 ORACLE_PRICE_TX_BYTES: constant(uint256) = 86
 WITHDRAW_TX_BYTES: constant(uint256) = 130
 LIST_MARKET_TX_BYTES: constant(uint256) = 128
+FUNDING_TICK_TX_BYTES: constant(uint256) = 82
 
 # EIP-712 (docs/protocol.md "EIP-712")
 ORACLE_PRICE_TYPEHASH: constant(bytes32) = keccak256("OraclePrice(uint32 market,uint64 price,uint64 timestamp)")
-WITHDRAW_TYPEHASH: constant(bytes32) = keccak256(
-    "Withdraw(address account,address recipient,uint128 amount,uint64 nonce)"
-)
 LIST_MARKET_TYPEHASH: constant(bytes32) = keccak256(
     "ListMarket(uint32 market,bytes16 symbol,uint8 priceDecimals,uint8 sizeDecimals,uint64 tickSize,uint64 stepSize,uint32 initialMarginPpm,uint32 maintenanceMarginPpm,uint32 makerFeePpm,uint32 takerFeePpm,uint64 oraclePrice)"
 )
@@ -59,19 +59,10 @@ SYMBOLS_KEY: constant(bytes32) = keccak256(b"\x06")
 
 PPM: constant(uint256) = 10**6
 MAX_DECIMALS: constant(uint256) = 18
-# 10**76 is the largest power of ten in an int256; every |size * price| and
-# |size| * price * ppm (< 2**223 < 10**68) rounds the same for any divisor
-# past 10**68
-MAX_POW10: constant(uint256) = 62
 MASK64: constant(uint256) = 2**64 - 1
 MASK128: constant(uint256) = 2**128 - 1
 
 # ---------------------------------------------------------------- types
-
-struct Position:
-    market: uint32
-    size: int128
-    cost: int256
 
 struct Market:
     id: uint32
@@ -85,16 +76,13 @@ struct Market:
     taker_fee_ppm: uint32
     oracle_price: uint64
     oracle_time: uint64
+    funding_index: int256
+    funding_time: uint64
+    funding_rate_ppm: int32
 
 struct Symbol:
     id: uint32
     symbol: bytes16
-
-# the leaves of one step: tree key, value hash before and after
-struct Slot:
-    key: uint256
-    old: bytes32
-    new: bytes32
 
 interface OneStepProver:
     def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES],
@@ -107,18 +95,20 @@ interface OneStepFill:
         maker_account: Bytes[ACCOUNT_LEAF_BYTES], taker_account: Bytes[ACCOUNT_LEAF_BYTES],
         fee_account_leaf: Bytes[ACCOUNT_LEAF_BYTES], maker_filled: Bytes[ORDER_LEAF_BYTES],
         taker_filled: Bytes[ORDER_LEAF_BYTES], markets: Bytes[MARKETS_LEAF_BYTES]
-    ) -> (bool, Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
-          Bytes[ORDER_LEAF_BYTES], Bytes[ORDER_LEAF_BYTES]): pure
+    ) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256): pure
 
 FILL: public(immutable(address))
+RISK: public(immutable(address))
 
 
 @deploy
-def __init__(fill: address):
+def __init__(fill: address, risk: address):
     """
     @param fill The OneStepFill contract (Fill transition).
+    @param risk The OneStepRisk contract (Withdraw and FundingTick transitions).
     """
     FILL = fill
+    RISK = risk
 
 
 # ---------------------------------------------------------------- helpers
@@ -189,14 +179,15 @@ def _system_word(system: Bytes[SYSTEM_LEAF_BYTES], index: uint256) -> uint256:
 
 @pure
 @internal
-def _system_with(system: Bytes[SYSTEM_LEAF_BYTES], index: uint256, word: uint256) -> bytes32:
+def _system_with(system: Bytes[SYSTEM_LEAF_BYTES], next_deposit: uint256, count: uint256,
+                 funding_pool: int256) -> bytes32:
     """
-    @dev The hash of the system leaf with word `index` (0 next_deposit,
-         1 withdrawal_count) set to `word`.
+    @dev The hash of the system leaf with next_deposit (word 0),
+         withdrawal_count (word 1) and funding_pool (word 5) set; the
+         addresses (words 2-4) kept.
     """
-    if index == 0:
-        return keccak256(concat(convert(word, bytes32), slice(system, 32, 128)))
-    return keccak256(concat(slice(system, 0, 32), convert(word, bytes32), slice(system, 64, 96)))
+    return keccak256(concat(convert(next_deposit, bytes32), convert(count, bytes32), slice(system, 64, 96),
+                            convert(funding_pool, bytes32)))
 
 
 @pure
@@ -205,69 +196,6 @@ def _markets(leaf: Bytes[MARKETS_LEAF_BYTES]) -> DynArray[Market, MAX_MARKETS]:
     if len(leaf) == 0:
         return []
     return abi_decode(leaf, DynArray[Market, MAX_MARKETS])
-
-
-@pure
-@internal
-def _pow10(e: uint256) -> uint256:
-    return 10 ** min(e, MAX_POW10)
-
-
-@pure
-@internal
-def _position_value(size: int128, market: Market) -> int256:
-    """
-    @dev floor(size * oracle_price * 10**6 / 10**(pd + sd)), toward -infinity
-         (node/margin.py position_value).
-    """
-    raw: int256 = convert(size, int256) * convert(market.oracle_price, int256)
-    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
-    if decimals <= 6:
-        return raw * convert(10 ** (6 - decimals), int256)
-    divisor: int256 = convert(self._pow10(decimals - 6), int256)
-    q: int256 = raw // divisor
-    if raw < 0 and q * divisor != raw:
-        q -= 1
-    return q
-
-
-@pure
-@internal
-def _initial_margin(size: int128, market: Market) -> uint256:
-    """
-    @dev ceil(|size| * oracle_price * imf_ppm / (10**(pd + sd - 6) * 10**6))
-         (node/margin.py margin_requirement).
-    """
-    raw: uint256 = convert(abs(convert(size, int256)), uint256) * convert(market.oracle_price, uint256) \
-        * convert(market.imf_ppm, uint256)
-    decimals: uint256 = convert(market.price_decimals, uint256) + convert(market.size_decimals, uint256)
-    divisor: uint256 = PPM
-    if decimals <= 6:
-        raw = raw * 10 ** (6 - decimals)
-    else:
-        divisor = self._pow10(decimals - 6) * PPM
-    return (raw + divisor - 1) // divisor
-
-
-@pure
-@internal
-def _free_collateral(collateral: int256, positions: DynArray[Position, MAX_POSITIONS],
-                     markets: DynArray[Market, MAX_MARKETS]) -> int256:
-    """
-    @dev equity - initial margin at oracle prices; positions and markets are
-         both sorted by market id (node/margin.py free_collateral).
-    """
-    free: int256 = collateral
-    m: uint256 = 0
-    for p: Position in positions:
-        for _k: uint256 in range(MAX_MARKETS):
-            if m == len(markets) or markets[m].id >= p.market:
-                break
-            m += 1
-        assert m < len(markets) and markets[m].id == p.market, "osp: position in an unknown market"
-        free += self._position_value(p.size, markets[m])
-        free -= convert(self._initial_margin(p.size, markets[m]), int256)
-    return free
 
 
 @pure
@@ -321,7 +249,8 @@ def _deposit(txp: Bytes[MAX_TX_BYTES + 32], system: Bytes[SYSTEM_LEAF_BYTES],
         collateral: int256 = convert(extract32(account, 0), int256) + convert(amount, int256)
         new_account = keccak256(concat(convert(collateral, bytes32),
                                        slice(account, 32, len(account) - 32)))
-    return True, self._system_with(system, 0, next_deposit + 1), new_account
+    return True, self._system_with(system, next_deposit + 1, self._system_word(system, 1),
+                                   convert(extract32(system, 5 * 32), int256)), new_account
 
 
 @pure
@@ -354,44 +283,6 @@ def _oracle_price(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32,
 
 @pure
 @internal
-def _withdraw(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
-              markets_leaf: Bytes[MARKETS_LEAF_BYTES], account_leaf: Bytes[ACCOUNT_LEAF_BYTES]
-              ) -> (bool, bytes32, bytes32, bytes32):
-    """
-    @dev Withdraw rules (InvalidWithdrawSignature, InvalidNonce, ZeroAmount,
-         InsufficientFreeCollateral). Returns (ok, new system hash, new
-         account hash, new withdrawal leaf hash).
-    """
-    account: address = self._address(txp, 1)
-    recipient: address = self._address(txp, 21)
-    amount: uint256 = self._uint(txp, 41, 16)
-    nonce: uint256 = self._uint(txp, 57, 8)
-    digest: bytes32 = self._digest(domain_separator, keccak256(abi_encode(
-        WITHDRAW_TYPEHASH, account, recipient, amount, nonce)))
-    signer: address = self._signer(txp, 65, digest)
-    if signer == empty(address) or signer != account:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32)
-    collateral: int256 = 0
-    account_nonce: uint64 = 0
-    positions: DynArray[Position, MAX_POSITIONS] = []
-    if len(account_leaf) != 0:
-        collateral, account_nonce, positions = abi_decode(
-            account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS]))
-    if nonce != convert(account_nonce, uint256) or amount == 0:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32)
-    free: int256 = self._free_collateral(collateral, positions, self._markets(markets_leaf))
-    if convert(amount, int256) > free:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32)
-    count: uint256 = self._system_word(system, 1)
-    new_account: bytes32 = keccak256(abi_encode(
-        collateral - convert(amount, int256), account_nonce + 1, positions))
-    new_withdrawal: bytes32 = keccak256(abi_encode(
-        convert(count, uint64), account, recipient, convert(amount, uint128)))
-    return True, self._system_with(system, 1, count + 1), new_account, new_withdrawal
-
-
-@pure
-@internal
 def _list_market(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, system: Bytes[SYSTEM_LEAF_BYTES],
                  markets_leaf: Bytes[MARKETS_LEAF_BYTES], symbols_leaf: Bytes[SYMBOLS_LEAF_BYTES]
                  ) -> (bool, bytes32, bytes32):
@@ -414,6 +305,9 @@ def _list_market(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, syste
         taker_fee_ppm=convert(self._uint(txp, 51, 4), uint32),
         oracle_price=convert(self._uint(txp, 55, 8), uint64),
         oracle_time=0,
+        funding_index=0,
+        funding_time=0,
+        funding_rate_ppm=0,
     )
     # bytes16 symbol: the top 16 bytes of the word at offset 5
     symbol_word: uint256 = self._uint(txp, 5, 16) << 128
@@ -480,64 +374,9 @@ def _tx_bytes(kind: uint256) -> uint256:
         return DEPOSIT_TX_BYTES
     if kind == TX_ORACLE_PRICE:
         return ORACLE_PRICE_TX_BYTES
-    if kind == TX_WITHDRAW:
-        return WITHDRAW_TX_BYTES
     if kind == TX_LIST_MARKET:
         return LIST_MARKET_TX_BYTES
     return 0
-
-@pure
-@internal
-def _sorted(slots: DynArray[Slot, 7]) -> (DynArray[uint256, smt.MAX_KEYS], DynArray[bytes32, smt.MAX_KEYS],
-                                           DynArray[bytes32, smt.MAX_KEYS]):
-    """
-    @dev The slots' keys ascending with their old and new value hashes;
-         equal keys (one leaf in two slots) must agree on both.
-    """
-    keys: DynArray[uint256, smt.MAX_KEYS] = []
-    olds: DynArray[bytes32, smt.MAX_KEYS] = []
-    news: DynArray[bytes32, smt.MAX_KEYS] = []
-    taken: uint256 = 0  # bit i: slot i placed
-    for _r: uint256 in range(7):
-        best: uint256 = len(slots)
-        for i: uint256 in range(len(slots), bound=7):
-            if (taken >> i) & 1 == 0 and (best == len(slots) or slots[i].key < slots[best].key):
-                best = i
-        if best == len(slots):
-            break
-        taken |= 1 << best
-        slot: Slot = slots[best]
-        n: uint256 = len(keys)
-        if n > 0 and keys[n - 1] == slot.key:
-            assert olds[n - 1] == slot.old and news[n - 1] == slot.new, "osp: aliased leaves differ"
-            continue
-        keys.append(slot.key)
-        olds.append(slot.old)
-        news.append(slot.new)
-    return keys, olds, news
-
-
-@pure
-@internal
-def _root_after(pre_root: bytes32, ok: bool, slots: DynArray[Slot, 7], tree: Bytes[smt.MAX_TREE_BYTES]) -> bytes32:
-    """
-    @dev Check the multiproof `tree` of the slots' old values against
-         pre_root; the root after their new values, pre_root if not `ok`
-         (a failed rule writes nothing, but the values it read must still
-         be proven).
-    """
-    keys: DynArray[uint256, smt.MAX_KEYS] = []
-    olds: DynArray[bytes32, smt.MAX_KEYS] = []
-    news: DynArray[bytes32, smt.MAX_KEYS] = []
-    keys, olds, news = self._sorted(slots)
-    if not ok:
-        news = olds
-    old_root: bytes32 = empty(bytes32)
-    new_root: bytes32 = empty(bytes32)
-    old_root, new_root = smt.roots(tree, keys, olds, news)
-    assert old_root == pre_root, "osp: witness does not prove the pre-state root"
-    return new_root
-
 
 @pure
 @internal
@@ -570,9 +409,10 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
            multiproof (docs/protocol.md "One-step proof").
     @dev Reverts "osp: bad tx" for an unknown type or a wrong length, and
          "osp: ..." for a witness that does not prove against pre_root.
-         A Fill is re-executed here (by OneStepFill); the other types in
-         prove_state_step, called as an external call so that their large
-         buffers (the markets leaf decoded) do not weigh on a Fill's memory.
+         A Fill is re-executed here (by OneStepFill); the other types in a
+         prove_state_step (this contract's, or OneStepRisk's for Withdraw
+         and FundingTick), called as an external call so that each runs in
+         fresh memory and their large buffers do not weigh on each other.
     """
     size: uint256 = len(encoded_tx)
     assert size > 0, "osp: bad tx"
@@ -596,36 +436,39 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         taker_hash: bytes32 = empty(bytes32)
         maker_hash, taker_hash = staticcall OneStepFill(FILL).order_hashes(encoded_tx, domain_separator)
         ok: bool = False
-        new_maker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        new_taker: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        new_fee: Bytes[ACCOUNT_LEAF_BYTES] = b""
-        new_maker_filled: Bytes[ORDER_LEAF_BYTES] = b""
-        new_taker_filled: Bytes[ORDER_LEAF_BYTES] = b""
-        ok, new_maker, new_taker, new_fee, new_maker_filled, new_taker_filled = staticcall OneStepFill(FILL).transition(
-            encoded_tx, timestamp, domain_separator, fee_account, maker, taker, fee, maker_filled, taker_filled,
-            markets)
+        new_maker: bytes32 = empty(bytes32)
+        new_taker: bytes32 = empty(bytes32)
+        new_fee: bytes32 = empty(bytes32)
+        new_maker_filled: bytes32 = empty(bytes32)
+        new_taker_filled: bytes32 = empty(bytes32)
+        funding: int256 = 0
+        ok, new_maker, new_taker, new_fee, new_maker_filled, new_taker_filled, funding = \
+            staticcall OneStepFill(FILL).transition(
+                encoded_tx, timestamp, domain_separator, fee_account, maker, taker, fee, maker_filled, taker_filled,
+                markets)
         old_system: bytes32 = keccak256(system)
+        # the funding the fill settled goes to the system leaf's funding_pool
+        new_system: bytes32 = self._system_with(system, self._system_word(system, 0), self._system_word(system, 1),
+                                                convert(extract32(system, 5 * 32), int256) + funding)
         old_markets: bytes32 = empty(bytes32)
         if len(markets) != 0:
             old_markets = keccak256(markets)
-        slots: DynArray[Slot, 7] = [
-            Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system),
-            Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets),
-            Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash_account(maker),
-                 new=self._hash_account(new_maker)),
-            Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash_account(taker),
-                 new=self._hash_account(new_taker)),
-            Slot(key=self._key(0x01, fee_account), old=self._hash_account(fee), new=self._hash_account(new_fee)),
-            Slot(key=convert(keccak256(concat(b"\x03", maker_hash)), uint256), old=self._hash_word(maker_filled),
-                 new=self._hash_word(new_maker_filled)),
-            Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256), old=self._hash_word(taker_filled),
-                 new=self._hash_word(new_taker_filled)),
+        slots: DynArray[smt.Slot, 7] = [
+            smt.Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=new_system),
+            smt.Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets),
+            smt.Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash_account(maker), new=new_maker),
+            smt.Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash_account(taker), new=new_taker),
+            smt.Slot(key=self._key(0x01, fee_account), old=self._hash_account(fee), new=new_fee),
+            smt.Slot(key=convert(keccak256(concat(b"\x03", maker_hash)), uint256), old=self._hash_word(maker_filled),
+                 new=new_maker_filled),
+            smt.Slot(key=convert(keccak256(concat(b"\x03", taker_hash)), uint256), old=self._hash_word(taker_filled),
+                 new=new_taker_filled),
         ]
         # as _root_after, inline: one copy of the tree witness less
         keys: DynArray[uint256, smt.MAX_KEYS] = []
         olds: DynArray[bytes32, smt.MAX_KEYS] = []
         news: DynArray[bytes32, smt.MAX_KEYS] = []
-        keys, olds, news = self._sorted(slots)
+        keys, olds, news = smt.sorted_slots(slots)
         if not ok:
             news = olds
         old_root: bytes32 = empty(bytes32)
@@ -633,7 +476,14 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         old_root, new_root = smt.roots(tree, keys, olds, news)
         assert old_root == pre_root, "osp: witness does not prove the pre-state root"
         return new_root
-    return staticcall OneStepProver(self).prove_state_step(pre_root, timestamp, encoded_tx, domain_separator, witness)
+    # the other types in a fresh call (memory): Withdraw and FundingTick in
+    # OneStepRisk, the rest here
+    kind: uint256 = convert(slice(encoded_tx, 0, 1), uint256)
+    target: address = self
+    if kind == TX_WITHDRAW or kind == TX_FUNDING_TICK:
+        target = RISK
+    return staticcall OneStepProver(target).prove_state_step(pre_root, timestamp, encoded_tx, domain_separator,
+                                                             witness)
 
 
 @view
@@ -641,8 +491,9 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
 def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BYTES],
                      domain_separator: bytes32, witness: Bytes[MAX_WITNESS]) -> bytes32:
     """
-    @notice prove_step for the transaction types other than Fill (Deposit,
-            OraclePrice, Withdraw, ListMarket); same arguments and result.
+    @notice prove_step for Deposit, OraclePrice and ListMarket; same
+            arguments and result. (Withdraw and FundingTick: OneStepRisk's
+            prove_state_step; Fill: prove_step itself.)
     """
     size: uint256 = len(encoded_tx)
     txp: Bytes[MAX_TX_BYTES + 32] = concat(encoded_tx, empty(bytes32))
@@ -653,7 +504,7 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
     markets: Bytes[MARKETS_LEAF_BYTES] = b""
     account: Bytes[ACCOUNT_LEAF_BYTES] = b""
     tree: Bytes[smt.MAX_TREE_BYTES] = b""
-    slots: DynArray[Slot, 7] = []
+    slots: DynArray[smt.Slot, 7] = []
     ok: bool = False
     new_system: bytes32 = empty(bytes32)
     new_account: bytes32 = empty(bytes32)
@@ -662,8 +513,8 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         system, account, tree = abi_decode(
             witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
         ok, new_system, new_account = self._deposit(txp, system, account)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=self._hash(system), new=new_system))
-        slots.append(Slot(key=self._key(0x01, self._address(txp, 9)), old=self._hash(account), new=new_account))
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=self._hash(system), new=new_system))
+        slots.append(smt.Slot(key=self._key(0x01, self._address(txp, 9)), old=self._hash(account), new=new_account))
 
     elif kind == TX_ORACLE_PRICE:
         system, markets, tree = abi_decode(
@@ -671,24 +522,8 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         new_markets: bytes32 = empty(bytes32)
         ok, new_markets = self._oracle_price(txp, domain_separator, system, markets)
         old_system: bytes32 = self._hash(system)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
-        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets))
-
-    elif kind == TX_WITHDRAW:
-        withdrawal: Bytes[WITHDRAWAL_LEAF_BYTES] = b""
-        system, markets, account, withdrawal, tree = abi_decode(
-            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
-                      Bytes[WITHDRAWAL_LEAF_BYTES], Bytes[smt.MAX_TREE_BYTES]))
-        new_withdrawal: bytes32 = empty(bytes32)
-        ok, new_system, new_account, new_withdrawal = self._withdraw(
-            txp, domain_separator, system, markets, account)
-        count: uint256 = self._system_word(system, 1)
-        old_markets: bytes32 = self._hash(markets)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=self._hash(system), new=new_system))
-        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets))
-        slots.append(Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash(account), new=new_account))
-        slots.append(Slot(key=convert(keccak256(concat(b"\x05", convert(convert(count, uint64), bytes8))), uint256),
-                          old=self._hash(withdrawal), new=new_withdrawal))
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
+        slots.append(smt.Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets))
 
     else:  # TX_LIST_MARKET
         symbols: Bytes[SYMBOLS_LEAF_BYTES] = b""
@@ -699,8 +534,8 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         new_symbols: bytes32 = empty(bytes32)
         ok, new_markets_hash, new_symbols = self._list_market(txp, domain_separator, system, markets, symbols)
         system_hash: bytes32 = self._hash(system)
-        slots.append(Slot(key=convert(SYSTEM_KEY, uint256), old=system_hash, new=system_hash))
-        slots.append(Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets_hash))
-        slots.append(Slot(key=convert(SYMBOLS_KEY, uint256), old=self._hash(symbols), new=new_symbols))
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=system_hash, new=system_hash))
+        slots.append(smt.Slot(key=convert(MARKETS_KEY, uint256), old=self._hash(markets), new=new_markets_hash))
+        slots.append(smt.Slot(key=convert(SYMBOLS_KEY, uint256), old=self._hash(symbols), new=new_symbols))
 
-    return self._root_after(pre_root, ok, slots, tree)
+    return smt.root_after(pre_root, ok, slots, tree)

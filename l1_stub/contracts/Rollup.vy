@@ -35,11 +35,13 @@ TX_FILL: constant(uint256) = 2
 TX_ORACLE_PRICE: constant(uint256) = 3
 TX_WITHDRAW: constant(uint256) = 4
 TX_LIST_MARKET: constant(uint256) = 5
+TX_FUNDING_TICK: constant(uint256) = 6
 DEPOSIT_TX_BYTES: constant(uint256) = 45
 FILL_TX_BYTES: constant(uint256) = 261
 ORACLE_PRICE_TX_BYTES: constant(uint256) = 86
 WITHDRAW_TX_BYTES: constant(uint256) = 130
 LIST_MARKET_TX_BYTES: constant(uint256) = 128
+FUNDING_TICK_TX_BYTES: constant(uint256) = 82
 DEPOSIT_BODY_BYTES: constant(uint256) = 44
 
 MASK64: constant(uint256) = 2**64 - 1
@@ -57,10 +59,10 @@ MAX_PROOF_DEPTH: constant(uint256) = 256
 MAX_MARKETS: public(constant(uint256)) = 64
 MAX_POSITIONS: public(constant(uint256)) = MAX_MARKETS
 # ABI sizes of the largest leaves (docs/protocol.md, "State"):
-# account = collateral | nonce | offset | length | 3 words per position
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 3 * 32 * MAX_POSITIONS
-# markets = offset | length | 11 words per market
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 11 * 32 * MAX_MARKETS
+# account = collateral | nonce | offset | length | 4 words per position
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
+# markets = offset | length | 14 words per market
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
 # 10**76 is the largest power of ten an int256 holds; any |size * price|
 # (< 2**192 < 10**58) floors the same for every divisor >= 10**58
 MAX_POW10: constant(uint256) = 76
@@ -91,6 +93,7 @@ struct Position:
     market: uint32
     size: int128
     cost: int256
+    funding_index: int256
 
 struct Market:
     id: uint32
@@ -104,6 +107,9 @@ struct Market:
     taker_fee_ppm: uint32
     oracle_price: uint64
     oracle_time: uint64
+    funding_index: int256
+    funding_time: uint64
+    funding_rate_ppm: int32
 
 # ---------------------------------------------------------------- events
 
@@ -341,6 +347,8 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
                 p = unsafe_add(p, WITHDRAW_TX_BYTES)
             elif kind == TX_LIST_MARKET:
                 p = unsafe_add(p, LIST_MARKET_TX_BYTES)
+            elif kind == TX_FUNDING_TICK:
+                p = unsafe_add(p, FUNDING_TICK_TX_BYTES)
             elif kind == TX_DEPOSIT:
                 assert p + DEPOSIT_TX_BYTES <= n, "batch: truncated"
                 if pos == start:
@@ -438,6 +446,8 @@ def tx_root_of(index: uint256, batch_data: Bytes[MAX_BATCH_BYTES]) -> bytes32:
                 size = WITHDRAW_TX_BYTES
             elif kind == TX_LIST_MARKET:
                 size = LIST_MARKET_TX_BYTES
+            elif kind == TX_FUNDING_TICK:
+                size = FUNDING_TICK_TX_BYTES
             elif kind == TX_DEPOSIT:
                 size = DEPOSIT_TX_BYTES
             leaf: bytes32 = keccak256(concat(ts, slice(batch_data, p, size)))
@@ -861,6 +871,25 @@ def _position_value(size: int128, market: Market) -> int256:
     return q
 
 
+@pure
+@internal
+def _unsettled_funding(p: Position, market: Market) -> int256:
+    """
+    @dev Funding the position owes, USDC base units (> 0: it pays):
+         ceil(size * (market index - position index) / 10**(pd + sd)),
+         toward +infinity (docs/protocol.md "Funding").
+    """
+    owed: int256 = convert(p.size, int256) * (market.funding_index - p.funding_index)
+    divisor: int256 = convert(10 ** min(convert(market.price_decimals, uint256)
+                                        + convert(market.size_decimals, uint256), MAX_POW10), int256)
+    # EVM signed division truncates toward zero: step up for a positive
+    # non-multiple
+    q: int256 = owed // divisor
+    if owed > 0 and q * divisor != owed:
+        q += 1
+    return q
+
+
 @external
 def escape(
     account: address,
@@ -872,8 +901,9 @@ def escape(
     """
     @notice Frozen: pay `account` its equity in the escape state, once
             (anyone may call). equity = collateral + sum over positions of
-            floor(size * oracle_price * 10**6 / 10**(pd + sd)); pays
-            max(equity, 0).
+            floor(size * oracle_price * 10**6 / 10**(pd + sd)) minus the
+            unsettled funding ceil(size * (market funding_index - position
+            funding_index) / 10**(pd + sd)); pays max(equity, 0).
     @param account_leaf The account leaf value (key keccak256(0x01 || account))
     @param markets_leaf The markets leaf value (key keccak256(0x02))
     """
@@ -903,7 +933,7 @@ def escape(
                 break
             m += 1
         assert m < len(markets) and markets[m].id == p.market, "escape: unknown market"
-        equity += self._position_value(p.size, markets[m])
+        equity += self._position_value(p.size, markets[m]) - self._unsettled_funding(p, markets[m])
 
     amount: uint256 = 0
     if equity > 0:

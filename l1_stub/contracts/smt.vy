@@ -36,6 +36,15 @@ KIND_OPAQUE: constant(uint256) = 3
 
 # split depth of a lone leaf in `_build`
 LEAF_SPLIT: constant(uint256) = 256
+# the leaf slots of one one-step proof (a Fill has 7)
+MAX_SLOTS: constant(uint256) = 7
+
+
+# one leaf of a step: tree key, value hash before and after (empty: absent)
+struct Slot:
+    key: uint256
+    old: bytes32
+    new: bytes32
 
 
 # a branch of the witness being walked: its left child's old and new hash
@@ -281,3 +290,56 @@ def roots(tree: Bytes[MAX_TREE_BYTES], keys: DynArray[uint256, MAX_KEYS],
     assert pos == size, "osp: trailing witness bytes"
     assert nxt == m, "osp: witness misses a leaf"
     return old, new
+
+
+@pure
+@internal
+def sorted_slots(slots: DynArray[Slot, MAX_SLOTS]) -> (DynArray[uint256, MAX_KEYS], DynArray[bytes32, MAX_KEYS],
+                                                     DynArray[bytes32, MAX_KEYS]):
+    """
+    @dev The slots' keys ascending with their old and new value hashes;
+         equal keys (one leaf in two slots) must agree on both.
+    """
+    keys: DynArray[uint256, MAX_KEYS] = []
+    olds: DynArray[bytes32, MAX_KEYS] = []
+    news: DynArray[bytes32, MAX_KEYS] = []
+    taken: uint256 = 0  # bit i: slot i placed
+    for _r: uint256 in range(MAX_SLOTS):
+        best: uint256 = len(slots)
+        for i: uint256 in range(len(slots), bound=MAX_SLOTS):
+            if (taken >> i) & 1 == 0 and (best == len(slots) or slots[i].key < slots[best].key):
+                best = i
+        if best == len(slots):
+            break
+        taken |= 1 << best
+        slot: Slot = slots[best]
+        n: uint256 = len(keys)
+        if n > 0 and keys[n - 1] == slot.key:
+            assert olds[n - 1] == slot.old and news[n - 1] == slot.new, "osp: aliased leaves differ"
+            continue
+        keys.append(slot.key)
+        olds.append(slot.old)
+        news.append(slot.new)
+    return keys, olds, news
+
+
+@pure
+@internal
+def root_after(pre_root: bytes32, ok: bool, slots: DynArray[Slot, MAX_SLOTS], tree: Bytes[MAX_TREE_BYTES]) -> bytes32:
+    """
+    @dev Check the multiproof `tree` of the slots' old values against
+         pre_root; the root after their new values, pre_root if not `ok`
+         (a failed rule writes nothing, but the values it read must still
+         be proven).
+    """
+    keys: DynArray[uint256, MAX_KEYS] = []
+    olds: DynArray[bytes32, MAX_KEYS] = []
+    news: DynArray[bytes32, MAX_KEYS] = []
+    keys, olds, news = self.sorted_slots(slots)
+    if not ok:
+        news = olds
+    old_root: bytes32 = empty(bytes32)
+    new_root: bytes32 = empty(bytes32)
+    old_root, new_root = self.roots(tree, keys, olds, news)
+    assert old_root == pre_root, "osp: witness does not prove the pre-state root"
+    return new_root

@@ -7,8 +7,8 @@
         included.
 """
 
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 3 * 32 * 64
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 11 * 32 * 64
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * 64
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * 64
 
 
 interface OneStepFill:
@@ -23,7 +23,7 @@ interface OneStepFill:
         maker_filled: Bytes[32],
         taker_filled: Bytes[32],
         markets: Bytes[MARKETS_LEAF_BYTES],
-    ) -> (bool, Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES], Bytes[32], Bytes[32]): view
+    ) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256): view
 
 
 @view
@@ -43,12 +43,13 @@ def measure(
 ) -> (uint256, bool):
     start: uint256 = msg.gas
     ok: bool = False
-    a: Bytes[ACCOUNT_LEAF_BYTES] = b""
-    b: Bytes[ACCOUNT_LEAF_BYTES] = b""
-    c: Bytes[ACCOUNT_LEAF_BYTES] = b""
-    d: Bytes[32] = b""
-    e: Bytes[32] = b""
-    ok, a, b, c, d, e = staticcall OneStepFill(target).transition(
+    a: bytes32 = empty(bytes32)
+    b: bytes32 = empty(bytes32)
+    c: bytes32 = empty(bytes32)
+    d: bytes32 = empty(bytes32)
+    e: bytes32 = empty(bytes32)
+    funding: int256 = 0
+    ok, a, b, c, d, e, funding = staticcall OneStepFill(target).transition(
         fill_tx, timestamp, domain_separator, fee_account, maker_account, taker_account,
         fee_account_leaf, maker_filled, taker_filled, markets
     )

@@ -7,7 +7,7 @@
         OneStepProver.prove_step.
 """
 
-MAX_WITNESS: constant(uint256) = 65536
+MAX_WITNESS: constant(uint256) = 73728
 
 
 @view
