@@ -47,7 +47,10 @@ def devnet(request: pytest.FixtureRequest,
     (automining, its default; or mining only when the devnet's L1 clock
     mines, ``evm_setAutomine false``)."""
     hardhat = None
-    flags: dict[str, str | None] = {}
+    # no funding ticks: the tests wait for "finalized == safe", which a chain
+    # that seals a tick every 10 s (and at once after each time warp) never
+    # holds still for; funding and the escape hatch: test_settlement_contracts
+    flags: dict[str, str | None] = {"--funding-interval": "0"}
     if request.param.startswith("hardhat"):
         hardhat = HardhatNode(request.getfixturevalue("hardhat_home"), tmp_path / "hardhat.log")
         hardhat.start()
