@@ -170,7 +170,7 @@ def apply_liquidate(state: State, tx: Liquidate, timestamp: int, domain: Domain)
     new[fee_account] = Account(fee_acc.collateral + maker_fee + (pay - receive), fee_acc.nonce,
                                fee_acc.positions)
     oi = (_oi_delta(liquidator, new_liquidator, mid) + _oi_delta(victim, new_victim, mid))
-    after_market = replace(market, open_interest=market.open_interest + oi)
+    after_market = market.with_open_interest(market.open_interest + oi)
     after_markets = {**markets, mid: after_market} if oi else markets
 
     system = state.system
@@ -257,7 +257,7 @@ def apply_deleverage(state: State, tx: Deleverage) -> None:
         new[fee_account] = Account(fee_acc.collateral + pay - receive, fee_acc.nonce,
                                    fee_acc.positions)
     oi = _oi_delta(victim, new_victim, mid) + _oi_delta(offset, new_offset, mid)
-    after_market = replace(market, open_interest=market.open_interest + oi)
+    after_market = market.with_open_interest(market.open_interest + oi)
     after_markets = {**markets, mid: after_market} if oi else markets
     _check_transition("liquidated", victim, new[tx.liquidated], after_markets)
     _check_transition("offset", offset, new[tx.offset], after_markets)

@@ -316,6 +316,11 @@ def test_oi_scaled_margin_rejects_a_fill_that_fits_the_base_imf() -> None:
     assert initial_margin(plain.account(ALICE.address), {1: after}) == 1_165_200_400
 
 
+def test_with_open_interest_is_replace() -> None:
+    m = replace(GENESIS.markets[0].market, oi_lower_cap=3, oi_upper_cap=9, funding_index=-4)
+    assert m.with_open_interest(7) == replace(m, open_interest=7)
+
+
 def test_fill_open_interest_moves_by_longs() -> None:
     """OI = sum of longs: open 1 ETH (0 -> 1), a flip of the long to a short
     of 0.5 (1 -> 0.5: the other side is now long 0.5)."""
