@@ -251,11 +251,12 @@ def apply_deleverage(state: State, tx: Deleverage) -> None:
     new_victim, owed_victim = _trade(victim, market, delta, cash)
     new_offset, owed_offset = _trade(offset, market, -delta, -pay if delta < 0 else receive)
     new = {tx.liquidated: new_victim, tx.offset: new_offset}
+    # the fee account is written even with no dust: a write creates an absent
+    # leaf, and the rule names it (as a Fill's)
     fee_account = system.fee_account
-    if pay != receive:
-        fee_acc = new.get(fee_account) or state.account(fee_account)
-        new[fee_account] = Account(fee_acc.collateral + pay - receive, fee_acc.nonce,
-                                   fee_acc.positions)
+    fee_acc = new.get(fee_account) or state.account(fee_account)
+    new[fee_account] = Account(fee_acc.collateral + pay - receive, fee_acc.nonce,
+                               fee_acc.positions)
     oi = _oi_delta(victim, new_victim, mid) + _oi_delta(offset, new_offset, mid)
     after_market = market.with_open_interest(market.open_interest + oi)
     after_markets = {**markets, mid: after_market} if oi else markets

@@ -464,3 +464,15 @@ def test_every_applied_tx_keeps_the_invariants(ops: list[tuple], fund: int, size
         settled = sum(p.settled_funding for a in addresses for p in state.account(a).positions)
         assert settled + lost == state.system.funding_pool
         assert state.system.insurance_fund >= 0
+
+
+def test_deleverage_writes_the_fee_account_leaf_even_without_dust() -> None:
+    """Deleverage names the fee account among its writes: with no rounding
+    dust (M = N = 1) its leaf is still written (created if absent: the root
+    depends on it, as for a Fill)."""
+    from node.state import account_key
+
+    state = make_state({LONG: long_1eth(), S1: short_1eth()}, 180_000)
+    assert state.tree.get(state.root, account_key(FEE)) is None
+    apply_transaction(state, Deleverage(LONG, S1, 1, ETH), NOW, DOMAIN)
+    assert account_key(FEE) in state.dirty_items()
