@@ -365,7 +365,7 @@ def _at_risk(state: State, addresses: list[bytes], default: int) -> int:
     return default
 
 
-@settings(max_examples=400 if SLOW else 25, deadline=None,
+@settings(max_examples=400 if SLOW else 60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, min_size=1, max_size=25), st.integers(0, 50 * USDC),
        st.integers(ETH // 2, 2 * ETH), st.integers(ETH // 2, 2 * ETH), st.booleans())
