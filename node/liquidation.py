@@ -67,7 +67,8 @@ def settle_position(account: Account, market: Market) -> tuple[Account, int]:
     owed = unsettled_funding(market, pos)
     pos = replace(pos, funding_index=market.funding_index,
                   settled_funding=pos.settled_funding + owed)
-    return Account(account.collateral - owed, account.nonce, account.positions).with_position(pos), owed
+    settled = Account(account.collateral - owed, account.nonce, account.positions)
+    return settled.with_position(pos), owed
 
 
 def _check_transition(role: str, before: Account, after: Account,

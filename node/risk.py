@@ -34,14 +34,9 @@ from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
 from typing import Union
 
-from node.margin import (  # noqa: F401 - open_notional, oi_scaled_initial_margin_ppm re-exported
-    PPM,
-    maintenance_margin,
-    margin_requirement,
-    oi_scaled_initial_margin_ppm,
-    open_notional,
-    position_value,
-)
+from node.margin import PPM, maintenance_margin, margin_requirement, position_value
+from node.margin import oi_scaled_initial_margin_ppm as oi_scaled_initial_margin_ppm
+from node.margin import open_notional as open_notional
 
 SPREAD_TO_MMR_PPM = 1_500_000  # dYdX v4 mainnet liquidations config
 BANKRUPTCY_ADJUSTMENT_PPM = 1_000_000  # dYdX v4 mainnet liquidations config
