@@ -476,3 +476,39 @@ def test_deleverage_writes_the_fee_account_leaf_even_without_dust() -> None:
     assert state.tree.get(state.root, account_key(FEE)) is None
     apply_transaction(state, Deleverage(LONG, S1, 1, ETH), NOW, DOMAIN)
     assert account_key(FEE) in state.dirty_items()
+
+
+def test_list_market_risk_parameters() -> None:
+    """ListMarket's new fields: InvalidFee for max_liquidation_fee_ppm >
+    10^6, then InvalidOpenInterestCaps (upper != 0 and lower >= upper)
+    before InvalidPrice; a valid listing stores them with open interest 0;
+    a genesis file with bad caps is refused."""
+    from node.genesis import parse_genesis
+    from node.transactions import ListMarket
+
+    admin = Signer(keccak(b"admin"))
+    tree = SparseMerkleTree(MemoryDB())
+    state = State(tree, tree.update(ZERO_HASH, replace(GENESIS, admin=admin.address).leaves()))
+
+    def listing(fee: int, lower: int, upper: int, price: int = 100) -> ListMarket:
+        tx = ListMarket(3, b"DOGE-USD".ljust(16, b"\x00"), 4, 0, 1, 1, 200_000, 100_000, 0, 0,
+                        price, b"", fee, lower, upper)
+        return admin.list_market(DOMAIN, tx)
+
+    assert_rejected(state, listing(10**6 + 1, 0, 0, price=0), err.InvalidFee)
+    assert_rejected(state, listing(15_000, 5, 5, price=0), err.InvalidOpenInterestCaps)
+    assert_rejected(state, listing(15_000, 0, 0, price=0), err.InvalidPrice)
+    apply_transaction(state, listing(10**6, 25 * 10**12, 50 * 10**12), NOW, DOMAIN)
+    m = state.markets[3]
+    assert (m.max_liquidation_fee_ppm, m.open_interest, m.oi_lower_cap, m.oi_upper_cap) == (
+        10**6, 0, 25 * 10**12, 50 * 10**12)
+    raw = {"l1ChainId": 1, "l2ChainId": 2, "sequencer": "0x" + "11" * 20,
+           "oracle": "0x" + "22" * 20, "feeAccount": "0x" + "33" * 20,
+           "markets": [{"id": 1, "symbol": "ETH-USD", "priceDecimals": 2, "sizeDecimals": 4,
+                        "tickSize": 1, "stepSize": 1, "initialMarginPpm": 100_000,
+                        "maintenanceMarginPpm": 50_000, "makerFeePpm": 0, "takerFeePpm": 0,
+                        "openInterestLowerCap": 9, "openInterestUpperCap": 9}]}
+    with pytest.raises(ValueError, match="open interest caps"):
+        parse_genesis(raw)
+    raw["markets"][0]["openInterestLowerCap"] = 0
+    assert parse_genesis(raw).markets[0].market.oi_upper_cap == 9
