@@ -35,9 +35,9 @@ from node.liquidation import apply_deleverage, apply_liquidate, settle_position
 from node.sigverify import signer_of
 from node.state import Account, Market, State, Withdrawal, symbol_text
 from node.transactions import (
+    Deleverage,
     Deposit,
     Fill,
-    Deleverage,
     FundingTick,
     Liquidate,
     ListMarket,
