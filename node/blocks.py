@@ -19,15 +19,33 @@ HEADER_TYPES = ["uint64", "bytes32", "uint64", "uint64", "bytes32", "bytes32", "
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """Outcome of one transaction: success, or the rule it broke (``error``
-    is the InvalidTransaction class name, ``message`` its text)."""
+    is the InvalidTransaction class name, ``message`` its text). ``price``:
+    the trade price (price units) of a successful transaction that trades at
+    a price it does not carry (a Deleverage's bankruptcy price), else None.
+    Only ``tx_hash`` and ``success`` enter the receipts root."""
 
     tx_hash: bytes
     success: bool
     error: str = ""
     message: str = ""
+    price: int | None = None
 
     def leaf(self) -> bytes:
         return keccak(self.tx_hash + (b"\x01" if self.success else b"\x00"))
+
+
+def _encode_receipt(r: Receipt) -> list[bytes]:
+    """RLP items of a stored receipt: hash, status, error, message, and the
+    price (minimal big-endian, at least one byte) when there is one."""
+    items = [r.tx_hash, b"\x01" if r.success else b"", r.error.encode(), r.message.encode()]
+    if r.price is not None:
+        items.append(r.price.to_bytes(max(1, (r.price.bit_length() + 7) // 8), "big"))
+    return items
+
+
+def _decode_receipt(items: list[bytes]) -> Receipt:
+    price = int.from_bytes(items[4], "big") if len(items) > 4 else None
+    return Receipt(items[0], items[1] == b"\x01", items[2].decode(), items[3].decode(), price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +102,7 @@ class Block:
                 [_int(h.number), h.parent_hash, _int(h.timestamp), _int(h.l1_origin),
                  h.tx_root, h.receipts_root, h.state_root],
                 list(self.txs),
-                [[r.tx_hash, b"\x01" if r.success else b"", r.error.encode(), r.message.encode()]
-                 for r in self.receipts],
+                [_encode_receipt(r) for r in self.receipts],
             ]
         )
 
@@ -104,9 +121,7 @@ class Block:
                 sr,
             ),
             tuple(txs),
-            tuple(
-                Receipt(r[0], r[1] == b"\x01", r[2].decode(), r[3].decode()) for r in receipts
-            ),
+            tuple(_decode_receipt(r) for r in receipts),
         )
 
 

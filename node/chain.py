@@ -203,8 +203,8 @@ class Chain:
         """Apply ``tx`` to the pending state; raises InvalidTransaction and
         changes nothing if it breaks a rule."""
         encoded = encode_tx(tx)
-        apply_transaction(self.state, tx, self.pending_timestamp, self.domain)
-        receipt = Receipt(tx_hash(encoded), True)
+        price = apply_transaction(self.state, tx, self.pending_timestamp, self.domain)
+        receipt = Receipt(tx_hash(encoded), True, price=price)
         self.pending_txs.append(encoded)
         self.pending_decoded.append(tx)
         self.pending_receipts.append(receipt)

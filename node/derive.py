@@ -221,13 +221,13 @@ def execute_txs(state: State, timestamp: int, txs: Iterable[bytes],
         tx = None
         try:
             tx = decode_tx(raw)
-            apply_transaction(state, tx, timestamp, domain)
+            price = apply_transaction(state, tx, timestamp, domain)
         except InvalidTransaction as exc:
             receipts.append(Receipt(h, False, exc.rule, str(exc)))
         except DecodeError as exc:
             receipts.append(Receipt(h, False, MALFORMED, str(exc)))
         else:
-            receipts.append(Receipt(h, True))
+            receipts.append(Receipt(h, True, price=price))
         if decoded is not None:
             decoded.append(tx)
     return receipts
@@ -437,11 +437,11 @@ def execute_prepared(state: State, block: PreparedBlock, domain: Domain
             receipts.append(Receipt(h, False, MALFORMED, errors[i]))
             continue
         try:
-            apply_transaction(state, tx, timestamp, domain)
+            price = apply_transaction(state, tx, timestamp, domain)
         except InvalidTransaction as exc:
             receipts.append(Receipt(h, False, exc.rule, str(exc)))
         else:
-            receipts.append(Receipt(h, True))
+            receipts.append(Receipt(h, True, price=price))
     return receipts, decoded
 
 

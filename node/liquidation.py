@@ -203,7 +203,7 @@ def _grew(before: Position | None, after: Position | None) -> bool:
     return abs(a) > abs(b) or a * b < 0
 
 
-def apply_deleverage(state: State, tx: Deleverage) -> None:
+def apply_deleverage(state: State, tx: Deleverage) -> int:
     """Offset ``tx.size`` of ``tx.liquidated``'s position in ``tx.market``
     against ``tx.offset``'s opposite position at the liquidated side's
     bankruptcy price (docs/protocol.md "Deleverage"); no fees, the rounding
@@ -271,3 +271,4 @@ def apply_deleverage(state: State, tx: Deleverage) -> None:
                                  funding_pool=system.funding_pool + owed_victim + owed_offset))
     if oi:
         state.set_market(after_market)
+    return price

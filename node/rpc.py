@@ -182,7 +182,10 @@ def batch_json(info: Any) -> dict[str, Any]:
 
 
 # -- rendering ----------------------------------------------------------------
-def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]:
+def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes],
+            price: int | None = None) -> dict[str, Any]:
+    """A sealed transaction as JSON; ``price``: its receipt's price (a
+    Deleverage's bankruptcy price, which the transaction does not carry)."""
     from node.transactions import tx_hash
 
     tx = decode_tx(raw)
@@ -233,7 +236,8 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
         out.update(type="Deleverage", fillType=DELEVERAGE_FILL, market=hexq(tx.market),
                    maker={"account": hexb(tx.offset)}, taker={"account": hexb(tx.liquidated)},
                    offset=hexb(tx.offset), liquidated=hexb(tx.liquidated), size=str(tx.size),
-                   price=None, takerSide=None)  # the bankruptcy price is not in the tx
+                   price=None if price is None else str(price),  # from the receipt
+                   takerSide=None)  # the liquidated side closes its position: see the account
     elif isinstance(tx, SettleFunding):
         out.update(type="SettleFunding", account=hexb(tx.account), market=hexq(tx.market))
     return out
@@ -677,7 +681,8 @@ class L2Api:
         from node.eip712 import order_hash
 
         domain = self.node.chain.domain
-        txs = [tx_json(t, lambda o: order_hash(domain, o)) for t in raw_txs]
+        txs = [tx_json(t, lambda o: order_hash(domain, o), r.price)
+               for t, r in zip(raw_txs, receipts, strict=True)]
         if full:
             out["transactions"] = txs
             out["receipts"] = [
@@ -787,7 +792,7 @@ class L2Api:
             raw = block.txs[index]
             if raw[0] not in FILL_TYPES:  # a Fill, Liquidate or Deleverage
                 raise RpcError(NOT_FOUND, "that transaction is not a fill")
-            fill = tx_json(raw, lambda o: order_hash(chain.domain, o))
+            fill = tx_json(raw, lambda o: order_hash(chain.domain, o), block.receipts[index].price)
             fill.update(
                 blockNumber=hexq(number),
                 blockHash=hexb(block.hash),

@@ -54,8 +54,12 @@ PPM = 1_000_000
 _SYMBOL = re.compile(rb"[A-Z][A-Z0-9_./-]{0,15}")
 
 
-def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Domain) -> None:
-    """Apply ``tx`` at block ``timestamp`` (unix s); raises InvalidTransaction."""
+def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Domain) -> int | None:
+    """Apply ``tx`` at block ``timestamp`` (unix s); raises InvalidTransaction.
+
+    Returns the trade price (price units) of a transaction that trades at a
+    price it does not carry (a Deleverage: the bankruptcy price), else None;
+    receipts keep it (``Receipt.price``)."""
     if isinstance(tx, Fill):
         apply_fill(state, tx, timestamp, domain)
     elif isinstance(tx, Deposit):
@@ -71,7 +75,7 @@ def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Dom
     elif isinstance(tx, Liquidate):
         apply_liquidate(state, tx, timestamp, domain)
     elif isinstance(tx, Deleverage):
-        apply_deleverage(state, tx)
+        return apply_deleverage(state, tx)
     elif isinstance(tx, SettleFunding):
         apply_settle_funding(state, tx)
     else:  # pragma: no cover - the Transaction union is closed

@@ -67,12 +67,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("derivnet.streams")
 
 
-def _risk_fill(h: str, tx: Liquidate | Deleverage, domain: Any, block: Block) -> dict[str, Any]:
+def _risk_fill(h: str, tx: Liquidate | Deleverage, domain: Any, block: Block,
+               price: int | None) -> dict[str, Any]:
     """A Liquidate's or Deleverage's fill in the trades / account streams'
     shape: fillType "liquidation" (maker: the liquidator's order, taker: the
     liquidated account) or "deleverage" (maker: the offset account, taker:
-    the liquidated; price null: the bankruptcy price is computed from state,
-    not carried by the transaction)."""
+    the liquidated; ``price``: the bankruptcy price from the receipt, which
+    the STF computes from state; takerSide null: the liquidated account
+    closes its position, whichever side that is)."""
     from node.eip712 import order_hash
 
     if isinstance(tx, Liquidate):
@@ -84,7 +86,8 @@ def _risk_fill(h: str, tx: Liquidate | Deleverage, domain: Any, block: Block) ->
                 "taker": {"account": hexb(tx.liquidated), "orderHash": None},
                 "blockNumber": hexq(block.number), "timestamp": hexq(block.header.timestamp)}
     return {"txHash": h, "type": "Deleverage", "fillType": DELEVERAGE_FILL,
-            "market": hexq(tx.market), "price": None, "size": str(tx.size), "takerSide": None,
+            "market": hexq(tx.market), "price": None if price is None else str(price),
+            "size": str(tx.size), "takerSide": None,
             "maker": {"account": hexb(tx.offset), "orderHash": None},
             "taker": {"account": hexb(tx.liquidated), "orderHash": None},
             "blockNumber": hexq(block.number), "timestamp": hexq(block.header.timestamp)}
@@ -678,10 +681,10 @@ class StreamHub:
         decoded = []
         for raw, receipt in zip(block.txs, block.receipts, strict=True):
             if receipt.success:
-                decoded.append((raw, decode_tx(raw)))
-        n_withdraws = sum(1 for _, tx in decoded if isinstance(tx, Withdraw))
+                decoded.append((raw, decode_tx(raw), receipt.price))
+        n_withdraws = sum(1 for _, tx, _ in decoded if isinstance(tx, Withdraw))
         wid = next_withdrawal - n_withdraws  # ids of this block's withdrawals
-        for raw, tx in decoded:
+        for raw, tx, price in decoded:
             h = hexb(tx_hash(raw))
             if isinstance(tx, Fill):
                 fill = {
@@ -699,7 +702,7 @@ class StreamHub:
                 for who in (fill["maker"]["account"], fill["taker"]["account"]):
                     facts.accounts.setdefault(who, []).append(h)
             elif isinstance(tx, Liquidate | Deleverage):
-                fill = _risk_fill(h, tx, domain, block)
+                fill = _risk_fill(h, tx, domain, block, price)
                 facts.fills.append(fill)
                 for who in (fill["maker"]["account"], fill["taker"]["account"]):
                     facts.accounts.setdefault(who, []).append(h)

@@ -203,6 +203,12 @@ def test_block_round_trip_and_hash() -> None:
     block = Block(make_header(1, g.hash, 5, 6, txs, receipts, keccak(b"r2")), txs, receipts)
     again = Block.decode(block.encode())
     assert again == block and again.hash == block.hash != g.hash
+    for price in (0, 190_000, 2**70):  # a Deleverage's receipt keeps its price, 0 included
+        priced = (Receipt(keccak(txs[0]), True, price=price),)
+        block = Block(make_header(1, g.hash, 5, 6, txs, priced, keccak(b"r2")), txs, priced)
+        assert Block.decode(block.encode()).receipts[0].price == price
+        assert block.header.receipts_root == make_header(  # not in the receipts root
+            1, g.hash, 5, 6, txs, (Receipt(keccak(txs[0]), True),), keccak(b"r2")).receipts_root
 
 
 _INT256 = st.integers(-(2**255), 2**255 - 1)

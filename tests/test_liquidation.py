@@ -125,7 +125,8 @@ def test_liquidation_rejected_then_deleverage_at_the_bankruptcy_price() -> None:
     state = make_state({LONG: long_1eth(), S1: short_1eth(), ALICE.address: Account(10_000 * USDC)},
                        180_000)
     assert_rejected(state, liquidate(166_500), err.InsuranceFundShort)
-    apply_transaction(state, Deleverage(LONG, S1, 1, ETH), NOW, DOMAIN)
+    price = apply_transaction(state, Deleverage(LONG, S1, 1, ETH), NOW, DOMAIN)
+    assert price == 190_000  # the receipt keeps it: the transaction does not carry it
     assert state.account(LONG) == Account(0, 0, ())
     assert state.account(S1) == Account(200 * USDC, 0, ())
     assert state.markets[1].open_interest == 0
