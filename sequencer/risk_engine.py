@@ -141,6 +141,31 @@ def accounts_of(tx: Transaction) -> tuple[bytes, ...]:
     return ()
 
 
+def candidates(index: LiquidationIndex, state: State, touched: set[bytes], moved: set[int],
+               on_error: Callable[[bytes, Exception], None] | None = None) -> set[bytes]:
+    """The accounts to check exactly after a block: re-file each account in
+    ``touched`` (20-byte addresses) at ``state`` and take it, plus
+    ``index.due`` of each market in ``moved`` (ids) that has an oracle
+    price. An account whose re-filing raises is passed to ``on_error`` (or
+    the error propagates) and skipped."""
+    markets = state.markets
+    out: set[bytes] = set()
+    for address in touched:
+        try:
+            index.update(address, state.account(address), markets)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(address, exc)
+            continue
+        out.add(address)
+    for market_id in sorted(moved):
+        market = markets.get(market_id)
+        if market is not None and market.oracle_price > 0:
+            out.update(index.due(market, state))
+    return out
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -((-a) // b)
 
@@ -356,21 +381,9 @@ class RiskEngine:
         if seq.frozen:
             return []
         state = seq.chain.state
-        markets = state.markets
         touched, self._touched = self._touched, set()
         moved, self._moved = self._moved, set()
-        check: set[bytes] = set()
-        for address in touched:
-            try:
-                self.index.update(address, state.account(address), markets)
-            except Exception as exc:  # never wedge the sequencer on one account
-                self._error(address, exc)
-                continue
-            check.add(address)
-        for market_id in sorted(moved):
-            market = markets.get(market_id)
-            if market is not None and market.oracle_price > 0:
-                check.update(self.index.due(market, state))
+        check = candidates(self.index, state, touched, moved, self._error)
         acted = []
         for address in sorted(check):
             try:
@@ -393,10 +406,12 @@ class RiskEngine:
 
     def liquidate(self, address: bytes) -> bool:
         """Close the positions of ``address`` while it is liquidatable, the
-        position with the largest maintenance margin first: through the book
-        (``liquidate_through_book``), then the backstop liquidator
-        (``backstop``), then deleverage (``deleverage``). Returns True if any
-        transaction went through. The account is re-filed in the index."""
+        position with the largest value first: through the book
+        (``liquidate_through_book``), then, unless the account is
+        deleveragable (equity < 0 and the fund cannot cover it), the
+        backstop liquidator (``close_by_backstop``), then, if it is,
+        ``deleverage``. Returns True if any transaction went through. The
+        account is re-filed in the index."""
         seq = self.sequencer
         acted = False
         if not self.is_liquidatable(address):
@@ -410,7 +425,8 @@ class RiskEngine:
             if not self.is_liquidatable(address):
                 break
             acted |= self.liquidate_through_book(address, market_id)
-            if self._open(address, market_id) and self.is_liquidatable(address):
+            if (self._open(address, market_id) and self.is_liquidatable(address)
+                    and not self.deleveragable(address)):
                 acted |= self.close_by_backstop(address, market_id)
             if self._open(address, market_id) and self.deleveragable(address):
                 acted |= self.deleverage(address, market_id)
@@ -481,7 +497,8 @@ class RiskEngine:
             acted = True
         return acted
 
-    def _backstop_order(self, market: Market, is_buy: bool, price: int, size: int) -> tuple[Order, bytes]:
+    def _backstop_order(self, market: Market, is_buy: bool, price: int,
+                        size: int) -> tuple[Order, bytes]:
         assert self.backstop is not None
         self._salt = (self._salt + 1) % (1 << 64)
         seq = self.sequencer
@@ -587,6 +604,7 @@ class RiskEngine:
         c = self.counters
         return {
             "enabled": True,
+            "due": self.due,
             "backstopLiquidator": ("0x" + self.backstop.address.hex()) if self.backstop else None,
             "accountsWatched": len(self.index),
             "checks": c.checks,
