@@ -170,8 +170,9 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
     ticks = funding_ticks(domain, len(blocks))
     for workers in workers_list:
         for funding, risk in ((False, False), (True, False), (True, True)):
+            risk_cpu: list[float] = []
             dt, cpu = settle(genesis, domain, addresses, blocks, workers,
-                             ticks if funding else None, risk)
+                             ticks if funding else None, risk, risk_cpu)
             rate = len(fills) / dt
             how = f"signatures on {workers} worker processes" if workers else "serial signatures"
             how += ", a FundingTick before every block" if funding else ""
@@ -183,6 +184,11 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
                 "_with_funding" if funding else "") + ("_with_risk" if risk else "")
             rates[key] = round(rate)
             rates[f"{key}_per_cpu_s"] = round(len(fills) / cpu)
+            if risk:
+                share = risk_cpu[0] / len(fills) * 1e6
+                rates["risk_cpu_us_per_fill"] = round(share, 1)
+                print(f"    of which the risk engine: {share:.1f} us of CPU per fill "
+                      f"({risk_cpu[0] / cpu:.1%} of the run's CPU)")
     return rates
 
 
@@ -205,7 +211,7 @@ def funding_ticks(domain: Domain, blocks: int) -> list[FundingTick]:
 
 def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[list[Fill]],
            workers: int, ticks: list[FundingTick] | None = None,
-           risk: bool = False) -> tuple[float, float]:
+           risk: bool = False, risk_cpu: list[float] | None = None) -> tuple[float, float]:
     """In-process settlement of ``blocks`` on a fresh state where each of
     ``addresses`` has deposited (not timed): the STF and a Merkle root per
     block, signatures recovered serially in the STF (``workers`` 0) or on
@@ -215,7 +221,8 @@ def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[li
     block (sequencer/risk_engine.py ``candidates``: the accounts the block
     touched re-filed in the liquidation index, the index searched for the
     ticked market, then the exact liquidatable check of each candidate).
-    Returns (wall s, CPU s of this process)."""
+    Returns (wall s, CPU s of this process); the CPU s of the risk
+    engine's share is appended to ``risk_cpu`` if given."""
     tree = SparseMerkleTree(MemoryDB())
     state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
     for i, who in enumerate(addresses):
@@ -228,6 +235,7 @@ def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[li
     gc.collect()
     now = 1_700_000_000
     index = None
+    spent = 0.0
     if risk:
         from node.risk import liquidatable
         from sequencer.risk_engine import LiquidationIndex, candidates, unsettled_of
@@ -247,12 +255,16 @@ def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[li
             apply_transaction(state, f, now, domain)
         state.commit()
         if index is not None:
+            r0 = time.process_time()
             touched = {a for f in block for a in (f.maker.account, f.taker.account)}
             markets = state.markets
             unsettled = unsettled_of(markets)
             for address in candidates(index, state, touched, {MARKET} if ticks else set()):
                 liquidatable(state.account(address), markets, unsettled)
+            spent += time.process_time() - r0
     dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if risk_cpu is not None:
+        risk_cpu.append(spent)
     if prefetcher is not None:
         prefetcher.close()
     return dt, cpu
@@ -1018,6 +1030,7 @@ def main() -> None:
             v for k, v in ip.items() if k.endswith("_with_risk"))
         flat["in_process_fills_per_cpu_s_with_risk"] = max(
             v for k, v in ip.items() if k.endswith("_with_risk_per_cpu_s"))
+        flat["in_process_risk_cpu_us_per_fill"] = ip["risk_cpu_us_per_fill"]
         flat["in_process_fills_per_cpu_s"] = max(v for k, v in ip.items()
                                                  if k.endswith("cpu_s") and "funding" not in k)
         flat["in_process_fills_per_cpu_s_with_funding"] = max(

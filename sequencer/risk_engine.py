@@ -75,6 +75,9 @@ from node.transactions import (
     Liquidate,
     OraclePrice,
     Order,
+    ORDER_BYTES,
+    SIGNATURE_BYTES,
+    TX_FILL,
     SettleFunding,
     Transaction,
     Withdraw,
@@ -99,6 +102,9 @@ BACKSTOP_ORDER_SECONDS = 3_600
 
 POLL_SECONDS = 0.02
 """How often (wall seconds) the engine's task looks for work."""
+
+_MAKER_ACCOUNT = slice(1, 21)  # in an encoded Fill: type | maker order | maker sig | taker ...
+_TAKER_ACCOUNT = slice(1 + ORDER_BYTES + SIGNATURE_BYTES, 21 + ORDER_BYTES + SIGNATURE_BYTES)
 
 ORDER_RULES = frozenset({"InsufficientMargin", "OrderExpired", "InvalidOrderSignature",
                          "Overfill", "SelfTrade", "InvalidTickSize", "UnknownMarket"})
@@ -144,7 +150,8 @@ def accounts_of(tx: Transaction) -> tuple[bytes, ...]:
 def candidates(index: LiquidationIndex, state: State, touched: set[bytes], moved: set[int],
                on_error: Callable[[bytes, Exception], None] | None = None) -> set[bytes]:
     """The accounts to check exactly after a block: re-file each account in
-    ``touched`` (20-byte addresses) at ``state`` and take it, plus
+    ``touched`` (20-byte addresses) at ``state`` and take those whose new
+    line the oracle price has reached (``LiquidationIndex.update``), plus
     ``index.due`` of each market in ``moved`` (ids) that has an oracle
     price. An account whose re-filing raises is passed to ``on_error`` (or
     the error propagates) and skipped."""
@@ -152,13 +159,12 @@ def candidates(index: LiquidationIndex, state: State, touched: set[bytes], moved
     out: set[bytes] = set()
     for address in touched:
         try:
-            index.update(address, state.account(address), markets)
+            if index.update(address, state.account(address), markets):
+                out.add(address)
         except Exception as exc:
             if on_error is None:
                 raise
             on_error(address, exc)
-            continue
-        out.add(address)
     for market_id in sorted(moved):
         market = markets.get(market_id)
         if market is not None and market.oracle_price > 0:
@@ -186,8 +192,8 @@ class LiquidationIndex:
         self._shorts: dict[int, Any] = {}
         # market -> address -> position size (every holder)
         self._holders: dict[int, dict[bytes, int]] = {}
-        # address -> market -> sorted-list key (None: not in a price list)
-        self._entries: dict[bytes, dict[int, tuple[int, bytes] | None]] = {}
+        # address -> market -> (sorted-list key (None: in no price list), size)
+        self._entries: dict[bytes, dict[int, tuple[tuple[int, bytes] | None, int]]] = {}
         # market -> (lowest, highest) funding index the entries were computed at
         self._indices: dict[int, tuple[int, int]] = {}
         self.rebuilds = 0
@@ -206,40 +212,66 @@ class LiquidationIndex:
     def entry(self, address: bytes, market_id: int) -> int | None:
         """The indexed liquidation price of the account's position (None: not
         indexed, or no price liquidates it)."""
-        key = self._entries.get(address, {}).get(market_id)
+        key, size = self._entries.get(address, {}).get(market_id, (None, 0))
         if key is None:
             return None
-        return -key[0] if self._holders[market_id][address] > 0 else key[0]
+        return -key[0] if size > 0 else key[0]
 
     def remove(self, address: bytes) -> None:
         """Forget the account."""
-        for market_id, key in self._entries.pop(address, {}).items():
-            size = self._holders[market_id].pop(address)
-            if key is not None:
-                (self._longs if size > 0 else self._shorts)[market_id].remove(key)
+        for market_id, entry in self._entries.pop(address, {}).items():
+            self._unfile(address, market_id, entry)
 
-    def update(self, address: bytes, account: Account, markets: dict[int, Market]) -> None:
+    def update(self, address: bytes, account: Account, markets: dict[int, Market]) -> bool:
         """File ``account`` under its current positions (an account without
-        positions is forgotten). Raises KeyError for a position in a market
-        not in ``markets``."""
-        self.remove(address)
+        positions is forgotten); entries that did not change stay in place.
+        Returns True when the account is to be checked exactly now: a
+        position's line is at or beyond its market's oracle price (a long's
+        at or above it, a short's at or below), or it holds several
+        markets. Raises KeyError for a position in a market not in
+        ``markets``."""
+        old = self._entries.get(address)
         if not account.positions:
-            return
-        entries: dict[int, tuple[int, bytes] | None] = {}
+            if old is not None:
+                self.remove(address)
+            return False
+        new: dict[int, tuple[tuple[int, bytes] | None, int]] = {}
+        at_risk = len(account.positions) > 1
         for pos in account.positions:
             market = markets[pos.market]
             price = index_price(account, markets, pos.market)
-            self._holders.setdefault(pos.market, {})[address] = pos.size
             key = None
             if price is not None:
-                key = (-price, address) if pos.size > 0 else (price, address)
-                side = self._longs if pos.size > 0 else self._shorts
-                side.setdefault(pos.market, SortedList()).add(key)
-            entries[pos.market] = key
+                if pos.size > 0:
+                    key = (-price, address)
+                    at_risk = at_risk or market.oracle_price <= price
+                else:
+                    key = (price, address)
+                    at_risk = at_risk or market.oracle_price >= price
+            new[pos.market] = (key, pos.size)
             lo, hi = self._indices.get(pos.market, (market.funding_index, market.funding_index))
             self._indices[pos.market] = (min(lo, market.funding_index),
                                          max(hi, market.funding_index))
-        self._entries[address] = entries
+        if old is not None:
+            for market_id, entry in old.items():
+                if new.get(market_id) != entry:
+                    self._unfile(address, market_id, entry)
+        for market_id, entry in new.items():
+            if old is None or old.get(market_id) != entry:
+                key, size = entry
+                self._holders.setdefault(market_id, {})[address] = size
+                if key is not None:
+                    side = self._longs if size > 0 else self._shorts
+                    side.setdefault(market_id, SortedList()).add(key)
+        self._entries[address] = new
+        return at_risk
+
+    def _unfile(self, address: bytes, market_id: int,
+                entry: tuple[tuple[int, bytes] | None, int]) -> None:
+        key, size = entry
+        del self._holders[market_id][address]
+        if key is not None:
+            (self._longs if size > 0 else self._shorts)[market_id].remove(key)
 
     def funding_slack(self, market: Market) -> int:
         """Price units by which funding since the entries were computed may
@@ -357,8 +389,13 @@ class RiskEngine:
         """Note what a sealed block changed: accounts its transactions name
         (to re-file and check) and markets with an OraclePrice or a
         FundingTick (to check by the index)."""
+        touched = self._touched
         for raw, receipt in zip(block.txs, block.receipts):
             if not receipt.success:
+                continue
+            if raw[0] == TX_FILL:  # the hot path: maker and taker accounts, no decode
+                touched.add(raw[_MAKER_ACCOUNT])
+                touched.add(raw[_TAKER_ACCOUNT])
                 continue
             tx = decode_tx(raw)
             if isinstance(tx, (OraclePrice, FundingTick)):

@@ -283,6 +283,13 @@ def test_an_oracle_move_checks_only_the_accounts_it_reached() -> None:
     move(seq, clock, 190_000)
     engine.on_block(seq.chain.head)
     assert engine_txs(seq, engine) == [] and engine.counters.checks == checks
+    # a block's fills re-file their maker and taker (read from the encoded Fill)
+    order(seq, SHORT, False, 190_000, 1_000)
+    order(seq, LONG, True, 190_000, 1_000, "IOC")
+    engine.on_block(seq.seal())
+    assert engine.due and engine._touched == {SHORT.address, LONG.address}
+    engine.step()
+    assert engine.counters.checks == checks  # both still far from their lines
     move(seq, clock, 100_000)  # past the long's line: one exact check, one liquidation
     engine.on_block(seq.chain.head)
     assert engine_txs(seq, engine) and engine.counters.checks > checks
