@@ -15,14 +15,13 @@ from node import exceptions as err
 from node.margin import (
     equity,
     fee,
+    initial_margin,
     maintenance_margin,
-    margin_requirement,
     notional,
     trade_position,
     unsettled_funding,
 )
-from node.risk import oi_scaled_initial_margin_ppm, open_notional
-from node.state import Account, Market, State
+from node.state import Account, State
 from node.sigverify import signer_of
 from node.transactions import DecodeError, Order
 
@@ -38,21 +37,6 @@ class OrderFilled(err.InvalidTransaction):
 class WouldBeLiquidatable(err.InvalidTransaction):
     """Sequencer policy (not an STF rule): filling the order would leave the
     account below maintenance margin, even though it only reduces."""
-
-
-def effective_imf_ppm(market: Market) -> int:
-    """The market's initial margin fraction (ppm) scaled by its open
-    interest as it stands (node/risk.py ``oi_scaled_initial_margin_ppm`` of
-    ``open_notional``; risk spec v1 "EFFECTIVE INITIAL MARGIN")."""
-    return oi_scaled_initial_margin_ppm(market.imf_ppm, open_notional(market, market.open_interest),
-                                        market.oi_lower_cap, market.oi_upper_cap)
-
-
-def effective_initial_margin(account: Account, markets: dict[int, Market]) -> int:
-    """Sum over positions of ``ceil(|size| x oracle x imf_eff x M / (N x
-    PPM))``, USDC base units (``effective_imf_ppm`` per market)."""
-    return sum(margin_requirement(markets[p.market], p.size, effective_imf_ppm(markets[p.market]))
-               for p in account.positions)
 
 
 def check_order(state: State, order: Order, signature: bytes, order_hash: bytes, now: int) -> int:
@@ -95,7 +79,8 @@ def check_order(state: State, order: Order, signature: bytes, order_hash: bytes,
 def check_margin(state: State, order: Order, size: int) -> None:
     """Raise InsufficientMargin if taking ``size`` of ``order`` at its limit
     price (paying the taker fee) leaves equity below the effective
-    (open-interest-scaled) initial margin, unless it only reduces; raise
+    (open-interest-scaled, node/margin.py ``initial_margin``) initial margin,
+    unless it only reduces; raise
     WouldBeLiquidatable if a reduction leaves equity below maintenance
     margin (sequencer policy: such an account is the risk engine's).
 
@@ -127,7 +112,7 @@ def check_margin(state: State, order: Order, size: int) -> None:
     if market.oi_upper_cap:
         markets = {**markets, market.id: replace(market,
                                                  open_interest=market.open_interest + size)}
-    have, need = equity(after, markets), effective_initial_margin(after, markets)
+    have, need = equity(after, markets), initial_margin(after, markets)
     if have < need:
         raise err.InsufficientMargin(
             f"equity {have} would fall below initial margin {need} if the order fills"
