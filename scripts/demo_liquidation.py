@@ -228,16 +228,19 @@ class Scenario:
         table = Table("account", "ETH", "collateral", "equity", "funding paid", "liq. price",
                       title=title)
         longs_paid = 0
-        for t in self.t.values():
-            a = self.account(t.name)
-            pos = a["positions"][0] if a["positions"] else None
+        rows = [(t.name, self.account(t.name)) for t in self.t.values()]
+        backstop = self.engine().get("backstopLiquidator")
+        if backstop:
+            rows.append(("backstop", self.client.get_account(backstop, "latest")))
+        for name, a in rows:
+            pos = next((p for p in a["positions"] if p.get("symbol") == MARKET), None)
             paid = 0
             if pos is not None:
                 paid = int(pos.get("settledFunding", 0)) + int(pos.get("unsettledFunding", 0))
-                if t.name.startswith("long"):
+                if name.startswith("long"):
                     longs_paid += paid
             liq = pos and pos.get("liquidationPrice")
-            table.add_row(t.name, f"{int(pos['size']) / ETH_UNIT:+g}" if pos else "-",
+            table.add_row(name, f"{int(pos['size']) / ETH_UNIT:+g}" if pos else "-",
                           f"{int(a['collateral']) / USDC:,.2f}",
                           f"{int(a['equity']) / USDC:,.2f}", f"{paid / USDC:,.2f}",
                           f"{int(liq) / 100:,.2f}" if liq else "-")
