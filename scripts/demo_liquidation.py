@@ -213,7 +213,7 @@ class Scenario:
                 names = {t.address: t.name for t in self.t.values()}
                 who = names.get(str(tx.get("liquidated", "")).lower(), tx.get("liquidated"))
                 if kind == "Liquidate":
-                    order = tx.get("order") or {}
+                    order = tx.get("maker") or {}  # the liquidator's order
                     by = names.get(str(order.get("account", "")).lower(), "backstop liquidator")
                     text = (f"Liquidate {who}: {int(tx['size']) / ETH_UNIT:g} ETH at "
                             f"{int(tx['price']) / 100:,.2f} to {by}")

@@ -528,9 +528,7 @@ class RiskEngine:
                     book.cancel(ro.order_hash)
                     continue
                 break
-            if book.get(ro.order_hash) is not None:
-                book.reduce(ro.order_hash, fill)
-            self.counters.liquidations += 1
+            self.counters.liquidations += 1  # send_liquidate shrank the resting order
             acted = True
         return acted
 
