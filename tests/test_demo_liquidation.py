@@ -7,6 +7,7 @@ deleverage, then every account at equity >= 0 or flat."""
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def test_demo_liquidation() -> None:
     try:
         watch = watch_node(node)
         out = io.StringIO()
-        result = {}
+        result: dict = {}
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
@@ -41,6 +42,19 @@ def test_demo_liquidation() -> None:
 
         trio.run(main)
         watch.assert_ok()
+
+        def call(method: str, *params: object) -> dict:
+            return json.loads(node.app.handle(json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})))
+
+        ranking = call("l2_getDeleverageRanking", "ETH-USD")["result"]
+        assert ranking["market"] == 1 and ranking["longs"] == []  # no profitable long is left
+        assert [set(r) >= {"rank", "account", "pnl", "equity", "leveragePpm", "scorePpm"}
+                for r in ranking["shorts"]] == [True, True]  # both shorts, ranked
+        assert call("l2_getDeleverageRanking", "NOPE-USD")["error"]["data"] == {
+            "rule": "UnknownMarket"}
+        engine = call("l2_getRiskEngine")["result"]
+        assert engine["enabled"] and engine["deleverages"] == result["summary"].deleverages
         s = result["summary"]
         assert s.liquidations >= 1 and s.backstop_liquidations >= 1 and s.deleverages >= 1
         assert s.fund_high > 0 and s.fund_paid > 0 and s.funding_paid_by_longs > 0
