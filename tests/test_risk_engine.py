@@ -316,3 +316,24 @@ def test_door_uses_the_open_interest_scaled_initial_margin() -> None:
         order(seq, LONG, True, 200_000, 1_000, "IOC")  # fine at 10%, not at 100%
     state.set_market(eth)
     assert order(seq, LONG, True, 200_000, 1_000, "IOC") == "filled"
+
+
+def test_an_error_in_one_check_is_counted_and_the_account_retried_later() -> None:
+    seq, clock, engine = opened(extra={MAKER: 100_000})
+    order(seq, MAKER, True, 182_800, 10_000)
+    seq.seal()
+    real = seq.send_liquidate
+
+    def broken(tx: object) -> None:
+        raise OSError("store unavailable")
+
+    seq.send_liquidate = broken  # type: ignore[method-assign]
+    move(seq, clock, 183_000)
+    engine.on_block(seq.chain.head)
+    assert engine.step() == []  # logged and skipped, the step itself goes on
+    view = engine.view()
+    assert view["errors"] == 1 and "store unavailable" in view["lastError"]
+    seq.send_liquidate = real  # type: ignore[method-assign]
+    move(seq, clock, 182_900)  # the next trigger checks the account again
+    engine.on_block(seq.chain.head)
+    assert engine.step() == [LONG.address]
