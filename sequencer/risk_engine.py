@@ -78,6 +78,8 @@ from node.transactions import (
     ORDER_BYTES,
     SIGNATURE_BYTES,
     TX_FILL,
+    TX_FUNDING_TICK,
+    TX_ORACLE_PRICE,
     SettleFunding,
     Transaction,
     Withdraw,
@@ -105,6 +107,8 @@ POLL_SECONDS = 0.02
 
 _MAKER_ACCOUNT = slice(1, 21)  # in an encoded Fill: type | maker order | maker sig | taker ...
 _TAKER_ACCOUNT = slice(1 + ORDER_BYTES + SIGNATURE_BYTES, 21 + ORDER_BYTES + SIGNATURE_BYTES)
+
+_PRICE_TYPES = frozenset((TX_ORACLE_PRICE, TX_FUNDING_TICK))  # they move a market's lines
 
 ORDER_RULES = frozenset({"InsufficientMargin", "OrderExpired", "InvalidOrderSignature",
                          "Overfill", "SelfTrade", "InvalidTickSize", "UnknownMarket"})
@@ -170,6 +174,14 @@ def candidates(index: LiquidationIndex, state: State, touched: set[bytes], moved
         if market is not None and market.oracle_price > 0:
             out.update(index.due(market, state))
     return out
+
+
+def accounts_in(raw: bytes) -> tuple[bytes, ...]:
+    """``accounts_of`` an encoded transaction; a Fill's two accounts are
+    read from their fixed offsets without decoding it (the hot path)."""
+    if raw[0] == TX_FILL:
+        return (raw[_MAKER_ACCOUNT], raw[_TAKER_ACCOUNT])
+    return accounts_of(decode_tx(raw))
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -376,9 +388,9 @@ class RiskEngine:
         seen: set[bytes] = set()
         for number in range(1, chain.head.number + 1):
             for raw in chain.block(number).txs:
-                seen.update(accounts_of(decode_tx(raw)))
+                seen.update(accounts_in(raw))
         for raw in chain.pending_txs:
-            seen.update(accounts_of(decode_tx(raw)))
+            seen.update(accounts_in(raw))
         state = chain.state
         markets = state.markets
         for address in seen:
@@ -393,15 +405,12 @@ class RiskEngine:
         for raw, receipt in zip(block.txs, block.receipts):
             if not receipt.success:
                 continue
-            if raw[0] == TX_FILL:  # the hot path: maker and taker accounts, no decode
-                touched.add(raw[_MAKER_ACCOUNT])
-                touched.add(raw[_TAKER_ACCOUNT])
-                continue
-            tx = decode_tx(raw)
-            if isinstance(tx, (OraclePrice, FundingTick)):
+            if raw[0] in _PRICE_TYPES:
+                tx = decode_tx(raw)
+                assert isinstance(tx, (OraclePrice, FundingTick))
                 self._moved.add(tx.market)
             else:
-                self._touched.update(accounts_of(tx))
+                touched.update(accounts_in(raw))
 
     @property
     def due(self) -> bool:
