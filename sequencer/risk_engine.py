@@ -376,6 +376,7 @@ class RiskEngine:
         self.counters = RiskCounters()
         self._touched: set[bytes] = set()  # accounts to re-file and check
         self._moved: set[int] = set()  # markets whose oracle or funding index moved
+        self._stuck: set[bytes] = set()  # liquidatable, nothing closed it (logged once)
         self._salt = time.time_ns() % (1 << 62)
         self._build()
 
@@ -394,7 +395,10 @@ class RiskEngine:
         state = chain.state
         markets = state.markets
         for address in seen:
-            self.index.update(address, state.account(address), markets)
+            try:
+                self.index.update(address, state.account(address), markets)
+            except Exception as exc:  # a node must start: the account is not watched
+                self._error(address, exc)
         self._moved.update(markets)
 
     def on_block(self, block: Block) -> None:
@@ -461,8 +465,9 @@ class RiskEngine:
         seq = self.sequencer
         acted = False
         if not self.is_liquidatable(address):
+            self._stuck.discard(address)
             return False
-        log.info("risk engine: 0x%s is liquidatable", address.hex())
+        log.debug("risk engine: 0x%s is liquidatable", address.hex())
         state = seq.chain.state
         order = sorted(state.account(address).positions,
                        key=lambda p: -abs(position_value(state.markets[p.market], p.size)))
@@ -478,6 +483,12 @@ class RiskEngine:
                 acted |= self.deleverage(address, market_id)
         if acted:
             self.counters.liquidated_accounts += 1
+            self._stuck.discard(address)
+        elif address not in self._stuck:  # logged once, checked again on every trigger
+            self._stuck.add(address)
+            log.warning("risk engine: 0x%s is liquidatable but nothing could close it now "
+                        "(no order within the fillable price, no backstop, no offset)",
+                        address.hex())
         state = seq.chain.state
         self.index.update(address, state.account(address), state.markets)
         return acted
