@@ -337,3 +337,22 @@ def test_an_error_in_one_check_is_counted_and_the_account_retried_later() -> Non
     move(seq, clock, 182_900)  # the next trigger checks the account again
     engine.on_block(seq.chain.head)
     assert engine.step() == [LONG.address]
+
+
+def test_a_funding_tick_alone_can_make_an_account_liquidatable() -> None:
+    """No oracle move: 8 hours of funding at 7.5% (longs pay ~150 USDC) take
+    the long (E = 249, MM = 100 USDC) under its maintenance margin; the
+    index's funding window finds it after the tick's block."""
+    seq, clock, engine = opened()
+    seq.send_funding_tick(ORACLE.funding_tick(DOMAIN, ETH, int(clock.t), 0))  # sets the time
+    engine.on_block(seq.seal())
+    assert engine.step() == []
+    clock.t += 28_800
+    seq.send_funding_tick(ORACLE.funding_tick(DOMAIN, ETH, int(clock.t), 75_000))
+    engine.on_block(seq.seal())
+    market = seq.chain.state.markets[ETH]
+    assert engine.index.funding_slack(market) > 0  # the lines moved up to this much
+    assert engine.step() == [LONG.address]
+    seq.seal()
+    assert seq.chain.head_state().account(LONG.address).positions == ()
+    assert engine.view()["backstopLiquidations"] == 1
