@@ -32,7 +32,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from l1_stub.client import connect, send_transaction, wait_receipt  # noqa: E402
-from node.client import L2Client, quantity  # noqa: E402
+from node.client import L2Client, RpcError, quantity  # noqa: E402
 from node.crypto import keccak  # noqa: E402
 from node.replay import fund_accounts  # noqa: E402
 from node.signing import Signer, dev_keys  # noqa: E402
@@ -43,7 +43,7 @@ MARKET = "ETH-USD"
 START_PRICE = 200_000  # 2000.00 (2 price decimals)
 STEPS = (  # (oracle price, maker's bids: "near" 0.1% under the oracle or "thin" 10% under)
     (195_000, "near"), (190_000, "near"), (183_000, "near"),
-    (176_000, "thin"), (170_000, "thin"), (150_000, "near"),
+    (174_000, "thin"), (170_000, "thin"), (150_000, "near"),
 )
 WARP_SECONDS = 3_600  # L2 time per step: each FundingTick pays for an hour
 PREMIUM_PPM = 20_000  # the ticks' premium: perp 2% over the index, longs pay
@@ -84,7 +84,7 @@ def traders(seed: bytes) -> dict[str, Trader]:
         return Signer(keccak(b"derivnet demo-liquidation " + seed + name.encode()))
 
     spec = [("maker", 1_000_000), ("long-book", 1_250), ("long-backstop", 300),
-            ("long-adl", 880), ("short-big", 2_000), ("short-small", 2_000)]
+            ("long-adl", 860), ("short-big", 2_000), ("short-small", 2_000)]
     return {name: Trader(name, key(name), usdc * USDC) for name, usdc in spec}
 
 
@@ -165,10 +165,20 @@ class Scenario:
         self.show("opened at 2000.00: longs 5x-8x, shorts ~5x", START_PRICE)
 
     def tick(self) -> None:
-        try:
-            self.client.send_funding_tick(self.oracle, MARKET, PREMIUM_PPM, self.now())
-        except Exception as exc:  # a devnet's own funding clock may have ticked first
-            self.out.print(f"[dim]funding tick not taken ({exc}); the devnet's clock ticked[/dim]")
+        """A FundingTick stamped now (L2 time), retried while the node's clock
+        has not caught up with the warp yet (FundingTickInFuture)."""
+        for _ in range(30):
+            try:
+                self.client.send_funding_tick(self.oracle, MARKET, PREMIUM_PPM, self.now())
+                return
+            except RpcError as exc:
+                if "FundingTickInFuture" in str(exc):
+                    self.sleep(0.2)
+                    continue
+                # e.g. StaleFundingTick: a devnet's own funding clock ticked first
+                self.out.print(f"[dim]funding tick not taken ({exc})[/dim]")
+                return
+        raise DemoFailed("the node's clock never reached the warped time")
 
     def quote(self, price: int, mode: str) -> None:
         """The maker cancels its quotes and rests a bid (6 ETH) 0.1% ("near")
