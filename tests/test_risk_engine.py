@@ -356,3 +356,44 @@ def test_a_funding_tick_alone_can_make_an_account_liquidatable() -> None:
     seq.seal()
     assert seq.chain.head_state().account(LONG.address).positions == ()
     assert engine.view()["backstopLiquidations"] == 1
+
+
+def test_engine_transactions_survive_a_crash_and_the_index_is_rebuilt(tmp_path) -> None:
+    """The engine's Liquidate is journaled by send_liquidate: after a stop
+    without sealing (kill -9) the restarted sequencer has the same pending
+    block, and a new engine files the accounts from the chain and that
+    block."""
+    from node.db import LevelDB
+
+    db = LevelDB(str(tmp_path / "l2"))
+    Chain.initialize(db, GENESIS.leaves(), {"test": 1})
+    clock = Clock()
+    seq = Sequencer(Chain(db, DOMAIN), clock)
+    for i, (who, usdc) in enumerate(((LONG, 250), (SHORT, 1_000), (MAKER, 100_000),
+                                     (BACKSTOP, 1_000_000))):
+        seq.include_deposit(Deposit(i, who.address, usdc * USDC))
+    seq.send_oracle_price(ORACLE.oracle_price(DOMAIN, ETH, 200_000, NOW))
+    order(seq, SHORT, False, 200_000, 10_000)
+    order(seq, LONG, True, 200_000, 10_000, "IOC")
+    order(seq, MAKER, True, 182_800, 10_000)
+    seq.seal()
+    engine = RiskEngine(seq, BACKSTOP.private_key)
+    move(seq, clock, 183_000)
+    engine.on_block(seq.chain.head)
+    assert engine.step() == [LONG.address]
+    pending = tuple(seq.chain.pending_txs)
+    assert [type(decode_tx(t)).__name__ for t in pending] == ["Liquidate"]
+    db.close()  # no seal
+
+    again = Sequencer(Chain(LevelDB(str(tmp_path / "l2")), DOMAIN), clock)
+    try:
+        assert tuple(again.chain.pending_txs) == pending
+        # the maker's bid, all of it taken by the Liquidate, is not back in the book
+        assert all(ro.order.account != MAKER.address for ro in again.books[ETH])
+        rebuilt = RiskEngine(again, BACKSTOP.private_key)
+        # the long is flat in the pending state; the short and the maker hold positions
+        assert rebuilt.view()["accountsWatched"] == 2
+        assert rebuilt.index.holders(ETH) == {SHORT.address: -10_000, MAKER.address: 10_000}
+        assert rebuilt.step() == []
+    finally:
+        again.chain.db.close()
