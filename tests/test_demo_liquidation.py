@@ -63,3 +63,28 @@ def test_demo_liquidation() -> None:
         assert "all checks passed" in out.getvalue()
     finally:
         node.close()
+
+
+def test_backstop_funded_at_start_and_no_risk_engine_flag() -> None:
+    """A new devnet queues the backstop liquidator's 1,000,000 USDC deposit
+    on L1 at start (the sequencer's key by default); --no-risk-engine
+    queues nothing and its views say the engine is off."""
+    from node.crypto import address_of
+    from node.node import Node, NodeConfig
+    from tests.devnet_process import free_port
+
+    for on in (True, False):
+        node = Node(NodeConfig(serve_l1=False, port=free_port(), risk_engine=on))
+        try:
+            deposits = node.rollup.deposits(0, node.rollup.deposit_count())
+            if on:
+                assert [(d.account.lower(), d.amount) for d in deposits] == [
+                    ("0x" + address_of(node.sequencer_key).hex(), Node.BACKSTOP_DEPOSIT)]
+            else:
+                assert deposits == [] and node.risk_engine is None
+                answer = json.loads(node.app.handle(json.dumps(
+                    {"jsonrpc": "2.0", "id": 1, "method": "l2_getDeleverageRanking",
+                     "params": ["ETH-USD"]})))
+                assert answer["error"]["code"] == -32004
+        finally:
+            node.close()
