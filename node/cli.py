@@ -160,6 +160,14 @@ def _sigterm_as_ctrl_c() -> None:
 @click.option("--oracle-key", default=None,
               help="Hex private key of the genesis oracle, which signs FundingTicks (default: "
                    "the dev account that genesis names; without one, ticks are off).")
+@click.option("--risk-engine/--no-risk-engine", default=True, show_default=True,
+              help="The sequencer's risk engine: liquidates accounts below maintenance margin "
+                   "through the book, then with the backstop liquidator, then deleverages "
+                   "(sequencer policy, docs/protocol.md).")
+@click.option("--backstop-key", default=None, metavar="KEY",
+              help="Hex private key of the backstop liquidator, funded with 1,000,000 USDC by "
+                   "an L1 deposit when a new devnet starts (default: the sequencer's key, dev "
+                   "account 0).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug output.")
 def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: float,
            batch_interval: float, l1_block_time: float, genesis_path: str | None,
@@ -170,7 +178,8 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
            no_devnet_controls: bool, l1_mode: str, l1_rpc: str | None, l1_key: str | None,
            l1_rollup: str | None, faulty_proposer: str | None,
            silent_defender: bool, funding_sample_interval: int | None,
-           funding_interval: int | None, oracle_key: str | None, verbose: bool) -> None:
+           funding_interval: int | None, oracle_key: str | None, risk_engine: bool,
+           backstop_key: str | None, verbose: bool) -> None:
     """Run the embedded L1, the Rollup contracts and the L2 node."""
     import trio
 
@@ -211,7 +220,11 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                         silent_defender=silent_defender,
                         funding_sample_interval=funding_sample_interval,
                         funding_interval=funding_interval,
-                        oracle_key=_parse_key(oracle_key, "--oracle-key") if oracle_key else None)
+                        oracle_key=(_parse_key(oracle_key, "--oracle-key")
+                                    if oracle_key else None),
+                        risk_engine=risk_engine,
+                        backstop_key=_parse_key(backstop_key, "--backstop-key")
+                        if backstop_key else None)
     try:
         node = Node(config)
     except ValueError as exc:  # DatadirMismatch, a bad genesis or key

@@ -157,6 +157,9 @@ class NodeConfig:
     funding_sample_interval: int | None = None
     funding_interval: int | None = None
     oracle_key: bytes | None = None  # None: the dev account that genesis names as oracle
+    # risk engine (sequencer/risk_engine.py): liquidations, backstop, deleverage
+    risk_engine: bool = True
+    backstop_key: bytes | None = None  # None: the sequencer's key (dev account 0)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -229,6 +232,8 @@ class Node:
                 self._fund_sequencer()
                 dep = deploy(self.l1.w3, self.sequencer_key, "0x" + self.genesis.sequencer.hex(),
                              root, self.genesis.l2_chain_id, mine=self.l1.mine, **windows)
+                if config.risk_engine:
+                    self._fund_backstop(dep)
             stored = {
                 **{k: v for k, v in windows.items()},
                 "genesis": genesis_json,
@@ -266,6 +271,11 @@ class Node:
             self.close()
             raise
         self.funding_retry = Backoff(1.0, 30.0)
+        from sequencer.risk_engine import RiskEngine
+
+        self.risk_engine = (RiskEngine(self.sequencer, self._backstop_key())
+                            if config.risk_engine else None)
+        self.risk_retry = Backoff(0.5, 30.0)
         from l1_stub.contracts import write_abis
 
         abi_target = Path(config.datadir) / "abi" if config.datadir else None
@@ -294,8 +304,19 @@ class Node:
 
         self.streams = StreamHub(self)
         self.sequencer.on_block = self.streams.on_block
+        if self.risk_engine is not None:
+            engine, streams = self.risk_engine, self.streams
+
+            def on_block(block: Any) -> None:
+                engine.on_block(block)
+                streams.on_block(block)
+
+            self.sequencer.on_block = on_block
+        from node.risk_view import risk_methods
+
         self.app = JsonRpcApp(methods(self.api, {**self.devnet_methods(),
-                                                 **self.streams.methods()}), self.streams)
+                                                 **self.streams.methods(),
+                                                 **risk_methods(self)}), self.streams)
         from sequencer.intake import SignaturePrefetch
 
         self.prefetch = SignaturePrefetch(domain)  # batches' signatures on worker processes
@@ -365,6 +386,38 @@ class Node:
             key = next((k for k in self.l1.dev_keys if address_of(k) == oracle), None)
         return FundingClock(self.sequencer, self.clock, key, schedule)
 
+    BACKSTOP_DEPOSIT = 1_000_000 * 10**6
+    """USDC base units the backstop liquidator gets at devnet start (1,000,000 USDC)."""
+
+    def _backstop_key(self) -> bytes:
+        """--backstop-key, else the sequencer's key (the devnet's dev account 0)."""
+        return self.config.backstop_key or self.sequencer_key
+
+    def _fund_backstop(self, dep: Any) -> None:
+        """Fund the backstop liquidator on a new devnet as the scripts fund
+        dev accounts: USDC faucet, approve, ``Rollup.deposit`` on L1 (its
+        deposit is the first of the L1 deposit queue); L1 ether first if
+        the key is not a dev account."""
+        from l1_stub.client import RollupClient
+        from node.crypto import address_of
+
+        key = self._backstop_key()
+        w3 = self.l1.w3
+        address = w3.to_checksum_address("0x" + address_of(key).hex())
+        if w3.eth.get_balance(address) < 10**18:
+            funder = self.l1.dev_accounts[0] if hasattr(self.l1, "dev_accounts") \
+                else w3.eth.accounts[0]
+            w3.eth.send_transaction({"from": funder, "to": address, "value": 10 * 10**18})
+            self.l1.mine()
+        rollup = RollupClient(w3, dep)
+        amount = self.BACKSTOP_DEPOSIT
+        for send in (lambda: rollup.faucet(key, amount), lambda: rollup.approve(key, amount),
+                     lambda: rollup.deposit(key, address, amount)):
+            tx = send()
+            self.l1.mine()
+            if w3.eth.get_transaction_receipt(tx)["status"] != 1:
+                raise RuntimeError("funding the backstop liquidator on L1 failed")
+
     def _fund_sequencer(self) -> None:
         """Give a non-dev sequencer account L1 ether for gas (devnet faucet;
         on an external L1, --l1-rpc, the key brings its own ether)."""
@@ -425,6 +478,8 @@ class Node:
             nursery.start_soon(self._start_prefetch)
             nursery.start_soon(self._batcher)
             nursery.start_soon(self.funding_clock.run, self.funding_retry)
+            if self.risk_engine is not None:
+                nursery.start_soon(self.risk_engine.run, self.risk_retry)
             task_status.started()
 
     async def _l1_clock(self) -> None:

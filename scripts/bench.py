@@ -169,19 +169,26 @@ def bench_stf(fills_target: int, accounts: int, workers_list: list[int]) -> dict
                              "largest_block_bytes": biggest}
     ticks = funding_ticks(domain, len(blocks))
     for workers in workers_list:
-        for funding in (False, True):
+        for funding, risk in ((False, False), (True, False), (True, True)):
+            risk_cpu: list[float] = []
             dt, cpu = settle(genesis, domain, addresses, blocks, workers,
-                             ticks if funding else None)
+                             ticks if funding else None, risk, risk_cpu)
             rate = len(fills) / dt
             how = f"signatures on {workers} worker processes" if workers else "serial signatures"
             how += ", a FundingTick before every block" if funding else ""
+            how += ", the risk engine's index and checks after every block" if risk else ""
             print(f"  STF + Merkle root per block, {how}: {len(fills):,} fills in {dt:.2f} s "
                   f"= {rate:,.0f} fills/s ({len(fills) / cpu:,.0f} per CPU-second of this "
                   f"process; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
             key = ("serial" if not workers else f"workers_{workers}") + (
-                "_with_funding" if funding else "")
+                "_with_funding" if funding else "") + ("_with_risk" if risk else "")
             rates[key] = round(rate)
             rates[f"{key}_per_cpu_s"] = round(len(fills) / cpu)
+            if risk:
+                share = risk_cpu[0] / len(fills) * 1e6
+                rates["risk_cpu_us_per_fill"] = round(share, 1)
+                print(f"    of which the risk engine: {share:.1f} us of CPU per fill "
+                      f"({risk_cpu[0] / cpu:.1%} of the run's CPU)")
     return rates
 
 
@@ -203,13 +210,19 @@ def funding_ticks(domain: Domain, blocks: int) -> list[FundingTick]:
 
 
 def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[list[Fill]],
-           workers: int, ticks: list[FundingTick] | None = None) -> tuple[float, float]:
+           workers: int, ticks: list[FundingTick] | None = None,
+           risk: bool = False, risk_cpu: list[float] | None = None) -> tuple[float, float]:
     """In-process settlement of ``blocks`` on a fresh state where each of
     ``addresses`` has deposited (not timed): the STF and a Merkle root per
     block, signatures recovered serially in the STF (``workers`` 0) or on
     ``workers`` processes one block ahead. With ``ticks`` (one per block,
     ``funding_ticks``) block k starts with ``ticks[k]`` and has its
-    timestamp. Returns (wall s, CPU s of this process)."""
+    timestamp. With ``risk`` the risk engine's per-block work follows each
+    block (sequencer/risk_engine.py ``candidates``: the accounts the block
+    touched re-filed in the liquidation index, the index searched for the
+    ticked market, then the exact liquidatable check of each candidate).
+    Returns (wall s, CPU s of this process); the CPU s of the risk
+    engine's share is appended to ``risk_cpu`` if given."""
     tree = SparseMerkleTree(MemoryDB())
     state = State(tree, tree.update(ZERO_HASH, genesis.leaves()))
     for i, who in enumerate(addresses):
@@ -221,6 +234,13 @@ def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[li
         Prefetcher.collect(prefetcher.submit([(b"\x00" * 32, b"\x00" * 65)] * workers))
     gc.collect()
     now = 1_700_000_000
+    index = None
+    spent = 0.0
+    if risk:
+        from node.risk import liquidatable
+        from sequencer.risk_engine import LiquidationIndex, candidates, unsettled_of
+
+        index = LiquidationIndex()
     t0, cpu0 = time.perf_counter(), time.process_time()
     jobs = prefetcher.submit_fills(domain, blocks[0]) if prefetcher else []
     for k, block in enumerate(blocks):
@@ -234,7 +254,17 @@ def settle(genesis: Any, domain: Domain, addresses: list[bytes], blocks: list[li
         for f in block:
             apply_transaction(state, f, now, domain)
         state.commit()
+        if index is not None:
+            r0 = time.process_time()
+            touched = {a for f in block for a in (f.maker.account, f.taker.account)}
+            markets = state.markets
+            unsettled = unsettled_of(markets)
+            for address in candidates(index, state, touched, {MARKET} if ticks else set()):
+                liquidatable(state.account(address), markets, unsettled)
+            spent += time.process_time() - r0
     dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if risk_cpu is not None:
+        risk_cpu.append(spent)
     if prefetcher is not None:
         prefetcher.close()
     return dt, cpu
@@ -996,6 +1026,11 @@ def main() -> None:
                                                                   and "funding" not in k))
         flat["in_process_fills_per_s_with_funding"] = max(
             v for k, v in ip.items() if k.endswith("_with_funding"))
+        flat["in_process_fills_per_s_with_risk"] = max(
+            v for k, v in ip.items() if k.endswith("_with_risk"))
+        flat["in_process_fills_per_cpu_s_with_risk"] = max(
+            v for k, v in ip.items() if k.endswith("_with_risk_per_cpu_s"))
+        flat["in_process_risk_cpu_us_per_fill"] = ip["risk_cpu_us_per_fill"]
         flat["in_process_fills_per_cpu_s"] = max(v for k, v in ip.items()
                                                  if k.endswith("cpu_s") and "funding" not in k)
         flat["in_process_fills_per_cpu_s_with_funding"] = max(

@@ -472,6 +472,14 @@ class OrderBook:
         self._expiries = [(ro.order.expiry, ro.sequence, h) for h, ro in self._orders.items()]
         heapq.heapify(self._expiries)
 
+    def side_orders(self, is_bid: bool) -> Iterator[RestingOrder]:
+        """One side's resting orders, best price first, FIFO in a level
+        (expired ones included). Lazy: do not change the book while
+        iterating (take a ``list`` first)."""
+        side = self._bids if is_bid else self._asks
+        for price in side.best_first():
+            yield from side.levels[price].values()
+
     def live_levels(self, is_bid: bool, now: int) -> Iterator[tuple[int, int]]:
         """One side's levels, best first, as ``(price, remaining size)``
         summed over the orders live at ``now`` (``now < expiry``); levels

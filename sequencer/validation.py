@@ -2,12 +2,25 @@
 
 They mirror the STF's fill rules so that what the sequencer matches will
 apply; the STF checks everything again when the fill lands in a block.
+One check is sequencer policy, not an STF rule (docs/protocol.md "Risk
+engine (sequencer policy)"): ``WouldBeLiquidatable``, an order whose fill
+would leave its account liquidatable is refused even when it only reduces.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from node import exceptions as err
-from node.margin import equity, fee, initial_margin, notional, trade_position, unsettled_funding
+from node.margin import (
+    equity,
+    fee,
+    initial_margin,
+    maintenance_margin,
+    notional,
+    trade_position,
+    unsettled_funding,
+)
 from node.state import Account, State
 from node.sigverify import signer_of
 from node.transactions import DecodeError, Order
@@ -21,6 +34,11 @@ class OrderFilled(err.InvalidTransaction):
     """The order hash is already fully filled."""
 
 
+class WouldBeLiquidatable(err.InvalidTransaction):
+    """Sequencer policy (not an STF rule): filling the order would leave the
+    account below maintenance margin, even though it only reduces."""
+
+
 def check_order(state: State, order: Order, signature: bytes, order_hash: bytes, now: int) -> int:
     """Validate ``order`` against ``state`` at time ``now`` (unix s).
 
@@ -29,8 +47,9 @@ def check_order(state: State, order: Order, signature: bytes, order_hash: bytes,
     UnknownMarket, InvalidSize, InvalidPrice, InvalidTickSize,
     InvalidStepSize, OrderExpired, InvalidOrderSignature, OrderFilled,
     InsufficientMargin (if filling the whole order at its limit price with
-    the taker fee would leave equity below initial margin, unless it only
-    reduces the position).
+    the taker fee would leave equity below the effective initial margin,
+    unless it only reduces the position), WouldBeLiquidatable (a reduction
+    that would leave equity below maintenance margin; sequencer policy).
     """
     order.validate_ranges()
     if len(signature) != 65:
@@ -59,7 +78,15 @@ def check_order(state: State, order: Order, signature: bytes, order_hash: bytes,
 
 def check_margin(state: State, order: Order, size: int) -> None:
     """Raise InsufficientMargin if taking ``size`` of ``order`` at its limit
-    price (paying the taker fee) breaks initial margin, unless it only reduces."""
+    price (paying the taker fee) leaves equity below the effective
+    (open-interest-scaled, node/margin.py ``initial_margin``) initial margin,
+    unless it only reduces; raise
+    WouldBeLiquidatable if a reduction leaves equity below maintenance
+    margin (sequencer policy: such an account is the risk engine's).
+
+    The open interest after the fill is taken as ``open_interest + size``
+    (the most one fill can add: its maker's side is not known here), so the
+    door is never looser than the STF's check."""
     market = state.markets[order.market]
     acc = state.account(order.account)
     old = acc.position(market.id)
@@ -73,10 +100,19 @@ def check_margin(state: State, order: Order, size: int) -> None:
         pos = trade_position(old, market.id, -size, -receive, index)
         cash = receive - fee(receive, market.taker_fee_ppm) - owed
     old_size = old.size if old else 0
-    if abs(pos.size) < abs(old_size) and (pos.size == 0 or (pos.size > 0) == (old_size > 0)):
-        return
     after = Account(acc.collateral + cash, acc.nonce, acc.positions).with_position(pos)
-    have, need = equity(after, state.markets), initial_margin(after, state.markets)
+    markets = state.markets
+    if abs(pos.size) < abs(old_size) and (pos.size == 0 or (pos.size > 0) == (old_size > 0)):
+        have, need = equity(after, markets), maintenance_margin(after, markets)
+        if need > 0 and have < need:
+            raise WouldBeLiquidatable(
+                f"equity {have} would be below maintenance margin {need} after the order fills"
+            )
+        return
+    if market.oi_upper_cap:
+        markets = {**markets, market.id: replace(market,
+                                                 open_interest=market.open_interest + size)}
+    have, need = equity(after, markets), initial_margin(after, markets)
     if have < need:
         raise err.InsufficientMargin(
             f"equity {have} would fall below initial margin {need} if the order fills"

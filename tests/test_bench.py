@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FIGURES = [
     "in_process_fills_per_s", "in_process_fills_per_s_with_funding", "in_process_accounts",
+    "in_process_fills_per_s_with_risk", "in_process_risk_cpu_us_per_fill",
     "in_process_largest_block_bytes",
     "e2e_batch_fills_per_s", "e2e_batch_l1_fills_per_s", "e2e_batch_l1_catch_up_s",
     "soft_confirmation_batch_p50_ms", "soft_confirmation_batch_p99_ms",
@@ -71,6 +72,7 @@ def test_bench_prints_every_figure() -> None:
     assert figures["in_process_largest_block_bytes"] <= 131_072
     assert figures["in_process_fills_per_s"] > 0
     assert figures["in_process_fills_per_s_with_funding"] > 0
+    assert figures["in_process_fills_per_s_with_risk"] > 0
     assert figures["e2e_batch_fills_per_s"] > 0 and figures["e2e_single_fills_per_s"] > 0
     for mode in ("batch", "single"):
         p50, p99 = figures[f"soft_confirmation_{mode}_p50_ms"], figures[f"soft_confirmation_{mode}_p99_ms"]
