@@ -229,7 +229,8 @@ class Scenario:
                             f"{int(tx['price']) / 100:,.2f} to {by}")
                 else:
                     off = names.get(str(tx.get("offset", "")).lower(), tx.get("offset"))
-                    text = f"Deleverage {who}: {int(tx['size']) / ETH_UNIT:g} ETH against {off}"
+                    text = (f"Deleverage {who}: {int(tx['size']) / ETH_UNIT:g} ETH at "
+                            f"{int(tx['price']) / 100:,.2f} (bankruptcy price) against {off}")
                 self.summary.events.append(text)
                 self.out.print(f"  [yellow]{text}[/yellow]")
         self.last_block = head
