@@ -8,8 +8,8 @@
         (docs/protocol.md "One-step proof"). Deposit, OraclePrice and
         ListMarket are re-executed here; a Fill is decoded and checked by
         OneStepFill, a Withdraw, a FundingTick and a SettleFunding by
-        OneStepRisk's own prove_state_step, a Liquidate and a Deleverage by
-        OneStepLiquidate's (constructor arguments). A transaction that fails any
+        OneStepRisk's own prove_state_step, a Liquidate by OneStepLiquidate's, a
+        Deleverage by OneStepDeleverage's (constructor arguments). A transaction that fails any
         rule of the state transition function (docs/protocol.md "State
         transition rules") is a no-op: the post-state root is pre_root.
 """
@@ -108,20 +108,22 @@ interface OneStepFill:
 FILL: public(immutable(address))
 RISK: public(immutable(address))
 LIQUIDATE: public(immutable(address))
+DELEVERAGE: public(immutable(address))
 
 
 @deploy
-def __init__(fill: address, risk: address, liquidate: address):
+def __init__(fill: address, risk: address, liquidate: address, deleverage: address):
     """
     @param fill The OneStepFill contract (Fill transition).
     @param risk The OneStepRisk contract (Withdraw, FundingTick and
            SettleFunding transitions).
-    @param liquidate The OneStepLiquidate contract (Liquidate and Deleverage
-           transitions).
+    @param liquidate The OneStepLiquidate contract (Liquidate transition).
+    @param deleverage The OneStepDeleverage contract (Deleverage transition).
     """
     FILL = fill
     RISK = risk
     LIQUIDATE = liquidate
+    DELEVERAGE = deleverage
 
 
 # ---------------------------------------------------------------- helpers
@@ -432,8 +434,8 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
          "osp: ..." for a witness that does not prove against pre_root.
          A Fill is re-executed here (by OneStepFill); the other types in a
          prove_state_step (this contract's, OneStepRisk's for Withdraw,
-         FundingTick and SettleFunding, OneStepLiquidate's for Liquidate and
-         Deleverage), called as an external call so that each runs in
+         FundingTick and SettleFunding, OneStepLiquidate's for Liquidate,
+         OneStepDeleverage's for Deleverage), called as an external call so that each runs in
          fresh memory and their large buffers do not weigh on each other.
     """
     size: uint256 = len(encoded_tx)
@@ -500,14 +502,16 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         assert old_root == pre_root, "osp: witness does not prove the pre-state root"
         return new_root
     # the other types in a fresh call (memory): Withdraw, FundingTick and
-    # SettleFunding in OneStepRisk, Liquidate and Deleverage in
-    # OneStepLiquidate, the rest here
+    # SettleFunding in OneStepRisk, Liquidate in OneStepLiquidate,
+    # Deleverage in OneStepDeleverage, the rest here
     kind: uint256 = convert(slice(encoded_tx, 0, 1), uint256)
     target: address = self
     if kind == TX_WITHDRAW or kind == TX_FUNDING_TICK or kind == TX_SETTLE_FUNDING:
         target = RISK
-    elif kind == TX_LIQUIDATE or kind == TX_DELEVERAGE:
+    elif kind == TX_LIQUIDATE:
         target = LIQUIDATE
+    elif kind == TX_DELEVERAGE:
+        target = DELEVERAGE
     return staticcall OneStepProver(target).prove_state_step(pre_root, timestamp, encoded_tx, domain_separator,
                                                              witness)
 
@@ -519,7 +523,7 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
     """
     @notice prove_step for Deposit, OraclePrice and ListMarket; same
             arguments and result. (Withdraw, FundingTick, SettleFunding: OneStepRisk's;
-            Liquidate, Deleverage: OneStepLiquidate's;
+            Liquidate: OneStepLiquidate's; Deleverage: OneStepDeleverage's;
             prove_state_step; Fill: prove_step itself.)
     """
     size: uint256 = len(encoded_tx)
