@@ -31,7 +31,8 @@ WITHDRAW_TYPE = "Withdraw(address account,address recipient,uint128 amount,uint6
 LIST_MARKET_TYPE = (
     "ListMarket(uint32 market,bytes16 symbol,uint8 priceDecimals,uint8 sizeDecimals,"
     "uint64 tickSize,uint64 stepSize,uint32 initialMarginPpm,uint32 maintenanceMarginPpm,"
-    "uint32 makerFeePpm,uint32 takerFeePpm,uint64 oraclePrice)"
+    "uint32 makerFeePpm,uint32 takerFeePpm,uint64 oraclePrice,uint32 maxLiquidationFeePpm,"
+    "uint128 openInterestLowerCap,uint128 openInterestUpperCap)"
 )
 FUNDING_TICK_TYPE = "FundingTick(uint32 market,uint64 timestamp,int32 premiumPpm)"
 
@@ -200,6 +201,9 @@ def list_market_digest(domain: Domain, tx: ListMarket) -> bytes:
             + _word(tx.maker_fee_ppm)
             + _word(tx.taker_fee_ppm)
             + _word(tx.oracle_price)
+            + _word(tx.max_liquidation_fee_ppm)
+            + _word(tx.oi_lower_cap)
+            + _word(tx.oi_upper_cap)
         )
     )
 
@@ -218,6 +222,9 @@ def list_market_message(tx: ListMarket) -> dict[str, Any]:
         "makerFeePpm": tx.maker_fee_ppm,
         "takerFeePpm": tx.taker_fee_ppm,
         "oraclePrice": tx.oracle_price,
+        "maxLiquidationFeePpm": tx.max_liquidation_fee_ppm,
+        "openInterestLowerCap": tx.oi_lower_cap,
+        "openInterestUpperCap": tx.oi_upper_cap,
     }
 
 
@@ -269,6 +276,9 @@ _TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "makerFeePpm", "type": "uint32"},
         {"name": "takerFeePpm", "type": "uint32"},
         {"name": "oraclePrice", "type": "uint64"},
+        {"name": "maxLiquidationFeePpm", "type": "uint32"},
+        {"name": "openInterestLowerCap", "type": "uint128"},
+        {"name": "openInterestUpperCap", "type": "uint128"},
     ],
 }
 

@@ -159,6 +159,55 @@ class InvalidFee(InvalidTransaction):
     """A maker or taker fee above 1e6 ppm (100%)."""
 
 
+class InvalidOpenInterestCaps(InvalidTransaction):
+    """A ListMarket whose open interest caps are not (upper 0) or lower < upper."""
+
+
+class NotLiquidatable(InvalidTransaction):
+    """A Liquidate of an account that is not below maintenance margin
+    (node/risk.py ``liquidatable``: MM > 0 and equity < MM)."""
+
+
+class NotAReduction(InvalidTransaction):
+    """A Liquidate or Deleverage that does not only reduce the liquidated
+    account's position (no position, wrong side, larger than it), or a
+    Deleverage against an offset account with no opposite position."""
+
+
+class PriceBeyondFillable(InvalidTransaction):
+    """A Liquidate at a price worse for the liquidated account than its
+    fillable price (node/risk.py ``fillable_price``)."""
+
+
+class InsuranceFundShort(InvalidTransaction):
+    """A Liquidate whose shortfall the insurance fund cannot cover (the
+    account is deleveraged instead)."""
+
+
+class NotDeleveragable(InvalidTransaction):
+    """A Deleverage of an account with equity >= 0, or whose shortfall the
+    insurance fund could cover."""
+
+
+class NoPosition(InvalidTransaction):
+    """A SettleFunding of an account with no position in the market."""
+
+
+class IllegalTransitionEnlargingSyntheticHoldings(InvalidTransaction):
+    """StarkEx check_valid_transition: the account ends below maintenance
+    margin with a position that grew, flipped or is new."""
+
+
+class IllegalTransitionReducingTotalValueRiskRatio(InvalidTransaction):
+    """StarkEx check_valid_transition: the account ends below maintenance
+    margin with a lower equity / maintenance margin ratio."""
+
+
+class IllegalTransitionNoRiskReducedValue(InvalidTransaction):
+    """StarkEx check_valid_transition: an account with no maintenance margin
+    before ends below it with less equity."""
+
+
 class RollupFrozen(InvalidTransaction):
     """The L1 Rollup is frozen (escape hatch): the sequencer takes no new
     orders or withdrawals; accounts leave with ``escape`` on L1."""

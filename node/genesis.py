@@ -1,6 +1,10 @@
 """Genesis configuration: chain ids, role addresses and the market list.
 
-The default file ``node/genesis.json`` declares ETH-USD and BTC-USD perps;
+The default file ``node/genesis.json`` declares ETH-USD and BTC-USD perps
+(large caps: no open-interest scaling, as dYdX v4's large-cap liquidity tier);
+each market may set ``maxLiquidationFeePpm`` (default 15_000),
+``openInterestLowerCap`` / ``openInterestUpperCap`` (USDC base units, default
+0: no scaling; dYdX v4's mid-cap tier is 25_000_000 / 50_000_000 USDC);
 ``derivnet devnet --genesis FILE`` takes another file of the same shape.
 ``admin`` is the key that signs ``ListMarket`` (more markets at run time);
 it defaults to dev account 0 (the deployer/sequencer key) when omitted.
@@ -9,7 +13,7 @@ it defaults to dev account 0 (the deployer/sequencer key) when omitted.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 from node.exceptions import InvalidTransaction
 from node.state import Market, genesis_items, symbol_bytes
 from node.stf import MAX_MARKETS, check_market_params, check_symbol
+from node.transactions import DEFAULT_MAX_LIQUIDATION_FEE_PPM
 
 DEFAULT_ADMIN = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # dev account 0
 
@@ -82,6 +87,10 @@ def parse_genesis(data: dict[str, Any]) -> Genesis:
             taker_fee_ppm=int(m["takerFeePpm"]),
             oracle_price=int(m.get("oraclePrice", 0)),
             oracle_time=0,
+            max_liquidation_fee_ppm=int(m.get("maxLiquidationFeePpm",
+                                              DEFAULT_MAX_LIQUIDATION_FEE_PPM)),
+            oi_lower_cap=int(m.get("openInterestLowerCap", 0)),
+            oi_upper_cap=int(m.get("openInterestUpperCap", 0)),
         )
         if market.tick_size <= 0 or market.step_size <= 0:
             raise ValueError(f"market {m['symbol']}: tick and step must be positive")
@@ -89,7 +98,7 @@ def parse_genesis(data: dict[str, Any]) -> Genesis:
             check_symbol(symbol_bytes(str(m["symbol"])))
             # genesis markets may start without an oracle price (ListMarket may not)
             check_market_params(market if market.oracle_price else
-                                Market(*market.as_tuple()[:9], oracle_price=1))
+                                replace(market, oracle_price=1))
         except (InvalidTransaction, ValueError, UnicodeError) as exc:
             raise ValueError(f"market {m['symbol']}: {exc}") from None
         markets.append(MarketSpec(str(m["symbol"]), market))

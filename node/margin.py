@@ -113,11 +113,13 @@ def trade_position(pos: Position | None, market: int, delta: int, cash: int,
     USDC: +paid for a buy, -received for a sell). Cost rule of
     docs/protocol.md ("Accounts: cash model"). The result carries
     ``funding_index`` (the market's current index: the STF settles ``pos``
-    first, and a position opened from zero or flipped starts there)."""
+    first, and a position opened from zero or flipped starts there) and
+    ``pos``'s settled_funding (a flip keeps it)."""
     size = pos.size if pos else 0
     cost = pos.cost if pos else 0
+    settled = pos.settled_funding if pos else 0
     if size == 0 or (size > 0) == (delta > 0):
-        return Position(market, size + delta, cost + cash, funding_index)
+        return Position(market, size + delta, cost + cash, funding_index, settled)
     closing = min(abs(delta), abs(size))
     cost -= _trunc_div(cost * closing, abs(size))
     sign = 1 if delta > 0 else -1
@@ -128,7 +130,7 @@ def trade_position(pos: Position | None, market: int, delta: int, cash: int,
         cost = _trunc_div(cash * rest, abs(delta))
     if size == 0:
         cost = 0
-    return Position(market, size, cost, funding_index)
+    return Position(market, size, cost, funding_index, settled)
 
 
 def unrealized_pnl(market: Market, pos: Position) -> int:

@@ -125,6 +125,9 @@ def list_market_json(tx: ListMarket) -> dict[str, Any]:
         "makerFeePpm": hex(tx.maker_fee_ppm),
         "takerFeePpm": hex(tx.taker_fee_ppm),
         "oraclePrice": str(tx.oracle_price),
+        "maxLiquidationFeePpm": hex(tx.max_liquidation_fee_ppm),
+        "openInterestLowerCap": str(tx.oi_lower_cap),
+        "openInterestUpperCap": str(tx.oi_upper_cap),
     }
 
 

@@ -391,11 +391,14 @@ class L2Api:
     def l2_sendListMarket(self, request: Any) -> dict[str, Any]:
         """List a market: ``{market, symbol, priceDecimals, sizeDecimals,
         tickSize, stepSize, initialMarginPpm, maintenanceMarginPpm,
-        makerFeePpm, takerFeePpm, oraclePrice, signature}``, signed by the
-        genesis admin (EIP-712 ``ListMarket``). Returns ``{txHash, market}``.
+        makerFeePpm, takerFeePpm, oraclePrice, signature}`` and optional
+        ``maxLiquidationFeePpm`` (default 15000), ``openInterestLowerCap``,
+        ``openInterestUpperCap`` (default 0), signed by the genesis admin
+        (EIP-712 ``ListMarket``). Returns ``{txHash, market}``.
         Rules: InvalidAdminSignature, MarketAlreadyListed, TooManyMarkets,
         InvalidSymbol, DuplicateSymbol, InvalidMarketDecimals,
-        InvalidTickStep, InvalidMarginFraction, InvalidFee, InvalidPrice."""
+        InvalidTickStep, InvalidMarginFraction, InvalidFee,
+        InvalidOpenInterestCaps, InvalidPrice."""
         from node.state import symbol_bytes
 
         names = (("market", "market", 32), ("priceDecimals", "price_decimals", 8),
@@ -403,7 +406,10 @@ class L2Api:
                  ("stepSize", "step_size", 64), ("initialMarginPpm", "imf_ppm", 32),
                  ("maintenanceMarginPpm", "mmf_ppm", 32), ("makerFeePpm", "maker_fee_ppm", 32),
                  ("takerFeePpm", "taker_fee_ppm", 32), ("oraclePrice", "oracle_price", 64))
-        only_fields(request, ("symbol", *(key for key, _, _ in names), "signature"))
+        optional = (("maxLiquidationFeePpm", "max_liquidation_fee_ppm", 32),
+                    ("openInterestLowerCap", "oi_lower_cap", 128),
+                    ("openInterestUpperCap", "oi_upper_cap", 128))
+        only_fields(request, ("symbol", *(key for key, _, _ in names + optional), "signature"))
         symbol = _field(request, "symbol")
         if not isinstance(symbol, str):
             raise bad_params("symbol: expected a string")
@@ -413,6 +419,8 @@ class L2Api:
             raise bad_params("symbol: expected at most 16 ASCII characters") from None
         values = {field: parse_uint(_field(request, key), key, bits)
                   for key, field, bits in names}
+        values.update({field: parse_uint(request[key], key, bits)
+                       for key, field, bits in optional if request.get(key) is not None})
         tx = ListMarket(symbol=raw_symbol,
                         signature=parse_bytes(_field(request, "signature"), "signature", 65),
                         **values)

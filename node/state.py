@@ -16,15 +16,17 @@ from eth_abi import encode as abi_encode
 
 from node.crypto import keccak
 from node.smt import SparseMerkleTree
+from node.transactions import DEFAULT_MAX_LIQUIDATION_FEE_PPM
 
-ACCOUNT_TYPES = ["int256", "uint64", "(uint32,int128,int256,int256)[]"]
+ACCOUNT_TYPES = ["int256", "uint64", "(uint32,int128,int256,int256,int256)[]"]
 MARKETS_TYPES = [
     "(uint32,uint8,uint8,uint64,uint64,uint32,uint32,uint32,uint32,uint64,uint64,"
-    "int256,uint64,int32)[]"
+    "int256,uint64,int32,uint32,uint128,uint128,uint128)[]"
 ]
 ORDER_TYPES = ["uint64"]
-SYSTEM_TYPES = ["uint64", "uint64", "address", "address", "address", "int256"]
-POSITION_BYTES = 128  # four ABI words: market, size, cost, funding_index
+SYSTEM_TYPES = ["uint64", "uint64", "address", "address", "address", "int256", "int256"]
+POSITION_BYTES = 160  # five ABI words: market, size, cost, funding_index, settled_funding
+
 SYMBOLS_TYPES = ["(uint32,bytes16)[]"]
 WITHDRAWAL_TYPES = ["uint64", "address", "address", "uint128"]
 
@@ -73,12 +75,15 @@ class Position:
     """A perpetual position: size (signed, market size units, long > 0),
     cost (signed USDC base units paid for the open size) and funding_index
     (the market's funding index, price units x ppm, it last settled at;
-    docs/protocol.md "Funding")."""
+    docs/protocol.md "Funding"); settled_funding (signed USDC base units,
+    cumulative funding settled on this position since it was opened,
+    positive: the account paid; a flip keeps it, a close to 0 drops it)."""
 
     market: int
     size: int
     cost: int
     funding_index: int = 0
+    settled_funding: int = 0
 
 
 def _market_of(position: Position) -> int:
@@ -117,7 +122,7 @@ class Account:
         return Account(self.collateral + cash, self.nonce, tuple(rest))
 
     def encode(self) -> bytes:
-        """``abi.encode(int256 collateral, uint64 nonce, (uint32,int128,int256,int256)[])``
+        """``abi.encode(int256 collateral, uint64 nonce, (uint32,int128,int256,int256,int256)[])``
         byte for byte (the hot path of every commit, so by hand rather than
         eth_abi; tests/test_encoding.py checks it against eth_abi). Raises
         OverflowError for a field out of its ABI type's range."""
@@ -131,7 +136,8 @@ class Account:
                 raise OverflowError("position market or size out of range")
             out += (p.market.to_bytes(32, "big") + p.size.to_bytes(32, "big", signed=True)
                     + p.cost.to_bytes(32, "big", signed=True)
-                    + p.funding_index.to_bytes(32, "big", signed=True))
+                    + p.funding_index.to_bytes(32, "big", signed=True)
+                    + p.settled_funding.to_bytes(32, "big", signed=True))
         return out
 
     @classmethod
@@ -149,6 +155,7 @@ class Account:
                 int.from_bytes(data[off + 32:off + 64], "big", signed=True),
                 int.from_bytes(data[off + 64:off + 96], "big", signed=True),
                 int.from_bytes(data[off + 96:off + 128], "big", signed=True),
+                int.from_bytes(data[off + 128:off + 160], "big", signed=True),
             ))
         return cls(int.from_bytes(data[0:32], "big", signed=True),
                    int.from_bytes(data[32:64], "big"), tuple(positions))
@@ -163,7 +170,11 @@ class Market:
     *_ppm: fractions in parts per million; oracle_price in price units,
     oracle_time in unix seconds; funding_index: cumulative funding, price
     units x ppm; funding_time: unix seconds of the last FundingTick (0: none
-    yet); funding_rate_ppm: the last tick's clamped 8-hour rate, ppm.
+    yet); funding_rate_ppm: the last tick's clamped 8-hour rate, ppm;
+    max_liquidation_fee_ppm: cap of the liquidation fee, ppm of the
+    liquidation's notional; open_interest: size units, the sum of long sizes;
+    oi_lower_cap / oi_upper_cap: open notional (USDC base units) where the
+    initial margin starts / ends scaling up to 100% (upper 0: no scaling).
     """
 
     id: int
@@ -180,6 +191,10 @@ class Market:
     funding_index: int = 0
     funding_time: int = 0
     funding_rate_ppm: int = 0
+    max_liquidation_fee_ppm: int = DEFAULT_MAX_LIQUIDATION_FEE_PPM
+    open_interest: int = 0
+    oi_lower_cap: int = 0
+    oi_upper_cap: int = 0
 
     def as_tuple(self) -> tuple[int, ...]:
         return (
@@ -197,6 +212,10 @@ class Market:
             self.funding_index,
             self.funding_time,
             self.funding_rate_ppm,
+            self.max_liquidation_fee_ppm,
+            self.open_interest,
+            self.oi_lower_cap,
+            self.oi_upper_cap,
         )
 
 
@@ -240,7 +259,8 @@ class System:
     issued so far; oracle / fee_account / admin (signs ListMarket): 20-byte
     addresses; funding_pool: USDC base units of funding settled by payers and
     not yet paid to receivers, plus the rounding dust (docs/protocol.md
-    "Funding")."""
+    "Funding"); insurance_fund: USDC base units, the one insurance fund of
+    all markets, never negative (docs/protocol.md "Insurance fund")."""
 
     next_deposit: int
     withdrawal_count: int
@@ -248,19 +268,20 @@ class System:
     fee_account: bytes
     admin: bytes
     funding_pool: int = 0
+    insurance_fund: int = 0
 
     def encode(self) -> bytes:
         return abi_encode(
             SYSTEM_TYPES,
             [self.next_deposit, self.withdrawal_count, self.oracle, self.fee_account, self.admin,
-             self.funding_pool],
+             self.funding_pool, self.insurance_fund],
         )
 
     @classmethod
     def decode(cls, data: bytes) -> System:
-        nd, wc, oracle, fee, admin, pool = abi_decode(SYSTEM_TYPES, data)
+        nd, wc, oracle, fee, admin, pool, fund = abi_decode(SYSTEM_TYPES, data)
         return cls(nd, wc, bytes.fromhex(oracle[2:]), bytes.fromhex(fee[2:]),
-                   bytes.fromhex(admin[2:]), pool)
+                   bytes.fromhex(admin[2:]), pool, fund)
 
 
 @dataclass(frozen=True, slots=True)

@@ -287,8 +287,9 @@ def check_symbol(symbol: bytes) -> None:
 def check_market_params(market: Market) -> None:
     """The parameter rules of a listed market, in order: InvalidMarketDecimals
     (pd or sd > 18), InvalidTickStep (tick or step 0), InvalidMarginFraction
-    (not 0 < mmf <= imf <= 1e6 ppm), InvalidFee (a fee > 1e6 ppm),
-    InvalidPrice (oracle price 0)."""
+    (not 0 < mmf <= imf <= 1e6 ppm), InvalidFee (a fee or the max
+    liquidation fee > 1e6 ppm), InvalidOpenInterestCaps (upper cap != 0 and
+    lower >= upper), InvalidPrice (oracle price 0)."""
     if market.price_decimals > MAX_DECIMALS or market.size_decimals > MAX_DECIMALS:
         raise err.InvalidMarketDecimals(
             f"price/size decimals {market.price_decimals}/{market.size_decimals} "
@@ -300,8 +301,14 @@ def check_market_params(market: Market) -> None:
         raise err.InvalidMarginFraction(
             f"need 0 < maintenance ({market.mmf_ppm}) <= initial ({market.imf_ppm}) <= 1e6 ppm"
         )
-    if market.maker_fee_ppm > PPM or market.taker_fee_ppm > PPM:
+    if market.maker_fee_ppm > PPM or market.taker_fee_ppm > PPM \
+            or market.max_liquidation_fee_ppm > PPM:
         raise err.InvalidFee("fees must be at most 1e6 ppm")
+    if market.oi_upper_cap != 0 and market.oi_lower_cap >= market.oi_upper_cap:
+        raise err.InvalidOpenInterestCaps(
+            f"open interest caps: need upper 0 or lower ({market.oi_lower_cap}) "
+            f"< upper ({market.oi_upper_cap})"
+        )
     if market.oracle_price == 0:
         raise err.InvalidPrice("initial oracle price is zero")
 
@@ -320,7 +327,9 @@ def apply_list_market(state: State, tx: ListMarket, domain: Domain) -> None:
         raise err.DuplicateSymbol(f"symbol {symbol_text(tx.symbol)} is taken")
     market = Market(tx.market, tx.price_decimals, tx.size_decimals, tx.tick_size, tx.step_size,
                     tx.imf_ppm, tx.mmf_ppm, tx.maker_fee_ppm, tx.taker_fee_ppm,
-                    tx.oracle_price, 0)
+                    tx.oracle_price, 0,
+                    max_liquidation_fee_ppm=tx.max_liquidation_fee_ppm,
+                    oi_lower_cap=tx.oi_lower_cap, oi_upper_cap=tx.oi_upper_cap)
     check_market_params(market)
     state.set_market(market)
     state.set_symbol(tx.market, tx.symbol)

@@ -1,7 +1,8 @@
 """L2 transactions and orders, and their packed encoding (docs/protocol.md).
 
-Every state change is one of six transactions: ``Deposit``, ``Fill``,
-``OraclePrice``, ``Withdraw``, ``ListMarket`` and ``FundingTick``. Each
+Every state change is one of nine transactions: ``Deposit``, ``Fill``,
+``OraclePrice``, ``Withdraw``, ``ListMarket``, ``FundingTick``,
+``Liquidate``, ``Deleverage`` and ``SettleFunding``. Each
 encodes to one type byte and a fixed-size body, so a batch of them splits on
 L1 without length prefixes.
 Addresses are 20 raw bytes, signatures 65 raw bytes ``r || s || v``.
@@ -24,15 +25,23 @@ TX_ORACLE_PRICE = 0x03
 TX_WITHDRAW = 0x04
 TX_LIST_MARKET = 0x05
 TX_FUNDING_TICK = 0x06
+TX_LIQUIDATE = 0x07
+TX_DELEVERAGE = 0x08
+TX_SETTLE_FUNDING = 0x09
 
 BODY_BYTES = {
     TX_DEPOSIT: 44,
     TX_FILL: 2 * (ORDER_BYTES + SIGNATURE_BYTES) + 16,
     TX_ORACLE_PRICE: 85,
     TX_WITHDRAW: 129,
-    TX_LIST_MARKET: 127,
+    TX_LIST_MARKET: 163,
     TX_FUNDING_TICK: 81,
+    TX_LIQUIDATE: 20 + ORDER_BYTES + SIGNATURE_BYTES + 16,
+    TX_DELEVERAGE: 52,
+    TX_SETTLE_FUNDING: 24,
 }
+
+DEFAULT_MAX_LIQUIDATION_FEE_PPM = 15_000  # dYdX v4 mainnet liquidations config
 
 U32 = 2**32
 U64 = 2**64
@@ -41,6 +50,9 @@ U128 = 2**128
 # packed layouts decoded in C (the replica decodes every fill of a batch)
 _ORDER = struct.Struct(">20sIBQQQQ")  # account, market, side, price, size, salt, expiry
 _FILL = struct.Struct(f">{ORDER_BYTES}s{SIGNATURE_BYTES}s{ORDER_BYTES}s{SIGNATURE_BYTES}sQQ")
+_LIQUIDATE = struct.Struct(f">20s{ORDER_BYTES}s{SIGNATURE_BYTES}sQQ")
+_DELEVERAGE = struct.Struct(">20s20sIQ")
+_SETTLE_FUNDING = struct.Struct(">20sI")
 
 
 class DecodeError(ValueError):
@@ -207,7 +219,12 @@ class ListMarket:
     left-aligned, zero-padded; price_decimals / size_decimals (u8): a price
     unit is 10^-pd USDC per base unit, a size unit 10^-sd base asset;
     tick_size / step_size (u64) in those units; *_ppm (u32): parts per
-    million; oracle_price (u64): initial oracle price in price units.
+    million; oracle_price (u64): initial oracle price in price units;
+    max_liquidation_fee_ppm (u32): cap of the liquidation fee, ppm of the
+    liquidation notional; oi_lower_cap / oi_upper_cap (u128): open notional,
+    USDC base units, between which the initial margin scales up to 100%
+    (upper 0: no scaling). The three follow ``signature`` in the dataclass
+    (defaults) but precede it in the packed body (docs/protocol.md).
     """
 
     market: int
@@ -222,6 +239,9 @@ class ListMarket:
     taker_fee_ppm: int
     oracle_price: int
     signature: bytes
+    max_liquidation_fee_ppm: int = DEFAULT_MAX_LIQUIDATION_FEE_PPM
+    oi_lower_cap: int = 0
+    oi_upper_cap: int = 0
 
     def body(self) -> bytes:
         return (
@@ -236,6 +256,9 @@ class ListMarket:
             + self.maker_fee_ppm.to_bytes(4, "big")
             + self.taker_fee_ppm.to_bytes(4, "big")
             + self.oracle_price.to_bytes(8, "big")
+            + self.max_liquidation_fee_ppm.to_bytes(4, "big")
+            + self.oi_lower_cap.to_bytes(16, "big")
+            + self.oi_upper_cap.to_bytes(16, "big")
             + self.signature
         )
 
@@ -248,7 +271,8 @@ class ListMarket:
         for name, bound in (("market", U32), ("price_decimals", 256), ("size_decimals", 256),
                             ("tick_size", U64), ("step_size", U64), ("imf_ppm", U32),
                             ("mmf_ppm", U32), ("maker_fee_ppm", U32), ("taker_fee_ppm", U32),
-                            ("oracle_price", U64)):
+                            ("oracle_price", U64), ("max_liquidation_fee_ppm", U32),
+                            ("oi_lower_cap", U128), ("oi_upper_cap", U128)):
             _check_range(name, getattr(self, name), bound)
 
 
@@ -284,10 +308,93 @@ class FundingTick:
             raise DecodeError(f"premium_ppm out of int32 range: {self.premium_ppm}")
 
 
-Transaction = Union[Deposit, Fill, OraclePrice, Withdraw, ListMarket, FundingTick]
+@dataclass(frozen=True, slots=True)
+class Liquidate:
+    """Closes ``size`` of ``liquidated``'s position in ``order.market``
+    against the liquidator's signed order (docs/protocol.md "Liquidation").
+
+    liquidated: 20-byte address (signs nothing); order / signature: the
+    liquidator's EIP-712 Order, the maker of the trade; size (u64): size
+    units; price (u64): price units, equal to ``order.price``.
+    """
+
+    liquidated: bytes
+    order: Order
+    signature: bytes
+    size: int
+    price: int
+
+    def body(self) -> bytes:
+        return (
+            self.liquidated
+            + self.order.encode()
+            + self.signature
+            + self.size.to_bytes(8, "big")
+            + self.price.to_bytes(8, "big")
+        )
+
+    def validate_ranges(self) -> None:
+        """Raise DecodeError if a field does not fit its packed width."""
+        if len(self.liquidated) != 20:
+            raise DecodeError("liquidated must be 20 bytes")
+        if len(self.signature) != SIGNATURE_BYTES:
+            raise DecodeError("signature must be 65 bytes")
+        self.order.validate_ranges()
+        _check_range("size", self.size, U64)
+        _check_range("price", self.price, U64)
+
+
+@dataclass(frozen=True, slots=True)
+class Deleverage:
+    """Offsets ``size`` of ``liquidated``'s position in ``market`` against
+    the opposite position of ``offset`` at the liquidated side's bankruptcy
+    price (docs/protocol.md "Deleverage"). Signed by nobody.
+
+    liquidated, offset: 20-byte addresses; market (u32); size (u64): size units.
+    """
+
+    liquidated: bytes
+    offset: bytes
+    market: int
+    size: int
+
+    def body(self) -> bytes:
+        return (self.liquidated + self.offset + self.market.to_bytes(4, "big")
+                + self.size.to_bytes(8, "big"))
+
+    def validate_ranges(self) -> None:
+        """Raise DecodeError if a field does not fit its packed width."""
+        if len(self.liquidated) != 20 or len(self.offset) != 20:
+            raise DecodeError("liquidated and offset must be 20 bytes")
+        _check_range("market", self.market, U32)
+        _check_range("size", self.size, U64)
+
+
+@dataclass(frozen=True, slots=True)
+class SettleFunding:
+    """Settles the funding of ``account``'s position in ``market``
+    (docs/protocol.md "Funding"). Signed by nobody: settling never changes
+    equity. account: 20-byte address; market (u32)."""
+
+    account: bytes
+    market: int
+
+    def body(self) -> bytes:
+        return self.account + self.market.to_bytes(4, "big")
+
+    def validate_ranges(self) -> None:
+        """Raise DecodeError if a field does not fit its packed width."""
+        if len(self.account) != 20:
+            raise DecodeError("account must be 20 bytes")
+        _check_range("market", self.market, U32)
+
+
+Transaction = Union[Deposit, Fill, OraclePrice, Withdraw, ListMarket, FundingTick, Liquidate,
+                    Deleverage, SettleFunding]
 
 _TYPE_OF = {Deposit: TX_DEPOSIT, Fill: TX_FILL, OraclePrice: TX_ORACLE_PRICE, Withdraw: TX_WITHDRAW,
-            ListMarket: TX_LIST_MARKET, FundingTick: TX_FUNDING_TICK}
+            ListMarket: TX_LIST_MARKET, FundingTick: TX_FUNDING_TICK, Liquidate: TX_LIQUIDATE,
+            Deleverage: TX_DELEVERAGE, SettleFunding: TX_SETTLE_FUNDING}
 
 
 def tx_type(tx: Transaction) -> int:
@@ -358,6 +465,13 @@ def decode_tx_at(data: bytes, offset: int) -> tuple[Transaction, int]:
             premium_ppm=int.from_bytes(b[12:16], "big", signed=True),
             signature=b[16:81],
         )
+    elif kind == TX_LIQUIDATE:
+        liquidated, order, sig, size, price = _LIQUIDATE.unpack(b)
+        tx = Liquidate(liquidated, Order.decode(order), sig, size, price)
+    elif kind == TX_DELEVERAGE:
+        tx = Deleverage(*_DELEVERAGE.unpack(b))
+    elif kind == TX_SETTLE_FUNDING:
+        tx = SettleFunding(*_SETTLE_FUNDING.unpack(b))
     else:
         tx = ListMarket(
             market=int.from_bytes(b[0:4], "big"),
@@ -371,6 +485,9 @@ def decode_tx_at(data: bytes, offset: int) -> tuple[Transaction, int]:
             maker_fee_ppm=int.from_bytes(b[46:50], "big"),
             taker_fee_ppm=int.from_bytes(b[50:54], "big"),
             oracle_price=int.from_bytes(b[54:62], "big"),
-            signature=b[62:127],
+            max_liquidation_fee_ppm=int.from_bytes(b[62:66], "big"),
+            oi_lower_cap=int.from_bytes(b[66:82], "big"),
+            oi_upper_cap=int.from_bytes(b[82:98], "big"),
+            signature=b[98:163],
         )
     return tx, end

@@ -85,11 +85,12 @@ def signed(tx: ListMarket, signer: Signer = ADMIN) -> ListMarket:
 def test_list_market_encoding_round_trip() -> None:
     tx = signed(SHIB)
     raw = encode_tx(tx)
-    assert raw[0] == TX_LIST_MARKET == 0x05 and len(raw) == 1 + BODY_BYTES[TX_LIST_MARKET] == 128
+    assert raw[0] == TX_LIST_MARKET == 0x05 and len(raw) == 1 + BODY_BYTES[TX_LIST_MARKET] == 164
     # byte layout of docs/protocol.md
     assert raw[1:5] == (3).to_bytes(4, "big") and raw[5:21] == b"SHIB-ETH" + b"\x00" * 8
     assert raw[21] == 12 and raw[22] == 0
-    assert raw[55:63] == (104_138_125).to_bytes(8, "big") and raw[63:] == tx.signature
+    assert raw[55:63] == (104_138_125).to_bytes(8, "big") and raw[99:] == tx.signature
+    assert raw[63:67] == (15_000).to_bytes(4, "big") and raw[67:99] == b"\x00" * 32
     assert decode_tx(raw) == tx
     with pytest.raises(DecodeError):
         decode_tx(raw[:-1])
@@ -214,7 +215,7 @@ def test_list_market_property(market: int, symbol: str, pd: int, sd: int, tick: 
     assert ok
     state.commit()
     assert state.markets[market].as_tuple() == (market, pd, sd, tick, step, imf, mmf, *fees,
-                                                price, 0, 0, 0, 0)
+                                                price, 0, 0, 0, 0, 15_000, 0, 0, 0)
     assert state.symbol_of(market) == symbol and len(state.markets) == 3
 
 
