@@ -248,6 +248,14 @@ def rule_cases() -> list[tuple[str, Callable[[State], Transaction], str]]:
         ("list maker fee", lambda s: listing(3, maker_fee_ppm=1_000_001), "InvalidFee"),
         ("list taker fee", lambda s: listing(3, taker_fee_ppm=1_000_001), "InvalidFee"),
         ("list zero price", lambda s: listing(3, oracle_price=0), "InvalidPrice"),
+        ("list with oi caps", lambda s: listing(3, max_liquidation_fee_ppm=10**6, oi_lower_cap=2**128 - 2,
+                                                oi_upper_cap=2**128 - 1), "ok"),
+        ("list lower cap without upper", lambda s: listing(3, oi_lower_cap=5), "ok"),
+        ("list liquidation fee", lambda s: listing(3, max_liquidation_fee_ppm=10**6 + 1), "InvalidFee"),
+        ("list caps equal", lambda s: listing(3, oi_lower_cap=7, oi_upper_cap=7), "InvalidOpenInterestCaps"),
+        ("list caps reversed", lambda s: listing(3, oi_lower_cap=8, oi_upper_cap=7), "InvalidOpenInterestCaps"),
+        ("list caps before price", lambda s: listing(3, oi_lower_cap=8, oi_upper_cap=7, oracle_price=0),
+         "InvalidOpenInterestCaps"),
         ("funding tick", lambda s: tick_tx(ETH, NOW, 1_234), "ok"),
         ("funding tick negative", lambda s: tick_tx(ETH, NOW - 1, -777), "ok"),
         ("funding first tick", lambda s: tick_tx(BTC, NOW, 5_000), "ok"),
@@ -593,7 +601,7 @@ def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transact
             amount = max(room, 0) + data.draw(st.integers(1, 10**6))
         return _signed(data, lambda k: withdraw_tx(who, amount, nonce, signer=k), who, fault)
     fault = _fault(data, [*SIGNATURE_FAULTS, "listed", "symbol", "duplicate", "decimals",
-                          "tickstep", "margin", "fee", "price"])
+                          "tickstep", "margin", "fee", "price", "caps"])
     unused = [i for i in range(0, max(markets) + 3) if i not in markets]
     market = data.draw(st.sampled_from(unused))
     taken = {bytes(v) for v in state.symbols.values()}
@@ -627,6 +635,15 @@ def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transact
             data.draw(st.integers(10**6 + 1, 2**32 - 1))
     elif fault == "price":
         fields["oracle_price"] = 0
+    elif fault == "caps":
+        upper = data.draw(st.integers(1, 2**128 - 1))
+        fields.update(oi_upper_cap=upper, oi_lower_cap=data.draw(st.integers(upper, 2**128 - 1)))
+    if fault != "caps" and data.draw(st.booleans()):
+        upper = data.draw(st.sampled_from([0, 2**128 - 1]) | st.integers(1, 10**12))
+        fields.update(oi_upper_cap=upper, oi_lower_cap=data.draw(st.integers(0, max(upper - 1, 0))))
+    fields["max_liquidation_fee_ppm"] = data.draw(st.integers(0, 10**6))
+    if fault == "fee" and data.draw(st.booleans()):
+        fields["max_liquidation_fee_ppm"] = data.draw(st.integers(10**6 + 1, 2**32 - 1))
     return _signed(data, lambda k: listing(market, symbol, k, **fields), ADMIN, fault)
 
 
