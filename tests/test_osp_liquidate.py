@@ -195,7 +195,7 @@ def liquidate_cases() -> list[tuple[str, Callable[[], tuple[State, Transaction]]
         ("step size", lambda: (s := with_market(at(fund=10**12), step_size=3),
                                liquidation(s, L, 5_000, 170_000)), "InvalidStepSize"),
         ("tick size", lambda: (s := with_market(at(fund=10**12), tick_size=7),
-                               liquidation(s, L, ETH_UNIT, 170_002)), "InvalidTickSize"),
+                               liquidation(s, L, ETH_UNIT, 170_001)), "InvalidTickSize"),
         ("price mismatch", lambda: (s := at(fund=10**12),
                                     liquidation(s, L, ETH_UNIT, 170_000, order_price=170_001)),
          "FillPriceMismatch"),
