@@ -26,7 +26,15 @@ from node.merkle import merkle_root
 from node.smt import SparseMerkleTree
 from node.state import State
 from node.stf import apply_transaction
-from node.transactions import TX_FILL, TX_WITHDRAW, Transaction, decode_tx, encode_tx, tx_hash
+from node.transactions import (
+    TX_FILL,
+    TX_LIQUIDATE,
+    TX_WITHDRAW,
+    Transaction,
+    decode_tx,
+    encode_tx,
+    tx_hash,
+)
 
 _HEAD = b"m:head"
 _CONFIG = b"m:config"
@@ -305,6 +313,10 @@ class Chain:
                     for order in (fill.maker, fill.taker):  # type: ignore[union-attr]
                         h = order_hash(self.domain, order)
                         batch.put(b"o:" + h + r.tx_hash, b"")
+                elif r.success and txs[i][0] == TX_LIQUIDATE:  # the liquidator's order filled
+                    liq = decoded[i] if decoded is not None else decode_tx(txs[i])
+                    h = order_hash(self.domain, liq.order)  # type: ignore[union-attr]
+                    batch.put(b"o:" + h + r.tx_hash, b"")
             batch.put(_HEAD, _u64(number))
         self.head = block
         return block
@@ -341,6 +353,10 @@ class Chain:
                         fill = decode_tx(block.txs[i])
                         for order in (fill.maker, fill.taker):  # type: ignore[union-attr]
                             batch.delete(b"o:" + order_hash(self.domain, order) + r.tx_hash)
+                    elif r.success and block.txs[i][0] == TX_LIQUIDATE:
+                        liq = decode_tx(block.txs[i])
+                        batch.delete(b"o:" + order_hash(self.domain, liq.order)  # type: ignore[union-attr]
+                                     + r.tx_hash)
             for wid in range(count_at_target, count_at_head):
                 batch.delete(b"w:" + _u64(wid))
             safe = None

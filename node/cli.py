@@ -386,13 +386,14 @@ def bots(makers: int, takers: int, duration: float, rpc: str, l1_rpc: str | None
 # -- markets ------------------------------------------------------------------------
 
 MARKET_COLUMNS = ("id", "symbol", "price dec", "size dec", "tick", "step", "margin i/m %",
-                  "fee m/t %", "oracle price", "funding 8h %")
+                  "fee m/t %", "oracle price", "funding 8h %", "open interest", "imf eff %")
 
 
 def _market_rows(markets: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """Table cells: tick (quote units), step (base units), margins and fees
     in percent, oracle price in quote units, the last funding tick's 8-hour
-    rate in percent (positive: longs pay shorts)."""
+    rate in percent (positive: longs pay shorts), open interest (base units,
+    the longs' sum) and the open-interest-scaled initial margin in percent."""
     from decimal import Decimal
 
     from node.client import quantity
@@ -409,7 +410,9 @@ def _market_rows(markets: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                      f"{pct(m['initialMarginPpm'])}/{pct(m['maintenanceMarginPpm'])}",
                      f"{pct(m['makerFeePpm'])}/{pct(m['takerFeePpm'])}",
                      f"{Decimal(int(m['oraclePrice'])).scaleb(-pd):f}",
-                     f"{Decimal(int(m.get('fundingRate8h', 0))).scaleb(-4).normalize():f}"))
+                     f"{Decimal(int(m.get('fundingRate8h', 0))).scaleb(-4).normalize():f}",
+                     f"{Decimal(int(m.get('openInterest', 0))).scaleb(-sd):f}",
+                     pct(m.get("initialMarginPpmEffective", m["initialMarginPpm"]))))
     return rows
 
 
@@ -437,6 +440,8 @@ def markets(ctx: click.Context, rpc: str, as_json: bool) -> None:
         click.echo(json.dumps(listed, indent=2))
         return
     _print_table("derivnet markets", MARKET_COLUMNS, _market_rows(listed))
+    if listed and "insuranceFund" in listed[0]:
+        click.echo(f"insurance fund (all markets): {_usdc_text(listed[0]['insuranceFund'])} USDC")
 
 
 def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -529,7 +534,8 @@ def markets_add(ctx: click.Context, symbol: str, price_decimals: int, size_decim
 # -- positions ----------------------------------------------------------------------
 
 POSITION_COLUMNS = ("symbol", "side", "size", "entry price", "oracle price", "value",
-                    "unrealized PnL", "unsettled funding", "liquidation price")
+                    "unrealized PnL", "unsettled funding", "settled funding",
+                    "liquidation price")
 SUMMARY_COLUMNS = ("collateral", "equity", "initial margin", "maintenance margin",
                    "free collateral", "margin ratio %")
 
@@ -582,7 +588,7 @@ def _position_rows(account: dict[str, Any],
                      f"{Decimal(abs(int(p['size']))).scaleb(-sd):f}",
                      price(p["entryPrice"]), price(p["oraclePrice"]), _usdc_text(p["value"]),
                      _usdc_text(p["unrealizedPnl"]), _usdc_text(p["unsettledFunding"]),
-                     price(p["liquidationPrice"])))
+                     _usdc_text(p.get("settledFunding", 0)), price(p["liquidationPrice"])))
     return rows
 
 

@@ -84,10 +84,64 @@ def equity(account: Account, markets: Mapping[int, Market]) -> int:
     return total
 
 
+def open_notional(market: Market, open_interest: int) -> int:
+    """Open interest (size units) x oracle price in USDC base units, rounded
+    up (a larger open notional raises the initial margin: system's favour);
+    the ``open_interest`` argument of ``oi_scaled_initial_margin_ppm``."""
+    raw = open_interest * market.oracle_price
+    e = _scale(market)
+    if e <= 0:
+        return raw * 10**-e
+    return _ceil_div(raw, 10**e)
+
+
+def oi_scaled_initial_margin_ppm(
+    base_imf_ppm: int, open_interest: int, lower_cap: int, upper_cap: int
+) -> int:
+    """Initial margin fraction (ppm) raised linearly with open interest:
+    ``base`` while open_interest <= lower_cap, then ``base + (1e6 - base) x
+    (oi - lower) / (upper - lower)`` rounded up, 1_000_000 (100%) from the
+    upper cap on; an upper cap of 0 disables the scaling.
+
+    open_interest, lower_cap, upper_cap: open notional (open interest x
+    oracle price), USDC base units. Source: dYdX v4 x/perpetuals
+    ``LiquidityTier.GetAdjustedInitialMarginPpm`` (dYdX floors; we round the
+    margin up). Raises ValueError when base_imf_ppm is outside 0..1e6 or
+    lower_cap > upper_cap (upper_cap != 0).
+    """
+    if not 0 <= base_imf_ppm <= PPM:
+        raise ValueError(f"base imf {base_imf_ppm} ppm not in 0..{PPM}")
+    if upper_cap != 0 and lower_cap > upper_cap:
+        raise ValueError(f"open interest lower cap {lower_cap} > upper cap {upper_cap}")
+    if upper_cap == 0 or open_interest <= lower_cap:
+        return base_imf_ppm
+    if open_interest >= upper_cap:
+        return PPM
+    return base_imf_ppm + _ceil_div((PPM - base_imf_ppm) * (open_interest - lower_cap),
+                                    upper_cap - lower_cap)
+
+
+def effective_imf_ppm(market: Market) -> int:
+    """The market's initial margin fraction (ppm) scaled by its open
+    interest as it stands (docs/protocol.md "Open interest"):
+    ``oi_scaled_initial_margin_ppm(imf, open_notional(m, m.open_interest),
+    lower cap, upper cap)``; the base imf when the upper cap is 0."""
+    if market.oi_upper_cap == 0:
+        return market.imf_ppm
+    return oi_scaled_initial_margin_ppm(market.imf_ppm,
+                                        open_notional(market, market.open_interest),
+                                        market.oi_lower_cap, market.oi_upper_cap)
+
+
 def initial_margin(account: Account, markets: Mapping[int, Market]) -> int:
-    """Sum of initial margin requirements of the account's positions."""
-    return sum(margin_requirement(markets[p.market], p.size, markets[p.market].imf_ppm)
-               for p in account.positions)
+    """Sum of initial margin requirements of the account's positions at each
+    market's effective (open-interest-scaled) initial margin fraction,
+    ``effective_imf_ppm``; USDC base units, rounded up per position."""
+    total = 0
+    for p in account.positions:
+        m = markets[p.market]
+        total += margin_requirement(m, p.size, effective_imf_ppm(m))
+    return total
 
 
 def maintenance_margin(account: Account, markets: Mapping[int, Market]) -> int:

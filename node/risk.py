@@ -34,7 +34,17 @@ from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
 from typing import Union
 
-from node.margin import PPM, maintenance_margin, margin_requirement, position_value
+from node.margin import (  # noqa: F401 - open_notional, oi_scaled_initial_margin_ppm re-exported
+    PPM,
+    maintenance_margin,
+    margin_requirement,
+    oi_scaled_initial_margin_ppm,
+    open_notional,
+    position_value,
+)
+
+SPREAD_TO_MMR_PPM = 1_500_000  # dYdX v4 mainnet liquidations config
+BANKRUPTCY_ADJUSTMENT_PPM = 1_000_000  # dYdX v4 mainnet liquidations config
 from node.state import Account, Market, Position
 
 Unsettled = Union[Callable[[Position], int], Mapping[int, int], None]
@@ -453,32 +463,8 @@ def deleverage_candidates(
 
 
 # -- open interest --------------------------------------------------------------
-
-
-def oi_scaled_initial_margin_ppm(
-    base_imf_ppm: int, open_interest: int, lower_cap: int, upper_cap: int
-) -> int:
-    """Initial margin fraction (ppm) raised linearly with open interest:
-    ``base`` while open_interest <= lower_cap, then ``base + (1e6 - base) x
-    (oi - lower) / (upper - lower)`` rounded up, 1_000_000 (100%) from the
-    upper cap on; an upper cap of 0 disables the scaling.
-
-    open_interest, lower_cap, upper_cap: open notional (open interest x
-    oracle price), USDC base units. Source: dYdX v4 x/perpetuals
-    ``LiquidityTier.GetAdjustedInitialMarginPpm`` (dYdX floors; we round the
-    margin up). Raises ValueError when base_imf_ppm is outside 0..1e6 or
-    lower_cap > upper_cap (upper_cap != 0).
-    """
-    if not 0 <= base_imf_ppm <= PPM:
-        raise ValueError(f"base imf {base_imf_ppm} ppm not in 0..{PPM}")
-    if upper_cap != 0 and lower_cap > upper_cap:
-        raise ValueError(f"open interest lower cap {lower_cap} > upper cap {upper_cap}")
-    if upper_cap == 0 or open_interest <= lower_cap:
-        return base_imf_ppm
-    if open_interest >= upper_cap:
-        return PPM
-    return base_imf_ppm + _ceil_div((PPM - base_imf_ppm) * (open_interest - lower_cap),
-                                    upper_cap - lower_cap)
+# oi_scaled_initial_margin_ppm and open_notional live in node/margin.py (the
+# STF's initial margin uses them) and are re-exported here.
 
 
 def open_interest_delta(size: int, delta: int) -> int:
@@ -488,14 +474,6 @@ def open_interest_delta(size: int, delta: int) -> int:
     sum over its maker and taker (equal to the change of the shorts' sum,
     since sizes sum to zero)."""
     return max(size + delta, 0) - max(size, 0)
-
-
-def open_notional(market: Market, open_interest: int) -> int:
-    """Open interest (size units) x oracle price in USDC base units, rounded
-    up (a larger open notional raises the initial margin: system's favour);
-    the ``open_interest`` argument of ``oi_scaled_initial_margin_ppm``."""
-    m, n = _scale(market)
-    return _ceil_div(open_interest * market.oracle_price * m, n)
 
 
 def oi_cap_allows(open_interest_before: int, open_interest_after: int, hard_cap: int) -> bool:

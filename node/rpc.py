@@ -29,8 +29,10 @@ from jsonrpcserver.exceptions import JsonRpcError
 from node import exceptions as err
 from node.blocks import Block
 from node.margin import (
+    effective_imf_ppm,
     equity,
     initial_margin,
+    open_notional,
     maintenance_margin,
     position_value,
     unsettled_funding,
@@ -39,12 +41,15 @@ from node.risk import liquidation_price, margin_ratio_ppm
 from node.state import Account, State, account_key
 from node.transactions import (
     DecodeError,
+    Deleverage,
     Deposit,
     Fill,
     FundingTick,
+    Liquidate,
     ListMarket,
     OraclePrice,
     Order,
+    SettleFunding,
     Withdraw,
     decode_tx,
 )
@@ -57,9 +62,14 @@ TX_REJECTED = -32003
 NOT_FOUND = -32001
 
 LIMIT_FILL = "limit"
-"""``fillType`` of a Fill transaction (two signed limit orders matched), the
-only kind of fill today; ``Liquidate`` and ``Deleverage`` will add
-``"liquidation"`` and ``"deleverage"`` (docs/protocol.md, "Fill types")."""
+"""``fillType`` of a Fill transaction (two signed limit orders matched)
+(docs/protocol.md, "Fill types")."""
+LIQUIDATION_FILL = "liquidation"
+"""``fillType`` of a Liquidate (maker: the liquidator's order, taker: the liquidated account)."""
+DELEVERAGE_FILL = "deleverage"
+"""``fillType`` of a Deleverage (maker: the offset account, taker: the liquidated account)."""
+FILL_TYPES = {0x02: LIMIT_FILL, 0x07: LIQUIDATION_FILL, 0x08: DELEVERAGE_FILL}
+"""Type byte of an encoded transaction -> its fillType (absent: not a fill)."""
 
 
 class RpcError(JsonRpcError):
@@ -206,6 +216,25 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
     elif isinstance(tx, FundingTick):
         out.update(type="FundingTick", market=hexq(tx.market), timestamp=hexq(tx.timestamp),
                    premiumPpm=str(tx.premium_ppm))
+    elif isinstance(tx, Liquidate):
+        out.update(
+            type="Liquidate",
+            fillType=LIQUIDATION_FILL,
+            maker=tx.order.to_json(),
+            makerOrderHash=hexb(domain_hash(tx.order)),
+            taker={"account": hexb(tx.liquidated)},
+            liquidated=hexb(tx.liquidated),
+            size=str(tx.size),
+            price=str(tx.price),
+            market=hexq(tx.order.market),
+            takerSide="sell" if tx.order.is_buy else "buy",
+        )
+    elif isinstance(tx, Deleverage):
+        out.update(type="Deleverage", fillType=DELEVERAGE_FILL, market=hexq(tx.market),
+                   maker={"account": hexb(tx.offset)}, taker={"account": hexb(tx.liquidated)},
+                   offset=hexb(tx.offset), liquidated=hexb(tx.liquidated), size=str(tx.size))
+    elif isinstance(tx, SettleFunding):
+        out.update(type="SettleFunding", account=hexb(tx.account), market=hexq(tx.market))
     return out
 
 
@@ -370,6 +399,51 @@ class L2Api:
             raise self._reject(exc) from None
         return {"txHash": hexb(receipt.tx_hash)}
 
+    def l2_sendLiquidation(self, request: Any) -> dict[str, Any]:
+        """Liquidate with your own signed order (anyone may, as dYdX v4's
+        liquidators): ``{liquidated, order, signature, size, price}``, order
+        and signature as l2_sendOrder's (the liquidator's EIP-712 Order, the
+        maker of the trade), size/price in market units (any integer form).
+        Returns ``{txHash, fillType: "liquidation", liquidated, orderHash,
+        size, price}``. Rules (-32003 naming the rule): docs/protocol.md
+        "Liquidation" (NotLiquidatable, NotAReduction, PriceBeyondFillable,
+        InsuranceFundShort, InsufficientMargin, ...)."""
+        from node.eip712 import order_hash
+
+        only_fields(request, ("liquidated", "order", "signature", "size", "price"))
+        tx = Liquidate(
+            liquidated=parse_address(_field(request, "liquidated"), "liquidated"),
+            order=self.parse_order(_field(request, "order")),
+            signature=parse_bytes(_field(request, "signature"), "signature", 65),
+            size=parse_uint(_field(request, "size"), "size"),
+            price=parse_uint(_field(request, "price"), "price"),
+        )
+        try:
+            tx.validate_ranges()
+        except DecodeError as exc:
+            raise bad_params(f"liquidation: {exc}") from None
+        try:
+            receipt = self.node.sequencer.send_liquidate(tx)
+        except err.InvalidTransaction as exc:
+            raise self._reject(exc) from None
+        return {"txHash": hexb(receipt.tx_hash), "fillType": LIQUIDATION_FILL,
+                "liquidated": hexb(tx.liquidated),
+                "orderHash": hexb(order_hash(self.node.chain.domain, tx.order)),
+                "size": str(tx.size), "price": str(tx.price)}
+
+    def l2_settleFunding(self, request: Any) -> dict[str, Any]:
+        """Settle an account's funding in one market: ``{account, market}``
+        (anyone may: settling never changes equity). Returns ``{txHash}``.
+        Rules: UnknownMarket, NoPosition (-32003)."""
+        only_fields(request, ("account", "market"))
+        tx = SettleFunding(account=parse_address(_field(request, "account"), "account"),
+                           market=self._market_id(_field(request, "market")))
+        try:
+            receipt = self.node.sequencer.send_settle_funding(tx)
+        except err.InvalidTransaction as exc:
+            raise self._reject(exc) from None
+        return {"txHash": hexb(receipt.tx_hash)}
+
     def l2_sendWithdraw(self, request: Any) -> dict[str, Any]:
         only_fields(request, ("account", "recipient", "amount", "nonce", "signature"))
         tx = Withdraw(
@@ -447,6 +521,7 @@ class L2Api:
         if tag not in ("latest", "pending"):  # an older state: the clock's now is not its own
             clock = None
         next_tick = clock.next_funding_time() if clock is not None else None
+        fund = state.system.insurance_fund  # one fund for all markets
         out = []
         for m in sorted(state.markets.values(), key=lambda m: m.id):
             premium = clock.premium_estimate(m.id) if clock is not None else None
@@ -470,6 +545,13 @@ class L2Api:
                 "fundingRate1h": ppm_per_hour(m.funding_rate_ppm),
                 "nextFundingTime": hexq_or_none(next_tick),
                 "premiumEstimatePpm": None if premium is None else str(premium),
+                "openInterest": str(m.open_interest),
+                "openNotional": str(open_notional(m, m.open_interest)),
+                "initialMarginPpmEffective": hexq(effective_imf_ppm(m)),
+                "maxLiquidationFeePpm": hexq(m.max_liquidation_fee_ppm),
+                "openInterestLowerCap": str(m.oi_lower_cap),
+                "openInterestUpperCap": str(m.oi_upper_cap),
+                "insuranceFund": str(fund),
             })
         return out
 
@@ -480,8 +562,9 @@ class L2Api:
 
     def l2_getSystem(self, tag: Any = "latest") -> dict[str, Any]:
         """The system leaf at ``tag``: deposit and withdrawal counters, the
-        oracle, fee and admin accounts, and the funding pool (USDC base
-        units, decimal string; docs/protocol.md "Funding")."""
+        oracle, fee and admin accounts, the funding pool and the insurance
+        fund (USDC base units, decimal strings; docs/protocol.md "Funding",
+        "Insurance fund")."""
         system = self._state(tag).system
         return {
             "nextDeposit": hexq(system.next_deposit),
@@ -490,6 +573,7 @@ class L2Api:
             "feeAccount": hexb(system.fee_account),
             "admin": hexb(system.admin),
             "fundingPool": str(system.funding_pool),
+            "insuranceFund": str(system.insurance_fund),
         }
 
     def l2_getOrderBook(self, market: Any, depth: Any = 20) -> dict[str, Any]:
@@ -602,7 +686,7 @@ class L2Api:
                 for t, r in zip(txs, receipts, strict=True)
             ]
             out["fills"] = [
-                t for t, r in zip(txs, receipts, strict=True) if t["type"] == "Fill" and r.success
+                t for t, r in zip(txs, receipts, strict=True) if "fillType" in t and r.success
             ]
         else:
             out["transactions"] = [t["hash"] for t in txs]
@@ -623,7 +707,7 @@ class L2Api:
             "status": "0x1" if r.success else "0x0",
             "error": r.error or None,
             "message": r.message or None,
-            "fillType": LIMIT_FILL if block.txs[loc[1]][:1] == b"\x02" else None,
+            "fillType": FILL_TYPES.get(block.txs[loc[1]][0]),
         }
 
     def l2_getBatch(self, index: Any = "latest") -> dict[str, Any] | None:
@@ -688,7 +772,8 @@ class L2Api:
 
     def l2_getFill(self, hash_hex: Any) -> list[dict[str, Any]]:
         """Fills by fill transaction hash or by order hash, each with its block
-        and finality level (unsafe / safe / finalized)."""
+        and finality level (unsafe / safe / finalized); ``fillType`` limit,
+        liquidation or deleverage."""
         from node.eip712 import order_hash
 
         h = parse_bytes(hash_hex, "hash", 32)
@@ -699,7 +784,7 @@ class L2Api:
             number, index = chain.tx_location(th)  # type: ignore[misc]
             block = chain.block(number)
             raw = block.txs[index]
-            if raw[0] != 0x02:
+            if raw[0] not in FILL_TYPES:  # a Fill, Liquidate or Deleverage
                 raise RpcError(NOT_FOUND, "that transaction is not a fill")
             fill = tx_json(raw, lambda o: order_hash(chain.domain, o))
             fill.update(
@@ -809,7 +894,8 @@ def account_json(
     (maintenance margin / equity in ppm, null when equity <= 0): node/risk.py
     with each position's unsettled funding passed once as ``unsettled``
     (node/risk.py never reads node/margin.py's ``equity``, which subtracts it
-    itself). Settled funding per position is not in state, so not shown.
+    itself). ``settledFunding``: funding settled on the position since it
+    was opened (USDC base units, positive: paid).
     """
     markets = state.markets
     owed = {p.market: unsettled_funding(markets[p.market], p) for p in acc.positions}
@@ -835,6 +921,7 @@ def account_json(
             "unrealizedPnl": str(value - p.cost),
             "fundingIndex": str(p.funding_index),
             "unsettledFunding": str(owed[p.market]),
+            "settledFunding": str(p.settled_funding),
             "liquidationPrice": None if liq is None else str(liq),
         })
     eq = equity(acc, markets)

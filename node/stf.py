@@ -31,15 +31,19 @@ from node.margin import (
     trade_position,
     unsettled_funding,
 )
+from node.liquidation import apply_deleverage, apply_liquidate, settle_position
 from node.sigverify import signer_of
 from node.state import Account, Market, State, Withdrawal, symbol_text
 from node.transactions import (
     Deposit,
     Fill,
+    Deleverage,
     FundingTick,
+    Liquidate,
     ListMarket,
     OraclePrice,
     Order,
+    SettleFunding,
     Transaction,
     Withdraw,
 )
@@ -64,6 +68,12 @@ def apply_transaction(state: State, tx: Transaction, timestamp: int, domain: Dom
         apply_list_market(state, tx, domain)
     elif isinstance(tx, FundingTick):
         apply_funding_tick(state, tx, timestamp, domain)
+    elif isinstance(tx, Liquidate):
+        apply_liquidate(state, tx, timestamp, domain)
+    elif isinstance(tx, Deleverage):
+        apply_deleverage(state, tx)
+    elif isinstance(tx, SettleFunding):
+        apply_settle_funding(state, tx)
     else:  # pragma: no cover - the Transaction union is closed
         raise TypeError(f"not a transaction: {tx!r}")
 
@@ -139,6 +149,7 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
     market_id = market.id
     index = market.funding_index
     settled = 0  # funding the maker and taker pay into the funding pool
+    oi_delta = 0  # change of the market's open interest (sum of long sizes)
     for order, charge in ((maker, maker_fee), (taker, taker_fee)):
         acc = state.account(order.account)
         old = acc.position(market_id)
@@ -147,6 +158,8 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
         owed = 0
         if old is not None and old.funding_index != index:
             owed = unsettled_funding(market, old)
+            if owed:
+                old = replace(old, settled_funding=old.settled_funding + owed)
         settled += owed
         if order.is_buy:
             pos = trade_position(old, market_id, size, pay, index)
@@ -156,6 +169,7 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
             cash = receive - owed
         new[order.account] = acc.traded(cash - charge, pos)
         old_size = old.size if old else 0
+        oi_delta += max(pos.size, 0) - max(old_size, 0)
         reduces_only = abs(pos.size) < abs(old_size) and (pos.size == 0 or (pos.size > 0) == (old_size > 0))
         grows.append(not reduces_only)
 
@@ -167,7 +181,12 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
     fee_acc = new.get(fee_account) or state.account(fee_account)
     new[fee_account] = Account(fee_acc.collateral + income, fee_acc.nonce, fee_acc.positions)
 
+    # open interest moves before the margin checks: they use the initial
+    # margin scaled by the open interest after the fill
     markets = state.markets
+    if oi_delta:
+        market = replace(market, open_interest=market.open_interest + oi_delta)
+        markets = {**markets, market_id: market}
     for role, order, check in (("maker", maker, grows[0]), ("taker", taker, grows[1])):
         if check:
             after = new[order.account]
@@ -181,6 +200,8 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
         state.set_account(address, acc)
     state.set_filled(maker_hash, maker_filled)
     state.set_filled(taker_hash, taker_filled)
+    if oi_delta:
+        state.set_market(market)
     if settled:
         system = state.system
         state.set_system(replace(system, funding_pool=system.funding_pool + settled))
@@ -247,9 +268,30 @@ def settle_funding(account: Account, markets: Mapping[int, Market]) -> tuple[Acc
     positions = []
     for p in account.positions:
         m = markets[p.market]
-        paid += unsettled_funding(m, p)
-        positions.append(replace(p, funding_index=m.funding_index))
+        owed = unsettled_funding(m, p)
+        paid += owed
+        positions.append(replace(p, funding_index=m.funding_index,
+                                 settled_funding=p.settled_funding + owed))
     return Account(account.collateral - paid, account.nonce, tuple(positions)), paid
+
+
+def apply_settle_funding(state: State, tx: SettleFunding) -> None:
+    """Settle ``tx.account``'s funding in ``tx.market`` (docs/protocol.md
+    "SettleFunding"): rules UnknownMarket, NoPosition; the position moves to
+    the market's funding index, the account pays (or receives) its unsettled
+    funding into (out of) the funding pool, settled_funding accumulates it.
+    Writes the account and the system leaf; equity is unchanged."""
+    market = state.markets.get(tx.market)
+    if market is None:
+        raise err.UnknownMarket(f"market {tx.market} is not listed")
+    acc = state.account(tx.account)
+    if acc.position(tx.market) is None:
+        raise err.NoPosition(f"account has no position in market {tx.market}")
+    acc, owed = settle_position(acc, market)
+    state.set_account(tx.account, acc)
+    if owed:
+        system = state.system
+        state.set_system(replace(system, funding_pool=system.funding_pool + owed))
 
 
 def apply_withdraw(state: State, tx: Withdraw, domain: Domain) -> None:

@@ -57,14 +57,37 @@ import trio
 from node.blocks import Block
 from node.rpc import RpcError, account_json, bad_params, hexb, hexq, hexq_or_none, parse_address
 from node.rpc import parse_int
-from node.rpc import LIMIT_FILL, unknown_market
+from node.rpc import DELEVERAGE_FILL, LIMIT_FILL, LIQUIDATION_FILL, unknown_market
 from node.socket_writer import SocketWriter, frame
-from node.transactions import Deposit, Fill, Withdraw, decode_tx
+from node.transactions import Deleverage, Deposit, Fill, Liquidate, Withdraw, decode_tx
 
 if TYPE_CHECKING:
     from node.node import Node
 
 log = logging.getLogger("derivnet.streams")
+
+
+def _risk_fill(h: str, tx: Liquidate | Deleverage, domain: Any, block: Block) -> dict[str, Any]:
+    """A Liquidate's or Deleverage's fill in the trades / account streams'
+    shape: fillType "liquidation" (maker: the liquidator's order, taker: the
+    liquidated account) or "deleverage" (maker: the offset account, taker:
+    the liquidated; price null: the bankruptcy price is computed from state,
+    not carried by the transaction)."""
+    from node.eip712 import order_hash
+
+    if isinstance(tx, Liquidate):
+        return {"txHash": h, "type": "Liquidate", "fillType": LIQUIDATION_FILL,
+                "market": hexq(tx.order.market), "price": str(tx.price), "size": str(tx.size),
+                "takerSide": "sell" if tx.order.is_buy else "buy",
+                "maker": {"account": hexb(tx.order.account),
+                          "orderHash": hexb(order_hash(domain, tx.order))},
+                "taker": {"account": hexb(tx.liquidated), "orderHash": None},
+                "blockNumber": hexq(block.number), "timestamp": hexq(block.header.timestamp)}
+    return {"txHash": h, "type": "Deleverage", "fillType": DELEVERAGE_FILL,
+            "market": hexq(tx.market), "price": None, "size": str(tx.size), "takerSide": None,
+            "maker": {"account": hexb(tx.offset), "orderHash": None},
+            "taker": {"account": hexb(tx.liquidated), "orderHash": None},
+            "blockNumber": hexq(block.number), "timestamp": hexq(block.header.timestamp)}
 
 DEFAULT_BUFFER = 10_000
 """Pending messages per connection before it is dropped (geth: 10,000)."""
@@ -522,7 +545,7 @@ class StreamHub:
     def _block_summary(self, block: Block, sealed_at: int | None) -> dict[str, Any]:
         h = block.header
         fills = sum(1 for t, r in zip(block.txs, block.receipts, strict=True)
-                    if r.success and t[:1] == b"\x02")
+                    if r.success and t[0] in (0x02, 0x07, 0x08))
         return {"number": hexq(h.number), "hash": hexb(block.hash),
                 "parentHash": hexb(h.parent_hash), "timestamp": hexq(h.timestamp),
                 "l1Origin": hexq(h.l1_origin), "stateRoot": hexb(h.state_root),
@@ -675,6 +698,11 @@ class StreamHub:
                 facts.fills.append(fill)
                 for who in (fill["maker"]["account"], fill["taker"]["account"]):
                     facts.accounts.setdefault(who, []).append(h)
+            elif isinstance(tx, Liquidate | Deleverage):
+                fill = _risk_fill(h, tx, domain, block)
+                facts.fills.append(fill)
+                for who in (fill["maker"]["account"], fill["taker"]["account"]):
+                    facts.accounts.setdefault(who, []).append(h)
             elif isinstance(tx, Deposit):
                 who = hexb(tx.account)
                 facts.deposits.append({"txHash": h, "index": hexq(tx.index), "account": who,
@@ -696,14 +724,14 @@ class StreamHub:
         return {"txHash": fill["txHash"], "type": fill["type"], "fillType": fill["fillType"],
                 "price": fill["price"],
                 "size": fill["size"], "takerSide": fill["takerSide"],
-                "makerOrderHash": fill["maker"]["orderHash"],
-                "takerOrderHash": fill["taker"]["orderHash"],
+                "makerOrderHash": fill["maker"].get("orderHash"),
+                "takerOrderHash": fill["taker"].get("orderHash"),
                 "blockNumber": fill["blockNumber"], "timestamp": fill["timestamp"]}
 
     def _candles(self, market: int, res: str, block: Block,
                  facts: _BlockFacts) -> list[dict[str, Any]]:
         market_hex = hexq(market)
-        fills = [f for f in facts.fills if f["market"] == market_hex]
+        fills = [f for f in facts.fills if f["market"] == market_hex and f["price"] is not None]
         if not fills:
             return []
         seconds = RESOLUTIONS[res]

@@ -25,12 +25,15 @@ from node.sigverify import signer_of
 from node.transactions import (
     BODY_BYTES,
     DecodeError,
+    Deleverage,
     Deposit,
     Fill,
     FundingTick,
+    Liquidate,
     ListMarket,
     OraclePrice,
     Order,
+    SettleFunding,
     Transaction,
     Withdraw,
     decode_tx,
@@ -258,6 +261,45 @@ class Sequencer:
     def send_funding_tick(self, tx: FundingTick) -> Receipt:
         """Apply a funding tick to the pending block and journal it (as an
         oracle price: a broken rule raises and changes nothing)."""
+        self._now()
+        receipt = self._apply(tx)
+        self._journal_tx(tx)
+        return receipt
+
+    def send_liquidate(self, tx: Liquidate) -> Receipt:
+        """Apply a Liquidate to the pending block and journal it; if the
+        liquidator's order rests in the book, its remaining size drops by
+        ``tx.size`` (the STF grew its filled leaf). A broken rule raises
+        and changes nothing (docs/protocol.md "Liquidation")."""
+        self._check_live()
+        self._now()
+        receipt = self._apply(tx)
+        self._reduce_resting(tx)
+        self._journal_tx(tx)
+        return receipt
+
+    def _reduce_resting(self, tx: Liquidate) -> None:
+        book = self.books.get(tx.order.market)
+        if book is None:
+            return
+        digest = order_hash(self.chain.domain, tx.order)
+        ro = book.get(digest)
+        if ro is not None:
+            book.reduce(digest, min(tx.size, ro.remaining))
+
+    def send_deleverage(self, tx: Deleverage) -> Receipt:
+        """Apply a Deleverage to the pending block and journal it
+        (docs/protocol.md "Deleverage"); raises and changes nothing on a
+        broken rule."""
+        self._check_live()
+        self._now()
+        receipt = self._apply(tx)
+        self._journal_tx(tx)
+        return receipt
+
+    def send_settle_funding(self, tx: SettleFunding) -> Receipt:
+        """Apply a SettleFunding to the pending block and journal it."""
+        self._check_live()
         self._now()
         receipt = self._apply(tx)
         self._journal_tx(tx)
@@ -530,6 +572,11 @@ class Sequencer:
                 self.send_oracle_price(tx)
             elif isinstance(tx, Deposit):
                 self.include_deposit(tx)
+            elif isinstance(tx, Liquidate):  # the book's resting order shrinks again
+                self._now()
+                self._apply(tx)
+                self._reduce_resting(tx)
+                self._journaled[key] = None
             else:  # another transaction type journaled with _journal_tx
                 self._now()
                 self._apply(tx)

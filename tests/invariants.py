@@ -8,11 +8,14 @@ fills, withdrawals) plus the fee account; it counts the money in
 upper bound on the funding settlements performed. After each block it reads
 that block's state and checks:
 
-- per market, the position sizes sum to zero;
-- ``sum(collateral, fee account included) + system.funding_pool ==
-  deposits - withdrawals``, exactly (USDC base units);
+- per market, the position sizes sum to zero and the long sizes sum to the
+  market's ``open_interest`` (risk spec v1);
+- ``sum(collateral, fee account included) + system.funding_pool +
+  system.insurance_fund == deposits - withdrawals``, exactly (USDC base
+  units), and ``insurance_fund >= 0``;
 - ``0 <= funding_pool + sum(unsettled funding) <= S + U`` with S the
-  settlements (bound: 2 per fill, one per market per withdrawal) and U the
+  settlements (bound: 2 per fill, liquidation and deleverage, 1 per
+  SettleFunding, one per market per withdrawal) and U the
   open positions whose index differs from their market's: funding paid
   equals funding received up to the accounted rounding dust.
 
@@ -31,11 +34,14 @@ from node.blocks import Block
 from node.margin import unsettled_funding
 from node.state import State
 from node.transactions import (
+    Deleverage,
     Deposit,
     Fill,
     FundingTick,
+    Liquidate,
     ListMarket,
     OraclePrice,
+    SettleFunding,
     Withdraw,
     decode_tx,
 )
@@ -58,12 +64,21 @@ def check_ledger(state: State, accounts: Iterable[bytes], deposits: int, withdra
         total = sum(p.size for a in views for p in a.positions if p.market == market_id)
         if total != 0:
             raise InvariantBroken(f"market {market_id}: position sizes sum to {total}, not 0")
+        longs = sum(p.size for a in views for p in a.positions
+                    if p.market == market_id and p.size > 0)
+        if longs != markets[market_id].open_interest:
+            raise InvariantBroken(f"market {market_id}: long sizes sum to {longs}, open interest "
+                                  f"is {markets[market_id].open_interest}")
     pool = state.system.funding_pool
+    fund = state.system.insurance_fund
+    if fund < 0:
+        raise InvariantBroken(f"insurance fund {fund} < 0")
     collateral = sum(a.collateral for a in views)
-    if collateral + pool != deposits - withdrawn:
+    if collateral + pool + fund != deposits - withdrawn:
         raise InvariantBroken(
-            f"collateral {collateral} + funding pool {pool} = {collateral + pool}, but deposits "
-            f"- withdrawals = {deposits} - {withdrawn} = {deposits - withdrawn}")
+            f"collateral {collateral} + funding pool {pool} + insurance fund {fund} = "
+            f"{collateral + pool + fund}, but deposits - withdrawals = {deposits} - {withdrawn} "
+            f"= {deposits - withdrawn}")
     unsettled = sum(unsettled_funding(markets[p.market], p) for a in views for p in a.positions)
     stale = sum(1 for a in views for p in a.positions
                 if p.funding_index != markets[p.market].funding_index)
@@ -106,6 +121,15 @@ class LedgerWatch:
                 self.accounts.add(tx.account)
                 self.withdrawn += tx.amount
                 self.settlements += markets
+            elif isinstance(tx, Liquidate):
+                self.accounts.update((tx.liquidated, tx.order.account))
+                self.settlements += 2
+            elif isinstance(tx, Deleverage):
+                self.accounts.update((tx.liquidated, tx.offset))
+                self.settlements += 2
+            elif isinstance(tx, SettleFunding):
+                self.accounts.add(tx.account)
+                self.settlements += 1
             elif isinstance(tx, FundingTick):
                 self.ticks += 1
             elif not isinstance(tx, OraclePrice | ListMarket):

@@ -377,5 +377,11 @@ def test_markets_table_shows_the_8h_funding_rate_in_percent() -> None:
               "maintenanceMarginPpm": "0xc350", "makerFeePpm": "0xc8", "takerFeePpm": "0x1f4",
               "oraclePrice": "166600", "fundingRate8h": "-1250"}
     (row,) = _market_rows([market])
-    assert MARKET_COLUMNS[-1] == "funding 8h %" and row[-1] == "-0.125"
-    assert _market_rows([{**market, "fundingRate8h": "300000"}])[0][-1] == "30"
+    col = MARKET_COLUMNS.index("funding 8h %")
+    assert row[col] == "-0.125"
+    assert _market_rows([{**market, "fundingRate8h": "300000"}])[0][col] == "30"
+    # open interest (base units) and the OI-scaled initial margin (risk spec v1)
+    (row,) = _market_rows([{**market, "openInterest": "25000",
+                            "initialMarginPpmEffective": "0x2aaa8"}])
+    assert row[MARKET_COLUMNS.index("open interest")] == "2.5000"
+    assert row[MARKET_COLUMNS.index("imf eff %")] == "17.476"

@@ -185,8 +185,9 @@ def test_cli_positions_table_and_json(node: Node, url: str) -> None:
     out = runner.invoke(main, ["positions", _hex(LONG), "--rpc", url])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
-    # symbol, side, size (ETH), entry, oracle, value, PnL, funding (USDC), liquidation price
-    assert ("ETH-USD long 1.0000 1666.00 1666.00 1666.000000 0.000000 20.825000 1565.96"
+    # symbol, side, size (ETH), entry, oracle, value, PnL, unsettled and settled funding
+    # (USDC), liquidation price
+    assert ("ETH-USD long 1.0000 1666.00 1666.00 1666.000000 0.000000 20.825000 0.000000 1565.96"
             in text), out.output
     # collateral, equity, initial / maintenance margin, free collateral, margin ratio %
     assert "-1466.833000 178.342000 166.600000 83.300000 11.742000 46.7081" in text, out.output

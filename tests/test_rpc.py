@@ -205,3 +205,88 @@ def test_numbers_follow_one_convention(node: Node) -> None:
         {"jsonrpc": "2.0", "id": 1, "method": "l2_getAccount",
          "params": {"address": "0x" + TAKER.address.hex()}})))
     assert out["error"]["code"] == -32602 and "positional" in out["error"]["message"]
+
+
+# -- liquidation, settlement, risk fields (risk spec v1) ----------------------------------
+def test_liquidation_settlement_and_risk_fields() -> None:
+    """A long at 10x (202 USDC for 1 ETH at 2000.00, liquidatable at 1890.00) is liquidated over JSON-RPC by a resting bid's owner
+    (l2_sendLiquidation): fillType "liquidation" in the answer, the receipt,
+    the block and l2_getFill; the bid shrinks by the liquidated size; the
+    insurance fund shows in l2_getMarkets and l2_getSystem; open interest
+    moves; rule failures are -32003 naming the rule, malformed params -32602
+    naming the field; l2_settleFunding settles. The journal keeps the
+    liquidation: a sequencer rebuilt from it has the same pending state and
+    book."""
+    from node.eip712 import order_hash
+    from sequencer.sequencer import Sequencer
+
+    n = Node(NodeConfig(serve_l1=False))
+    try:
+        long_, short, liq = Signer(KEYS[5]), Signer(KEYS[6]), Signer(KEYS[7])
+        seq, domain = n.sequencer, n.chain.domain
+        for i, (who, amount) in enumerate(((long_, 202 * 10**6), (short, 10**10), (liq, 10**10))):
+            seq.include_deposit(Deposit(i, who.address, amount))
+        price = ORACLE.oracle_price(domain, 1, 200_000, 1)
+        result(n, "l2_sendOraclePrice", {"market": 1, "price": 200_000, "timestamp": 1,
+                                         "signature": "0x" + price.signature.hex()})
+
+        def signed(who: Signer, is_buy: bool, px: int, size: int, salt: int) -> dict[str, Any]:
+            o = Order(who.address, 1, is_buy, px, size, salt, 2**40)
+            return order_params(o, who.sign_order(domain, o)[1])
+
+        result(n, "l2_sendOrder", signed(short, False, 200_000, 10_000, 1))
+        assert result(n, "l2_sendOrder", signed(long_, True, 200_000, 10_000, 2))["status"] == "filled"
+        bid = signed(liq, True, 188_500, 20_000, 3)  # the fillable price at 1890.00: 1884.75
+        assert result(n, "l2_sendOrder", bid)["status"] == "resting"
+        markets = result(n, "l2_getMarkets", "pending")
+        eth = markets[0]
+        assert eth["openInterest"] == "10000" and eth["insuranceFund"] == "0"
+        assert eth["openNotional"] == "2000000000" and eth["initialMarginPpmEffective"] == "0x186a0"
+        assert eth["maxLiquidationFeePpm"] == hex(15_000) and eth["openInterestUpperCap"] == "0"
+        request = {"liquidated": "0x" + long_.address.hex(), "order": bid["order"],
+                   "signature": bid["signature"], "size": "10000", "price": "188500"}
+        healthy = error(n, "l2_sendLiquidation", request)
+        assert healthy["code"] == -32003 and healthy["message"].startswith("NotLiquidatable")
+        price = ORACLE.oracle_price(domain, 1, 189_000, 2)
+        result(n, "l2_sendOraclePrice", {"market": 1, "price": 189_000, "timestamp": 2,
+                                         "signature": "0x" + price.signature.hex()})
+        bad = error(n, "l2_sendLiquidation", {**request, "liquidated": "0x12"})
+        assert bad["code"] == -32602 and "liquidated" in bad["message"]
+        assert error(n, "l2_sendLiquidation", {**request, "size": "x"})["code"] == -32602
+        beyond = error(n, "l2_sendLiquidation", {**request, "size": "20000"})
+        assert beyond["code"] == -32003 and beyond["message"].startswith("NotAReduction")
+        done = result(n, "l2_sendLiquidation", request)
+        assert done["fillType"] == "liquidation" and done["size"] == "10000"
+        digest = order_hash(domain, Order(liq.address, 1, True, 188_500, 20_000, 3, 2**40))
+        assert seq.books[1].get(digest).remaining == 10_000  # the bid shrank by 1 ETH
+        fund = int(result(n, "l2_getSystem", "pending")["insuranceFund"])
+        assert fund > 0 and result(n, "l2_getMarkets", "pending")[0]["insuranceFund"] == str(fund)
+        again = error(n, "l2_sendLiquidation", request)
+        assert again["code"] == -32003 and again["message"].startswith("NotLiquidatable")
+        settle = error(n, "l2_settleFunding", {"account": "0x" + long_.address.hex(),
+                                               "market": "ETH-USD"})
+        assert settle["code"] == -32003 and settle["message"].startswith("NoPosition")
+        assert error(n, "l2_settleFunding", {"account": "0x12", "market": 1})["code"] == -32602
+        result(n, "l2_settleFunding", {"account": "0x" + short.address.hex(), "market": 1})
+
+        # the journal keeps it: drop the pending block, rebuild the sequencer from the journal
+        pending_root = n.chain.state.commit()
+        n.chain.rollback(n.chain.head.number)
+        rebuilt = Sequencer(n.chain, seq.clock)
+        assert n.chain.state.commit() == pending_root
+        assert rebuilt.books[1].get(digest).remaining == 10_000
+        n.sequencer = rebuilt
+
+        block = rebuilt.seal()
+        b = result(n, "l2_getBlockByNumber", hex(block.number), True)
+        kinds = [f["fillType"] for f in b["fills"]]
+        assert kinds.count("liquidation") == 1 and kinds.count("limit") == 1
+        receipt = result(n, "l2_getTransactionReceipt", done["txHash"])
+        assert receipt["fillType"] == "liquidation" and receipt["status"] == "0x1"
+        fills = result(n, "l2_getFill", done["orderHash"])
+        assert [f["fillType"] for f in fills] == ["liquidation"]
+        acct = result(n, "l2_getAccount", "0x" + liq.address.hex())
+        assert acct["positions"][0]["settledFunding"] == "0"
+        assert result(n, "l2_getMarkets")[0]["openInterest"] == "10000"  # liq holds the long now
+    finally:
+        n.close()

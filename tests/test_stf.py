@@ -325,8 +325,9 @@ def test_account_leaf_is_a_parameter_list() -> None:
 
 def test_fill_writes_five_leaves_even_with_zero_fee_credit() -> None:
     """A fill with no fees and no rounding dust still writes (creates) the
-    fee account's leaf: exactly five leaves per successful fill."""
-    from node.state import Market, account_key
+    fee account's leaf: five leaves per successful fill, plus the markets
+    leaf when open interest moves (here: from 0 to 5)."""
+    from node.state import MARKETS_KEY, Market, account_key
 
     zero_fee = Market(7, 0, 0, 1, 1, 100_000, 50_000, 0, 0, 100, 0)
     genesis = replace(GENESIS, oracle=ORACLE.address,
@@ -339,7 +340,8 @@ def test_fill_writes_five_leaves_even_with_zero_fee_credit() -> None:
     tx = fill(order(ALICE, False, 100, 5, market=7), order(BOB, True, 100, 5, market=7))
     apply_transaction(st, tx, NOW, DOMAIN)
     written = st.dirty_items()
-    assert len(written) == 5 and account_key(FEE) in written
+    assert len(written) == 6 and account_key(FEE) in written and MARKETS_KEY in written
+    assert st.markets[7].open_interest == 5
     fee_acc = st.account(FEE)
     assert (fee_acc.collateral, fee_acc.nonce, fee_acc.positions) == (0, 0, ())
 
