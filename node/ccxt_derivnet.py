@@ -356,6 +356,8 @@ class derivnet(ccxt.Exchange):  # noqa: N801 - ccxt names exchange classes by th
                     done = True
                     break
                 for raw in reversed(block["fills"]):
+                    if raw.get("price") is None:  # a deleverage: no price in the transaction
+                        continue
                     f = normalize_fill(raw, int(block["number"], 16), ts)
                     if keep(f):
                         found.append(f)
@@ -859,6 +861,8 @@ class derivnet_async(ccxt_async.Exchange):  # noqa: N801
             contents = await self.next_message(sub)
             out = []
             for raw in contents.get("fills", []):
+                if raw.get("price") is None:  # a deleverage: no price in the transaction
+                    continue
                 f = normalize_fill(raw, int(raw["blockNumber"], 16),
                                    int(raw["timestamp"], 16) * 1000)
                 if mid is None or f["market"] == mid:

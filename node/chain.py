@@ -355,8 +355,8 @@ class Chain:
                             batch.delete(b"o:" + order_hash(self.domain, order) + r.tx_hash)
                     elif r.success and block.txs[i][0] == TX_LIQUIDATE:
                         liq = decode_tx(block.txs[i])
-                        batch.delete(b"o:" + order_hash(self.domain, liq.order)  # type: ignore[union-attr]
-                                     + r.tx_hash)
+                        h = order_hash(self.domain, liq.order)  # type: ignore[union-attr]
+                        batch.delete(b"o:" + h + r.tx_hash)
             for wid in range(count_at_target, count_at_head):
                 batch.delete(b"w:" + _u64(wid))
             safe = None

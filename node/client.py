@@ -219,6 +219,26 @@ class L2Client:
             "amount": str(tx.amount), "nonce": hex(tx.nonce),
             "signature": "0x" + tx.signature.hex()})
 
+    def liquidate(self, signer: Signer, liquidated: bytes, market: str | int, is_buy: bool,
+                  price: int, size: int, **kw: Any) -> dict[str, Any]:
+        """Sign an order of ``signer`` (the liquidator, the maker) and send it
+        as a Liquidate of ``size`` of ``liquidated``'s position at ``price``
+        (``is_buy``: the liquidator's side, the other side of the closed
+        position; ``kw`` as ``make_order``'s expiry / salt). Returns
+        l2_sendLiquidation's answer ``{txHash, fillType, liquidated,
+        orderHash, size, price}``; RpcError -32003 names a broken rule
+        (docs/protocol.md "Liquidate")."""
+        order, _, sig = self.make_order(signer, market, is_buy, price, size, **kw)
+        return self.call("l2_sendLiquidation", {
+            "liquidated": "0x" + liquidated.hex(), "order": order.to_json(),
+            "signature": "0x" + sig.hex(), "size": str(size), "price": str(price)})
+
+    def settle_funding(self, account: bytes | str, market: str | int) -> dict[str, Any]:
+        """Send a SettleFunding of ``account``'s position in ``market``
+        (anyone may). Returns ``{txHash}``; RpcError -32003 ``NoPosition``."""
+        a = account if isinstance(account, str) else "0x" + account.hex()
+        return self.call("l2_settleFunding", {"account": a, "market": self.market_id(market)})
+
     # -- reads -----------------------------------------------------------
     def get_account(self, address: bytes | str, tag: str = "latest") -> dict[str, Any]:
         a = address if isinstance(address, str) else "0x" + address.hex()

@@ -67,7 +67,8 @@ def settle_position(account: Account, market: Market) -> tuple[Account, int]:
     owed = unsettled_funding(market, pos)
     pos = replace(pos, funding_index=market.funding_index,
                   settled_funding=pos.settled_funding + owed)
-    return Account(account.collateral - owed, account.nonce, account.positions).with_position(pos), owed
+    settled = Account(account.collateral - owed, account.nonce, account.positions)
+    return settled.with_position(pos), owed
 
 
 def _check_transition(role: str, before: Account, after: Account,
@@ -170,7 +171,7 @@ def apply_liquidate(state: State, tx: Liquidate, timestamp: int, domain: Domain)
     new[fee_account] = Account(fee_acc.collateral + maker_fee + (pay - receive), fee_acc.nonce,
                                fee_acc.positions)
     oi = (_oi_delta(liquidator, new_liquidator, mid) + _oi_delta(victim, new_victim, mid))
-    after_market = replace(market, open_interest=market.open_interest + oi)
+    after_market = market.with_open_interest(market.open_interest + oi)
     after_markets = {**markets, mid: after_market} if oi else markets
 
     system = state.system
@@ -251,13 +252,14 @@ def apply_deleverage(state: State, tx: Deleverage) -> None:
     new_victim, owed_victim = _trade(victim, market, delta, cash)
     new_offset, owed_offset = _trade(offset, market, -delta, -pay if delta < 0 else receive)
     new = {tx.liquidated: new_victim, tx.offset: new_offset}
+    # the fee account is written even with no dust: a write creates an absent
+    # leaf, and the rule names it (as a Fill's)
     fee_account = system.fee_account
-    if pay != receive:
-        fee_acc = new.get(fee_account) or state.account(fee_account)
-        new[fee_account] = Account(fee_acc.collateral + pay - receive, fee_acc.nonce,
-                                   fee_acc.positions)
+    fee_acc = new.get(fee_account) or state.account(fee_account)
+    new[fee_account] = Account(fee_acc.collateral + pay - receive, fee_acc.nonce,
+                               fee_acc.positions)
     oi = _oi_delta(victim, new_victim, mid) + _oi_delta(offset, new_offset, mid)
-    after_market = replace(market, open_interest=market.open_interest + oi)
+    after_market = market.with_open_interest(market.open_interest + oi)
     after_markets = {**markets, mid: after_market} if oi else markets
     _check_transition("liquidated", victim, new[tx.liquidated], after_markets)
     _check_transition("offset", offset, new[tx.offset], after_markets)

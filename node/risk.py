@@ -4,10 +4,10 @@ StarkEx's "no riskier" transition check, auto-deleveraging ranking,
 open-interest-scaled initial margin, liquidation price and margin ratio.
 
 Pure functions over ints and node/state.py's ``Account`` / ``Market`` /
-``Position`` (only the fields that exist today: size, cost, collateral,
-oracle price, margin fractions, decimals). Nothing here reads or writes
-state: next session's ``Liquidate`` / ``Deleverage`` transactions and the
-sequencer's risk engine call them.
+``Position``. Nothing here reads or writes state: the STF's ``Liquidate`` /
+``Deleverage`` (node/liquidation.py) and the sequencer's risk engine call
+them. ``open_notional`` and ``oi_scaled_initial_margin_ppm`` live in
+node/margin.py (its ``initial_margin`` uses them) and are re-exported here.
 
 Units as in docs/protocol.md ("Money"): money in USDC base units (1e-6
 USDC), prices in a market's price units, sizes in its size units, fractions
@@ -20,8 +20,8 @@ a position owes and has not settled (USDC base units, positive: it pays),
 as a callable ``Position -> int`` or a mapping ``market id -> int``; the
 default None is zero for every position. The equity is then
 ``collateral + sum(value(p) - unsettled(p))`` (funding spec v1, "EQUITY").
-Once positions carry funding indices (the funding branch), callers pass
-``lambda p: <unsettled funding of p in markets[p.market]>``; this module
+Callers pass ``lambda p: <unsettled funding of p in markets[p.market]>``
+(node/liquidation.py ``unsettled_of``); this module
 never reads node/margin.py's ``equity`` (which will count funding itself),
 only its per-position value and margin, so funding is never counted twice.
 
@@ -34,14 +34,9 @@ from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
 from typing import Union
 
-from node.margin import (  # noqa: F401 - open_notional, oi_scaled_initial_margin_ppm re-exported
-    PPM,
-    maintenance_margin,
-    margin_requirement,
-    oi_scaled_initial_margin_ppm,
-    open_notional,
-    position_value,
-)
+from node.margin import PPM, maintenance_margin, margin_requirement, position_value
+from node.margin import oi_scaled_initial_margin_ppm as oi_scaled_initial_margin_ppm
+from node.margin import open_notional as open_notional
 
 SPREAD_TO_MMR_PPM = 1_500_000  # dYdX v4 mainnet liquidations config
 BANKRUPTCY_ADJUSTMENT_PPM = 1_000_000  # dYdX v4 mainnet liquidations config

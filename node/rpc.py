@@ -232,7 +232,8 @@ def tx_json(raw: bytes, domain_hash: Callable[[Order], bytes]) -> dict[str, Any]
     elif isinstance(tx, Deleverage):
         out.update(type="Deleverage", fillType=DELEVERAGE_FILL, market=hexq(tx.market),
                    maker={"account": hexb(tx.offset)}, taker={"account": hexb(tx.liquidated)},
-                   offset=hexb(tx.offset), liquidated=hexb(tx.liquidated), size=str(tx.size))
+                   offset=hexb(tx.offset), liquidated=hexb(tx.liquidated), size=str(tx.size),
+                   price=None, takerSide=None)  # the bankruptcy price is not in the tx
     elif isinstance(tx, SettleFunding):
         out.update(type="SettleFunding", account=hexb(tx.account), market=hexq(tx.market))
     return out

@@ -35,9 +35,9 @@ from node.liquidation import apply_deleverage, apply_liquidate, settle_position
 from node.sigverify import signer_of
 from node.state import Account, Market, State, Withdrawal, symbol_text
 from node.transactions import (
+    Deleverage,
     Deposit,
     Fill,
-    Deleverage,
     FundingTick,
     Liquidate,
     ListMarket,
@@ -185,7 +185,7 @@ def apply_fill(state: State, fill: Fill, timestamp: int, domain: Domain) -> None
     # margin scaled by the open interest after the fill
     markets = state.markets
     if oi_delta:
-        market = replace(market, open_interest=market.open_interest + oi_delta)
+        market = market.with_open_interest(market.open_interest + oi_delta)
         markets = {**markets, market_id: market}
     for role, order, check in (("maker", maker, grows[0]), ("taker", taker, grows[1])):
         if check:

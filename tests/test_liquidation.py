@@ -316,6 +316,11 @@ def test_oi_scaled_margin_rejects_a_fill_that_fits_the_base_imf() -> None:
     assert initial_margin(plain.account(ALICE.address), {1: after}) == 1_165_200_400
 
 
+def test_with_open_interest_is_replace() -> None:
+    m = replace(GENESIS.markets[0].market, oi_lower_cap=3, oi_upper_cap=9, funding_index=-4)
+    assert m.with_open_interest(7) == replace(m, open_interest=7)
+
+
 def test_fill_open_interest_moves_by_longs() -> None:
     """OI = sum of longs: open 1 ETH (0 -> 1), a flip of the long to a short
     of 0.5 (1 -> 0.5: the other side is now long 0.5)."""
@@ -360,7 +365,7 @@ def _at_risk(state: State, addresses: list[bytes], default: int) -> int:
     return default
 
 
-@settings(max_examples=400 if SLOW else 25, deadline=None,
+@settings(max_examples=400 if SLOW else 60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, min_size=1, max_size=25), st.integers(0, 50 * USDC),
        st.integers(ETH // 2, 2 * ETH), st.integers(ETH // 2, 2 * ETH), st.booleans())
@@ -459,3 +464,51 @@ def test_every_applied_tx_keeps_the_invariants(ops: list[tuple], fund: int, size
         settled = sum(p.settled_funding for a in addresses for p in state.account(a).positions)
         assert settled + lost == state.system.funding_pool
         assert state.system.insurance_fund >= 0
+
+
+def test_deleverage_writes_the_fee_account_leaf_even_without_dust() -> None:
+    """Deleverage names the fee account among its writes: with no rounding
+    dust (M = N = 1) its leaf is still written (created if absent: the root
+    depends on it, as for a Fill)."""
+    from node.state import account_key
+
+    state = make_state({LONG: long_1eth(), S1: short_1eth()}, 180_000)
+    assert state.tree.get(state.root, account_key(FEE)) is None
+    apply_transaction(state, Deleverage(LONG, S1, 1, ETH), NOW, DOMAIN)
+    assert account_key(FEE) in state.dirty_items()
+
+
+def test_list_market_risk_parameters() -> None:
+    """ListMarket's new fields: InvalidFee for max_liquidation_fee_ppm >
+    10^6, then InvalidOpenInterestCaps (upper != 0 and lower >= upper)
+    before InvalidPrice; a valid listing stores them with open interest 0;
+    a genesis file with bad caps is refused."""
+    from node.genesis import parse_genesis
+    from node.transactions import ListMarket
+
+    admin = Signer(keccak(b"admin"))
+    tree = SparseMerkleTree(MemoryDB())
+    state = State(tree, tree.update(ZERO_HASH, replace(GENESIS, admin=admin.address).leaves()))
+
+    def listing(fee: int, lower: int, upper: int, price: int = 100) -> ListMarket:
+        tx = ListMarket(3, b"DOGE-USD".ljust(16, b"\x00"), 4, 0, 1, 1, 200_000, 100_000, 0, 0,
+                        price, b"", fee, lower, upper)
+        return admin.list_market(DOMAIN, tx)
+
+    assert_rejected(state, listing(10**6 + 1, 0, 0, price=0), err.InvalidFee)
+    assert_rejected(state, listing(15_000, 5, 5, price=0), err.InvalidOpenInterestCaps)
+    assert_rejected(state, listing(15_000, 0, 0, price=0), err.InvalidPrice)
+    apply_transaction(state, listing(10**6, 25 * 10**12, 50 * 10**12), NOW, DOMAIN)
+    m = state.markets[3]
+    assert (m.max_liquidation_fee_ppm, m.open_interest, m.oi_lower_cap, m.oi_upper_cap) == (
+        10**6, 0, 25 * 10**12, 50 * 10**12)
+    raw = {"l1ChainId": 1, "l2ChainId": 2, "sequencer": "0x" + "11" * 20,
+           "oracle": "0x" + "22" * 20, "feeAccount": "0x" + "33" * 20,
+           "markets": [{"id": 1, "symbol": "ETH-USD", "priceDecimals": 2, "sizeDecimals": 4,
+                        "tickSize": 1, "stepSize": 1, "initialMarginPpm": 100_000,
+                        "maintenanceMarginPpm": 50_000, "makerFeePpm": 0, "takerFeePpm": 0,
+                        "openInterestLowerCap": 9, "openInterestUpperCap": 9}]}
+    with pytest.raises(ValueError, match="open interest caps"):
+        parse_genesis(raw)
+    raw["markets"][0]["openInterestLowerCap"] = 0
+    assert parse_genesis(raw).markets[0].market.oi_upper_cap == 9

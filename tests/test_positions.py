@@ -209,3 +209,22 @@ def test_cli_positions_bad_address_is_a_usage_error(address: str, rule: str) -> 
 
     out = CliRunner().invoke(main, ["positions", address])
     assert out.exit_code == 2 and rule in out.output, out.output
+
+
+def test_client_settle_funding_and_liquidate(node: Node, url: str) -> None:
+    """node/client.py's settle_funding moves LONG's unsettled funding into
+    settledFunding (pending state; the sealed views above are untouched);
+    NoPosition and a liquidation of a healthy account are -32003 naming the
+    rule."""
+    from node.client import L2Client, RpcError
+
+    with L2Client(url) as client:
+        assert client.settle_funding(LONG.address, "ETH-USD")["txHash"].startswith("0x")
+        pos = client.get_account(LONG.address, "pending")["positions"][0]
+        assert (pos["settledFunding"], pos["unsettledFunding"]) == (str(OWED), "0")
+        with pytest.raises(RpcError) as info:
+            client.settle_funding("0x" + "ab" * 20, ETH)
+        assert info.value.code == -32003 and info.value.message.startswith("NoPosition")
+        with pytest.raises(RpcError) as info:
+            client.liquidate(RICH, LONG.address, "ETH-USD", True, 166_600, 10_000)
+        assert info.value.message.startswith("NotLiquidatable")

@@ -219,6 +219,7 @@ def test_liquidation_settlement_and_risk_fields() -> None:
     book."""
     from node.eip712 import order_hash
     from sequencer.sequencer import Sequencer
+    from tests.invariants import watch_node
 
     n = Node(NodeConfig(serve_l1=False))
     try:
@@ -276,8 +277,11 @@ def test_liquidation_settlement_and_risk_fields() -> None:
         assert n.chain.state.commit() == pending_root
         assert rebuilt.books[1].get(digest).remaining == 10_000
         n.sequencer = rebuilt
+        watch = watch_node(n)  # nothing is sealed yet: the watch starts at genesis
 
         block = rebuilt.seal()
+        watch.assert_ok()
+        assert watch.blocks == 1 and {long_.address, liq.address} <= watch.accounts
         b = result(n, "l2_getBlockByNumber", hex(block.number), True)
         kinds = [f["fillType"] for f in b["fills"]]
         assert kinds.count("liquidation") == 1 and kinds.count("limit") == 1
