@@ -32,13 +32,18 @@ def _deleverage(txp: Bytes[perp.MAX_TXP], system: Bytes[perp.SYSTEM_LEAF_BYTES],
     market: uint256 = perp._uint(txp, 41, 4)
     size: uint256 = perp._uint(txp, 45, 8)
     # 1 UnknownMarket, 2 SelfTrade, 3 ZeroFillSize, 4 InvalidStepSize
-    row: perp.Row = perp._row(markets, market)
-    if row.at == 0 or offset == liquidated or size == 0 or size % perp._word(markets, row.at, perp.W_STEP) != 0:
+    table: DynArray[perp.Mkt, perp.MAX_MARKETS] = perp._table(markets)
+    k: uint256 = perp._find(table, market)
+    if k == perp.MAX_MARKETS or offset == liquidated or size == 0:
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
+    mk: perp.Mkt = table[k]
+    at: uint256 = 64 + k * perp.MARKET_ROW_BYTES  # the market's row in the leaf
+    if size % convert(extract32(markets, at + 32 * perp.W_STEP), uint256) != 0:
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
     # 5 NotDeleveragable: E < 0 and insurance_fund + E < 0
     before: perp.Account = perp._decode(liquidated_leaf)
-    oi: int256 = perp._sword(markets, row.at, perp.W_OPEN_INTEREST)
-    pre: perp.Risk = perp._risk(before, markets, market, oi)
+    oi: int256 = convert(extract32(markets, at + 32 * perp.W_OPEN_INTEREST), int256)
+    pre: perp.Risk = perp._risk(before, table)
     if pre.equity >= 0 or convert(extract32(system, 6 * 32), int256) + pre.equity >= 0:
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
     # 6 NotAReduction
@@ -55,10 +60,10 @@ def _deleverage(txp: Bytes[perp.MAX_TXP], system: Bytes[perp.SYSTEM_LEAF_BYTES],
     delta: int256 = -q
     if held < 0:
         delta = q
-    quote: int256 = perp._bankruptcy_quote(before, markets, row, held, delta, pre)
+    quote: int256 = perp._bankruptcy_quote(mk, held, delta, pre)
     m: int256 = 0
     n: int256 = 0
-    m, n = perp._scale(row.decimals)
+    m, n = perp._scale(mk.decimals)
     price: int256 = 0
     if delta < 0:
         price = perp._ceil_div(quote * n, q * m)
@@ -67,17 +72,17 @@ def _deleverage(txp: Bytes[perp.MAX_TXP], system: Bytes[perp.SYSTEM_LEAF_BYTES],
     price = max(price, 0)
     pay: int256 = 0
     receive: int256 = 0
-    pay, receive = perp._notional(q, price, row.decimals)
+    pay, receive = perp._notional(q, price, mk.decimals)
     # settlement (liquidated, then offset), the trade, no fees
     after: perp.Account = empty(perp.Account)
     funding: int256 = 0
     owed: int256 = 0
     if delta < 0:
-        after, funding = perp._settle_and_trade(before, market, row, delta, -receive, receive)
-        other, owed = perp._settle_and_trade(other, market, row, q, pay, -pay)
+        after, funding = perp._settle_and_trade(before, mk, delta, -receive, receive)
+        other, owed = perp._settle_and_trade(other, mk, q, pay, -pay)
     else:
-        after, funding = perp._settle_and_trade(before, market, row, delta, pay, -pay)
-        other, owed = perp._settle_and_trade(other, market, row, -q, -receive, receive)
+        after, funding = perp._settle_and_trade(before, mk, delta, pay, -pay)
+        other, owed = perp._settle_and_trade(other, mk, -q, -receive, receive)
     funding += owed
     new_oi: int256 = oi + max(held + delta, 0) - max(held, 0) + max(opposite - delta, 0) - max(opposite, 0)
     # the rounding dust to the fee account
@@ -88,9 +93,9 @@ def _deleverage(txp: Bytes[perp.MAX_TXP], system: Bytes[perp.SYSTEM_LEAF_BYTES],
     elif fee_account == offset:
         other.collateral += income
     # 7 both accounts end no riskier (StarkEx)
-    if not perp._no_riskier(before, after, markets):
+    if not perp._no_riskier(before, after, table):
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
-    if not perp._no_riskier(perp._decode(offset_leaf), other, markets):
+    if not perp._no_riskier(perp._decode(offset_leaf), other, table):
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
     fee_hash: bytes32 = empty(bytes32)
     if fee_account == liquidated:
@@ -105,7 +110,7 @@ def _deleverage(txp: Bytes[perp.MAX_TXP], system: Bytes[perp.SYSTEM_LEAF_BYTES],
         fee: perp.Account = perp._decode(fee_leaf)
         fee.collateral += income
         fee_hash = perp._hash(fee)
-    at: uint256 = row.at + perp.W_OPEN_INTEREST * 32
+    at += perp.W_OPEN_INTEREST * 32
     return True, \
         keccak256(concat(slice(system, 0, 160), convert(convert(extract32(system, 160), int256) + funding, bytes32),
                          slice(system, 192, 32))), \

@@ -154,21 +154,19 @@ def _ceil_div(a: uint256, b: uint256) -> uint256:
 
 @pure
 @internal
-def _imf(markets: Bytes[MARKETS_LEAF_BYTES], row: uint256, open_interest: uint256) -> uint256:
+def _imf(base: uint256, lower: uint256, upper: uint256, open_interest: uint256, oracle: uint256,
+         d: uint256) -> uint256:
     """
-    @dev The effective (open-interest-scaled) initial margin fraction, ppm,
-         of the market at byte `row` with `open_interest` (size units):
-         node/risk.py oi_scaled_initial_margin_ppm(imf, open_notional, lower,
-         upper) with open_notional = ceil(oi * oracle_price * 10**6 /
-         10**(pd + sd)) USDC base units (docs/protocol.md "Open interest").
+    @dev The effective (open-interest-scaled) initial margin fraction, ppm:
+         node/risk.py oi_scaled_initial_margin_ppm(base, open_notional,
+         lower, upper) with open_notional = ceil(open_interest * oracle *
+         10**6 / 10**d) USDC base units, d = pd + sd (docs/protocol.md
+         "Open interest"). Scalars only: a markets leaf argument would be
+         copied into every call.
     """
-    base: uint256 = convert(extract32(markets, row + 5 * 32), uint256)
-    upper: uint256 = convert(extract32(markets, row + 17 * 32), uint256)
     if upper == 0:
         return base
-    lower: uint256 = convert(extract32(markets, row + 16 * 32), uint256)
-    d: uint256 = convert(extract32(markets, row + 32), uint256) + convert(extract32(markets, row + 2 * 32), uint256)
-    raw: uint256 = open_interest * convert(extract32(markets, row + 9 * 32), uint256)
+    raw: uint256 = open_interest * oracle
     notional: uint256 = 0
     if d <= 6:
         notional = raw * 10 ** (6 - d)
@@ -179,27 +177,6 @@ def _imf(markets: Bytes[MARKETS_LEAF_BYTES], row: uint256, open_interest: uint25
     if notional >= upper:
         return PPM
     return base + self._ceil_div((PPM - base) * (notional - lower), upper - lower)
-
-
-@pure
-@internal
-def _held_size(leaf: Bytes[ACCOUNT_LEAF_BYTES], market: uint32) -> int256:
-    """
-    @dev The size of the account leaf's position in `market` (0 if none or
-         the leaf is absent), read from the raw encoding: positions of five
-         words from byte 128, market word 0, size word 1.
-    """
-    if len(leaf) == 0:
-        return 0
-    n: uint256 = convert(extract32(leaf, 96), uint256)
-    for i: uint256 in range(n, bound=MAX_POSITIONS):
-        at: uint256 = 128 + i * 160
-        held: uint256 = convert(extract32(leaf, at), uint256)
-        if held == convert(market, uint256):
-            return convert(extract32(leaf, at + 32), int256)
-        if held > convert(market, uint256):
-            break
-    return 0
 
 
 @pure
@@ -393,11 +370,39 @@ def transition(
     maker_delta: int256 = -convert(size, int256)
     if maker.side == 1:
         maker_delta = convert(size, int256)
-    new_oi: uint256 = convert(
-        convert(extract32(markets, mk + OPEN_INTEREST_WORD), int256)
-        + self._oi_delta(self._held_size(maker_account, market), maker_delta)
-        + self._oi_delta(self._held_size(taker_account, market), -maker_delta), uint256)
-    traded_imf: uint256 = self._imf(markets, mk, new_oi)
+    # the two accounts' sizes in the market, from the raw leaves (positions
+    # of five words from byte 128: market, size, ...)
+    oi_change: int256 = 0
+    for role: uint256 in range(2):
+        n_held: uint256 = 0
+        if role == 0 and len(maker_account) != 0:
+            n_held = convert(extract32(maker_account, 96), uint256)
+        elif role == 1 and len(taker_account) != 0:
+            n_held = convert(extract32(taker_account, 96), uint256)
+        held_size: int256 = 0
+        for i: uint256 in range(n_held, bound=MAX_POSITIONS):
+            at: uint256 = 128 + i * 160
+            word: uint256 = 0
+            if role == 0:
+                word = convert(extract32(maker_account, at), uint256)
+            else:
+                word = convert(extract32(taker_account, at), uint256)
+            if word >= convert(market, uint256):
+                if word == convert(market, uint256):
+                    if role == 0:
+                        held_size = convert(extract32(maker_account, at + 32), int256)
+                    else:
+                        held_size = convert(extract32(taker_account, at + 32), int256)
+                break
+        if role == 0:
+            oi_change += self._oi_delta(held_size, maker_delta)
+        else:
+            oi_change += self._oi_delta(held_size, -maker_delta)
+    new_oi: uint256 = convert(convert(extract32(markets, mk + OPEN_INTEREST_WORD), int256) + oi_change, uint256)
+    traded_imf: uint256 = self._imf(
+        convert(extract32(markets, mk + 5 * 32), uint256), convert(extract32(markets, mk + 16 * 32), uint256),
+        convert(extract32(markets, mk + 17 * 32), uint256), new_oi,
+        convert(extract32(markets, mk + 9 * 32), uint256), decimals)
     market_unit: uint256 = self._pow10(decimals)
     funding: int256 = 0
     out_maker: bytes32 = empty(bytes32)
@@ -522,8 +527,12 @@ def transition(
                     unit)
                 imf: uint256 = traded_imf
                 if held_market != convert(market, uint256):
-                    imf = self._imf(markets, cursor,
-                                    convert(extract32(markets, unsafe_add(cursor, OPEN_INTEREST_WORD)), uint256))
+                    imf = self._imf(
+                        convert(extract32(markets, unsafe_add(cursor, 5 * 32)), uint256),
+                        convert(extract32(markets, unsafe_add(cursor, 16 * 32)), uint256),
+                        convert(extract32(markets, unsafe_add(cursor, 17 * 32)), uint256),
+                        convert(extract32(markets, unsafe_add(cursor, OPEN_INTEREST_WORD)), uint256),
+                        convert(extract32(markets, unsafe_add(cursor, 9 * 32)), uint256), d)
                 scaled: uint256 = unsafe_mul(convert(abs(value_raw), uint256), imf)
                 need = unsafe_add(need, unsafe_div(unsafe_add(scaled, unsafe_sub(unit, 1)), unit))
             if equity < convert(need, int256):

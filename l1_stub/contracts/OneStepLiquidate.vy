@@ -70,26 +70,26 @@ def _liquidate(txp: Bytes[perp.MAX_TXP], timestamp: uint64, domain_separator: by
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
     # 1 UnknownMarket, 2 SelfTrade, 3 ZeroFillSize, 4 InvalidStepSize,
     # 5 InvalidTickSize, 6 FillPriceMismatch, 7 OrderExpired
-    row: perp.Row = perp._row(markets, market)
-    if row.at == 0 or liquidator == liquidated or size == 0:
+    table: DynArray[perp.Mkt, perp.MAX_MARKETS] = perp._table(markets)
+    k: uint256 = perp._find(table, market)
+    if k == perp.MAX_MARKETS or liquidator == liquidated or size == 0:
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
-    tick: uint256 = perp._word(markets, row.at, perp.W_TICK)
-    if size % perp._word(markets, row.at, perp.W_STEP) != 0 or price % tick != 0 or order_price % tick != 0:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
-    if price != order_price or expiry <= convert(timestamp, uint256):
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
-    # 8 InvalidOrderSignature, 9 Overfill
-    if not self._signed_by(txp, 78, self._order_digest(txp, domain_separator), liquidator):
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
+    mk: perp.Mkt = table[k]
+    at: uint256 = 64 + k * perp.MARKET_ROW_BYTES  # the market's row in the leaf
+    tick: uint256 = convert(extract32(markets, at + 32 * perp.W_TICK), uint256)
+    # 8 InvalidOrderSignature, 9 Overfill (all of 4-9 fail alike: one test)
     filled: uint256 = 0
     if len(filled_leaf) != 0:
         filled = convert(extract32(filled_leaf, 0), uint256)
-    if filled + size > order_size:
+    if size % convert(extract32(markets, at + 32 * perp.W_STEP), uint256) != 0 or price % tick != 0 \
+            or order_price % tick != 0 or price != order_price or expiry <= convert(timestamp, uint256) \
+            or not self._signed_by(txp, 78, self._order_digest(txp, domain_separator), liquidator) \
+            or filled + size > order_size:
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
     # 10 NotLiquidatable (pre-state, unsettled funding included)
     before: perp.Account = perp._decode(liquidated_leaf)
-    oi: int256 = perp._sword(markets, row.at, perp.W_OPEN_INTEREST)
-    pre: perp.Risk = perp._risk(before, markets, market, oi)
+    oi: int256 = convert(extract32(markets, at + 32 * perp.W_OPEN_INTEREST), int256)
+    pre: perp.Risk = perp._risk(before, table)
     if pre.maintenance <= 0 or pre.equity >= pre.maintenance:
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
     # 11 NotAReduction: the liquidator takes the other side of a reduction
@@ -98,19 +98,15 @@ def _liquidate(txp: Bytes[perp.MAX_TXP], timestamp: uint64, domain_separator: by
     if held == 0 or (buys == 1) != (held > 0) or q > abs(held):
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
     # 12 PriceBeyondFillable: node/risk.py fillable_price on the pre-state
-    mmf: int256 = perp._sword(markets, row.at, perp.W_MMF)
     m: int256 = 0
     n: int256 = 0
-    m, n = perp._scale(row.decimals)
+    m, n = perp._scale(mk.decimals)
     a_den: int256 = pre.maintenance * perp.PPM
     a_num: int256 = min(max(perp.BANKRUPTCY_ADJUSTMENT_PPM * (pre.maintenance - pre.equity), 0), a_den)
     den: int256 = a_den * perp.PPM * m * held
-    num: int256 = row.oracle * den - a_num * perp.SPREAD_TO_MMR_PPM * perp._margin(held, row.oracle, mmf, row.decimals) * n
+    num: int256 = mk.oracle * den - a_num * perp.SPREAD_TO_MMR_PPM * perp._margin(held, mk.oracle, mk.mmf, mk.decimals) * n
     p: int256 = convert(price, int256)
-    if held > 0:
-        if p < max(perp._ceil_div(num, den), 0):
-            return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
-    elif p > max(perp._floor_div(num, den), 0):
+    if (held > 0 and p < max(perp._ceil_div(num, den), 0)) or (held < 0 and p > max(perp._floor_div(num, den), 0)):
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
 
     # a. settlement (liquidator, then liquidated) b. the trade at price: the
@@ -118,8 +114,8 @@ def _liquidate(txp: Bytes[perp.MAX_TXP], timestamp: uint64, domain_separator: by
     # pays no trading fee
     pay: int256 = 0
     receive: int256 = 0
-    pay, receive = perp._notional(q, p, row.decimals)
-    maker_fee_ppm: int256 = perp._sword(markets, row.at, perp.W_MAKER_FEE)
+    pay, receive = perp._notional(q, p, mk.decimals)
+    maker_fee_ppm: int256 = convert(extract32(markets, at + 32 * perp.W_MAKER_FEE), int256)
     delta: int256 = -q  # the liquidated account's
     cash: int256 = receive  # the liquidated account's signed trade cash
     liquidator_fee: int256 = perp._ceil_div(pay * maker_fee_ppm, perp.PPM)
@@ -132,19 +128,19 @@ def _liquidate(txp: Bytes[perp.MAX_TXP], timestamp: uint64, domain_separator: by
     funding: int256 = 0
     owed: int256 = 0
     if held > 0:
-        maker, owed = perp._settle_and_trade(maker, market, row, q, pay, -pay - liquidator_fee)
+        maker, owed = perp._settle_and_trade(maker, mk, q, pay, -pay - liquidator_fee)
     else:
-        maker, owed = perp._settle_and_trade(maker, market, row, -q, -receive, receive - liquidator_fee)
+        maker, owed = perp._settle_and_trade(maker, mk, -q, -receive, receive - liquidator_fee)
     funding += owed
     after: perp.Account = empty(perp.Account)
-    after, owed = perp._settle_and_trade(before, market, row, delta, -cash, cash)
+    after, owed = perp._settle_and_trade(before, mk, delta, -cash, cash)
     funding += owed
     # c. the insurance fund: node/risk.py insurance_fund_delta(cash, bq, max fee)
-    surplus: int256 = cash - perp._bankruptcy_quote(before, markets, row, held, delta, pre)
+    surplus: int256 = cash - perp._bankruptcy_quote(mk, held, delta, pre)
     fund_delta: int256 = surplus
     if surplus > 0:
-        fund_delta = min(perp._ceil_div(abs(cash) * perp._sword(markets, row.at, perp.W_MAX_LIQUIDATION_FEE), perp.PPM),
-                         surplus)
+        fund_delta = min(perp._ceil_div(
+            abs(cash) * convert(extract32(markets, at + 32 * perp.W_MAX_LIQUIDATION_FEE), int256), perp.PPM), surplus)
     after.collateral -= fund_delta
     fund: int256 = convert(extract32(system, 6 * 32), int256) + fund_delta
     # d. open interest
@@ -156,17 +152,20 @@ def _liquidate(txp: Bytes[perp.MAX_TXP], timestamp: uint64, domain_separator: by
         maker.collateral += income
     elif fee_account == liquidated:
         after.collateral += income
-    # 13 InsuranceFundShort
-    if fund < 0:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
-    # 14 InsufficientMargin: the liquidator, when its position grew or flipped
+    # 13 InsuranceFundShort, 14 InsufficientMargin (the liquidator, when its
+    # position grew or flipped), 15 the liquidated account ends no riskier
+    # (StarkEx): one failure test
+    bad: bool = fund < 0
     maker_after: int256 = maker_before - delta
-    if abs(maker_after) > abs(maker_before) or maker_after * maker_before < 0:
-        r: perp.Risk = perp._risk(maker, markets, market, new_oi)
-        if r.equity < r.initial:
-            return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
-    # 15 the liquidated account ends no riskier (StarkEx)
-    if not perp._no_riskier(before, after, markets):
+    if not bad and (abs(maker_after) > abs(maker_before) or maker_after * maker_before < 0):
+        # the traded market's effective imf at its new open interest
+        table[k].imf = perp._imf(convert(extract32(markets, at + 32 * perp.W_IMF), int256),
+                                 convert(extract32(markets, at + 32 * perp.W_OI_LOWER), int256),
+                                 convert(extract32(markets, at + 32 * perp.W_OI_UPPER), int256), new_oi, mk.oracle,
+                                 mk.decimals)
+        r: perp.Risk = perp._risk(maker, table)
+        bad = r.equity < r.initial
+    if bad or not perp._no_riskier(before, after, table):
         return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32)
     fee_hash: bytes32 = empty(bytes32)
     if fee_account == liquidator:
@@ -177,7 +176,7 @@ def _liquidate(txp: Bytes[perp.MAX_TXP], timestamp: uint64, domain_separator: by
         fee: perp.Account = perp._decode(fee_leaf)
         fee.collateral += income
         fee_hash = perp._hash(fee)
-    at: uint256 = row.at + perp.W_OPEN_INTEREST * 32
+    at += perp.W_OPEN_INTEREST * 32
     return True, \
         keccak256(concat(slice(system, 0, 160), convert(convert(extract32(system, 160), int256) + funding, bytes32),
                          convert(fund, bytes32))), \

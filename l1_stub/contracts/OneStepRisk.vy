@@ -199,22 +199,19 @@ def _initial_margin(size: int256, price: uint256, imf_ppm: uint256, decimals: ui
 
 @pure
 @internal
-def _imf(markets: Bytes[MARKETS_LEAF_BYTES], row: uint256) -> uint256:
+def _imf(base: uint256, lower: uint256, upper: uint256, open_interest: uint256, oracle: uint256,
+         d: uint256) -> uint256:
     """
-    @dev The effective (open-interest-scaled) initial margin fraction, ppm,
-         of the market at byte `row`: node/risk.py
-         oi_scaled_initial_margin_ppm(imf, open_notional, lower, upper) with
-         open_notional = ceil(open_interest * oracle_price * 10**6 /
-         10**(pd + sd)) USDC base units (docs/protocol.md "Open interest").
+    @dev The effective (open-interest-scaled) initial margin fraction, ppm:
+         node/risk.py oi_scaled_initial_margin_ppm(base, open_notional,
+         lower, upper) with open_notional = ceil(open_interest * oracle *
+         10**6 / 10**d) USDC base units, d = pd + sd (docs/protocol.md
+         "Open interest"). Scalars only: a markets leaf argument would be
+         copied into every call.
     """
-    base: uint256 = convert(extract32(markets, row + 5 * 32), uint256)
-    upper: uint256 = convert(extract32(markets, row + 17 * 32), uint256)
     if upper == 0:
         return base
-    lower: uint256 = convert(extract32(markets, row + 16 * 32), uint256)
-    d: uint256 = convert(extract32(markets, row + 32), uint256) + convert(extract32(markets, row + 2 * 32), uint256)
-    raw: uint256 = convert(extract32(markets, row + 15 * 32), uint256) * convert(extract32(markets, row + 9 * 32),
-                                                                             uint256)
+    raw: uint256 = open_interest * oracle
     notional: uint256 = 0
     if d <= 6:
         notional = raw * 10 ** (6 - d)
@@ -378,7 +375,11 @@ def _withdraw(txp: Bytes[MAX_TXP], domain_separator: bytes32, system: Bytes[SYST
         positions[i].funding_index = index
         positions[i].settled_funding += owed
         margin_free += self._position_value(size, price, decimals) - self._initial_margin(
-            size, price, self._imf(markets_leaf, cursor), decimals)
+            size, price, self._imf(
+                convert(extract32(markets_leaf, cursor + 5 * 32), uint256),
+                convert(extract32(markets_leaf, cursor + 16 * 32), uint256),
+                convert(extract32(markets_leaf, cursor + 17 * 32), uint256),
+                convert(extract32(markets_leaf, cursor + 15 * 32), uint256), price, decimals), decimals)
     free: int256 = collateral + margin_free
     if convert(amount, int256) > free:
         return False, empty(bytes32), empty(bytes32), empty(bytes32)

@@ -88,12 +88,16 @@ struct Risk:
     maintenance: int256  # sum of ceil maintenance margins
     initial: int256  # sum of ceil effective initial margins
 
-# what both rules need of the traded market
-struct Row:
-    at: uint256  # byte offset of the row in the markets leaf
+# a listed market as the risk formulas read it (decoded once per step from
+# the markets leaf: helpers never take the 37 KB leaf, which Vyper would copy
+# into every call)
+struct Mkt:
+    id: uint256
     decimals: uint256  # pd + sd
-    oracle: int256
+    oracle: int256  # oracle_price
     index: int256  # funding_index
+    mmf: int256  # mmf_ppm
+    imf: int256  # effective imf_ppm at the market's open interest
 
 
 # ---------------------------------------------------------------- helpers
@@ -115,35 +119,42 @@ def _address(txp: Bytes[MAX_TXP], offset: uint256) -> address:
 
 @pure
 @internal
-def _word(markets: Bytes[MARKETS_LEAF_BYTES], at: uint256, word: uint256) -> uint256:
-    return convert(extract32(markets, at + 32 * word), uint256)
-
-
-@pure
-@internal
-def _sword(markets: Bytes[MARKETS_LEAF_BYTES], at: uint256, word: uint256) -> int256:
-    return convert(extract32(markets, at + 32 * word), int256)
-
-
-@pure
-@internal
-def _row(markets: Bytes[MARKETS_LEAF_BYTES], market: uint256) -> Row:
+def _table(markets: Bytes[MARKETS_LEAF_BYTES]) -> DynArray[Mkt, MAX_MARKETS]:
     """
-    @dev The row of `market` in the markets leaf (sorted by id); at = 0 when
-         it is not listed.
+    @dev The markets leaf's rows (sorted by id) as Mkt, each with its
+         effective initial margin fraction at its open interest.
     """
+    out: DynArray[Mkt, MAX_MARKETS] = []
     if len(markets) == 0:
-        return empty(Row)
+        return out
     n: uint256 = convert(extract32(markets, 32), uint256)
     for i: uint256 in range(n, bound=MAX_MARKETS):
         at: uint256 = 64 + i * MARKET_ROW_BYTES
-        listed: uint256 = self._word(markets, at, 0)
-        if listed >= market:
-            if listed != market:
-                break
-            return Row(at=at, decimals=self._word(markets, at, 1) + self._word(markets, at, 2),
-                       oracle=self._sword(markets, at, W_ORACLE), index=self._sword(markets, at, W_INDEX))
-    return empty(Row)
+        d: uint256 = convert(extract32(markets, at + 32), uint256) + convert(extract32(markets, at + 64), uint256)
+        oracle: int256 = convert(extract32(markets, at + 32 * W_ORACLE), int256)
+        out.append(Mkt(
+            id=convert(extract32(markets, at), uint256), decimals=d, oracle=oracle,
+            index=convert(extract32(markets, at + 32 * W_INDEX), int256),
+            mmf=convert(extract32(markets, at + 32 * W_MMF), int256),
+            imf=self._imf(convert(extract32(markets, at + 32 * W_IMF), int256),
+                          convert(extract32(markets, at + 32 * W_OI_LOWER), int256),
+                          convert(extract32(markets, at + 32 * W_OI_UPPER), int256),
+                          convert(extract32(markets, at + 32 * W_OPEN_INTEREST), int256), oracle, d)))
+    return out
+
+
+@pure
+@internal
+def _find(table: DynArray[Mkt, MAX_MARKETS], market: uint256) -> uint256:
+    """
+    @dev The index of `market` in `table`, or MAX_MARKETS if not listed.
+    """
+    for i: uint256 in range(len(table), bound=MAX_MARKETS):
+        if table[i].id >= market:
+            if table[i].id == market:
+                return i
+            break
+    return MAX_MARKETS
 
 
 @pure
@@ -215,20 +226,15 @@ def _unsettled(size: int256, index_diff: int256, decimals: uint256) -> int256:
 
 @pure
 @internal
-def _imf(markets: Bytes[MARKETS_LEAF_BYTES], at: uint256, open_interest: int256) -> int256:
+def _imf(base: int256, lower: int256, upper: int256, open_interest: int256, oracle: int256, d: uint256) -> int256:
     """
-    @dev The effective initial margin fraction (ppm) of the market at `at`
-         with `open_interest` (size units): node/risk.py
-         oi_scaled_initial_margin_ppm(imf, ceil(oi * oracle * 10**6 /
-         10**(pd + sd)), lower cap, upper cap).
+    @dev The effective initial margin fraction (ppm): node/risk.py
+         oi_scaled_initial_margin_ppm(base, ceil(oi * oracle * 10**6 /
+         10**d), lower cap, upper cap), d = pd + sd.
     """
-    base: int256 = self._sword(markets, at, W_IMF)
-    upper: int256 = self._sword(markets, at, W_OI_UPPER)
     if upper == 0:
         return base
-    lower: int256 = self._sword(markets, at, W_OI_LOWER)
-    notional: int256 = self._value(open_interest, self._sword(markets, at, W_ORACLE),
-                                   self._word(markets, at, 1) + self._word(markets, at, 2), True)
+    notional: int256 = self._value(open_interest, oracle, d, True)
     if notional <= lower:
         return base
     if notional >= upper:
@@ -238,27 +244,30 @@ def _imf(markets: Bytes[MARKETS_LEAF_BYTES], at: uint256, open_interest: int256)
 
 @pure
 @internal
-def _risk(account: Account, markets: Bytes[MARKETS_LEAF_BYTES], traded: uint256, traded_oi: int256) -> Risk:
+def _risk(account: Account, table: DynArray[Mkt, MAX_MARKETS]) -> Risk:
     """
     @dev Equity (unsettled funding included, values floored and rounded
          up), maintenance margin and effective initial margin of `account`
-         at oracle prices; the market `traded` counts `traded_oi` as its
-         open interest. Reverts "osp: position in an unknown market".
+         at oracle prices; positions and the table are both sorted by
+         market id (one merge walk). Reverts "osp: position in an unknown
+         market".
     """
     out: Risk = Risk(equity=account.collateral, equity_up=account.collateral, maintenance=0, initial=0)
+    k: uint256 = 0
     for p: Position in account.positions:
         market: uint256 = convert(p.market, uint256)
-        row: Row = self._row(markets, market)
-        assert row.at != 0, "osp: position in an unknown market"
+        for _j: uint256 in range(MAX_MARKETS):
+            if k == len(table) or table[k].id >= market:
+                break
+            k += 1
+        assert k < len(table) and table[k].id == market, "osp: position in an unknown market"
+        mk: Mkt = table[k]
         size: int256 = convert(p.size, int256)
-        owed: int256 = self._unsettled(size, row.index - p.funding_index, row.decimals)
-        out.equity += self._value(size, row.oracle, row.decimals, False) - owed
-        out.equity_up += self._value(size, row.oracle, row.decimals, True) - owed
-        out.maintenance += self._margin(size, row.oracle, self._sword(markets, row.at, W_MMF), row.decimals)
-        oi: int256 = self._sword(markets, row.at, W_OPEN_INTEREST)
-        if market == traded:
-            oi = traded_oi
-        out.initial += self._margin(size, row.oracle, self._imf(markets, row.at, oi), row.decimals)
+        owed: int256 = self._unsettled(size, mk.index - p.funding_index, mk.decimals)
+        out.equity += self._value(size, mk.oracle, mk.decimals, False) - owed
+        out.equity_up += self._value(size, mk.oracle, mk.decimals, True) - owed
+        out.maintenance += self._margin(size, mk.oracle, mk.mmf, mk.decimals)
+        out.initial += self._margin(size, mk.oracle, mk.imf, mk.decimals)
     return out
 
 
@@ -273,14 +282,14 @@ def _size_in(account: Account, market: uint256) -> int256:
 
 @pure
 @internal
-def _no_riskier(before: Account, after: Account, markets: Bytes[MARKETS_LEAF_BYTES]) -> bool:
+def _no_riskier(before: Account, after: Account, table: DynArray[Mkt, MAX_MARKETS]) -> bool:
     """
     @dev node/risk.py transition_violation(before, after) is None (StarkEx
          Perpetual check_valid_transition): after well leveraged, or no
          position enlarged or new, TV0 * TR1 <= TV1_up * TR0, and TV0 <=
          TV1_up when TR0 = 0.
     """
-    r1: Risk = self._risk(after, markets, 0, 0)
+    r1: Risk = self._risk(after, table)
     if r1.maintenance <= r1.equity:
         return True
     for p: Position in after.positions:
@@ -288,7 +297,7 @@ def _no_riskier(before: Account, after: Account, markets: Bytes[MARKETS_LEAF_BYT
         s1: int256 = convert(p.size, int256)
         if (s0 > 0) != (s1 > 0) or s0 == 0 or abs(s1) > abs(s0):
             return False
-    r0: Risk = self._risk(before, markets, 0, 0)
+    r0: Risk = self._risk(before, table)
     if r0.equity * r1.maintenance > r1.equity_up * r0.maintenance:
         return False
     return r0.maintenance != 0 or r0.equity <= r1.equity_up
@@ -339,14 +348,14 @@ def _hash(account: Account) -> bytes32:
 
 @pure
 @internal
-def _settle_and_trade(account: Account, market: uint256, row: Row, delta: int256, cash: int256,
-                      change: int256) -> (Account, int256):
+def _settle_and_trade(account: Account, mk: Mkt, delta: int256, cash: int256, change: int256) -> (Account, int256):
     """
     @dev Settle the funding of the account's position in `market` (if any:
          collateral -= u, settled_funding += u, funding_index = the
          market's), then trade `delta` for position cash `cash` and move the
          collateral by `change`. Returns (the account, u).
     """
+    market: uint256 = mk.id
     out: Account = account
     k: uint256 = len(out.positions)
     for j: uint256 in range(len(out.positions), bound=MAX_POSITIONS):
@@ -361,14 +370,14 @@ def _settle_and_trade(account: Account, market: uint256, row: Row, delta: int256
     if held:
         old_size = convert(out.positions[k].size, int256)
         old_cost = out.positions[k].cost
-        owed = self._unsettled(old_size, row.index - out.positions[k].funding_index, row.decimals)
+        owed = self._unsettled(old_size, mk.index - out.positions[k].funding_index, mk.decimals)
         settled = out.positions[k].settled_funding + owed
     out.collateral += change - owed
     new_size: int256 = 0
     new_cost: int256 = 0
     new_size, new_cost = self._trade(old_size, old_cost, delta, cash)
     entry: Position = Position(market=convert(market, uint32), size=convert(new_size, int128), cost=new_cost,
-                               funding_index=row.index, settled_funding=settled)
+                               funding_index=mk.index, settled_funding=settled)
     if held and new_size != 0:
         out.positions[k] = entry
     elif held:
@@ -386,18 +395,16 @@ def _settle_and_trade(account: Account, market: uint256, row: Row, delta: int256
 
 @pure
 @internal
-def _bankruptcy_quote(account: Account, markets: Bytes[MARKETS_LEAF_BYTES], row: Row, size: int256,
-                      delta: int256, pre: Risk) -> int256:
+def _bankruptcy_quote(mk: Mkt, size: int256, delta: int256, pre: Risk) -> int256:
     """
     @dev node/risk.py bankruptcy_quote: -DNNV - floor(E * |DMMR| / MM),
          DNNV = value(size + delta) - value(size), DMMR = mm(size + delta)
          - mm(size), E and MM of the pre-state account (`pre`, MM > 0).
     """
-    mmf: int256 = self._sword(markets, row.at, W_MMF)
-    dnnv: int256 = self._value(size + delta, row.oracle, row.decimals, False) \
-        - self._value(size, row.oracle, row.decimals, False)
-    dmmr: int256 = self._margin(size + delta, row.oracle, mmf, row.decimals) \
-        - self._margin(size, row.oracle, mmf, row.decimals)
+    dnnv: int256 = self._value(size + delta, mk.oracle, mk.decimals, False) \
+        - self._value(size, mk.oracle, mk.decimals, False)
+    dmmr: int256 = self._margin(size + delta, mk.oracle, mk.mmf, mk.decimals) \
+        - self._margin(size, mk.oracle, mk.mmf, mk.decimals)
     return -dnnv - self._floor_div(pre.equity * -dmmr, pre.maintenance)
 
 
