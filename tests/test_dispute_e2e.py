@@ -184,6 +184,8 @@ def _every_fault(h: Harness, kinds: list[Fault]) -> None:
     assert not h.rollup.withdrawal_paid(count)  # a forged id past the user's was never paid
 
 
+@pytest.mark.skipif(os.environ.get("DERIVNET_SLOW") != "1",
+                    reason="a Liquidate fault disputed end to end: set DERIVNET_SLOW=1 (about 45 s)")
 def test_liquidation_fault_is_won_by_the_challenger(harness) -> None:
     """Issue 8's acceptance: a batch holding a Liquidate posted with the
     root of the 'liquidation' fault (the insurance fund credited one unit
