@@ -6,7 +6,9 @@ transactions give the same post-state root from ``node.stf`` +
 
 The state carries funding: ETH has a funding index and a last tick, the
 users' positions sit at other indices (owed on one side, due on the other),
-so Withdraw settles and every margin check counts unsettled funding.
+so Withdraw settles and every margin check counts unsettled funding; and
+open interest: BTC's open notional sits between its caps, so every Fill and
+Withdraw touching BTC uses an OI-scaled initial margin fraction.
 
 Default run: about 200 hypothesis steps; ``DERIVNET_SLOW=1`` runs 5,000 (with
 tests/test_osp_fill.py's 5,000 fills: the 10,000 steps of issue 7)
@@ -95,7 +97,11 @@ def new_state() -> State:
     markets = state.markets
     state.set_market(replace(markets[ETH], funding_index=ETH_INDEX, funding_time=ETH_TICKED,
                              funding_rate_ppm=250))
-    state.set_market(replace(markets[BTC], funding_index=BTC_INDEX))
+    # BTC's open notional (500 size units at 23,500.0: 117.5 USDC) sits between
+    # its open-interest caps, so every BTC margin check scales the imf
+    state.set_market(replace(markets[BTC], funding_index=BTC_INDEX, open_interest=500,
+                             oi_lower_cap=100_000_000, oi_upper_cap=1_000_000_000))
+    state.set_market(replace(state.markets[ETH], open_interest=2_000))
     state.set_account(USERS[1].address, Account(500_000_000, 0, (
         Position(ETH, 2_000, -333_200, 7), Position(BTC, -3_000, 70_500_000, 5))))
     btc = markets[BTC]
@@ -312,6 +318,20 @@ def test_funding_tick_elapsed_and_clamp(env: Env, since: int, premium: int) -> N
     after = state.markets[ETH]
     assert (after.funding_index, after.funding_time, after.funding_rate_ppm) == \
         (ETH_INDEX + delta, NOW, rate)
+
+
+def test_fill_with_open_interest_scaling_binding(env: Env) -> None:
+    """A BTC fill that the base imf (10%) allows but the OI-scaled one
+    rejects, and a smaller one that passes; the markets leaf carries the
+    new open interest (node/risk.py oi_scaled_initial_margin_ppm)."""
+    state = with_market(new_state(), BTC, oi_lower_cap=100_000_000, oi_upper_cap=150_000_000)
+    u0, u3 = USERS[0], USERS[3]
+    # 1,000 USDC each: 30,000 units (7,050 USDC) needs 705 USDC at 10%, but
+    # lifts the open notional past the upper cap (imf 100%)
+    assert check_step(env, state, _fill(u0, u3, True, 30_000, 235_000, salt=31, market=BTC)) == \
+        "InsufficientMargin"
+    assert check_step(env, state, _fill(u0, u3, True, 100, 235_000, salt=32, market=BTC)) == "ok"
+    assert state.markets[BTC].open_interest == 600
 
 
 def test_funding_tick_zero_cap(env: Env) -> None:
