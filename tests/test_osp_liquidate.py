@@ -40,7 +40,7 @@ from node.signing import Signer, dev_keys
 from node.smt import EMPTY_ROOT, SparseMerkleTree
 from node.state import Account, Position, State
 from node.stf import apply_transaction
-from node.transactions import Deleverage, Liquidate, Order, SettleFunding, Transaction
+from node.transactions import Deleverage, Liquidate, Order, SettleFunding, Transaction, encode_tx
 from prover.osp import OneStepProverClient, deploy_prover
 from prover.witness import step_witness
 
@@ -253,6 +253,25 @@ def test_docs_examples_hold() -> None:
     acc = state.account(LONG.address)
     assert equity(acc, state.markets) == -100 * USDC and maintenance_margin(acc, state.markets) == 90 * USDC
     assert fillable(new_state(220_000), SHORT.address) == 236_500
+
+
+def test_liquidation_fault_is_caught_by_the_one_step_proof(env: Env) -> None:
+    """prover.trace's 'liquidation' fault (the fund credited one unit too
+    much): the faulty trace's root after the Liquidate differs from the
+    one-step proof's, which equals the honest one."""
+    from node.derive import Step
+    from prover.trace import BatchTrace, Fault
+
+    state = new_state(199_000)
+    tx = liquidation(state, LONG.address, ETH_UNIT, 197_575)
+    steps = [Step(NOW, encode_tx(SettleFunding(SHORT.address, ETH))), Step(NOW, encode_tx(tx))]
+    honest = BatchTrace(State(state.tree, state.root), steps, DOMAIN)
+    faulty = BatchTrace(State(state.tree, state.root), steps, DOMAIN, fault=Fault.LIQUIDATION)
+    assert faulty.fault_step == 1 and faulty.roots[:2] == honest.roots[:2]
+    assert faulty.post_root != honest.post_root
+    before = faulty.state_before(1)
+    proved = env.prover.prove_step(before.root, NOW, tx, DOMAIN, step_witness(before, tx, NOW, DOMAIN))
+    assert proved == honest.roots[2] != faulty.roots[2]
 
 
 # ---------------------------------------------------------------- Deleverage, table

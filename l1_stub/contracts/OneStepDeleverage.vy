@@ -102,10 +102,6 @@ def _deleverage(txp: Bytes[perp.MAX_TXP], system: Bytes[perp.SYSTEM_LEAF_BYTES],
         fee_hash = perp._hash(after)
     elif fee_account == offset:
         fee_hash = perp._hash(other)
-    elif income == 0:
-        # no dust: the fee account's leaf is not written (node/liquidation.py),
-        # an absent one stays absent
-        fee_hash = self._leaf_hash(fee_leaf)
     else:
         fee: perp.Account = perp._decode(fee_leaf)
         fee.collateral += income
