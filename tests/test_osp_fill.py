@@ -456,13 +456,15 @@ def world_strategy(draw: st.DrawFn) -> State:
         state.set_account(OUTSIDER, draw(account_strategy(markets)))
     state.commit()
     # open interest: the sum of the long sizes (so no fill takes it below 0);
-    # half the markets get open-interest caps around their open notional, so
-    # the margin checks scale the initial margin fraction (issue 8)
+    # a third of the markets get open-interest caps around their open
+    # notional, so the margin checks scale the initial margin fraction
+    # (issue 8; not more: a scaled fraction fails most margin checks, and the
+    # run must still apply fills that settle funding both ways)
     for market in markets:
         oi = sum(max(p.size, 0) for who in [*SIGNERS, OUTSIDER_SIGNER]
                  for p in state.account(who.address).positions if p.market == market.id)
         scaled = replace(state.markets[market.id], open_interest=oi)
-        if draw(st.booleans()):
+        if draw(st.integers(0, 2)) == 0:
             on = open_notional(scaled, oi)
             lower = draw(st.integers(0, 2 * on + 10))
             upper = lower + draw(st.integers(1, 2 * on + 10))

@@ -527,12 +527,13 @@ def transition(
                     unit)
                 imf: uint256 = traded_imf
                 if held_market != convert(market, uint256):
-                    imf = self._imf(
-                        convert(extract32(markets, unsafe_add(cursor, 5 * 32)), uint256),
-                        convert(extract32(markets, unsafe_add(cursor, 16 * 32)), uint256),
-                        convert(extract32(markets, unsafe_add(cursor, 17 * 32)), uint256),
-                        convert(extract32(markets, unsafe_add(cursor, OPEN_INTEREST_WORD)), uint256),
-                        convert(extract32(markets, unsafe_add(cursor, 9 * 32)), uint256), d)
+                    imf = convert(extract32(markets, unsafe_add(cursor, 5 * 32)), uint256)
+                    upper: uint256 = convert(extract32(markets, unsafe_add(cursor, 17 * 32)), uint256)
+                    if upper != 0:  # the call only for a market with open-interest caps
+                        imf = self._imf(
+                            imf, convert(extract32(markets, unsafe_add(cursor, 16 * 32)), uint256), upper,
+                            convert(extract32(markets, unsafe_add(cursor, OPEN_INTEREST_WORD)), uint256),
+                            convert(extract32(markets, unsafe_add(cursor, 9 * 32)), uint256), d)
                 scaled: uint256 = unsafe_mul(convert(abs(value_raw), uint256), imf)
                 need = unsafe_add(need, unsafe_div(unsafe_add(scaled, unsafe_sub(unit, 1)), unit))
             if equity < convert(need, int256):

@@ -374,12 +374,12 @@ def _withdraw(txp: Bytes[MAX_TXP], domain_separator: bytes32, system: Bytes[SYST
         pool += owed
         positions[i].funding_index = index
         positions[i].settled_funding += owed
-        margin_free += self._position_value(size, price, decimals) - self._initial_margin(
-            size, price, self._imf(
-                convert(extract32(markets_leaf, cursor + 5 * 32), uint256),
-                convert(extract32(markets_leaf, cursor + 16 * 32), uint256),
-                convert(extract32(markets_leaf, cursor + 17 * 32), uint256),
-                convert(extract32(markets_leaf, cursor + 15 * 32), uint256), price, decimals), decimals)
+        imf: uint256 = convert(extract32(markets_leaf, cursor + 5 * 32), uint256)
+        upper: uint256 = convert(extract32(markets_leaf, cursor + 17 * 32), uint256)
+        if upper != 0:  # open-interest scaling (the call only when a market has caps)
+            imf = self._imf(imf, convert(extract32(markets_leaf, cursor + 16 * 32), uint256), upper,
+                            convert(extract32(markets_leaf, cursor + 15 * 32), uint256), price, decimals)
+        margin_free += self._position_value(size, price, decimals) - self._initial_margin(size, price, imf, decimals)
     free: int256 = collateral + margin_free
     if convert(amount, int256) > free:
         return False, empty(bytes32), empty(bytes32), empty(bytes32)
