@@ -413,7 +413,8 @@ def deploy(
     MAX_FINALIZE_ON_FREEZE). The settlement windows and dispute parameters
     default to ``PRESETS["devnet"]``; pass ``**asdict(PRESETS["mainnet"])``
     for the mainnet values. ``prover``: the one-step prover's address; None
-    deploys OneStepFill + OneStepRisk + OneStepProver when this build has them, else
+    deploys OneStepFill + OneStepRisk + OneStepLiquidate + OneStepDeleverage +
+    OneStepProver when this build has them, else
     uses NO_PROVER. Raises ValueError for a value out of range."""
     if len(genesis_state_root) != 32:
         raise ValueError("genesis_state_root must be 32 bytes")
@@ -481,20 +482,25 @@ def deploy(
 
 def _deploy_prover(w3: Web3, key: bytes, nonce: int, mine: MineFn | None,
                    timeout: float) -> tuple[str, int]:
-    """Deploy OneStepFill, OneStepRisk, then OneStepProver(fill, risk) if
-    this build has them; returns (prover address, next nonce). Without them:
-    (NO_PROVER, nonce)."""
+    """Deploy OneStepFill, OneStepRisk, OneStepLiquidate, OneStepDeleverage,
+    then OneStepProver(fill, risk, liquidate, deleverage) if this build has them; returns
+    (prover address, next nonce). Without them: (NO_PROVER, nonce)."""
     from l1_stub.contracts import CONTRACT_NAMES
 
-    if not {"OneStepProver", "OneStepFill", "OneStepRisk"} <= set(CONTRACT_NAMES):
+    names = {"OneStepProver", "OneStepFill", "OneStepRisk", "OneStepLiquidate", "OneStepDeleverage"}
+    if not names <= set(CONTRACT_NAMES):
         return NO_PROVER, nonce
     fill = wait_receipt(w3, send_deploy(w3, key, "OneStepFill", nonce=nonce), mine,
                         timeout=timeout)["contractAddress"]
     risk = wait_receipt(w3, send_deploy(w3, key, "OneStepRisk", nonce=nonce + 1), mine,
                         timeout=timeout)["contractAddress"]
-    prover = wait_receipt(w3, send_deploy(w3, key, "OneStepProver", (fill, risk), nonce=nonce + 2),
-                          mine, timeout=timeout)["contractAddress"]
-    return prover, nonce + 3
+    liquidate = wait_receipt(w3, send_deploy(w3, key, "OneStepLiquidate", nonce=nonce + 2), mine,
+                             timeout=timeout)["contractAddress"]
+    deleverage = wait_receipt(w3, send_deploy(w3, key, "OneStepDeleverage", nonce=nonce + 3), mine,
+                              timeout=timeout)["contractAddress"]
+    prover = wait_receipt(w3, send_deploy(w3, key, "OneStepProver", (fill, risk, liquidate, deleverage),
+                                          nonce=nonce + 4), mine, timeout=timeout)["contractAddress"]
+    return prover, nonce + 5
 
 
 # ---------------------------------------------------------------- client

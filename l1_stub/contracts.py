@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
-CONTRACT_NAMES = ("USDC", "Rollup", "DisputeGame", "OneStepProver", "OneStepFill", "OneStepRisk")
+CONTRACT_NAMES = ("USDC", "Rollup", "DisputeGame", "OneStepProver", "OneStepFill", "OneStepRisk",
+                  "OneStepLiquidate", "OneStepDeleverage")
 # contracts that only tests deploy (tests/contracts/, e.g. the dispute game's
 # test machine): compiled on demand by name, never in write_abis
 TEST_CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "tests" / "contracts"

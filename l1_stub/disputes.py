@@ -271,7 +271,7 @@ class DisputeClient:
 
     def prove(self, key: bytes, game: int, timestamp: int, tx: bytes,
               step_siblings: Sequence[bytes], witness: bytes = b"", *,
-              prove_gas: int = 1_000_000) -> HexBytes:
+              prove_gas: int = 4_000_000) -> HexBytes:
         """Decide the single step ``lo`` of the game (anyone): ``tx`` is the
         encoded transaction, ``timestamp`` its block's, ``step_siblings`` its
         commitment path (``step_proof``), ``witness`` the prover's witness."""

@@ -1024,7 +1024,7 @@ class Node:
             """Make the proposer post a wrong state root for the next batch
             that has a step the fault applies to: ``{kind, step?}`` with kind
             one of prover.trace.Fault (fill-collateral, skip-deposit,
-            forged-withdrawal, oracle-price, last-step, failed-valid-tx, funding-index) and
+            forged-withdrawal, oracle-price, last-step, failed-valid-tx, funding-index, liquidation) and
             step the first step index of the batch it may apply at (default
             0). -32602 for an unknown kind or a bad step."""
             if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):

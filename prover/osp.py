@@ -1,7 +1,7 @@
 """Deploy the one-step prover contracts on an L1 and call ``prove_step``.
 
-``deploy_prover(w3, key)`` deploys OneStepFill and OneStepRisk, then
-OneStepProver bound to them (docs/protocol.md "One-step proof"); ``OneStepProverClient`` calls
+``deploy_prover(w3, key)`` deploys OneStepFill, OneStepRisk,
+OneStepLiquidate and OneStepDeleverage, then OneStepProver bound to them (docs/protocol.md "One-step proof"); ``OneStepProverClient`` calls
 ``prove_step`` with ``eth_call`` (it is a view) and measures its gas with
 ``eth_estimateGas``. ``compile_with_imports`` compiles a Vyper source that
 imports modules of ``l1_stub/contracts`` from another folder (test
@@ -33,6 +33,8 @@ from node.transactions import Transaction, encode_tx
 PROVER_NAME = "OneStepProver"
 FILL_NAME = "OneStepFill"
 RISK_NAME = "OneStepRisk"
+LIQUIDATE_NAME = "OneStepLiquidate"
+DELEVERAGE_NAME = "OneStepDeleverage"
 # creation gas of a contract up to the 24,576-byte limit (200 gas a byte + init)
 DEPLOY_GAS = 8_000_000
 
@@ -52,6 +54,8 @@ class ProverDeployment:
     prover: str
     fill: str
     risk: str
+    liquidate: str
+    deleverage: str
 
 
 def fill_available() -> bool:
@@ -59,10 +63,12 @@ def fill_available() -> bool:
     return FILL_NAME in CONTRACT_NAMES and (CONTRACTS_DIR / f"{FILL_NAME}.vy").exists()
 
 
-def deploy_prover(w3: Web3, key: bytes, fill: str | None = None, risk: str | None = None
-                  ) -> ProverDeployment:
+def deploy_prover(w3: Web3, key: bytes, fill: str | None = None, risk: str | None = None,
+                  liquidate: str | None = None, deleverage: str | None = None) -> ProverDeployment:
     """Deploy OneStepFill (unless ``fill``, its address, is given),
-    OneStepRisk (unless ``risk`` is given) and OneStepProver(fill, risk) from
+    OneStepRisk (unless ``risk`` is given), OneStepLiquidate (unless
+    ``liquidate`` is given), OneStepDeleverage (unless ``deleverage`` is
+    given) and OneStepProver(fill, risk, liquidate, deleverage) from
     ``key``; waits for every receipt (an auto-mining or interval-mining
     chain). Without a OneStepFill contract (``fill_available()`` False) and
     no ``fill``, the prover is bound to the zero address: every type but
@@ -73,10 +79,16 @@ def deploy_prover(w3: Web3, key: bytes, fill: str | None = None, risk: str | Non
             fill = deploy_compiled(w3, key, compile_contract(FILL_NAME)).address
     if risk is None:
         risk = deploy_compiled(w3, key, compile_contract(RISK_NAME)).address
+    if liquidate is None:
+        liquidate = deploy_compiled(w3, key, compile_contract(LIQUIDATE_NAME)).address
+    if deleverage is None:
+        deleverage = deploy_compiled(w3, key, compile_contract(DELEVERAGE_NAME)).address
     fill = to_checksum_address(fill)
     risk = to_checksum_address(risk)
-    prover = deploy_compiled(w3, key, compile_contract(PROVER_NAME), (fill, risk))
-    return ProverDeployment(to_checksum_address(prover.address), fill, risk)
+    liquidate = to_checksum_address(liquidate)
+    deleverage = to_checksum_address(deleverage)
+    prover = deploy_compiled(w3, key, compile_contract(PROVER_NAME), (fill, risk, liquidate, deleverage))
+    return ProverDeployment(to_checksum_address(prover.address), fill, risk, liquidate, deleverage)
 
 
 class OneStepProverClient:

@@ -30,6 +30,7 @@ from node.transactions import (
     Deposit,
     Fill,
     FundingTick,
+    Liquidate,
     OraclePrice,
     Transaction,
     decode_tx,
@@ -50,6 +51,7 @@ class Fault(enum.Enum):
     LAST_STEP = "last-step"  # only the root after the last step is wrong
     FAILED_VALID_TX = "failed-valid-tx"  # a transaction that applies is treated as failed
     FUNDING_INDEX = "funding-index"  # a funding tick writes the market's index one unit too high
+    LIQUIDATION = "liquidation"  # a liquidation credits the insurance fund one unit too much
 
     @classmethod
     def parse(cls, text: str) -> Fault:
@@ -101,6 +103,10 @@ def _faulty_apply(state: State, step: Step, domain: Domain, fault: Fault, last: 
         # the index is cumulative: later ticks carry the error on
         market = state.markets[tx.market]
         state.set_market(replace(market, funding_index=market.funding_index + 1))
+        return True
+    if fault is Fault.LIQUIDATION and applied and isinstance(tx, Liquidate):
+        system = state.system
+        state.set_system(replace(system, insurance_fund=system.insurance_fund + 1))
         return True
     if fault is Fault.FORGED_WITHDRAWAL:
         system = state.system

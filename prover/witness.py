@@ -35,11 +35,14 @@ from node.state import (
     withdrawal_key,
 )
 from node.transactions import (
+    Deleverage,
     Deposit,
     Fill,
     FundingTick,
+    Liquidate,
     ListMarket,
     OraclePrice,
+    SettleFunding,
     Transaction,
     Withdraw,
 )
@@ -50,7 +53,7 @@ OP_LEAF = b"\x02"
 OP_BRANCH = b"\x03"
 
 MAX_TREE_BYTES = 16384  # smt.vy MAX_TREE_BYTES
-MAX_WITNESS = 73728  # OneStepProver.vy MAX_WITNESS
+MAX_WITNESS = 90112  # OneStepProver.vy MAX_WITNESS
 
 
 class WitnessTooLarge(ValueError):
@@ -158,6 +161,11 @@ def slot_keys(state: State, tx: Transaction, domain: Domain) -> list[bytes]:
     - Withdraw: system, markets, account, withdrawal ``system.withdrawal_count``
     - ListMarket: system, markets, symbols
     - FundingTick: system, markets
+    - Liquidate: system, markets, liquidated account, liquidator account
+      (``order.account``), fee account, liquidator order
+    - Deleverage: system, markets, liquidated account, offset account,
+      fee account
+    - SettleFunding: system, markets, account
     """
     system = state.system
     if isinstance(tx, Deposit):
@@ -179,6 +187,14 @@ def slot_keys(state: State, tx: Transaction, domain: Domain) -> list[bytes]:
                 withdrawal_key(system.withdrawal_count)]
     if isinstance(tx, ListMarket):
         return [SYSTEM_KEY, MARKETS_KEY, SYMBOLS_KEY]
+    if isinstance(tx, Liquidate):
+        return [SYSTEM_KEY, MARKETS_KEY, account_key(tx.liquidated), account_key(tx.order.account),
+                account_key(system.fee_account), order_key(order_hash(domain, tx.order))]
+    if isinstance(tx, Deleverage):
+        return [SYSTEM_KEY, MARKETS_KEY, account_key(tx.liquidated), account_key(tx.offset),
+                account_key(system.fee_account)]
+    if isinstance(tx, SettleFunding):
+        return [SYSTEM_KEY, MARKETS_KEY, account_key(tx.account)]
     raise TypeError(f"not a transaction: {tx!r}")
 
 

@@ -137,13 +137,18 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
     at the limits the state allows (64 markets, the fill's three accounts
     holding a position in each; ``osp_gas_<type>_at_limits``).
     ``FillFunding`` is a Fill after a FundingTick moved the market's index:
-    both parties settle funding (the system leaf's pool is written)."""
+    both parties settle funding (the system leaf's pool is written).
+    ``Liquidate`` closes a third trader's long below maintenance margin (at
+    the limits: holding a position in every market) against alice's order,
+    the insurance fund paying the shortfall; ``Deleverage`` closes it against
+    alice's short (bob's at the limits) with an empty fund; ``SettleFunding`` settles alice's
+    position after the tick."""
     from node.stf import apply_transaction
     from node.state import symbol_bytes
     from dataclasses import replace
 
     from node.state import Position
-    from node.transactions import Deposit, Fill, ListMarket, Order
+    from node.transactions import Deleverage, Deposit, Fill, Liquidate, ListMarket, Order, SettleFunding
     from prover.osp import OneStepProverClient, deploy_prover
     from prover.witness import step_witness
 
@@ -151,7 +156,7 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
     keys = dev_keys(10)
     genesis = load_genesis()
     admin, oracle = Signer(keys[0]), Signer(keys[1])
-    alice, bob = Signer(keys[5]), Signer(keys[6])
+    alice, bob, carol = Signer(keys[5]), Signer(keys[6]), Signer(keys[7])
     l1 = EmbeddedL1(chain_id=genesis.l1_chain_id, auto_mine=True)
     prover = OneStepProverClient(l1.w3, deploy_prover(l1.w3, keys[0]).prover)
     domain = Domain(genesis.l2_chain_id, bytes.fromhex("5FbDB2315678afecb367f032d93F642f64180aa3"))
@@ -196,6 +201,27 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
         assert ticked.markets[1].funding_index != state.markets[1].funding_index
         return ticked
 
+    def underwater(state: State, fund: int, others: int) -> State:
+        """``state`` with carol long 1 ETH bought at 2,000.00 with 100 USDC
+        (equity -234 USDC at 1,666.00), a position in ``others`` more
+        markets, and the insurance fund at ``fund``."""
+        risky = State(tree, state.root)
+        held = [Position(1, 10_000, 2_000 * 10**6)] + [Position(m, 1, 0) for m in range(3, 3 + others)]
+        risky.set_account(carol.address, replace(risky.account(carol.address), collateral=-1_900 * 10**6,
+                                                 positions=tuple(held)))
+        risky.set_market(replace(risky.markets[1], open_interest=risky.markets[1].open_interest + 10_000))
+        risky.set_system(replace(risky.system, insurance_fund=fund))
+        risky.commit()
+        return risky
+
+    def liquidation(salt: int) -> Liquidate:
+        o = Order(alice.address, 1, True, 158_300, 10_000, salt, now + 3600)
+        return Liquidate(carol.address, o, alice.sign_order(domain, o)[1], 10_000, 158_300)
+
+    def risk_cases(state: State, others: int, offset: Signer) -> tuple[State, dict[str, Any], State, dict[str, Any]]:
+        return (underwater(state, 10**12, others), {"Liquidate": liquidation(7)},
+                underwater(state, 0, others), {"Deleverage": Deleverage(carol.address, offset.address, 1, 10_000)})
+
     def measure(state: State, txs: dict[str, Any], suffix: str, label: str) -> dict[str, int]:
         out = {}
         for name, tx in txs.items():
@@ -203,7 +229,7 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
             witness = step_witness(probe, tx, now, domain)
             post = prover.prove_step(state.root, now, tx, domain, witness)
             check = State(tree, state.root)
-            apply_transaction(check, tx, now, domain)
+            apply_transaction(check, tx, now, domain)  # raises if the case is not valid
             assert post == check.commit(), f"{name}: the prover disagrees with the STF"
             key = f"osp_gas_{name.lower()}{suffix}"
             out[key] = prover.gas(state.root, now, tx, domain, witness)
@@ -211,7 +237,11 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
         return out
 
     out = measure(state, cases(2, 3), "", "")
-    out.update(measure(after_tick(state), {"FillFunding": fill(3)}, "", " settling funding"))
+    out.update(measure(after_tick(state), {"FillFunding": fill(3), "SettleFunding": SettleFunding(alice.address, 1)},
+                       "", " settling funding"))
+    liq_state, liq, del_state, dele = risk_cases(state, 0, alice)
+    out.update(measure(liq_state, liq, "", " (the fund pays)"))
+    out.update(measure(del_state, dele, "", ""))
     # the worst case the state allows: 63 markets listed (the ListMarket makes
     # 64), and the three accounts a fill touches holding a position in each
     limits = State(tree, state.root)
@@ -227,8 +257,11 @@ def osp_gas(quiet: bool = False) -> dict[str, int]:
     limits.commit()
     out.update(measure(limits, cases(2, 64), "_at_limits",
                        " at the limits (64 markets, 64 positions x 3 accounts)"))
-    out.update(measure(after_tick(limits), {"FillFunding": fill(3)}, "_at_limits",
-                       " settling funding at the limits"))
+    out.update(measure(after_tick(limits), {"FillFunding": fill(3), "SettleFunding": SettleFunding(alice.address, 1)},
+                       "_at_limits", " settling funding at the limits"))
+    liq_state, liq, del_state, dele = risk_cases(limits, 61, bob)
+    out.update(measure(liq_state, liq, "_at_limits", " at the limits (the liquidated in 62 markets)"))
+    out.update(measure(del_state, dele, "_at_limits", " at the limits (the liquidated in 62 markets)"))
     return out
 
 

@@ -30,6 +30,7 @@ from tests.devnet_process import DevnetProcess
 KEYS = dev_keys(10)
 ORACLE = Signer(KEYS[1])
 USER, MAKER = Signer(KEYS[5]), Signer(KEYS[6])
+LIQUIDATOR = Signer(KEYS[7])
 HONEST_KEY, OTHER_KEY = KEYS[9], KEYS[8]
 USDC = 10**6
 
@@ -181,6 +182,42 @@ def _every_fault(h: Harness, kinds: list[Fault]) -> None:
     paid = h.rollup.usdc_balance("0x" + USER.address.hex()) - paid_before
     assert paid == count * USDC
     assert not h.rollup.withdrawal_paid(count)  # a forged id past the user's was never paid
+
+
+@pytest.mark.skipif(os.environ.get("DERIVNET_SLOW") != "1",
+                    reason="a Liquidate fault disputed end to end: set DERIVNET_SLOW=1 (about 45 s)")
+def test_liquidation_fault_is_won_by_the_challenger(harness) -> None:
+    """Issue 8's acceptance: a batch holding a Liquidate posted with the
+    root of the 'liquidation' fault (the insurance fund credited one unit
+    too much) is disputed by an honest challenger, who wins on the one-step
+    proof of the Liquidate step (OneStepLiquidate.vy); the node re-posts."""
+    h = harness()
+    honest = h.challenger(HONEST_KEY)
+    deposit(h.client, h.w3, LIQUIDATOR, 5_000 * USDC)
+    # USER goes ~9x long: 5.5 ETH at 1,666.00 on its 1,000 USDC
+    h.salt += 1
+    h.client.send_order(MAKER, "ETH-USD", False, h.price, 55_000, salt=h.salt)
+    h.client.send_order(USER, "ETH-USD", True, h.price, 55_000, "IOC", salt=h.salt)
+    games = h.disputes.game_count()
+    h.client.call("devnet_injectFault", {"kind": Fault.LIQUIDATION.value})
+    # a 10% fall: USER's equity ~79 USDC, its maintenance margin ~412 USDC
+    h.oracle_time += 1
+    h.client.send_oracle_price(ORACLE, "ETH-USD", 149_940, h.oracle_time)
+    # the liquidator buys the whole long at the oracle (above the fillable bound)
+    order, _, sig = h.client.make_order(LIQUIDATOR, "ETH-USD", True, 149_940, 55_000)
+    answer = h.client.call("l2_sendLiquidation", {
+        "liquidated": "0x" + USER.address.hex(), "order": order.to_json(),
+        "signature": "0x" + sig.hex(), "size": "55000", "price": "149940"})
+    assert answer["fillType"] == "liquidation"
+    bad = h.wrong_batch()
+    h.play(lambda: h.disputes.game_count() > games and
+           h.disputes.get_game(games).status != Status.ACTIVE, what="the liquidation game")
+    game = h.disputes.get_game(games)
+    assert game.status == Status.CHALLENGER_WON and game.batch_index == bad
+    assert any(m.game == games for m in honest.moves)
+    h.play(h.caught_up, what="re-post after the liquidation fault")
+    system = h.client.call("l2_getSystem", "latest")
+    assert int(system["insuranceFund"]) > 0
 
 
 def test_malicious_challenger_loses_and_the_batch_finalizes(harness) -> None:

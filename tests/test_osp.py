@@ -6,7 +6,9 @@ transactions give the same post-state root from ``node.stf`` +
 
 The state carries funding: ETH has a funding index and a last tick, the
 users' positions sit at other indices (owed on one side, due on the other),
-so Withdraw settles and every margin check counts unsettled funding.
+so Withdraw settles and every margin check counts unsettled funding; and
+open interest: BTC's open notional sits between its caps, so every Fill and
+Withdraw touching BTC uses an OI-scaled initial margin fraction.
 
 Default run: about 200 hypothesis steps; ``DERIVNET_SLOW=1`` runs 5,000 (with
 tests/test_osp_fill.py's 5,000 fills: the 10,000 steps of issue 7)
@@ -95,7 +97,11 @@ def new_state() -> State:
     markets = state.markets
     state.set_market(replace(markets[ETH], funding_index=ETH_INDEX, funding_time=ETH_TICKED,
                              funding_rate_ppm=250))
-    state.set_market(replace(markets[BTC], funding_index=BTC_INDEX))
+    # BTC's open notional (500 size units at 23,500.0: 117.5 USDC) sits between
+    # its open-interest caps, so every BTC margin check scales the imf
+    state.set_market(replace(markets[BTC], funding_index=BTC_INDEX, open_interest=500,
+                             oi_lower_cap=100_000_000, oi_upper_cap=1_000_000_000))
+    state.set_market(replace(state.markets[ETH], open_interest=2_000))
     state.set_account(USERS[1].address, Account(500_000_000, 0, (
         Position(ETH, 2_000, -333_200, 7), Position(BTC, -3_000, 70_500_000, 5))))
     btc = markets[BTC]
@@ -248,6 +254,14 @@ def rule_cases() -> list[tuple[str, Callable[[State], Transaction], str]]:
         ("list maker fee", lambda s: listing(3, maker_fee_ppm=1_000_001), "InvalidFee"),
         ("list taker fee", lambda s: listing(3, taker_fee_ppm=1_000_001), "InvalidFee"),
         ("list zero price", lambda s: listing(3, oracle_price=0), "InvalidPrice"),
+        ("list with oi caps", lambda s: listing(3, max_liquidation_fee_ppm=10**6, oi_lower_cap=2**128 - 2,
+                                                oi_upper_cap=2**128 - 1), "ok"),
+        ("list lower cap without upper", lambda s: listing(3, oi_lower_cap=5), "ok"),
+        ("list liquidation fee", lambda s: listing(3, max_liquidation_fee_ppm=10**6 + 1), "InvalidFee"),
+        ("list caps equal", lambda s: listing(3, oi_lower_cap=7, oi_upper_cap=7), "InvalidOpenInterestCaps"),
+        ("list caps reversed", lambda s: listing(3, oi_lower_cap=8, oi_upper_cap=7), "InvalidOpenInterestCaps"),
+        ("list caps before price", lambda s: listing(3, oi_lower_cap=8, oi_upper_cap=7, oracle_price=0),
+         "InvalidOpenInterestCaps"),
         ("funding tick", lambda s: tick_tx(ETH, NOW, 1_234), "ok"),
         ("funding tick negative", lambda s: tick_tx(ETH, NOW - 1, -777), "ok"),
         ("funding first tick", lambda s: tick_tx(BTC, NOW, 5_000), "ok"),
@@ -304,6 +318,20 @@ def test_funding_tick_elapsed_and_clamp(env: Env, since: int, premium: int) -> N
     after = state.markets[ETH]
     assert (after.funding_index, after.funding_time, after.funding_rate_ppm) == \
         (ETH_INDEX + delta, NOW, rate)
+
+
+def test_fill_with_open_interest_scaling_binding(env: Env) -> None:
+    """A BTC fill that the base imf (10%) allows but the OI-scaled one
+    rejects, and a smaller one that passes; the markets leaf carries the
+    new open interest (node/risk.py oi_scaled_initial_margin_ppm)."""
+    state = with_market(new_state(), BTC, oi_lower_cap=100_000_000, oi_upper_cap=150_000_000)
+    u0, u3 = USERS[0], USERS[3]
+    # 1,000 USDC each: 30,000 units (7,050 USDC) needs 705 USDC at 10%, but
+    # lifts the open notional past the upper cap (imf 100%)
+    assert check_step(env, state, _fill(u0, u3, True, 30_000, 235_000, salt=31, market=BTC)) == \
+        "InsufficientMargin"
+    assert check_step(env, state, _fill(u0, u3, True, 100, 235_000, salt=32, market=BTC)) == "ok"
+    assert state.markets[BTC].open_interest == 600
 
 
 def test_funding_tick_zero_cap(env: Env) -> None:
@@ -593,7 +621,7 @@ def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transact
             amount = max(room, 0) + data.draw(st.integers(1, 10**6))
         return _signed(data, lambda k: withdraw_tx(who, amount, nonce, signer=k), who, fault)
     fault = _fault(data, [*SIGNATURE_FAULTS, "listed", "symbol", "duplicate", "decimals",
-                          "tickstep", "margin", "fee", "price"])
+                          "tickstep", "margin", "fee", "price", "caps"])
     unused = [i for i in range(0, max(markets) + 3) if i not in markets]
     market = data.draw(st.sampled_from(unused))
     taken = {bytes(v) for v in state.symbols.values()}
@@ -627,6 +655,15 @@ def draw_tx(data: st.DataObject, state: State, timestamp: int = NOW) -> Transact
             data.draw(st.integers(10**6 + 1, 2**32 - 1))
     elif fault == "price":
         fields["oracle_price"] = 0
+    elif fault == "caps":
+        upper = data.draw(st.integers(1, 2**128 - 1))
+        fields.update(oi_upper_cap=upper, oi_lower_cap=data.draw(st.integers(upper, 2**128 - 1)))
+    if fault != "caps" and data.draw(st.booleans()):
+        upper = data.draw(st.sampled_from([0, 2**128 - 1]) | st.integers(1, 10**12))
+        fields.update(oi_upper_cap=upper, oi_lower_cap=data.draw(st.integers(0, max(upper - 1, 0))))
+    fields["max_liquidation_fee_ppm"] = data.draw(st.integers(0, 10**6))
+    if fault == "fee" and data.draw(st.booleans()):
+        fields["max_liquidation_fee_ppm"] = data.draw(st.integers(10**6 + 1, 2**32 - 1))
     return _signed(data, lambda k: listing(market, symbol, k, **fields), ADMIN, fault)
 
 

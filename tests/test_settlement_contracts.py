@@ -740,6 +740,34 @@ def test_escape_pays_equity_net_of_unsettled_funding():
     assert env.balance(env.deployment.rollup) == 0
 
 
+def test_escape_decodes_the_risk_fields():
+    """escape() decodes issue 8's leaf formats (a market row + max
+    liquidation fee, open interest and its caps; a position + settled
+    funding; the system leaf + insurance fund, not read) and pays the same
+    equity: none of the new fields enters it."""
+    risky = {
+        m.id: dataclasses.replace(m, max_liquidation_fee_ppm=15_000 + m.id, open_interest=2**128 - 1 - m.id,
+                                  oi_lower_cap=25_000_000 * USDC, oi_upper_cap=50_000_000 * USDC)
+        for m in FUNDED_MARKETS.values()
+    }
+    env = make_env(SettlementWindows(0, 30, 0))
+    accounts = {}
+    for name, acc, _ in FUNDING_ROWS:
+        settled = tuple(dataclasses.replace(p, settled_funding=-(2**255) + i if i % 2 else 2**255 - 1 - i)
+                        for i, p in enumerate(acc.positions))
+        accounts[addr20(f"risky {name}")] = dataclasses.replace(acc, positions=settled)
+    state = state_of(accounts, markets=risky)
+    expected = {a: max(equity(acc, FUNDED_MARKETS), 0) for a, acc in accounts.items()}
+    assert expected == {a: max(equity(acc, risky), 0) for a, acc in accounts.items()}
+    fund_rollup(env, sum(expected.values()))
+    env.submit(state.root)
+    env.wait(env.client.freeze(env.key(5)))
+    for who, amount in expected.items():
+        receipt = env.wait(env.escape(state, who))
+        (event,) = env.client.rollup.events.Escaped().process_receipt(receipt, errors=DISCARD)
+        assert event["args"]["amount"] == amount, who
+
+
 def test_escape_unknown_market_and_sum_over_a_ledger():
     """A balanced ledger (sizes net to zero per market, collateral summing to
     the deposits): the escapes pay the sum of floored equities, which never

@@ -20,7 +20,7 @@ MAX_STEP_DEPTH: constant(uint256) = 32
 MAX_TX_BYTES: constant(uint256) = 261
 # largest batch data (the Rollup's MAX_BATCH_BYTES)
 MAX_BATCH_BYTES: constant(uint256) = 131072
-MAX_WITNESS: constant(uint256) = 73728
+MAX_WITNESS: constant(uint256) = 90112
 
 MASK64: constant(uint256) = 2**64 - 1
 MASK128: constant(uint256) = 2**128 - 1

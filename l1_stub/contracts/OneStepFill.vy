@@ -16,14 +16,16 @@
 # leaf bounds, as in Rollup.vy (docs/protocol.md "State")
 MAX_MARKETS: constant(uint256) = 64
 MAX_POSITIONS: constant(uint256) = MAX_MARKETS
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
-# the markets leaf is offset | length | 14 words per market: id, price_decimals,
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 5 * 32 * MAX_POSITIONS
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 18 * 32 * MAX_MARKETS
+# the markets leaf is offset | length | 18 words per market: id, price_decimals,
 # size_decimals, tick_size, step_size, imf_ppm, mmf_ppm, maker_fee_ppm,
 # taker_fee_ppm, oracle_price, oracle_time, funding_index, funding_time,
-# funding_rate_ppm
-MARKET_ROW_BYTES: constant(uint256) = 14 * 32
+# funding_rate_ppm, max_liquidation_fee_ppm, open_interest, oi_lower_cap,
+# oi_upper_cap
+MARKET_ROW_BYTES: constant(uint256) = 18 * 32
 FUNDING_INDEX_WORD: constant(uint256) = 11 * 32
+OPEN_INTEREST_WORD: constant(uint256) = 15 * 32
 
 # encoded Fill (docs/protocol.md "Transactions"): type byte 0x02, then
 # maker order(57) | maker sig(65) | taker order(57) | taker sig(65) | size u64 | price u64
@@ -57,6 +59,7 @@ struct Position:
     size: int128
     cost: int256
     funding_index: int256
+    settled_funding: int256
 
 # an order as packed in the tx; `side` is the raw isBuy byte (0 sell, 1 buy;
 # anything else makes the tx undecodable, which fails the Fill)
@@ -151,6 +154,40 @@ def _ceil_div(a: uint256, b: uint256) -> uint256:
 
 @pure
 @internal
+def _imf(base: uint256, lower: uint256, upper: uint256, open_interest: uint256, oracle: uint256,
+         d: uint256) -> uint256:
+    """
+    @dev The effective (open-interest-scaled) initial margin fraction, ppm:
+         node/risk.py oi_scaled_initial_margin_ppm(base, open_notional,
+         lower, upper) with open_notional = ceil(open_interest * oracle *
+         10**6 / 10**d) USDC base units, d = pd + sd (docs/protocol.md
+         "Open interest"). Scalars only: a markets leaf argument would be
+         copied into every call.
+    """
+    if upper == 0:
+        return base
+    raw: uint256 = open_interest * oracle
+    notional: uint256 = 0
+    if d <= 6:
+        notional = raw * 10 ** (6 - d)
+    else:
+        notional = self._ceil_div(raw, self._pow10(d - 6))
+    if notional <= lower:
+        return base
+    if notional >= upper:
+        return PPM
+    return base + self._ceil_div((PPM - base) * (notional - lower), upper - lower)
+
+
+@pure
+@internal
+def _oi_delta(size: int256, delta: int256) -> int256:
+    # open interest change of one account trading delta: max(after, 0) - max(before, 0)
+    return max(size + delta, 0) - max(size, 0)
+
+
+@pure
+@internal
 def _trunc_div(a: int256, b: int256) -> int256:
     # EVM signed division truncates toward zero (b > 0)
     return a // b
@@ -225,14 +262,15 @@ def transition(
     maker_filled: Bytes[32],
     taker_filled: Bytes[32],
     markets: Bytes[MARKETS_LEAF_BYTES],
-) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256):
+) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, bytes32, int256):
     """
     @notice Apply the encoded Fill `fill_tx` at block `timestamp` (unix s)
             to its leaves: the maker's and taker's account leaves, the fee
             account's leaf, both order leaves (filled size) and the markets
             leaf. Returns (ok, value hashes of the new maker account, taker
-            account, fee account, maker order and taker order leaves,
-            funding); ok=False (hashes empty, funding 0) when the Fill
+            account, fee account, maker order and taker order leaves and
+            the markets leaf (open interest), funding); ok=False (hashes
+            empty, funding 0) when the Fill
             breaks an STF rule, a no-op. A hash is keccak256 of the leaf
             value as node/state.py encodes it (the tree's value hash).
             `funding` (USDC base units, signed) is what settling the maker's
@@ -253,7 +291,7 @@ def transition(
     price: uint256 = last & MASK64
     # a side byte other than 0/1 does not decode (node.transactions.DecodeError)
     if maker.side > 1 or taker.side > 1:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
 
     # UnknownMarket (the maker's): the markets leaf is sorted by id
     n_markets: uint256 = 0
@@ -268,36 +306,36 @@ def transition(
                 mk = row
             break
     if mk == 0:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # MarketMismatch, SameSide, SelfTrade, ZeroFillSize
     if taker.market != maker.market or maker.side == taker.side or maker.account == taker.account \
             or size == 0:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # InvalidStepSize, InvalidTickSize, FillPriceMismatch
     tick: uint256 = convert(extract32(markets, mk + 3 * 32), uint256)
     step: uint256 = convert(extract32(markets, mk + 4 * 32), uint256)
     if size % step != 0 or maker.price % tick != 0 or taker.price % tick != 0 or price != maker.price:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # PricesDoNotCross
     if maker.side == 1:
         if maker.price < taker.price:
-            return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+            return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     elif taker.price < maker.price:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # OrderExpired (maker, taker)
     now: uint256 = convert(timestamp, uint256)
     if maker.expiry <= now or taker.expiry <= now:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # InvalidOrderSignature (maker, taker)
     if not self._signed_by(fill_tx, MAKER_SIG, self._order_hash(maker, domain_separator), maker.account):
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     if not self._signed_by(fill_tx, TAKER_SIG, self._order_hash(taker, domain_separator), taker.account):
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
     # Overfill (maker, taker)
     maker_total: uint256 = self._filled(maker_filled) + size
     taker_total: uint256 = self._filled(taker_filled) + size
     if maker_total > maker.size or taker_total > taker.size:
-        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+        return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
 
     # notional: the buyer pays the ceiling, the seller receives the floor
     decimals: uint256 = convert(extract32(markets, mk + 32), uint256) \
@@ -326,6 +364,45 @@ def transition(
     # InsufficientMargin: maker, then taker
     market: uint32 = maker.market
     market_index: int256 = convert(extract32(markets, mk + FUNDING_INDEX_WORD), int256)
+    # open interest after the fill (docs/protocol.md "Open interest"): both
+    # sides' changes, before the margin checks, which scale the traded
+    # market's initial margin fraction with it
+    maker_delta: int256 = -convert(size, int256)
+    if maker.side == 1:
+        maker_delta = convert(size, int256)
+    # the two accounts' sizes in the market, from the raw leaves (positions
+    # of five words from byte 128: market, size, ...)
+    oi_change: int256 = 0
+    for role: uint256 in range(2):
+        n_held: uint256 = 0
+        if role == 0 and len(maker_account) != 0:
+            n_held = convert(extract32(maker_account, 96), uint256)
+        elif role == 1 and len(taker_account) != 0:
+            n_held = convert(extract32(taker_account, 96), uint256)
+        held_size: int256 = 0
+        for i: uint256 in range(n_held, bound=MAX_POSITIONS):
+            at: uint256 = 128 + i * 160
+            word: uint256 = 0
+            if role == 0:
+                word = convert(extract32(maker_account, at), uint256)
+            else:
+                word = convert(extract32(taker_account, at), uint256)
+            if word >= convert(market, uint256):
+                if word == convert(market, uint256):
+                    if role == 0:
+                        held_size = convert(extract32(maker_account, at + 32), int256)
+                    else:
+                        held_size = convert(extract32(taker_account, at + 32), int256)
+                break
+        if role == 0:
+            oi_change += self._oi_delta(held_size, maker_delta)
+        else:
+            oi_change += self._oi_delta(held_size, -maker_delta)
+    new_oi: uint256 = convert(convert(extract32(markets, mk + OPEN_INTEREST_WORD), int256) + oi_change, uint256)
+    traded_imf: uint256 = self._imf(
+        convert(extract32(markets, mk + 5 * 32), uint256), convert(extract32(markets, mk + 16 * 32), uint256),
+        convert(extract32(markets, mk + 17 * 32), uint256), new_oi,
+        convert(extract32(markets, mk + 9 * 32), uint256), decimals)
     market_unit: uint256 = self._pow10(decimals)
     funding: int256 = 0
     out_maker: bytes32 = empty(bytes32)
@@ -370,6 +447,7 @@ def transition(
                 break
         old_size: int256 = 0
         old_cost: int256 = 0
+        settled: int256 = 0
         held: bool = k < len(positions) and positions[k].market == market
         if held:
             old_size = convert(positions[k].size, int256)
@@ -378,12 +456,13 @@ def transition(
             owed: int256 = self._unsettled(old_size, market_index - positions[k].funding_index, market_unit)
             collateral -= owed
             funding += owed
+            settled = positions[k].settled_funding + owed
         new_size: int256 = 0
         new_cost: int256 = 0
         new_size, new_cost = self._trade(old_size, old_cost, delta, cash)
         if held and new_size != 0:
             positions[k] = Position(market=market, size=convert(new_size, int128), cost=new_cost,
-                                    funding_index=market_index)
+                                    funding_index=market_index, settled_funding=settled)
         elif held:
             for j: uint256 in range(k, len(positions) - 1, bound=MAX_POSITIONS):
                 positions[j] = positions[j + 1]
@@ -394,7 +473,7 @@ def transition(
                 at: uint256 = len(positions) - 1 - j
                 positions[at] = positions[at - 1]
             positions[k] = Position(market=market, size=convert(new_size, int128), cost=new_cost,
-                                    funding_index=market_index)
+                                    funding_index=market_index, settled_funding=0)
 
         # no margin check when the fill only reduced the position (no flip)
         reduces_only: bool = abs(new_size) < abs(old_size) and (new_size == 0 or (new_size > 0) == (old_size > 0))
@@ -446,25 +525,35 @@ def transition(
                     convert(p.size, int256),
                     convert(extract32(markets, unsafe_add(cursor, FUNDING_INDEX_WORD)), int256) - p.funding_index,
                     unit)
-                scaled: uint256 = unsafe_mul(
-                    convert(abs(value_raw), uint256),
-                    convert(extract32(markets, unsafe_add(cursor, 5 * 32)), uint256),
-                )
+                imf: uint256 = traded_imf
+                if held_market != convert(market, uint256):
+                    imf = convert(extract32(markets, unsafe_add(cursor, 5 * 32)), uint256)
+                    upper: uint256 = convert(extract32(markets, unsafe_add(cursor, 17 * 32)), uint256)
+                    if upper != 0:  # the call only for a market with open-interest caps
+                        imf = self._imf(
+                            imf, convert(extract32(markets, unsafe_add(cursor, 16 * 32)), uint256), upper,
+                            convert(extract32(markets, unsafe_add(cursor, OPEN_INTEREST_WORD)), uint256),
+                            convert(extract32(markets, unsafe_add(cursor, 9 * 32)), uint256), d)
+                scaled: uint256 = unsafe_mul(convert(abs(value_raw), uint256), imf)
                 need = unsafe_add(need, unsafe_div(unsafe_add(scaled, unsafe_sub(unit, 1)), unit))
             if equity < convert(need, int256):
-                return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
+                return False, empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), empty(bytes32), 0
         if role == 0:
             out_maker = keccak256(abi_encode(collateral, nonce, positions))
         else:
             out_taker = keccak256(abi_encode(collateral, nonce, positions))
 
+    # the markets leaf with the traded market's new open interest
+    at: uint256 = mk + OPEN_INTEREST_WORD
+    out_markets: bytes32 = keccak256(concat(slice(markets, 0, at), convert(new_oi, bytes32),
+                                            slice(markets, at + 32, len(markets) - at - 32)))
     # fees and rounding dust to the fee account (credited above if it traded)
     if fee_account == maker.account:
         return True, out_maker, out_taker, out_maker, keccak256(abi_encode(maker_total)), \
-            keccak256(abi_encode(taker_total)), funding
+            keccak256(abi_encode(taker_total)), out_markets, funding
     if fee_account == taker.account:
         return True, out_maker, out_taker, out_taker, keccak256(abi_encode(maker_total)), \
-            keccak256(abi_encode(taker_total)), funding
+            keccak256(abi_encode(taker_total)), out_markets, funding
     collateral = 0
     nonce = 0
     positions = []
@@ -473,4 +562,4 @@ def transition(
             fee_account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS])
         )
     return True, out_maker, out_taker, keccak256(abi_encode(collateral + income, nonce, positions)), \
-        keccak256(abi_encode(maker_total)), keccak256(abi_encode(taker_total)), funding
+        keccak256(abi_encode(maker_total)), keccak256(abi_encode(taker_total)), out_markets, funding

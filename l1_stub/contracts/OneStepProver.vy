@@ -7,8 +7,9 @@
         sparse Merkle multiproof of every leaf the step reads or writes
         (docs/protocol.md "One-step proof"). Deposit, OraclePrice and
         ListMarket are re-executed here; a Fill is decoded and checked by
-        OneStepFill, a Withdraw and a FundingTick by OneStepRisk's own
-        prove_state_step (constructor arguments). A transaction that fails any
+        OneStepFill, a Withdraw, a FundingTick and a SettleFunding by
+        OneStepRisk's own prove_state_step, a Liquidate by OneStepLiquidate's, a
+        Deleverage by OneStepDeleverage's (constructor arguments). A transaction that fails any
         rule of the state transition function (docs/protocol.md "State
         transition rules") is a no-op: the post-state root is pre_root.
 """
@@ -17,16 +18,16 @@ import smt
 
 # ---------------------------------------------------------------- constants
 
-MAX_WITNESS: public(constant(uint256)) = 73728
+MAX_WITNESS: public(constant(uint256)) = 90112
 MAX_TX_BYTES: constant(uint256) = 261
 
 # leaf bounds, as in Rollup.vy (docs/protocol.md "State")
 MAX_MARKETS: constant(uint256) = 64
 MAX_POSITIONS: constant(uint256) = MAX_MARKETS
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 5 * 32 * MAX_POSITIONS
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 18 * 32 * MAX_MARKETS
 SYMBOLS_LEAF_BYTES: constant(uint256) = 2 * 32 + 2 * 32 * MAX_MARKETS
-SYSTEM_LEAF_BYTES: constant(uint256) = 6 * 32
+SYSTEM_LEAF_BYTES: constant(uint256) = 7 * 32
 WITHDRAWAL_LEAF_BYTES: constant(uint256) = 4 * 32
 ORDER_LEAF_BYTES: constant(uint256) = 32
 
@@ -37,17 +38,20 @@ TX_ORACLE_PRICE: constant(uint256) = 3
 TX_WITHDRAW: constant(uint256) = 4
 TX_LIST_MARKET: constant(uint256) = 5
 TX_FUNDING_TICK: constant(uint256) = 6
+TX_LIQUIDATE: constant(uint256) = 7
+TX_DELEVERAGE: constant(uint256) = 8
+TX_SETTLE_FUNDING: constant(uint256) = 9
 DEPOSIT_TX_BYTES: constant(uint256) = 45
 FILL_TX_BYTES: constant(uint256) = 261
 ORACLE_PRICE_TX_BYTES: constant(uint256) = 86
 WITHDRAW_TX_BYTES: constant(uint256) = 130
-LIST_MARKET_TX_BYTES: constant(uint256) = 128
+LIST_MARKET_TX_BYTES: constant(uint256) = 164
 FUNDING_TICK_TX_BYTES: constant(uint256) = 82
 
 # EIP-712 (docs/protocol.md "EIP-712")
 ORACLE_PRICE_TYPEHASH: constant(bytes32) = keccak256("OraclePrice(uint32 market,uint64 price,uint64 timestamp)")
 LIST_MARKET_TYPEHASH: constant(bytes32) = keccak256(
-    "ListMarket(uint32 market,bytes16 symbol,uint8 priceDecimals,uint8 sizeDecimals,uint64 tickSize,uint64 stepSize,uint32 initialMarginPpm,uint32 maintenanceMarginPpm,uint32 makerFeePpm,uint32 takerFeePpm,uint64 oraclePrice)"
+    "ListMarket(uint32 market,bytes16 symbol,uint8 priceDecimals,uint8 sizeDecimals,uint64 tickSize,uint64 stepSize,uint32 initialMarginPpm,uint32 maintenanceMarginPpm,uint32 makerFeePpm,uint32 takerFeePpm,uint64 oraclePrice,uint32 maxLiquidationFeePpm,uint128 openInterestLowerCap,uint128 openInterestUpperCap)"
 )
 SECP256K1_N: constant(uint256) = 115792089237316195423570985008687907852837564279074904382605163141518161494337
 HALF_N: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
@@ -79,6 +83,10 @@ struct Market:
     funding_index: int256
     funding_time: uint64
     funding_rate_ppm: int32
+    max_liquidation_fee_ppm: uint32
+    open_interest: uint128
+    oi_lower_cap: uint128
+    oi_upper_cap: uint128
 
 struct Symbol:
     id: uint32
@@ -95,20 +103,27 @@ interface OneStepFill:
         maker_account: Bytes[ACCOUNT_LEAF_BYTES], taker_account: Bytes[ACCOUNT_LEAF_BYTES],
         fee_account_leaf: Bytes[ACCOUNT_LEAF_BYTES], maker_filled: Bytes[ORDER_LEAF_BYTES],
         taker_filled: Bytes[ORDER_LEAF_BYTES], markets: Bytes[MARKETS_LEAF_BYTES]
-    ) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256): pure
+    ) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, bytes32, int256): pure
 
 FILL: public(immutable(address))
 RISK: public(immutable(address))
+LIQUIDATE: public(immutable(address))
+DELEVERAGE: public(immutable(address))
 
 
 @deploy
-def __init__(fill: address, risk: address):
+def __init__(fill: address, risk: address, liquidate: address, deleverage: address):
     """
     @param fill The OneStepFill contract (Fill transition).
-    @param risk The OneStepRisk contract (Withdraw and FundingTick transitions).
+    @param risk The OneStepRisk contract (Withdraw, FundingTick and
+           SettleFunding transitions).
+    @param liquidate The OneStepLiquidate contract (Liquidate transition).
+    @param deleverage The OneStepDeleverage contract (Deleverage transition).
     """
     FILL = fill
     RISK = risk
+    LIQUIDATE = liquidate
+    DELEVERAGE = deleverage
 
 
 # ---------------------------------------------------------------- helpers
@@ -184,10 +199,10 @@ def _system_with(system: Bytes[SYSTEM_LEAF_BYTES], next_deposit: uint256, count:
     """
     @dev The hash of the system leaf with next_deposit (word 0),
          withdrawal_count (word 1) and funding_pool (word 5) set; the
-         addresses (words 2-4) kept.
+         addresses (words 2-4) and the insurance fund (word 6) kept.
     """
     return keccak256(concat(convert(next_deposit, bytes32), convert(count, bytes32), slice(system, 64, 96),
-                            convert(funding_pool, bytes32)))
+                            convert(funding_pool, bytes32), slice(system, 192, 32)))
 
 
 @pure
@@ -290,8 +305,9 @@ def _list_market(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, syste
     @dev ListMarket rules (InvalidAdminSignature, MarketAlreadyListed,
          TooManyMarkets, InvalidSymbol, DuplicateSymbol,
          InvalidMarketDecimals, InvalidTickStep, InvalidMarginFraction,
-         InvalidFee, InvalidPrice). Returns (ok, new markets hash, new
-         symbols hash).
+         InvalidFee (maker, taker or max liquidation fee > 10**6),
+         InvalidOpenInterestCaps (unless upper == 0 or lower < upper),
+         InvalidPrice). Returns (ok, new markets hash, new symbols hash).
     """
     new: Market = Market(
         id=convert(self._uint(txp, 1, 4), uint32),
@@ -308,15 +324,19 @@ def _list_market(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, syste
         funding_index=0,
         funding_time=0,
         funding_rate_ppm=0,
+        max_liquidation_fee_ppm=convert(self._uint(txp, 63, 4), uint32),
+        open_interest=0,
+        oi_lower_cap=convert(self._uint(txp, 67, 16), uint128),
+        oi_upper_cap=convert(self._uint(txp, 83, 16), uint128),
     )
     # bytes16 symbol: the top 16 bytes of the word at offset 5
     symbol_word: uint256 = self._uint(txp, 5, 16) << 128
     struct_hash: bytes32 = keccak256(abi_encode(
         LIST_MARKET_TYPEHASH, new.id, symbol_word, new.price_decimals, new.size_decimals,
         new.tick_size, new.step_size, new.imf_ppm, new.mmf_ppm, new.maker_fee_ppm,
-        new.taker_fee_ppm, new.oracle_price))
+        new.taker_fee_ppm, new.oracle_price, new.max_liquidation_fee_ppm, new.oi_lower_cap, new.oi_upper_cap))
     admin: address = convert(convert(self._system_word(system, 4), uint160), address)
-    signer: address = self._signer(txp, 63, self._digest(domain_separator, struct_hash))
+    signer: address = self._signer(txp, 99, self._digest(domain_separator, struct_hash))
     if signer == empty(address) or signer != admin:
         return False, empty(bytes32), empty(bytes32)
     markets: DynArray[Market, MAX_MARKETS] = self._markets(markets_leaf)
@@ -328,7 +348,10 @@ def _list_market(txp: Bytes[MAX_TX_BYTES + 32], domain_separator: bytes32, syste
         return False, empty(bytes32), empty(bytes32)
     if new.mmf_ppm == 0 or new.mmf_ppm > new.imf_ppm or convert(new.imf_ppm, uint256) > PPM:
         return False, empty(bytes32), empty(bytes32)
-    if convert(new.maker_fee_ppm, uint256) > PPM or convert(new.taker_fee_ppm, uint256) > PPM:
+    if convert(new.maker_fee_ppm, uint256) > PPM or convert(new.taker_fee_ppm, uint256) > PPM \
+            or convert(new.max_liquidation_fee_ppm, uint256) > PPM:
+        return False, empty(bytes32), empty(bytes32)
+    if new.oi_upper_cap != 0 and new.oi_lower_cap >= new.oi_upper_cap:
         return False, empty(bytes32), empty(bytes32)
     symbols: DynArray[Symbol, MAX_MARKETS] = []
     if len(symbols_leaf) != 0:
@@ -410,8 +433,9 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
     @dev Reverts "osp: bad tx" for an unknown type or a wrong length, and
          "osp: ..." for a witness that does not prove against pre_root.
          A Fill is re-executed here (by OneStepFill); the other types in a
-         prove_state_step (this contract's, or OneStepRisk's for Withdraw
-         and FundingTick), called as an external call so that each runs in
+         prove_state_step (this contract's, OneStepRisk's for Withdraw,
+         FundingTick and SettleFunding, OneStepLiquidate's for Liquidate,
+         OneStepDeleverage's for Deleverage), called as an external call so that each runs in
          fresh memory and their large buffers do not weigh on each other.
     """
     size: uint256 = len(encoded_tx)
@@ -441,8 +465,9 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         new_fee: bytes32 = empty(bytes32)
         new_maker_filled: bytes32 = empty(bytes32)
         new_taker_filled: bytes32 = empty(bytes32)
+        new_markets: bytes32 = empty(bytes32)
         funding: int256 = 0
-        ok, new_maker, new_taker, new_fee, new_maker_filled, new_taker_filled, funding = \
+        ok, new_maker, new_taker, new_fee, new_maker_filled, new_taker_filled, new_markets, funding = \
             staticcall OneStepFill(FILL).transition(
                 encoded_tx, timestamp, domain_separator, fee_account, maker, taker, fee, maker_filled, taker_filled,
                 markets)
@@ -455,7 +480,7 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
             old_markets = keccak256(markets)
         slots: DynArray[smt.Slot, 7] = [
             smt.Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=new_system),
-            smt.Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=old_markets),
+            smt.Slot(key=convert(MARKETS_KEY, uint256), old=old_markets, new=new_markets),
             smt.Slot(key=self._key(0x01, self._address(txp, 1)), old=self._hash_account(maker), new=new_maker),
             smt.Slot(key=self._key(0x01, self._address(txp, 123)), old=self._hash_account(taker), new=new_taker),
             smt.Slot(key=self._key(0x01, fee_account), old=self._hash_account(fee), new=new_fee),
@@ -476,12 +501,17 @@ def prove_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX_TX_BY
         old_root, new_root = smt.roots(tree, keys, olds, news)
         assert old_root == pre_root, "osp: witness does not prove the pre-state root"
         return new_root
-    # the other types in a fresh call (memory): Withdraw and FundingTick in
-    # OneStepRisk, the rest here
+    # the other types in a fresh call (memory): Withdraw, FundingTick and
+    # SettleFunding in OneStepRisk, Liquidate in OneStepLiquidate,
+    # Deleverage in OneStepDeleverage, the rest here
     kind: uint256 = convert(slice(encoded_tx, 0, 1), uint256)
     target: address = self
-    if kind == TX_WITHDRAW or kind == TX_FUNDING_TICK:
+    if kind == TX_WITHDRAW or kind == TX_FUNDING_TICK or kind == TX_SETTLE_FUNDING:
         target = RISK
+    elif kind == TX_LIQUIDATE:
+        target = LIQUIDATE
+    elif kind == TX_DELEVERAGE:
+        target = DELEVERAGE
     return staticcall OneStepProver(target).prove_state_step(pre_root, timestamp, encoded_tx, domain_separator,
                                                              witness)
 
@@ -492,7 +522,8 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
                      domain_separator: bytes32, witness: Bytes[MAX_WITNESS]) -> bytes32:
     """
     @notice prove_step for Deposit, OraclePrice and ListMarket; same
-            arguments and result. (Withdraw and FundingTick: OneStepRisk's
+            arguments and result. (Withdraw, FundingTick, SettleFunding: OneStepRisk's;
+            Liquidate: OneStepLiquidate's; Deleverage: OneStepDeleverage's;
             prove_state_step; Fill: prove_step itself.)
     """
     size: uint256 = len(encoded_tx)

@@ -22,14 +22,15 @@ import smt
 # leaf bounds, as in OneStepProver.vy and Rollup.vy (docs/protocol.md "State")
 MAX_MARKETS: constant(uint256) = 64
 MAX_POSITIONS: constant(uint256) = MAX_MARKETS
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
-SYSTEM_LEAF_BYTES: constant(uint256) = 6 * 32
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 5 * 32 * MAX_POSITIONS
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 18 * 32 * MAX_MARKETS
+SYSTEM_LEAF_BYTES: constant(uint256) = 7 * 32
 # a market row of the markets leaf (after offset | length): id, price_decimals,
 # size_decimals, tick_size, step_size, imf_ppm, mmf_ppm, maker_fee_ppm,
 # taker_fee_ppm, oracle_price, oracle_time, funding_index, funding_time,
-# funding_rate_ppm
-MARKET_ROW_BYTES: constant(uint256) = 14 * 32
+# funding_rate_ppm, max_liquidation_fee_ppm, open_interest, oi_lower_cap,
+# oi_upper_cap
+MARKET_ROW_BYTES: constant(uint256) = 18 * 32
 
 # encoded FundingTick (docs/protocol.md "Transactions"): type byte 0x06, then
 # market u32 | timestamp u64 | premium_ppm i32 | sig(65)
@@ -40,9 +41,12 @@ SIG: constant(uint256) = 17
 # account(20) | recipient(20) | amount u128 | nonce u64 | sig(65)
 TX_WITHDRAW: constant(uint256) = 4
 WITHDRAW_TX_BYTES: constant(uint256) = 130
+# encoded SettleFunding: type byte 0x09, then account(20) | market u32
+TX_SETTLE_FUNDING: constant(uint256) = 9
+SETTLE_FUNDING_TX_BYTES: constant(uint256) = 25
 # prove_state_step's bounds, as OneStepProver's
 MAX_TX_BYTES: constant(uint256) = 261
-MAX_WITNESS: constant(uint256) = 73728
+MAX_WITNESS: constant(uint256) = 90112
 WITHDRAWAL_LEAF_BYTES: constant(uint256) = 4 * 32
 # a transaction zero-padded by a word for extract32
 MAX_TXP: constant(uint256) = MAX_TX_BYTES + 32
@@ -77,6 +81,7 @@ struct Position:
     size: int128
     cost: int256
     funding_index: int256
+    settled_funding: int256
 
 struct Market:
     id: uint32
@@ -93,6 +98,10 @@ struct Market:
     funding_index: int256
     funding_time: uint64
     funding_rate_ppm: int32
+    max_liquidation_fee_ppm: uint32
+    open_interest: uint128
+    oi_lower_cap: uint128
+    oi_upper_cap: uint128
 
 
 # ---------------------------------------------------------------- helpers
@@ -143,10 +152,10 @@ def _system_with(system: Bytes[SYSTEM_LEAF_BYTES], next_deposit: uint256, count:
     """
     @dev The hash of the system leaf with next_deposit (word 0),
          withdrawal_count (word 1) and funding_pool (word 5) set; the
-         addresses (words 2-4) kept.
+         addresses (words 2-4) and the insurance fund (word 6) kept.
     """
     return keccak256(concat(convert(next_deposit, bytes32), convert(count, bytes32), slice(system, 64, 96),
-                            convert(funding_pool, bytes32)))
+                            convert(funding_pool, bytes32), slice(system, 192, 32)))
 
 
 @pure
@@ -186,6 +195,34 @@ def _initial_margin(size: int256, price: uint256, imf_ppm: uint256, decimals: ui
     else:
         divisor = self._pow10(decimals - 6) * MARGIN_PPM
     return convert((raw + divisor - 1) // divisor, int256)
+
+
+@pure
+@internal
+def _imf(base: uint256, lower: uint256, upper: uint256, open_interest: uint256, oracle: uint256,
+         d: uint256) -> uint256:
+    """
+    @dev The effective (open-interest-scaled) initial margin fraction, ppm:
+         node/risk.py oi_scaled_initial_margin_ppm(base, open_notional,
+         lower, upper) with open_notional = ceil(open_interest * oracle *
+         10**6 / 10**d) USDC base units, d = pd + sd (docs/protocol.md
+         "Open interest"). Scalars only: a markets leaf argument would be
+         copied into every call.
+    """
+    if upper == 0:
+        return base
+    raw: uint256 = open_interest * oracle
+    notional: uint256 = 0
+    if d <= 6:
+        notional = raw * 10 ** (6 - d)
+    else:
+        divisor: uint256 = self._pow10(d - 6)
+        notional = (raw + divisor - 1) // divisor
+    if notional <= lower:
+        return base
+    if notional >= upper:
+        return MARGIN_PPM
+    return base + ((MARGIN_PPM - base) * (notional - lower) + upper - lower - 1) // (upper - lower)
 
 
 @pure
@@ -336,8 +373,13 @@ def _withdraw(txp: Bytes[MAX_TXP], domain_separator: bytes32, system: Bytes[SYST
         collateral -= owed
         pool += owed
         positions[i].funding_index = index
-        margin_free += self._position_value(size, price, decimals) - self._initial_margin(
-            size, price, convert(extract32(markets_leaf, cursor + 5 * 32), uint256), decimals)
+        positions[i].settled_funding += owed
+        imf: uint256 = convert(extract32(markets_leaf, cursor + 5 * 32), uint256)
+        upper: uint256 = convert(extract32(markets_leaf, cursor + 17 * 32), uint256)
+        if upper != 0:  # open-interest scaling (the call only when a market has caps)
+            imf = self._imf(imf, convert(extract32(markets_leaf, cursor + 16 * 32), uint256), upper,
+                            convert(extract32(markets_leaf, cursor + 15 * 32), uint256), price, decimals)
+        margin_free += self._position_value(size, price, decimals) - self._initial_margin(size, price, imf, decimals)
     free: int256 = collateral + margin_free
     if convert(amount, int256) > free:
         return False, empty(bytes32), empty(bytes32), empty(bytes32)
@@ -348,6 +390,52 @@ def _withdraw(txp: Bytes[MAX_TXP], domain_separator: bytes32, system: Bytes[SYST
         convert(count, uint64), account, recipient, convert(amount, uint128)))
     return True, self._system_with(system, self._system_word(system, 0), count + 1, pool), new_account, \
         new_withdrawal
+
+
+@pure
+@internal
+def _settle_funding(txp: Bytes[MAX_TXP], system: Bytes[SYSTEM_LEAF_BYTES], markets_leaf: Bytes[MARKETS_LEAF_BYTES],
+                    account_leaf: Bytes[ACCOUNT_LEAF_BYTES]) -> (bool, bytes32, bytes32):
+    """
+    @dev Apply the encoded SettleFunding `txp` (25 bytes, zero-padded:
+            account(20) | market u32). Rules in order: UnknownMarket,
+            NoPosition (the account holds no position in the market). Effect:
+            u = unsettled funding of the position; collateral -= u,
+            settled_funding += u, funding_index = the market's, the system
+            leaf's funding_pool += u. Returns (ok, new system hash, new
+            account hash); ok=False (hashes empty) when a rule fails.
+    """
+    market: uint256 = self._uint(txp, 21, 4)
+    row: uint256 = 0
+    if len(markets_leaf) != 0:
+        n: uint256 = convert(extract32(markets_leaf, 32), uint256)
+        for i: uint256 in range(n, bound=MAX_MARKETS):
+            at: uint256 = 64 + i * MARKET_ROW_BYTES
+            listed: uint256 = convert(extract32(markets_leaf, at), uint256)
+            if listed >= market:
+                if listed == market:
+                    row = at
+                break
+    if row == 0 or len(account_leaf) == 0:
+        return False, empty(bytes32), empty(bytes32)
+    collateral: int256 = 0
+    nonce: uint64 = 0
+    positions: DynArray[Position, MAX_POSITIONS] = []
+    collateral, nonce, positions = abi_decode(account_leaf, (int256, uint64, DynArray[Position, MAX_POSITIONS]))
+    for i: uint256 in range(len(positions), bound=MAX_POSITIONS):
+        if convert(positions[i].market, uint256) != market:
+            continue
+        decimals: uint256 = convert(extract32(markets_leaf, row + 32), uint256) \
+            + convert(extract32(markets_leaf, row + 2 * 32), uint256)
+        index: int256 = convert(extract32(markets_leaf, row + 11 * 32), int256)
+        owed: int256 = self._unsettled(convert(positions[i].size, int256), index - positions[i].funding_index,
+                                       decimals)
+        positions[i].funding_index = index
+        positions[i].settled_funding += owed
+        return True, self._system_with(system, self._system_word(system, 0), self._system_word(system, 1),
+                                       convert(extract32(system, 5 * 32), int256) + owed), \
+            keccak256(abi_encode(collateral - owed, nonce, positions))
+    return False, empty(bytes32), empty(bytes32)
 
 
 @pure
@@ -377,7 +465,8 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
     txp: Bytes[MAX_TXP] = concat(encoded_tx, empty(bytes32))
     kind: uint256 = self._uint(txp, 0, 1)
     assert (kind == TX_WITHDRAW and size == WITHDRAW_TX_BYTES) or \
-        (kind == TX_FUNDING_TICK and size == FUNDING_TICK_TX_BYTES), "osp: bad tx"
+        (kind == TX_FUNDING_TICK and size == FUNDING_TICK_TX_BYTES) or \
+        (kind == TX_SETTLE_FUNDING and size == SETTLE_FUNDING_TX_BYTES), "osp: bad tx"
     system: Bytes[SYSTEM_LEAF_BYTES] = b""
     markets: Bytes[MARKETS_LEAF_BYTES] = b""
     tree: Bytes[smt.MAX_TREE_BYTES] = b""
@@ -392,6 +481,20 @@ def prove_state_step(pre_root: bytes32, timestamp: uint64, encoded_tx: Bytes[MAX
         old_system: bytes32 = keccak256(system)
         slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=old_system, new=old_system))
         slots.append(smt.Slot(key=convert(MARKETS_KEY, uint256), old=self._leaf_hash(markets), new=new_markets))
+    elif kind == TX_SETTLE_FUNDING:
+        settled: Bytes[ACCOUNT_LEAF_BYTES] = b""
+        system, markets, settled, tree = abi_decode(
+            witness, (Bytes[SYSTEM_LEAF_BYTES], Bytes[MARKETS_LEAF_BYTES], Bytes[ACCOUNT_LEAF_BYTES],
+                      Bytes[smt.MAX_TREE_BYTES]))
+        assert len(system) == SYSTEM_LEAF_BYTES, "osp: no system leaf"
+        settled_system: bytes32 = empty(bytes32)
+        settled_account: bytes32 = empty(bytes32)
+        ok, settled_system, settled_account = self._settle_funding(txp, system, markets, settled)
+        unchanged_markets: bytes32 = self._leaf_hash(markets)
+        slots.append(smt.Slot(key=convert(SYSTEM_KEY, uint256), old=keccak256(system), new=settled_system))
+        slots.append(smt.Slot(key=convert(MARKETS_KEY, uint256), old=unchanged_markets, new=unchanged_markets))
+        slots.append(smt.Slot(key=convert(keccak256(concat(b"\x01", convert(self._address(txp, 1), bytes20))), uint256),
+                              old=self._leaf_hash(settled), new=settled_account))
     else:  # TX_WITHDRAW
         account: Bytes[ACCOUNT_LEAF_BYTES] = b""
         new_system: bytes32 = empty(bytes32)

@@ -36,12 +36,18 @@ TX_ORACLE_PRICE: constant(uint256) = 3
 TX_WITHDRAW: constant(uint256) = 4
 TX_LIST_MARKET: constant(uint256) = 5
 TX_FUNDING_TICK: constant(uint256) = 6
+TX_LIQUIDATE: constant(uint256) = 7
+TX_DELEVERAGE: constant(uint256) = 8
+TX_SETTLE_FUNDING: constant(uint256) = 9
 DEPOSIT_TX_BYTES: constant(uint256) = 45
 FILL_TX_BYTES: constant(uint256) = 261
 ORACLE_PRICE_TX_BYTES: constant(uint256) = 86
 WITHDRAW_TX_BYTES: constant(uint256) = 130
-LIST_MARKET_TX_BYTES: constant(uint256) = 128
+LIST_MARKET_TX_BYTES: constant(uint256) = 164
 FUNDING_TICK_TX_BYTES: constant(uint256) = 82
+LIQUIDATE_TX_BYTES: constant(uint256) = 159
+DELEVERAGE_TX_BYTES: constant(uint256) = 53
+SETTLE_FUNDING_TX_BYTES: constant(uint256) = 25
 DEPOSIT_BODY_BYTES: constant(uint256) = 44
 
 MASK64: constant(uint256) = 2**64 - 1
@@ -59,10 +65,10 @@ MAX_PROOF_DEPTH: constant(uint256) = 256
 MAX_MARKETS: public(constant(uint256)) = 64
 MAX_POSITIONS: public(constant(uint256)) = MAX_MARKETS
 # ABI sizes of the largest leaves (docs/protocol.md, "State"):
-# account = collateral | nonce | offset | length | 4 words per position
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * MAX_POSITIONS
-# markets = offset | length | 14 words per market
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * MAX_MARKETS
+# account = collateral | nonce | offset | length | 5 words per position
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 5 * 32 * MAX_POSITIONS
+# markets = offset | length | 18 words per market
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 18 * 32 * MAX_MARKETS
 # 10**76 is the largest power of ten an int256 holds; any |size * price|
 # (< 2**192 < 10**58) floors the same for every divisor >= 10**58
 MAX_POW10: constant(uint256) = 76
@@ -94,6 +100,7 @@ struct Position:
     size: int128
     cost: int256
     funding_index: int256
+    settled_funding: int256
 
 struct Market:
     id: uint32
@@ -110,6 +117,10 @@ struct Market:
     funding_index: int256
     funding_time: uint64
     funding_rate_ppm: int32
+    max_liquidation_fee_ppm: uint32
+    open_interest: uint128
+    oi_lower_cap: uint128
+    oi_upper_cap: uint128
 
 # ---------------------------------------------------------------- events
 
@@ -334,11 +345,15 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
         assert steps <= MAX_STEPS, "batch: too many steps"
 
         for _t: uint256 in range(count, bound=MAX_TXS_PER_BLOCK):
-            # every transaction is at least 32 bytes long: read its type
-            # byte as the top byte of one word
+            # read the type byte as the top byte of one word; a transaction
+            # shorter than a word (SettleFunding, 25 bytes) may end the batch
             # (p <= n + FILL_TX_BYTES here: unchecked adds cannot overflow)
-            assert unsafe_add(p, 32) <= n, "batch: truncated"
-            kind: uint256 = extract32(batch_data, p, output_type=uint256) >> 248
+            kind: uint256 = 0
+            if unsafe_add(p, 32) <= n:
+                kind = extract32(batch_data, p, output_type=uint256) >> 248
+            else:
+                assert p < n, "batch: truncated"
+                kind = convert(slice(batch_data, p, 1), uint256)
             if kind == TX_FILL:
                 p = unsafe_add(p, FILL_TX_BYTES)
             elif kind == TX_ORACLE_PRICE:
@@ -349,6 +364,12 @@ def submitBatch(batch_data: Bytes[MAX_BATCH_BYTES], state_root: bytes32, deposit
                 p = unsafe_add(p, LIST_MARKET_TX_BYTES)
             elif kind == TX_FUNDING_TICK:
                 p = unsafe_add(p, FUNDING_TICK_TX_BYTES)
+            elif kind == TX_LIQUIDATE:
+                p = unsafe_add(p, LIQUIDATE_TX_BYTES)
+            elif kind == TX_DELEVERAGE:
+                p = unsafe_add(p, DELEVERAGE_TX_BYTES)
+            elif kind == TX_SETTLE_FUNDING:
+                p = unsafe_add(p, SETTLE_FUNDING_TX_BYTES)
             elif kind == TX_DEPOSIT:
                 assert p + DEPOSIT_TX_BYTES <= n, "batch: truncated"
                 if pos == start:
@@ -438,7 +459,7 @@ def tx_root_of(index: uint256, batch_data: Bytes[MAX_BATCH_BYTES]) -> bytes32:
         count: uint256 = convert(slice(batch_data, p + 16, 2), uint256)
         p += BLOCK_HEADER_BYTES
         for _t: uint256 in range(count, bound=MAX_TXS_PER_BLOCK):
-            kind: uint256 = extract32(batch_data, p, output_type=uint256) >> 248
+            kind: uint256 = convert(slice(batch_data, p, 1), uint256)
             size: uint256 = FILL_TX_BYTES
             if kind == TX_ORACLE_PRICE:
                 size = ORACLE_PRICE_TX_BYTES
@@ -448,6 +469,12 @@ def tx_root_of(index: uint256, batch_data: Bytes[MAX_BATCH_BYTES]) -> bytes32:
                 size = LIST_MARKET_TX_BYTES
             elif kind == TX_FUNDING_TICK:
                 size = FUNDING_TICK_TX_BYTES
+            elif kind == TX_LIQUIDATE:
+                size = LIQUIDATE_TX_BYTES
+            elif kind == TX_DELEVERAGE:
+                size = DELEVERAGE_TX_BYTES
+            elif kind == TX_SETTLE_FUNDING:
+                size = SETTLE_FUNDING_TX_BYTES
             elif kind == TX_DEPOSIT:
                 size = DEPOSIT_TX_BYTES
             leaf: bytes32 = keccak256(concat(ts, slice(batch_data, p, size)))

@@ -7,8 +7,8 @@
         included.
 """
 
-ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 4 * 32 * 64
-MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 14 * 32 * 64
+ACCOUNT_LEAF_BYTES: constant(uint256) = 4 * 32 + 5 * 32 * 64
+MARKETS_LEAF_BYTES: constant(uint256) = 2 * 32 + 18 * 32 * 64
 
 
 interface OneStepFill:
@@ -23,7 +23,7 @@ interface OneStepFill:
         maker_filled: Bytes[32],
         taker_filled: Bytes[32],
         markets: Bytes[MARKETS_LEAF_BYTES],
-    ) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, int256): view
+    ) -> (bool, bytes32, bytes32, bytes32, bytes32, bytes32, bytes32, int256): view
 
 
 @view
@@ -48,8 +48,9 @@ def measure(
     c: bytes32 = empty(bytes32)
     d: bytes32 = empty(bytes32)
     e: bytes32 = empty(bytes32)
+    f: bytes32 = empty(bytes32)
     funding: int256 = 0
-    ok, a, b, c, d, e, funding = staticcall OneStepFill(target).transition(
+    ok, a, b, c, d, e, f, funding = staticcall OneStepFill(target).transition(
         fill_tx, timestamp, domain_separator, fee_account, maker_account, taker_account,
         fee_account_leaf, maker_filled, taker_filled, markets
     )

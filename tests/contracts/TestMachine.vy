@@ -7,7 +7,7 @@
         OneStepProver.prove_step.
 """
 
-MAX_WITNESS: constant(uint256) = 73728
+MAX_WITNESS: constant(uint256) = 90112
 
 
 @view
