@@ -61,6 +61,27 @@ struct Position:
     funding_index: int256
     settled_funding: int256
 
+# a row of the markets leaf (words as listed at MARKETS_LEAF_BYTES)
+struct MarketRow:
+    id: uint256
+    price_decimals: uint256
+    size_decimals: uint256
+    tick_size: uint256
+    step_size: uint256
+    imf_ppm: uint256
+    mmf_ppm: uint256
+    maker_fee_ppm: uint256
+    taker_fee_ppm: uint256
+    oracle_price: uint256
+    oracle_time: uint256
+    funding_index: uint256
+    funding_time: uint256
+    funding_rate_ppm: uint256
+    max_liquidation_fee_ppm: uint256
+    open_interest: uint256
+    oi_lower_cap: uint256
+    oi_upper_cap: uint256
+
 # an order as packed in the tx; `side` is the raw isBuy byte (0 sell, 1 buy;
 # anything else makes the tx undecodable, which fails the Fill)
 struct Order:
@@ -544,9 +565,11 @@ def transition(
             out_taker = keccak256(abi_encode(collateral, nonce, positions))
 
     # the markets leaf with the traded market's new open interest
-    at: uint256 = mk + OPEN_INTEREST_WORD
-    out_markets: bytes32 = keccak256(concat(slice(markets, 0, at), convert(new_oi, bytes32),
-                                            slice(markets, at + 32, len(markets) - at - 32)))
+    # (decoded into rows and re-encoded: one buffer of the leaf's bound each,
+    # where concat(slice, word, slice) takes four)
+    rows: DynArray[MarketRow, MAX_MARKETS] = abi_decode(markets, DynArray[MarketRow, MAX_MARKETS])
+    rows[(mk - 64) // MARKET_ROW_BYTES].open_interest = new_oi
+    out_markets: bytes32 = keccak256(abi_encode(rows))
     # fees and rounding dust to the fee account (credited above if it traded)
     if fee_account == maker.account:
         return True, out_maker, out_taker, out_maker, keccak256(abi_encode(maker_total)), \
