@@ -258,7 +258,8 @@ class Scenario:
         self.out.print(table)
         # funding paid so far on open positions (a closed position's is not in state)
         self.summary.funding_paid_by_longs = max(self.summary.funding_paid_by_longs, longs_paid)
-        e = self.engine()
+        e = {k: int(v, 16) for k, v in self.engine().items()
+             if k in ("liquidations", "backstopLiquidations", "deleverages", "accountsWatched")}
         self.out.print(f"  insurance fund {self.fund() / USDC:,.2f} USDC; risk engine: "
                        f"{e.get('liquidations')} book liquidations, "
                        f"{e.get('backstopLiquidations')} backstop, {e.get('deleverages')} "
@@ -320,9 +321,9 @@ class Scenario:
             self.step(n, price, mode)
         s = self.summary
         e = self.engine()
-        s.liquidations = int(e.get("liquidations", 0))
-        s.backstop_liquidations = int(e.get("backstopLiquidations", 0))
-        s.deleverages = int(e.get("deleverages", 0))
+        s.liquidations = int(e.get("liquidations", "0x0"), 16)
+        s.backstop_liquidations = int(e.get("backstopLiquidations", "0x0"), 16)
+        s.deleverages = int(e.get("deleverages", "0x0"), 16)
         s.fund_end = self.fund()
         self.check()
         failures = []

@@ -655,22 +655,23 @@ class RiskEngine:
 
     # -- views ---------------------------------------------------------------
     def view(self) -> dict[str, Any]:
-        """The counters and the index size (``l2_getRiskEngine``)."""
+        """The counters and the index size (``l2_getRiskEngine``); counts
+        are hex quantities (docs/protocol.md "Numbers")."""
         c = self.counters
         return {
             "enabled": True,
             "due": self.due,
             "backstopLiquidator": ("0x" + self.backstop.address.hex()) if self.backstop else None,
-            "accountsWatched": len(self.index),
-            "checks": c.checks,
-            "liquidatedAccounts": c.liquidated_accounts,
-            "liquidations": c.liquidations,
-            "backstopLiquidations": c.backstop_liquidations,
-            "deleverages": c.deleverages,
-            "rejected": c.rejected,
-            "rejectedByRule": dict(sorted(c.rules.items())),
-            "indexRebuilds": self.index.rebuilds,
-            "errors": c.errors,
+            "accountsWatched": hex(len(self.index)),
+            "checks": hex(c.checks),
+            "liquidatedAccounts": hex(c.liquidated_accounts),
+            "liquidations": hex(c.liquidations),
+            "backstopLiquidations": hex(c.backstop_liquidations),
+            "deleverages": hex(c.deleverages),
+            "rejected": hex(c.rejected),
+            "rejectedByRule": {rule: hex(n) for rule, n in sorted(c.rules.items())},
+            "indexRebuilds": hex(self.index.rebuilds),
+            "errors": hex(c.errors),
             "lastError": c.last_error,
         }
 
@@ -695,7 +696,7 @@ class RiskEngine:
                 eq = equity(account, markets, unsettled)
                 score = adl_score(account, markets, market_id, unsettled) or Fraction(0)
                 out.append({
-                    "rank": rank,
+                    "rank": hex(rank),
                     "account": "0x" + address.hex(),
                     "size": str(pos.size),
                     "value": str(value),
@@ -710,7 +711,7 @@ class RiskEngine:
                 })
             return out
 
-        return {"market": market_id, "oraclePrice": str(market.oracle_price),
+        return {"market": hex(market_id), "oraclePrice": str(market.oracle_price),
                 "insuranceFund": str(state.system.insurance_fund),
                 "shorts": rows(1), "longs": rows(-1)}
 

@@ -326,9 +326,11 @@ def test_funding_paid_on_a_running_devnet_with_invariants_after_every_block() ->
             before = {n: node.chain.head_state().account(w.address) for n, w in TRADERS.items()}
             second = await warp_and_tick(3_600)
             third = await warp_and_tick(3_600)
-            # block timestamps may run a second or two ahead of the wall clock (each
-            # block is stamped at least its parent's time + 1), so allow a little slack
-            assert third - second >= 3_595 and second - first >= 3_595
+            # an hour apart, give or take: a block is stamped no earlier than its L1
+            # origin, and the embedded L1 (one block per send, each at least a second
+            # after its parent) runs seconds ahead of the wall clock while it is busy
+            # (CI saw ticks 3,592 s apart across a warp of 3,600 s)
+            assert third - second >= 3_500 and second - first >= 3_500
             head = node.chain.head_state()
             eth = head.markets[ETH]
             assert eth.funding_rate_ppm > DEFAULT_FUNDING_PPM  # the premium counted

@@ -28,6 +28,7 @@ from websockets.sync.client import connect as ws_connect
 from node.client import order_params
 from node.eip712 import Domain
 from node.node import Node
+from node.risk_view import risk_methods
 from node.rpc import L2Api
 from node.signing import Signer, dev_keys
 from node.streams import StreamHub
@@ -70,13 +71,16 @@ MARKET = {"id": Q, "symbol": S, "priceDecimals": Q, "sizeDecimals": Q, "tickSize
           "stepSize": D, "initialMarginPpm": Q, "maintenanceMarginPpm": Q, "makerFeePpm": Q,
           "takerFeePpm": Q, "oraclePrice": D, "oracleTime": Q, "fundingIndex": D,
           "fundingTime": Q, "fundingRate8h": D, "fundingRate1h": F,
-          "nextFundingTime": nullable(Q), "premiumEstimatePpm": nullable(D)}
+          "nextFundingTime": nullable(Q), "premiumEstimatePpm": nullable(D),
+          "openInterest": D, "openNotional": D, "initialMarginPpmEffective": Q,
+          "maxLiquidationFeePpm": Q, "openInterestLowerCap": D, "openInterestUpperCap": D,
+          "insuranceFund": D}
 ACCOUNT = {"address": A, "collateral": D, "nonce": Q, "equity": D, "initialMargin": D,
            "maintenanceMargin": D, "freeCollateral": D, "marginRatioPpm": nullable(D),
            "positions": L}
 POSITION = {"market": Q, "symbol": S, "size": D, "side": S, "cost": D, "entryPrice": D,
             "oraclePrice": D, "value": D, "unrealizedPnl": D, "fundingIndex": D,
-            "unsettledFunding": D, "liquidationPrice": nullable(D)}
+            "unsettledFunding": D, "liquidationPrice": nullable(D), "settledFunding": D}
 FILL_TYPES = {"limit"}
 """``fillType`` values served today (docs/protocol.md "Fill types")."""
 HEADER = {"number": Q, "hash": X, "parentHash": X, "timestamp": Q, "l1Origin": Q,
@@ -199,6 +203,13 @@ def _with(base: dict[str, Any], **kw: Any) -> dict[str, Any]:
     return {**base, **kw}
 
 
+def _liquidation(c: Ctx) -> dict[str, Any]:
+    """l2_sendLiquidation of the oracle's (flat) account with USER's signed buy."""
+    order = c.order()
+    return {"liquidated": "0x" + ORACLE.address.hex(), "order": order["order"],
+            "signature": order["signature"], "size": "10000", "price": "166621"}
+
+
 HTTP: list[tuple[str, Params, Ok | Err]] = [
     # identity
     ("eth_chainId", [], Ok(check=lambda r: r == "0x385")),
@@ -270,7 +281,8 @@ HTTP: list[tuple[str, Params, Ok | Err]] = [
     ("l2_getDispute", ["x"], Err(BAD, "id: expected an integer")),
     ("l2_syncStatus", [], Ok(check=lambda r: N(r["unsafe_l2"]["number"]))),
     ("l2_getSystem", [], Ok({"nextDeposit": Q, "withdrawalCount": Q, "oracle": A,
-                             "feeAccount": A, "admin": A, "fundingPool": D})),
+                             "feeAccount": A, "admin": A, "fundingPool": D,
+                             "insuranceFund": D})),
     ("l2_getSystem", ["pending"], Ok(check=lambda r: D(r["fundingPool"]))),
     ("l2_getSystem", [2**64 - 1], Err(-32001, "block 18446744073709551615 not found")),
     ("l2_rollupConfig", [], Ok(check=lambda r: r["l2_chain_id"] == 901)),
@@ -327,6 +339,20 @@ HTTP: list[tuple[str, Params, Ok | Err]] = [
     ("l2_sendFundingTick", lambda c: [c.funding_tick(ORACLE, premium=1_000_001)],
      Err(-32003, "InvalidPremium: ", rule=True)),
     ("l2_sendFundingTick", lambda c: [c.funding_tick(ORACLE, premium=-250)], Ok({"txHash": X})),
+    ("l2_sendLiquidation", lambda c: [_liquidation(c)], Err(-32003, "NotLiquidatable: ", rule=True)),
+    ("l2_sendLiquidation", lambda c: [_with(_liquidation(c), price="1")],
+     Err(-32003, "FillPriceMismatch: ", rule=True)),
+    ("l2_sendLiquidation", lambda c: [{k: v for k, v in _liquidation(c).items() if k != "size"}],
+     Err(BAD, "missing field size")),
+    ("l2_sendLiquidation", lambda c: [_with(_liquidation(c), size=str(2**64))],
+     Err(BAD, "size: out of range")),
+    ("l2_settleFunding", [{"account": ADDR, "market": "0x1"}], Err(-32003, "NoPosition: ", rule=True)),
+    ("l2_settleFunding", [{"account": ADDR}], Err(BAD, "missing field market")),
+    ("l2_getRiskEngine", [], Ok(check=lambda r: r["enabled"] is True and Q(r["accountsWatched"])
+                                and isinstance(r["rejectedByRule"], dict))),
+    ("l2_getDeleverageRanking", [1], Ok({"market": Q, "oraclePrice": D, "insuranceFund": D,
+                                         "shorts": L, "longs": L})),
+    ("l2_getDeleverageRanking", [2**32 - 1], Err(-32003, "UnknownMarket: ", rule=True)),
     ("l2_sendListMarket", [_with(BAD_LISTING, priceDecimals=256)],
      Err(BAD, "priceDecimals: out of range (expected 0 <= priceDecimals < 2^8)")),
     ("l2_sendListMarket", [_with(BAD_LISTING, market="ETH-USD")],
@@ -509,7 +535,8 @@ def documented_methods() -> set[str]:
 
 def test_the_node_serves_exactly_the_documented_methods() -> None:
     served = {n for n in dir(L2Api) if n.startswith(("eth_", "net_", "web3_", "l2_"))}
-    for source in (inspect.getsource(StreamHub.methods), inspect.getsource(Node.devnet_methods)):
+    for source in (inspect.getsource(StreamHub.methods), inspect.getsource(Node.devnet_methods),
+                   inspect.getsource(risk_methods)):
         served |= set(re.findall(r'"((?:l2|eth|devnet)_\w+)":', source))
     assert served == documented_methods()
     assert {m for m, _, _ in HTTP + WS} >= served  # every method is probed above
@@ -520,7 +547,8 @@ MONEY = {"collateral", "equity", "initialMargin", "maintenanceMargin", "freeColl
          "cost", "entryPrice", "oraclePrice", "value", "unrealizedPnl", "price", "amount",
          "filled", "remaining", "tickSize", "stepSize", "volume", "open", "high", "low", "close",
          "challengerBond", "fundingIndex", "fundingRate8h", "unsettledFunding", "premiumPpm",
-         "fundingPool", "liquidationPrice", "marginRatioPpm"}
+         "fundingPool", "liquidationPrice", "marginRatioPpm", "openInterest", "openNotional",
+         "openInterestLowerCap", "openInterestUpperCap", "insuranceFund", "settledFunding"}
 """Fields that are money, sizes or prices: decimal strings."""
 QUANTITIES = {"number", "timestamp", "l1Origin", "nonce", "salt", "expiry", "index", "batch",
               "firstBlock", "lastBlock", "l1Block", "depositEnd", "market", "withdrawalId",
@@ -529,7 +557,8 @@ QUANTITIES = {"number", "timestamp", "l1Origin", "nonce", "salt", "expiry", "ind
               "maintenanceMarginPpm", "makerFeePpm", "takerFeePpm", "oracleTime", "fromBlock",
               "toBlock", "unsafe", "safe", "finalized", "step", "batchIndex", "lo", "hi",
               "stepCount", "gasUsed", "difficulty", "gasLimit", "fundingTime",
-              "nextDeposit", "withdrawalCount"}
+              "nextDeposit", "withdrawalCount", "initialMarginPpmEffective",
+              "maxLiquidationFeePpm"}
 """Fields that are quantities or ids: hex quantities (when a string; ``transactions``,
 ``fills``, ``trades``, ``block`` are lists or objects elsewhere)."""
 OP_SHAPED = ("l2_syncStatus", "l2_rollupConfig")

@@ -215,7 +215,7 @@ def opened(long_usdc: int = 250,
 
 def test_engine_liquidates_through_the_book_best_first_within_fillable_then_backstop() -> None:
     seq, clock, engine = opened(extra={MAKER: 100_000, MAKER2: 100_000})
-    assert engine.view()["accountsWatched"] == 2  # the long and the short
+    assert engine.view()["accountsWatched"] == "0x2"  # the long and the short
     order(seq, MAKER, True, 182_800, 500)
     order(seq, MAKER2, True, 182_900, 500)
     order(seq, MAKER, True, 175_000, 10_000)  # beyond the fillable price: never used
@@ -239,7 +239,7 @@ def test_engine_liquidates_through_the_book_best_first_within_fillable_then_back
     assert head.account(LONG.address).positions == ()
     assert head.system.insurance_fund > 0  # fees; no shortfall at E > 0
     v = engine.view()
-    assert (v["liquidations"], v["backstopLiquidations"], v["deleverages"]) == (2, 1, 0)
+    assert (v["liquidations"], v["backstopLiquidations"], v["deleverages"]) == ("0x2", "0x1", "0x0")
     assert [ro.order.price for ro in seq.books[ETH].side_orders(True)] == [175_000]
 
 
@@ -259,7 +259,7 @@ def test_engine_deleverages_a_bankrupt_account_against_the_top_ranked_short() ->
     head = seq.chain.head_state()
     assert head.account(LONG.address).positions == ()
     assert equity(head.account(LONG.address), head.markets) >= 0
-    assert engine.view()["deleverages"] == 2 and engine.view()["backstopLiquidations"] == 0
+    assert engine.view()["deleverages"] == "0x2" and engine.view()["backstopLiquidations"] == "0x0"
 
 
 def test_engine_drops_a_maker_the_stf_refuses_and_goes_on() -> None:
@@ -273,7 +273,7 @@ def test_engine_drops_a_maker_the_stf_refuses_and_goes_on() -> None:
     engine.on_block(seq.chain.head)
     txs = engine_txs(seq, engine)
     assert [(t.order.account, t.size) for t in txs] == [(MAKER.address, 10_000)]
-    assert engine.view()["rejectedByRule"] == {"InsufficientMargin": 1}
+    assert engine.view()["rejectedByRule"] == {"InsufficientMargin": "0x1"}
     assert all(ro.order.account != MAKER2.address for ro in seq.books[ETH].side_orders(True))
 
 
@@ -332,7 +332,7 @@ def test_an_error_in_one_check_is_counted_and_the_account_retried_later() -> Non
     engine.on_block(seq.chain.head)
     assert engine.step() == []  # logged and skipped, the step itself goes on
     view = engine.view()
-    assert view["errors"] == 1 and "store unavailable" in view["lastError"]
+    assert view["errors"] == "0x1" and "store unavailable" in view["lastError"]
     seq.send_liquidate = real  # type: ignore[method-assign]
     move(seq, clock, 182_900)  # the next trigger checks the account again
     engine.on_block(seq.chain.head)
@@ -355,7 +355,7 @@ def test_a_funding_tick_alone_can_make_an_account_liquidatable() -> None:
     assert engine.step() == [LONG.address]
     seq.seal()
     assert seq.chain.head_state().account(LONG.address).positions == ()
-    assert engine.view()["backstopLiquidations"] == 1
+    assert engine.view()["backstopLiquidations"] == "0x1"
 
 
 def test_engine_transactions_survive_a_crash_and_the_index_is_rebuilt(tmp_path) -> None:
@@ -392,7 +392,7 @@ def test_engine_transactions_survive_a_crash_and_the_index_is_rebuilt(tmp_path) 
         assert all(ro.order.account != MAKER.address for ro in again.books[ETH])
         rebuilt = RiskEngine(again, BACKSTOP.private_key)
         # the long is flat in the pending state; the short and the maker hold positions
-        assert rebuilt.view()["accountsWatched"] == 2
+        assert rebuilt.view()["accountsWatched"] == "0x2"
         assert rebuilt.index.holders(ETH) == {SHORT.address: -10_000, MAKER.address: 10_000}
         assert rebuilt.step() == []
     finally:
