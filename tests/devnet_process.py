@@ -9,11 +9,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 TAPE = ROOT.parent / "shared" / "data" / "ethusdt-trades-2023-02-02.csv"
+
+
+def l1_lead(w3: Any) -> int:
+    """Seconds the L1 head's timestamp runs ahead of the wall clock (0 if
+    behind). After a burst of L1 blocks, each at least a second after its
+    parent, the L1 clock leads: a warp of ``n`` s then moves the next L1
+    block only ``n - lead`` s past the head. Call before any warp."""
+    return max(0, int(w3.eth.get_block("latest")["timestamp"]) - int(time.time()))
 
 
 def free_port() -> int:

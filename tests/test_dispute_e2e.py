@@ -25,7 +25,7 @@ from node.signing import Signer, dev_keys
 from node.wallet import deposit, finish_withdrawal, rollup_client
 from prover.challenger import Challenger
 from prover.trace import Fault
-from tests.devnet_process import DevnetProcess
+from tests.devnet_process import DevnetProcess, l1_lead
 
 KEYS = dev_keys(10)
 ORACLE = Signer(KEYS[1])
@@ -75,7 +75,8 @@ class Harness:
             time.sleep(0.3)
 
     def warp(self, seconds: int) -> None:
-        self.client.call("devnet_increaseTime", seconds)
+        """Mine an L1 block at least ``seconds`` after the L1 head."""
+        self.client.call("devnet_increaseTime", seconds + l1_lead(self.w3))
         self.client.call("devnet_mine", 1)
 
     def traffic(self) -> None:

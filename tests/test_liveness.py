@@ -36,7 +36,7 @@ from node.transactions import Deposit, Order
 from node.wallet import deposit, rollup_client
 from sequencer.batcher import batch_byte_cap, plan_batch
 from sequencer.sequencer import Sequencer
-from tests.devnet_process import DevnetProcess
+from tests.devnet_process import DevnetProcess, l1_lead
 from tests.test_sequencer import DOMAIN, GENESIS, NOW, Clock
 
 KEYS = dev_keys(10)
@@ -214,7 +214,7 @@ def test_idle_devnet_cannot_be_frozen(make_devnet) -> None:
         count = rollup.batch_count()
         wait_for(lambda: rollup.batch_count() > count, timeout=20, what="next heartbeat")
         count = rollup.batch_count()
-        client.call("devnet_increaseTime", 14)
+        client.call("devnet_increaseTime", 14 + l1_lead(w3))  # 14 s of L1 time
         wait_for(lambda: rollup.batch_count() > count, timeout=6, what="heartbeat after warp")
         with pytest.raises(TransactionReverted, match="freeze: sequencer still active"):
             wait_receipt(w3, rollup.freeze(ALICE.private_key))
@@ -230,8 +230,7 @@ def test_frozen_rollup_answers_rollup_frozen(make_devnet) -> None:
         time.sleep(3)  # a batch already in flight lands first
         # the L1 clock may run seconds ahead of the wall clock after a burst of
         # blocks (each at least a second after its parent): warp past its lead
-        lead = max(0, w3.eth.get_block("latest")["timestamp"] - int(time.time()))
-        client.call("devnet_increaseTime", 11 + lead)
+        client.call("devnet_increaseTime", 11 + l1_lead(w3))
         client.call("devnet_mine", 1)
         wait_receipt(w3, rollup.freeze(BOB.private_key))
         wait_for(lambda: client.sync_status()["frozen"], timeout=10, what="frozen on L2")

@@ -18,7 +18,7 @@ from l1_stub.client import TransactionReverted, connect, wait_receipt
 from node.client import L2Client, RpcError, quantity
 from node.signing import Signer, dev_keys
 from node.wallet import deposit, escape, rollup_client, withdraw
-from tests.devnet_process import DevnetProcess
+from tests.devnet_process import DevnetProcess, l1_lead
 from tests.hardhat_node import HardhatNode, HardhatUnavailable, install
 
 KEYS = dev_keys(10)
@@ -164,8 +164,7 @@ def test_censored_deposit_blocks_batches_until_included(devnet) -> None:
     # the embedded L1 stamps each block at least a second after its parent, so
     # after a burst of sends (the backstop liquidator's funding at start) its
     # clock runs ahead of the wall clock: warp past the deposit's own timestamp
-    lead = max(0, w3.eth.get_block("latest")["timestamp"] - int(time.time()))
-    client.call("devnet_increaseTime", client.config["inclusion_window"] + 5 + lead)
+    client.call("devnet_increaseTime", client.config["inclusion_window"] + 5 + l1_lead(w3))
     client.call("devnet_mine", 1)
     # New L2 blocks keep coming, but their batch is rejected on L1.
     client.send_oracle_price(ORACLE, "ETH-USD", 166700, int(time.time()) + 10_000)
