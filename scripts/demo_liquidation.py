@@ -73,6 +73,10 @@ class Summary:
     fund_end: int = 0
     fund_paid: int = 0  # the largest drop of the fund in one step
     funding_paid_by_longs: int = 0
+    # at the first deleverage, before its block: the insurance fund and the
+    # bankrupt account's shortfall (-equity) it could not cover (USDC units)
+    deleverage_fund: int | None = None
+    deleverage_shortfall: int | None = None
     accounts_checked: int = 0
     blocks_checked: int = 0
     events: list[str] = field(default_factory=list)
@@ -186,7 +190,7 @@ class Scenario:
         for h in self.maker_orders:
             try:
                 self.client.cancel_order(self.t["maker"].signer, h)
-            except Exception:  # filled by a liquidation in the meantime
+            except RpcError:  # filled by a liquidation in the meantime
                 pass
         bid = price * (999 if mode == "near" else 900) // 1000
         ask = price * 1005 // 1000
@@ -229,11 +233,25 @@ class Scenario:
                             f"{int(tx['price']) / 100:,.2f} to {by}")
                 else:
                     off = names.get(str(tx.get("offset", "")).lower(), tx.get("offset"))
+                    fund, shortfall = self.before_deleverage(tx["liquidated"], number)
                     text = (f"Deleverage {who}: {int(tx['size']) / ETH_UNIT:g} ETH at "
-                            f"{int(tx['price']) / 100:,.2f} (bankruptcy price) against {off}")
+                            f"{int(tx['price']) / 100:,.2f} (bankruptcy price) against {off}; "
+                            f"the insurance fund ({fund / USDC:,.2f} USDC) could not cover "
+                            f"its shortfall ({shortfall / USDC:,.2f} USDC)")
+                    if self.summary.deleverage_fund is None:
+                        self.summary.deleverage_fund = fund
+                        self.summary.deleverage_shortfall = shortfall
                 self.summary.events.append(text)
                 self.out.print(f"  [yellow]{text}[/yellow]")
         self.last_block = head
+
+    def before_deleverage(self, liquidated: str, number: int) -> tuple[int, int]:
+        """The insurance fund and ``liquidated``'s shortfall (-equity, 0 if
+        solvent) at the end of L2 block ``number - 1`` (USDC units)."""
+        at = hex(number - 1)
+        fund = int(self.client.call("l2_getSystem", at).get("insuranceFund", 0))
+        equity = int(self.client.get_account(liquidated, at)["equity"])
+        return fund, max(0, -equity)
 
     def show(self, title: str, price: int) -> None:
         table = Table("account", "ETH", "collateral", "equity", "funding paid", "liq. price",
@@ -333,6 +351,9 @@ class Scenario:
             failures.append("no backstop liquidation")
         if s.deleverages < 1:
             failures.append("no deleverage")
+        elif not (s.deleverage_shortfall or 0) > (s.deleverage_fund or 0):
+            failures.append(f"the first deleverage's shortfall {s.deleverage_shortfall} does "
+                            f"not exceed the insurance fund {s.deleverage_fund}")
         if s.fund_high <= 0:
             failures.append("the insurance fund never grew")
         if s.fund_paid <= 0:
@@ -346,6 +367,10 @@ class Scenario:
                 ("deleverages", s.deleverages),
                 ("insurance fund high (USDC)", f"{s.fund_high / USDC:,.2f}"),
                 ("largest payment by the fund (USDC)", f"{s.fund_paid / USDC:,.2f}"),
+                ("insurance fund before the first deleverage (USDC)",
+                 f"{(s.deleverage_fund or 0) / USDC:,.2f}"),
+                ("shortfall it could not cover (USDC)",
+                 f"{(s.deleverage_shortfall or 0) / USDC:,.2f}"),
                 ("insurance fund at the end (USDC)", f"{s.fund_end / USDC:,.2f}"),
                 ("funding the longs paid (USDC)", f"{s.funding_paid_by_longs / USDC:,.2f}"),
                 ("accounts checked: equity >= 0 or flat", s.accounts_checked),

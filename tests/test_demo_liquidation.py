@@ -58,6 +58,8 @@ def test_demo_liquidation() -> None:
         s = result["summary"]
         assert s.liquidations >= 1 and s.backstop_liquidations >= 1 and s.deleverages >= 1
         assert s.fund_high > 0 and s.fund_paid > 0 and s.funding_paid_by_longs > 0
+        # the deleverage came when the fund could not cover a bankrupt account
+        assert s.deleverage_shortfall > s.deleverage_fund >= 0
         assert watch.blocks > 10
         assert node.risk_engine is not None and node.risk_engine.counters.errors == 0
         assert "all checks passed" in out.getvalue()
