@@ -159,6 +159,14 @@ class SignaturePrefetch:
             self.orders += len(part)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Kill the workers (they hold no state) and drop the pool. A pool
+        only shut down waits at interpreter exit for the jobs its workers
+        run: a stop right after start waited seconds for ``start``'s
+        imports, and CI once saw it hang past 30 s. Python 3.14's
+        ``ProcessPoolExecutor.kill_workers()`` does the same."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -210,6 +210,8 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path, signum: int) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:  # else a later test reports the unclosed pipe
+            proc.stdout.close()
     assert proc.returncode == 0, out
     assert "Traceback" not in out
     assert "stopped" in out
