@@ -90,13 +90,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m l1_stub") -> int:
         from node.runtime import tune_gc
 
         tune_gc()
-        trio.run(_serve, l1, args, parent, deadline)
+        return trio.run(_serve, l1, args, parent, deadline)
     finally:
         l1.close()
-    return 0
 
 
-async def _serve(l1: Any, args: argparse.Namespace, parent: int, deadline: float) -> None:
+def _bind_error(exc: BaseException) -> OSError | None:
+    """The OSError of a failed listen: ``exc`` itself, or the only kind of
+    error inside the exception groups the server's nurseries wrap it in."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        match, rest = exc.split(OSError)
+        if match is not None and rest is None:
+            while isinstance(match, BaseExceptionGroup):
+                match = match.exceptions[0]
+            return match
+    return None
+
+
+async def _serve(l1: Any, args: argparse.Namespace, parent: int, deadline: float) -> int:
+    """Serve until stopped: 0; 1 if the port stays bound past ``deadline``."""
     import trio
 
     from l1_stub.server import serve_l1
@@ -106,10 +120,13 @@ async def _serve(l1: Any, args: argparse.Namespace, parent: int, deadline: float
             try:
                 url = await nursery.start(serve_l1, l1, args.host, args.port)
                 break
-            except OSError as exc:  # port still held by an exiting L1 process
+            except BaseException as raised:  # port still held by an exiting L1 process
+                exc = _bind_error(raised)
+                if exc is None:
+                    raise
                 if time.monotonic() > deadline:
                     log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
-                    raise SystemExit(1) from None
+                    return 1
                 log.debug("bind %s:%s: %s; retrying", args.host, args.port, exc)
                 await trio.sleep(0.1)
         log.info("L1 (chain %d) on %s, datadir %s", args.chain_id, url, args.datadir)
@@ -121,6 +138,7 @@ async def _serve(l1: Any, args: argparse.Namespace, parent: int, deadline: float
             nursery.start_soon(_watch_parent, parent, stop)
         if args.block_time is not None:
             nursery.start_soon(_mine_every, l1, args.block_time)
+    return 0
 
 
 def _watch_stdin(token: Any, stop: Any) -> None:

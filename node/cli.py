@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -252,10 +253,18 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
             lost = _find(exc, L1Lost)
             if lost is not None:
                 raise click.ClickException(str(lost)) from None
+            listen = _find(exc, OSError)
+            if isinstance(listen, OSError) and listen.errno in _LISTEN_ERRNOS:
+                raise click.ClickException(
+                    f"--port {port}: cannot listen on {host}:{port} ({listen.strerror}); "
+                    "stop what holds it or pick another --port") from None
             raise
         click.echo("stopped")
     finally:
         node.close()
+
+
+_LISTEN_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -215,3 +217,59 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path, signum: int) -> None:
     assert proc.returncode == 0, out
     assert "Traceback" not in out
     assert "stopped" in out
+
+
+def _held_port() -> tuple[socket.socket, int]:
+    """A listening socket on a free loopback port (the port stays bound)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock, sock.getsockname()[1]
+
+
+def test_l2_port_in_use_is_one_line_naming_the_flag() -> None:
+    sock, port = _held_port()
+    with sock:
+        proc = subprocess.run(
+            [sys.executable, "-m", "node.cli", "devnet", "--port", str(port),
+             "--l1-port", str(free_port())],
+            cwd=ROOT, capture_output=True, timeout=120)
+    out = (proc.stdout + proc.stderr).decode()
+    assert proc.returncode == 1, out
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)" in out
+    assert "Traceback" not in out and "ExceptionGroup" not in out
+
+
+def test_l1_waits_for_its_port_then_gives_up_in_one_line() -> None:
+    """The L1 process retries a bound port for --lock-wait seconds (an
+    exiting L1 may still hold it): released in time it serves; held past
+    the wait it exits 1 with one line, no traceback."""
+    sock, port = _held_port()
+    proc = subprocess.Popen([sys.executable, "-m", "l1_stub", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None
+        sock.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{port}", timeout=2, json={
+                    "jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the L1 never listened"
+                time.sleep(0.1)
+        assert reply["result"] == hex(900)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+    sock, port = _held_port()
+    with sock:
+        done = subprocess.run([sys.executable, "-m", "l1_stub", "--port", str(port),
+                               "--lock-wait", "1"], cwd=ROOT, capture_output=True, timeout=60)
+    out = (done.stdout + done.stderr).decode()
+    assert done.returncode == 1, out
+    assert f"cannot listen on 127.0.0.1:{port}" in out and "Address already in use" in out
+    assert "Traceback" not in out
