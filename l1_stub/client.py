@@ -683,8 +683,8 @@ class RollupClient:
     def max_steps(self) -> int:
         return int(self.rollup.functions.MAX_STEPS().call())
 
-    def batch_count(self) -> int:
-        return int(self.rollup.functions.batch_count().call())
+    def batch_count(self, block: int | str = "latest") -> int:
+        return int(self.rollup.functions.batch_count().call(block_identifier=block))
 
     def get_batch(self, index: int, block: int | str = "latest") -> BatchRecord:
         b = self.rollup.functions.get_batch(index).call(block_identifier=block)

@@ -254,10 +254,10 @@ class DisputeClient:
         fn = self.game.functions.open(batch_index, bytes(batch_data))
         return send_call(self.w3, key, fn, gas=open_gas_limit(len(batch_data)), value=value)
 
-    def tx_root(self, batch_id: int) -> bytes:
+    def tx_root(self, batch_id: int, block: int | str = "latest") -> bytes:
         """The step commitment the game keeps for batch id ``batch_id``
         (zero until a game against it was opened with its data)."""
-        return bytes(self.game.functions.tx_roots(batch_id).call())
+        return bytes(self.game.functions.tx_roots(batch_id).call(block_identifier=block))
 
     def dissect(self, key: bytes, game: int, roots: Sequence[bytes]) -> HexBytes:
         """The defender's roots at the inner points of the current range."""

@@ -34,8 +34,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from web3.exceptions import ContractLogicError
-
+from l1_stub.client import TransactionReverted, revert_reason, wait_receipt
 from l1_stub.disputes import (
     DisputeClient,
     GameState,
@@ -93,23 +92,13 @@ class Challenger:
         """Open what needs disputing, move in every own game, claim credits."""
         sent: list[Move] = []
         d = self.disputes
-        now = int(d.w3.eth.get_block("latest")["timestamp"])
-        target = self._target(now)
+        head = d.w3.eth.get_block("latest")
+        now, at = int(head["timestamp"]), int(head["number"])
+        target = self._target(now, at)
         if target is not None:
-            before = d.game_count()
-            tx = bytes(d.open(self.key, target, self._open_data(target)))
-            self._await(tx)
-            gid = before  # ids are sequential; find ours if another open raced
-            for candidate in range(before, d.game_count()):
-                g = d.get_game(candidate)
-                if g.challenger == self.address and g.batch_index == target:
-                    gid = candidate
-                    break
-            g = d.get_game(gid)
-            self.games[gid] = g.batch_id
-            self.disputed.add(g.batch_id)
-            log.warning("challenger: disputing batch %d (game %d)", target, gid)
-            sent.append(Move("open", gid, tx))
+            opened = self._open(target, at)
+            if opened is not None:
+                sent.append(opened)
         for gid in sorted(self.games):
             g = d.get_game(gid)
             if g.status != Status.ACTIVE:
@@ -130,15 +119,42 @@ class Challenger:
         for move in self.step():
             log.info("challenger: %s in game %d (tx 0x%s)", move.kind, move.game, move.tx.hex())
 
-    def _await(self, tx: bytes) -> None:
-        from l1_stub.client import TransactionReverted, revert_reason, wait_receipt
+    def _open(self, target: int, at: int) -> Move | None:
+        """Open a game against batch ``target`` (as read at L1 block ``at``).
+        None if the open reverted: L1 moved on between the read and the
+        open's block (another game deleted the batch, its window closed), no
+        bond was taken and the next round looks again."""
+        d = self.disputes
+        before = d.game_count()
+        tx = bytes(d.open(self.key, target, self._open_data(target, at)))
+        try:
+            self._await(tx)
+        except TransactionReverted as exc:
+            log.warning("challenger: open against batch %d reverted (%s); L1 changed since "
+                        "block %d, looking again next round", target, exc.reason, at)
+            return None
+        gid = before  # ids are sequential; find ours if another open raced
+        for candidate in range(before, d.game_count()):
+            g = d.get_game(candidate)
+            if g.challenger == self.address and g.batch_index == target:
+                gid = candidate
+                break
+        g = d.get_game(gid)
+        self.games[gid] = g.batch_id
+        self.disputed.add(g.batch_id)
+        log.warning("challenger: disputing batch %d (game %d)", target, gid)
+        return Move("open", gid, tx)
 
+    def _await(self, tx: bytes) -> None:
+        """Wait for ``tx``; raises TransactionReverted if it reverted."""
         receipt = wait_receipt(self.disputes.w3, tx)
         if receipt["status"] != 1:
             raise TransactionReverted(receipt, revert_reason(self.disputes.w3, receipt))
 
-    def _target(self, now: int) -> int | None:
-        """The batch to open a game against now, if any."""
+    def _target(self, now: int, at: int) -> int | None:
+        """The batch to open a game against now, if any, read at L1 block
+        ``at`` (whose timestamp is ``now``): one consistent view, since a
+        game may delete batches at any block (also since the replica's sync)."""
         snap = self.replica.l1_snapshot
         if snap is None or snap.frozen:
             return None
@@ -146,31 +162,28 @@ class Challenger:
         first = snap.finalized_batch_count
         latest = self.replica.chain.latest_batch()
         derived = latest.index + 1 if latest else 0
-        on_l1 = self.rollup.batch_count()  # fresh: a game may have deleted batches since the sync
+        on_l1 = self.rollup.batch_count(at)
         for index in range(first, min(derived, on_l1)):
             info = self.replica.chain.batch(index)
             wrong = info is not None and index in self.replica.mismatched
             if (self.mode == "malicious") == wrong:
                 continue  # malicious disputes correct roots, every other mode wrong ones
-            try:
-                record = self.rollup.get_batch(index)
-            except ContractLogicError:  # deleted by a game since the count was read
-                return None
+            record = self.rollup.get_batch(index, at)
             if now >= record.l1_timestamp + window:
                 continue
-            if self.rollup.batch_id(index) in self.disputed:
+            if self.rollup.batch_id(index, at) in self.disputed:
                 if self.mode != "malicious":
                     return None  # our game on the first wrong batch is running
                 continue
             return index
         return None
 
-    def _open_data(self, index: int) -> bytes:
+    def _open_data(self, index: int, at: int | str = "latest") -> bytes:
         """The data ``open`` needs for batch ``index``: b"" if the game
         already holds the batch's step commitment, else the batch data of
         its submitBatch transaction (the L1 block the replica derived it
         from). Raises KeyError if the replica has not derived the batch."""
-        if self.disputes.tx_root(self.rollup.batch_id(index)) != b"\x00" * 32:
+        if self.disputes.tx_root(self.rollup.batch_id(index, at), at) != b"\x00" * 32:
             return b""
         info = self.replica.chain.batch(index)
         if info is None:

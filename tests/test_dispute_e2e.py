@@ -221,7 +221,7 @@ def test_liquidation_fault_is_won_by_the_challenger(harness) -> None:
     assert int(system["insuranceFund"]) > 0
 
 
-def test_malicious_challenger_loses_and_the_batch_finalizes(harness) -> None:
+def test_malicious_challenger_loses_and_the_batch_finalizes(harness, caplog) -> None:
     h = harness()
     liar = h.challenger(OTHER_KEY, "malicious")
     h.traffic()
@@ -259,8 +259,31 @@ def test_malicious_challenger_loses_and_the_batch_finalizes(harness) -> None:
     out = subprocess.run([sys.executable, "-m", "node.cli", "disputes", "--rpc", h.dev.url],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "defender_won" in out
-    h.warp(quantity(h.client.config["challenge_window"]) + 1)
+    _an_open_that_reverts_is_skipped(h, caplog)
     h.play(lambda: h.rollup.finalized_batch_count() > game.batch_index, what="finality")
+
+
+def _an_open_that_reverts_is_skipped(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """L1 moves on between the challenger's read and its open's block (here
+    the challenge window closes; in CI a game deleted the batch): the open
+    reverts, the challenger logs it, keeps no game and raises nothing. Also
+    warps L1 past the challenge window."""
+    window = quantity(h.client.config["challenge_window"])
+
+    class LateDisputes(DisputeClient):
+        def open(self, *args: Any, **kwargs: Any) -> Any:
+            h.warp(window + 1)
+            return super().open(*args, **kwargs)
+
+    late = Challenger(h.replica, LateDisputes(h.w3, h.replica.deployment), KEYS[2], "malicious")
+    games = h.disputes.game_count()
+    h.replica.sync()
+    assert late._target(*(lambda b: (int(b["timestamp"]), int(b["number"])))(
+        h.w3.eth.get_block("latest"))) is not None  # it has a batch to open against
+    moves = late.step()
+    assert [m for m in moves if m.kind == "open"] == [] and late.games == {}
+    assert h.disputes.game_count() == games
+    assert "dispute: challenge window closed" in caplog.text, caplog.text[-2000:]
 
 
 def test_silent_defender_loses_on_its_clock(harness) -> None:
