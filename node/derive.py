@@ -64,7 +64,9 @@ class PostedBatch:
     posted (claimed) root; data_hash: the Rollup's batch commitment
     keccak(batch_data) (event);
     deposit_end: queue position after the batch; l1_block / l1_tx: where it
-    landed (block number, 32-byte tx hash)."""
+    landed (block number, 32-byte tx hash); batch_id: the Rollup's
+    ``batch_id(index)`` for it (never reused, also not after a deletion;
+    0: not read)."""
 
     index: int
     first_block: int
@@ -74,6 +76,7 @@ class PostedBatch:
     deposit_end: int
     l1_block: int = 0
     l1_tx: bytes = b"\x00" * 32
+    batch_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

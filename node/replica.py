@@ -68,6 +68,7 @@ MAX_ROLLUP_NONCE = 64  # nonces of the genesis sequencer searched for the Rollup
 
 _DEPOSIT = b"R:d:"  # queue index u64 -> account(20) | amount u128 | running hash
 _DEPOSIT_SCAN = b"R:dscan"  # last L1 block whose DepositQueued logs are stored
+_BATCH_ID = b"R:bid:"  # batch index u64 -> the Rollup's batch id u64 of the derived batch
 
 
 LOG_PAGE_BLOCKS = 500  # L1 blocks per eth_getLogs call
@@ -351,14 +352,14 @@ class Replica:
         at = snap.number
         latest = self.chain.latest_batch()
         derived = latest.index + 1 if latest else 0
-        # what L1 says about our latest batch (and earlier ones if it changed)
+        # what L1 says about our latest batch (and earlier ones if it changed):
+        # a batch deleted and posted again with the same data and root has a
+        # new id, and ids are never reused, so an unchanged id at index i
+        # means nothing at or below i was deleted since it was derived
         changed_from = None
         i = min(derived, snap.batch_count) - 1
         while i >= 0:
-            info = self.chain.batch(i)
-            record = self.rollup.get_batch(i, at)
-            if info is not None and (record.data_hash, record.state_root) == (
-                    info.data_hash, info.state_root):
+            if self._still_on_l1(i, at):
                 break
             changed_from = i
             i -= 1
@@ -383,6 +384,19 @@ class Replica:
             deposits = [d for d in deposits if reset or d[0].index >= known]
         return {"snapshot": snap, "survivors": survivors, "deposits": deposits,
                 "reset_deposits": reset, "batches": submissions}
+
+    def _still_on_l1(self, index: int, at: int) -> bool:
+        """Whether derived batch ``index`` is still the Rollup's batch
+        ``index`` at L1 block ``at``: the same data hash and root and, if its
+        id was stored (batches derived before ids were kept have none), the
+        same batch id."""
+        info = self.chain.batch(index)
+        record = self.rollup.get_batch(index, at)
+        if info is None or (record.data_hash, record.state_root) != (
+                info.data_hash, info.state_root):
+            return False
+        raw = self.db.get(_BATCH_ID + index.to_bytes(8, "big"))
+        return raw is None or self.rollup.batch_id(index, at) == int.from_bytes(raw, "big")
 
     def _read_logs(self, from_block: int, at: int, first_batch: int, batch_count: int
                    ) -> tuple[list[tuple[QueuedDeposit, bytes]], list[Future[PostedBatch]]]:
@@ -422,14 +436,16 @@ class Replica:
                     chosen[index] = (key, entry)
         # calldata is fetched on a thread, in batch order, while earlier
         # batches derive (``derive_batches`` waits for each in turn)
-        batches = [self._fetcher.submit(self._posted_batch, index, chosen[index][1])
+        batches = [self._fetcher.submit(self._posted_batch, index, chosen[index][1], at)
                    for index in sorted(chosen)]
         return deposits, batches
 
-    def _posted_batch(self, index: int, entry: Any) -> PostedBatch:
+    def _posted_batch(self, index: int, entry: Any, at: int) -> PostedBatch:
         """The batch of one BatchSubmitted log entry, with its calldata read
         from L1 (raw: web3's result formatters cost more than the request for
-        ~120 KB of calldata). Raises ConnectionError if L1 does not have it."""
+        ~120 KB of calldata) and its batch id at L1 block ``at`` (the entry is
+        the latest submission of ``index`` up to ``at``). Raises
+        ConnectionError if L1 does not have it."""
         args = entry["args"]
         answer = self.w3.provider.make_request(
             "eth_getTransactionByHash", ["0x" + bytes(entry["transactionHash"]).hex()])
@@ -441,7 +457,8 @@ class Replica:
             index=index, first_block=int(args["first_block"]),
             batch_data=bytes(params["batch_data"]), state_root=bytes(args["state_root"]),
             data_hash=bytes(args["data_hash"]), deposit_end=int(args["deposit_end"]),
-            l1_block=int(entry["blockNumber"]), l1_tx=bytes(entry["transactionHash"]))
+            l1_block=int(entry["blockNumber"]), l1_tx=bytes(entry["transactionHash"]),
+            batch_id=self.rollup.batch_id(index, at))
 
     def store_deposits(self, entries: list[tuple[QueuedDeposit, bytes]], scanned_to: int,
                        reset: bool = False) -> None:
@@ -466,6 +483,10 @@ class Replica:
         number = keep.last_block if keep else 0
         log.warning("L1 deleted batches from %d: rolling back to L2 block %d",
                     survivors, number)
+        latest = self.chain.latest_batch()
+        with self.db.write_batch() as batch:
+            for index in range(survivors, latest.index + 1 if latest else 0):
+                batch.delete(_BATCH_ID + index.to_bytes(8, "big"))
         self.chain.rollback(number)
         self.mismatched = [i for i in self.mismatched if i < survivors]
         self.rollbacks += 1
@@ -493,6 +514,9 @@ class Replica:
                                      batch.state_root, prepared.commitment,
                                      batch.l1_block, batch.l1_tx, batch.deposit_end,
                                      batch.data_hash))
+        if batch.batch_id:
+            self.db.put(_BATCH_ID + batch.index.to_bytes(8, "big"),
+                        batch.batch_id.to_bytes(8, "big"))
         matches = chain.head.header.state_root == batch.state_root
         if not matches:
             self.mismatched.append(batch.index)

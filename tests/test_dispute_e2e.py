@@ -300,6 +300,19 @@ def test_silent_defender_loses_on_its_clock(harness) -> None:
     assert [m.kind for m in honest.moves if m.game == 0][-1] == "timeout"
     h.client.call("devnet_setDefender", True)
     h.play(h.caught_up, what="re-post")
+    # a batch deleted and posted again with the same data and root has a new
+    # batch id: the replica takes a changed id as a deletion (content alone
+    # cannot tell), rolls back and derives the batch again
+    from node.replica import _BATCH_ID
+
+    top = h.replica.chain.latest_batch().index  # type: ignore[union-attr]
+    key = _BATCH_ID + top.to_bytes(8, "big")
+    assert int.from_bytes(h.replica.db.get(key) or b"", "big") == h.rollup.batch_id(top)
+    h.replica.db.put(key, (10**6).to_bytes(8, "big"))
+    rollbacks = h.replica.rollbacks
+    h.replica.sync()
+    assert h.replica.rollbacks == rollbacks + 1 and h.caught_up()
+    assert int.from_bytes(h.replica.db.get(key) or b"", "big") == h.rollup.batch_id(top)
 
 
 def test_silent_challenger_loses_and_a_colluding_one_cannot_shield_a_wrong_root(harness) -> None:
