@@ -95,25 +95,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m l1_stub") -> int:
         l1.close()
 
 
-def _bind_error(exc: BaseException) -> OSError | None:
-    """The OSError of a failed listen: ``exc`` itself, or the only kind of
-    error inside the exception groups the server's nurseries wrap it in."""
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        match, rest = exc.split(OSError)
-        if match is not None and rest is None:
-            while isinstance(match, BaseExceptionGroup):
-                match = match.exceptions[0]
-            return match
-    return None
-
-
 async def _serve(l1: Any, args: argparse.Namespace, parent: int, deadline: float) -> int:
     """Serve until stopped: 0; 1 if the port stays bound past ``deadline``."""
     import trio
 
     from l1_stub.server import serve_l1
+    from node.runtime import find_exception
 
     async with trio.open_nursery() as nursery:
         while True:
@@ -121,7 +108,8 @@ async def _serve(l1: Any, args: argparse.Namespace, parent: int, deadline: float
                 url = await nursery.start(serve_l1, l1, args.host, args.port)
                 break
             except BaseException as raised:  # port still held by an exiting L1 process
-                exc = _bind_error(raised)
+                # the OSError of a failed listen, alone in the nurseries' groups
+                exc = find_exception(raised, OSError, only=True)
                 if exc is None:
                     raise
                 if time.monotonic() > deadline:

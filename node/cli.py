@@ -243,17 +243,17 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
                        + (f"  datadir {datadir}" if datadir else "  (in-memory)"))
             sys.stdout.flush()
 
-    from node.runtime import tune_gc
+    from node.runtime import find_exception, tune_gc
 
     tune_gc()
     try:
         trio.run(run)
     except BaseException as exc:  # Ctrl-C may arrive wrapped in the nursery's group
         if not _is_interrupt(exc):
-            lost = _find(exc, L1Lost)
+            lost = find_exception(exc, L1Lost)
             if lost is not None:
                 raise click.ClickException(str(lost)) from None
-            listen = _find(exc, OSError)
+            listen = find_exception(exc, OSError)
             if isinstance(listen, OSError) and listen.errno in _LISTEN_ERRNOS:
                 raise click.ClickException(
                     f"--port {port}: cannot listen on {host}:{port} ({listen.strerror}); "
@@ -265,18 +265,6 @@ def devnet(host: str, port: int, l1_port: int, datadir: str | None, block_time: 
 
 
 _LISTEN_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
-
-
-def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """``exc`` itself or the first ``kind`` inside its exception groups."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        match, _ = exc.split(kind)
-        while isinstance(match, BaseExceptionGroup):
-            match = match.exceptions[0]
-        return match
-    return None
 
 
 def _is_interrupt(exc: BaseException) -> bool:

@@ -58,3 +58,20 @@ def exit_with_parent(parent: int) -> None:
 
 
 __all__ = ["GEN0_THRESHOLD", "PARENT_POLL_S", "exit_with_parent", "tune_gc"]
+
+
+def find_exception(exc: BaseException, kind: type[BaseException], *,
+                   only: bool = False) -> BaseException | None:
+    """``exc`` itself if it is a ``kind``, else the first ``kind`` inside its
+    (nested) exception groups, as trio's nurseries deliver errors; None if
+    there is none, or with ``only`` if the groups also hold anything else."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        match, rest = exc.split(kind)
+        if only and rest is not None:
+            return None
+        while isinstance(match, BaseExceptionGroup):
+            match = match.exceptions[0]
+        return match
+    return None

@@ -276,8 +276,17 @@ def _an_open_that_reverts_is_skipped(h: Harness, caplog: pytest.LogCaptureFixtur
             return super().open(*args, **kwargs)
 
     late = Challenger(h.replica, LateDisputes(h.w3, h.replica.deployment), KEYS[2], "malicious")
-    games = h.disputes.game_count()
+    # a fresh batch, so one has its challenge window open however slow the run was
     h.replica.sync()
+    derived = h.replica.chain.latest_batch().index  # type: ignore[union-attr]
+    h.oracle_time += 1
+    h.client.send_oracle_price(ORACLE, "ETH-USD", h.price, h.oracle_time)
+    deadline = time.monotonic() + 60
+    while h.replica.chain.latest_batch().index <= derived:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "no fresh batch"
+        time.sleep(0.3)
+        h.replica.sync()
+    games = h.disputes.game_count()
     assert late._target(*(lambda b: (int(b["timestamp"]), int(b["number"])))(
         h.w3.eth.get_block("latest"))) is not None  # it has a batch to open against
     moves = late.step()
