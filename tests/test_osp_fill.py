@@ -480,9 +480,12 @@ RULES: dict[str, int] = {}  # "applied" or the STF rule that failed -> fills
 
 
 # no shrinking: each step is an EVM call and shrinking a sequence takes minutes;
-# the assertion message carries the failing fill and its leaves
+# the assertion message carries the failing fill and its leaves. The default
+# run is derandomized: test_zz below checks what its 300 fills covered, and a
+# random 300 once applied no fill that settled funding to an account (CI);
+# DERIVNET_SLOW runs 5,000 random fills
 @settings(max_examples=max(1, FILL_STEPS // FILLS_PER_EXAMPLE), database=None,
-          phases=(Phase.explicit, Phase.generate),
+          derandomize=not SLOW, phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(data=st.data())
