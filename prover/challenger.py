@@ -73,6 +73,7 @@ class Challenger:
         self.moves: list[Move] = []
         self._traces: dict[tuple[int, bytes], BatchTrace] = {}
         self.guard = MoveGuard()
+        self._games_seen = 0  # games below this id were looked at by _adopt
 
     # -- traces --------------------------------------------------------------
     def trace(self, index: int) -> BatchTrace:
@@ -92,6 +93,7 @@ class Challenger:
         """Open what needs disputing, move in every own game, claim credits."""
         sent: list[Move] = []
         d = self.disputes
+        self._adopt()
         head = d.w3.eth.get_block("latest")
         now, at = int(head["timestamp"]), int(head["number"])
         target = self._target(now, at)
@@ -118,6 +120,22 @@ class Challenger:
         """``step()`` with every move logged (the challenger process's round)."""
         for move in self.step():
             log.info("challenger: %s in game %d (tx 0x%s)", move.kind, move.game, move.tx.hex())
+
+    def _adopt(self) -> None:
+        """Take up this key's games on L1 that this instance has not seen:
+        after a restart (also a kill -9) the games it opened go on, and no
+        second bond is posted against a batch it already disputes. Games and
+        disputed batches live on L1, so nothing of them is lost with the
+        process. One ``get_game`` per game opened since the last call."""
+        d = self.disputes
+        count = d.game_count()
+        for gid in range(self._games_seen, count):
+            g = d.get_game(gid)
+            if g.challenger == self.address:
+                self.disputed.add(g.batch_id)
+                if g.status == Status.ACTIVE:
+                    self.games.setdefault(gid, g.batch_id)
+        self._games_seen = count
 
     def _open(self, target: int, at: int) -> Move | None:
         """Open a game against batch ``target`` (as read at L1 block ``at``).

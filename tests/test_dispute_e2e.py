@@ -302,6 +302,13 @@ def test_silent_defender_loses_on_its_clock(harness) -> None:
     h.traffic()
     h.wrong_batch()
     h.play(lambda: h.disputes.game_count() > 0, what="the dispute")
+    # the challenger restarts (a new process knows nothing): it takes up its
+    # game from L1 and opens no second one against the same batch
+    h.challengers.remove(honest)
+    honest = h.challenger(HONEST_KEY)
+    h.round()
+    assert honest.games == {0: h.disputes.get_game(0).batch_id}
+    assert h.disputes.game_count() == 1
     h.warp(h.disputes.clock_seconds() + 1)
     game = h.play(lambda: (lambda g: g if g.status != Status.ACTIVE else None)(
         h.disputes.get_game(0)), what="the timeout")
